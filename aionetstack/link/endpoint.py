@@ -1,0 +1,104 @@
+"""The link layer's two interfaces: what a link offers, and what it delivers frames to.
+
+A :class:`LinkEndpoint` is one NIC's view of a medium (gVisor's ``LinkEndpoint``, smoltcp's
+``phy::Device``). The network layer above it is a :class:`NetworkDispatcher`. Frames move in
+batches both ways: ``write(frames)`` down, ``deliver_frames(link, frames)`` up.
+
+Backpressure, never drops: a dispatcher whose inbound queue is full calls the link's
+``pause_reading()``; the link keeps what it holds (a TAP link stops reading its fd, an in-memory
+wire keeps frames on the sending side and tells *that* side's dispatcher it is not writable with
+``link_writable(link, False)``), so a full queue looks like a slow link, never like loss.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Protocol
+
+from aionetstack.wire import Buffer
+
+__all__ = ["LinkCapabilities", "LinkEndpoint", "LinkKind", "NetworkDispatcher"]
+
+
+class LinkKind(enum.Enum):
+    """What a frame on the link starts with."""
+
+    ETHERNET = "ethernet"  #: Ethernet II frames (TAP, the in-memory wire)
+    IP = "ip"  #: bare IP packets, no link header and no ARP (TUN, the loopback)
+
+
+class LinkCapabilities(enum.Flag):
+    """What a link does for the layers above it, as a real NIC advertises offloads."""
+
+    NONE = 0
+    #: Frames on this medium are never corrupted (an in-memory wire, Linux loopback/veth):
+    #: the stack neither computes nor verifies IPv4/ICMP/UDP/TCP checksums on it.
+    CHECKSUM_OFFLOAD = enum.auto()
+
+
+class NetworkDispatcher(Protocol):
+    """What a link hands frames up to (the stack's network layer)."""
+
+    def deliver_frames(self, link: LinkEndpoint, frames: Sequence[Buffer]) -> None:
+        """Take a batch of received frames. Must not block and must not raise."""
+
+    def link_writable(self, link: LinkEndpoint, writable: bool) -> None:
+        """The link can (``True``) or cannot (``False``) take more frames without queueing."""
+
+
+class LinkEndpoint:
+    """Base class of every link endpoint and wrapper.
+
+    Subclasses set ``mtu`` (largest frame payload, i.e. IP packet size), ``mac`` (6 bytes, or
+    ``b""`` on an IP link), ``kind`` and ``capabilities``, and implement ``write``.
+    """
+
+    mtu: int
+    mac: bytes
+    kind: LinkKind = LinkKind.ETHERNET
+    capabilities: LinkCapabilities = LinkCapabilities.NONE
+
+    def __init__(self) -> None:
+        self.dispatcher: NetworkDispatcher | None = None
+        self.closed = False
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def header_length(self) -> int:
+        """Bytes of link header before the IP packet."""
+        return 14 if self.kind is LinkKind.ETHERNET else 0
+
+    @property
+    def checksum_offload(self) -> bool:
+        return bool(self.capabilities & LinkCapabilities.CHECKSUM_OFFLOAD)
+
+    @property
+    def writable(self) -> bool:
+        """False while the medium is holding frames back (see the module docstring)."""
+        return True
+
+    def attach(self, dispatcher: NetworkDispatcher | None) -> None:
+        """Start delivering received frames to ``dispatcher`` (``None`` detaches)."""
+        self.dispatcher = dispatcher
+
+    def write(self, frames: Sequence[Buffer]) -> None:
+        """Send a batch of frames. Never blocks; a closed link drops them."""
+        raise NotImplementedError
+
+    def pause_reading(self) -> None:
+        """The dispatcher's queue is full: hold further frames until ``resume_reading``."""
+
+    def resume_reading(self) -> None:
+        """The dispatcher can take frames again."""
+
+    def close(self) -> None:
+        """Stop the link; further writes are dropped, nothing more is delivered."""
+        self.closed = True
+        self.dispatcher = None
+
+    def __repr__(self) -> str:
+        return f"<{self.name} mtu={self.mtu} kind={self.kind.value}>"

@@ -1,0 +1,398 @@
+"""IPv4 input and output for a stack (RFC 791, RFC 1122 §3.3): validate, deliver, route, fragment, resolve.
+
+The stack owns one :class:`Ipv4Layer`. Input takes a frame (or a bare IP packet on a TUN or the
+loopback) and hands the transport payload to ICMP/UDP/TCP; output takes a transport segment as a
+list of parts, picks a route, fragments to the link MTU, resolves the next hop's MAC and queues
+the frame on the link for the next batched flush.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import struct
+from typing import TYPE_CHECKING, Protocol
+
+from aionetstack.errors import MalformedPacket
+from aionetstack.link.endpoint import LinkKind
+from aionetstack.network.neighbour import NeighbourCache, ResolveAction
+from aionetstack.network.reassembly import Reassembler
+from aionetstack.wire import Buffer
+from aionetstack.wire.arp import ARP_REPLY, ARP_REQUEST, build_arp, parse_arp
+from aionetstack.wire.checksum import internet_checksum
+from aionetstack.wire.ethernet import (
+    BROADCAST_MAC,
+    ETHERNET_HEADER_LENGTH,
+    ETHERTYPE_ARP,
+    ETHERTYPE_IPV4,
+    build_ethernet,
+)
+from aionetstack.wire.icmp import ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED, UNREACH_PROTOCOL
+from aionetstack.wire.ipv4 import IPV4_HEADER_LENGTH, PROTO_ICMP, PROTO_TCP, PROTO_UDP, format_ip, parse_ipv4
+
+if TYPE_CHECKING:
+    from aionetstack.network.interface import Interface
+    from aionetstack.stack import Stack
+
+__all__ = ["Ipv4Layer", "PacketOwner"]
+
+_ETH_IP = struct.Struct("!6s6sH")
+_IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
+_ZERO_MAC = b"\x00" * 6
+
+
+class PacketOwner(Protocol):
+    """Who to tell when a queued packet could not be delivered (ARP failed): a socket-like endpoint."""
+
+    def network_error(self, exc: OSError) -> None: ...
+
+
+class Ipv4Layer:
+    """The network layer of one stack."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.counters = stack.counters
+        self.reassembler = Reassembler(
+            timeout=stack.options.reassembly_timeout,
+            max_bytes_per_source=stack.options.reassembly_bytes_per_source,
+            max_bytes_total=stack.options.reassembly_bytes_total,
+        )
+        self._identification = itertools.count(int.from_bytes(os.urandom(2), "big"))
+        self.forwarding = stack.options.forwarding
+        self.default_ttl = stack.options.default_ttl
+
+    # ------------------------------------------------------------------ input
+
+    def ethernet_input(self, iface: Interface, frame: Buffer) -> None:
+        """One Ethernet frame from ``iface`` (RFC 894)."""
+        if len(frame) < ETHERNET_HEADER_LENGTH:
+            raise MalformedPacket("ethernet-truncated", f"{len(frame)} bytes")
+        dst, _src, ethertype = _ETH_IP.unpack_from(frame)
+        if dst != iface.link.mac and not dst[0] & 1:
+            # Unicast to another host: a NIC not in promiscuous mode filters it.
+            self.counters["link.dropped.not-our-mac"] += 1
+            return
+        if ethertype == ETHERTYPE_IPV4:
+            self.ipv4_input(iface, frame, ETHERNET_HEADER_LENGTH)
+        elif ethertype == ETHERTYPE_ARP:
+            self.arp_input(iface, frame)
+        else:
+            self.counters["link.dropped.unknown-ethertype"] += 1
+
+    def arp_input(self, iface: Interface, frame: Buffer) -> None:
+        """RFC 826 §"Packet Reception": merge the sender into the cache, answer requests for us."""
+        packet = parse_arp(frame, ETHERNET_HEADER_LENGTH)
+        counters = self.counters
+        counters["arp.received"] += 1
+        ours = self.stack.addresses_of(iface)
+        targeted = packet.target_ip in ours
+        if packet.sender_ip == b"\x00\x00\x00\x00":
+            # An RFC 5227 probe: nothing to learn; we still answer if it asks for our address.
+            pass
+        elif packet.sender_ip in ours:
+            counters["arp.address-conflict"] += 1
+        else:
+            now = self.stack.loop.time()
+            # RFC 826: update an existing entry whatever the target; create one only if we are it.
+            waiting = iface.neighbours.update(packet.sender_ip, packet.sender_mac, now, create=targeted)
+            for ip_packet, _owner in waiting:  # type: ignore[misc]
+                self._emit_ethernet(iface, packet.sender_mac, ip_packet)
+            if waiting:
+                self.stack.arm_network_timer()
+        if packet.operation == ARP_REQUEST and targeted:
+            counters["arp.replies-sent"] += 1
+            reply = build_arp(
+                ARP_REPLY, iface.link.mac, packet.target_ip, packet.sender_mac, packet.sender_ip
+            )
+            self.stack.emit(
+                iface.link, build_ethernet(packet.sender_mac, iface.link.mac, ETHERTYPE_ARP) + reply
+            )
+
+    def ipv4_input(self, iface: Interface, buf: Buffer, offset: int) -> None:
+        """Validate an IPv4 datagram (RFC 1122 §3.2.1) and deliver it to its protocol."""
+        stack = self.stack
+        counters = self.counters
+        header = parse_ipv4(buf, offset, verify_checksum=not iface.link.checksum_offload)
+        counters["ip.received"] += 1
+        destination = header.destination
+        if destination not in stack.local_addresses:
+            if destination[0] == 127:
+                if iface is not stack.loopback:
+                    # RFC 1122 §3.2.1.3: 127/8 must never appear outside a host.
+                    counters["ip.dropped.martian"] += 1
+                    return
+            elif not iface.is_broadcast(destination) and destination[0] < 224:
+                if self.forwarding:
+                    self.forward(iface, buf, offset, header)
+                else:
+                    counters["ip.dropped.not-for-us"] += 1
+                return
+        if header.source[0] == 127 and iface is not stack.loopback:
+            counters["ip.dropped.martian"] += 1
+            return
+        if header.more_fragments or header.fragment_offset:
+            counters["ip.fragments-received"] += 1
+            whole = self.reassembler.add(
+                header.source,
+                destination,
+                header.protocol,
+                header.identification,
+                header.fragment_offset,
+                header.more_fragments,
+                memoryview(buf)[header.payload_offset : header.payload_end],
+                stack.loop.time(),
+                header=bytes(buf[offset : header.payload_offset]),
+            )
+            stack.arm_network_timer()
+            if whole is None:
+                return
+            counters["ip.reassembled"] += 1
+            buf, start, end = whole, 0, len(whole)
+        else:
+            start, end = header.payload_offset, header.payload_end
+        protocol = header.protocol
+        counters["ip.delivered"] += 1
+        if protocol == PROTO_TCP:
+            stack.tcp.segment_input(iface, header, buf, start, end)
+        elif protocol == PROTO_UDP:
+            stack.udp.datagram_input(iface, header, buf, start, end, offset)
+        elif protocol == PROTO_ICMP:
+            stack.icmp.message_input(iface, header, buf, start, end, offset)
+        else:
+            counters["ip.dropped.unknown-protocol"] += 1
+            # RFC 1122 §3.2.2.1: protocol unreachable for an unknown transport.
+            stack.icmp.send_error(ICMP_DEST_UNREACHABLE, UNREACH_PROTOCOL, header, buf, offset)
+
+    def forward(self, iface: Interface, buf: Buffer, offset: int, header: object) -> None:
+        """Forward a datagram not for us (forwarding on): RFC 1812 §5.3.1 TTL handling."""
+        from aionetstack.wire.ipv4 import Ipv4Header
+
+        assert isinstance(header, Ipv4Header)
+        if header.ttl <= 1:
+            self.counters["ip.dropped.ttl-exceeded"] += 1
+            self.stack.icmp.send_error(ICMP_TIME_EXCEEDED, 0, header, buf, offset)
+            return
+        packet = bytearray(buf[offset : header.payload_end])
+        packet[8] = header.ttl - 1
+        packet[10:12] = b"\x00\x00"
+        packet[10:12] = internet_checksum(packet[: header.header_length]).to_bytes(2, "big")
+        try:
+            self.output_packet(header.destination, packet, header.dont_fragment)
+            self.counters["ip.forwarded"] += 1
+        except OSError:
+            self.counters["ip.dropped.no-route"] += 1
+
+    # ------------------------------------------------------------------ output
+
+    def route(self, destination: bytes) -> tuple[Interface, bytes]:
+        """``(interface, next hop)`` for a destination; OSError(ENETUNREACH) if no route."""
+        stack = self.stack
+        if destination in stack.local_addresses or destination[0] == 127:
+            return stack.loopback, destination
+        route = stack.routes.lookup(destination)
+        if route is None:
+            self.counters["ip.dropped.no-route"] += 1
+            raise OSError(errno.ENETUNREACH, f"no route to {format_ip(destination)}: network is unreachable")
+        return route.interface, route.gateway or destination  # type: ignore[return-value]
+
+    def source_address(self, destination: bytes) -> bytes:
+        """The source address the stack would use to reach ``destination`` (RFC 1122 §3.3.4.3)."""
+        if destination in self.stack.local_addresses:
+            return destination
+        if destination[0] == 127:
+            return b"\x7f\x00\x00\x01"
+        iface, _ = self.route(destination)
+        source = iface.source_for(destination)
+        if source is None:
+            raise OSError(errno.EADDRNOTAVAIL, f"interface {iface.name} has no IPv4 address")
+        return source
+
+    def output(
+        self,
+        source: bytes,
+        destination: bytes,
+        protocol: int,
+        parts: tuple[Buffer, ...] | list[Buffer],
+        *,
+        ttl: int | None = None,
+        tos: int = 0,
+        dont_fragment: bool = False,
+        owner: PacketOwner | None = None,
+    ) -> None:
+        """Send one transport segment given as parts (header, payload…); fragments if needed.
+
+        Raises OSError(ENETUNREACH) when there is no route and OSError(EMSGSIZE) when DF is set and
+        the datagram exceeds the path's MTU. ARP failure is reported later to ``owner``.
+        """
+        iface, next_hop = self.route(destination)
+        link = iface.link
+        length = 0
+        for part in parts:
+            length += len(part)
+        mtu = link.mtu
+        counters = self.counters
+        counters["ip.sent"] += 1
+        if IPV4_HEADER_LENGTH + length <= mtu:
+            header = self._header(
+                source, destination, protocol, length, 0, False, ttl, tos, dont_fragment, link
+            )
+            self._link_output(iface, next_hop, destination, (header, *parts), owner)
+            return
+        if dont_fragment:
+            counters["ip.dropped.needs-fragmentation"] += 1
+            raise OSError(
+                errno.EMSGSIZE, f"{IPV4_HEADER_LENGTH + length}-byte datagram exceeds the MTU {mtu} with DF"
+            )
+        # RFC 791 §3.2 fragmentation: every fragment but the last carries a multiple of 8 bytes.
+        payload = b"".join(parts)
+        chunk = (mtu - IPV4_HEADER_LENGTH) & ~7
+        ident = next(self._identification) & 0xFFFF
+        view = memoryview(payload)
+        for start in range(0, length, chunk):
+            piece = view[start : start + chunk]
+            more = start + chunk < length
+            header = self._header(
+                source, destination, protocol, len(piece), ident, more, ttl, tos, False, link, start
+            )
+            counters["ip.fragments-sent"] += 1
+            self._link_output(iface, next_hop, destination, (header, piece), owner)
+
+    def output_packet(self, destination: bytes, packet: Buffer, dont_fragment: bool = False) -> None:
+        """Send an already-built IP packet (forwarding); it must fit the outgoing MTU."""
+        iface, next_hop = self.route(destination)
+        if len(packet) > iface.link.mtu:
+            raise OSError(errno.EMSGSIZE, "forwarded datagram exceeds the outgoing MTU")
+        self._link_output(iface, next_hop, destination, (packet,), None)
+
+    def _header(
+        self,
+        source: bytes,
+        destination: bytes,
+        protocol: int,
+        payload_length: int,
+        ident: int,
+        more: bool,
+        ttl: int | None,
+        tos: int,
+        dont_fragment: bool,
+        link: object,
+        fragment_offset: int = 0,
+    ) -> bytes:
+        if not ident:
+            # RFC 6864 §4.1: an atomic datagram's ID carries no meaning; we still vary it.
+            ident = next(self._identification) & 0xFFFF
+        flags = (0x4000 if dont_fragment else 0) | (0x2000 if more else 0) | (fragment_offset >> 3)
+        ttl = self.default_ttl if ttl is None else ttl
+        total = IPV4_HEADER_LENGTH + payload_length
+        checksum = 0
+        if not link.checksum_offload:  # type: ignore[attr-defined]
+            # The header checksum from the fields, without packing twice (RFC 1071 §4.1).
+            s = (
+                0x4500
+                + tos
+                + total
+                + ident
+                + flags
+                + (ttl << 8)
+                + protocol
+                + (source[0] << 8)
+                + source[1]
+                + (source[2] << 8)
+                + source[3]
+                + (destination[0] << 8)
+                + destination[1]
+                + (destination[2] << 8)
+                + destination[3]
+            )
+            s = (s & 0xFFFF) + (s >> 16)
+            s = (s & 0xFFFF) + (s >> 16)
+            checksum = ~s & 0xFFFF
+        return _IP_HEADER.pack(0x45, tos, total, ident, flags, ttl, protocol, checksum, source, destination)
+
+    def _link_output(
+        self,
+        iface: Interface,
+        next_hop: bytes,
+        destination: bytes,
+        parts: tuple[Buffer, ...],
+        owner: PacketOwner | None,
+    ) -> None:
+        link = iface.link
+        if link.kind is not LinkKind.ETHERNET:
+            self.stack.emit(link, b"".join(parts))
+            return
+        if iface.is_broadcast(destination):
+            mac: bytes | None = BROADCAST_MAC
+        elif destination[0] >= 224 and destination[0] < 240:
+            # RFC 1112 §6.4: multicast group to 01:00:5e + low 23 bits.
+            mac = b"\x01\x00\x5e" + bytes([destination[1] & 0x7F, destination[2], destination[3]])
+        else:
+            mac = iface.neighbours.lookup(next_hop, self.stack.loop.time())
+        if mac is not None:
+            self.stack.emit(link, b"".join((_ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV4), *parts)))
+            return
+        # RFC 1122 §2.3.2.2: queue (boundedly) while ARP resolves the next hop.
+        now = self.stack.loop.time()
+        action = iface.neighbours.enqueue(next_hop, (b"".join(parts), owner), now)
+        if action is ResolveAction.SEND_REQUEST:
+            self.send_arp_request(iface, next_hop)
+            self.stack.arm_network_timer()
+        elif action is ResolveAction.UNREACHABLE:
+            self.counters["ip.dropped.host-unreachable"] += 1
+            raise OSError(errno.EHOSTUNREACH, f"no ARP reply from {format_ip(next_hop)}: host is unreachable")
+
+    def _emit_ethernet(self, iface: Interface, mac: bytes, ip_packet: bytes) -> None:
+        link = iface.link
+        self.stack.emit(link, _ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV4) + ip_packet)
+
+    def send_arp_request(self, iface: Interface, target: bytes, *, gratuitous: bool = False) -> None:
+        """Broadcast a who-has (RFC 826); a gratuitous one announces our own address (RFC 5227 §3)."""
+        source = target if gratuitous else (iface.source_for(target) or b"\x00\x00\x00\x00")
+        self.counters["arp.requests-sent"] += 1
+        request = build_arp(ARP_REQUEST, iface.link.mac, source, _ZERO_MAC, target)
+        self.stack.emit(iface.link, build_ethernet(BROADCAST_MAC, iface.link.mac, ETHERTYPE_ARP) + request)
+
+    # ------------------------------------------------------------------ timers
+
+    def poll(self, now: float) -> None:
+        """Timer work: ARP retransmission and failure, reassembly timeouts."""
+        stack = self.stack
+        for iface in stack.interfaces:
+            if iface.link.kind is not LinkKind.ETHERNET:
+                continue
+            retry, failed = iface.neighbours.poll(now)
+            for ip in retry:
+                self.send_arp_request(iface, ip)
+            for ip, packets in failed:
+                self.counters["arp.resolution-failed"] += 1
+                exc = OSError(errno.EHOSTUNREACH, f"no ARP reply from {format_ip(ip)}: host is unreachable")
+                for _packet, owner in packets:  # type: ignore[misc]
+                    self.counters["ip.dropped.host-unreachable"] += 1
+                    if owner is not None:
+                        owner.network_error(exc)
+        for source, _destination, quote in self.reassembler.expire(now):
+            # RFC 792 / RFC 1122 §3.3.2: time exceeded (code 1) when the first fragment had come.
+            stack.icmp.send_error_quote(ICMP_TIME_EXCEEDED, 1, source, quote)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [
+            d
+            for d in (i.neighbours.next_deadline() for i in self.stack.interfaces if i.neighbours is not None)
+            if d is not None
+        ]
+        r = self.reassembler.next_deadline()
+        if r is not None:
+            deadlines.append(r)
+        return min(deadlines) if deadlines else None
+
+
+def new_neighbour_cache(stack: Stack) -> NeighbourCache:
+    o = stack.options
+    return NeighbourCache(
+        reachable_time=o.arp_reachable_time,
+        retransmit_interval=o.arp_retransmit_interval,
+        max_probes=o.arp_max_probes,
+        queue_limit=o.arp_queue_limit,
+    )

@@ -1,0 +1,455 @@
+"""The ARP neighbour cache: IPv4 address to Ethernet address, with resolution and ageing.
+
+RFC 826 gives the packet and the merge rule, RFC 1122 §2.3.2.1/§2.3.2.2 the host's duties
+(flush stale entries, rate-limit requests, queue at least one packet per unresolved address);
+the states follow RFC 4861's Neighbour Unreachability Detection in spirit:
+
+- ``INCOMPLETE``: a request is out; packets wait in a bounded queue; requests are retransmitted
+  every ``retransmit_interval`` up to ``max_probes`` in total, then the entry is ``FAILED``.
+- ``REACHABLE``: confirmed within ``reachable_time``; used as is.
+- ``STALE``: older than that, still used (RFC 4861 §7.3.3), and the caller may re-probe it
+  (:meth:`NeighbourCache.needs_refresh` / :meth:`NeighbourCache.mark_probing`); removed once it
+  has been stale for ``stale_time``, or when a re-probe gets no answer after ``max_probes``.
+- ``FAILED``: resolution gave up; sends fail at once (a negative cache, so a dead host is not
+  ARPed for on every packet) until ``failed_time`` has passed.
+
+Sans-IO: the cache never sends anything; its methods tell the caller what to send and when.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+
+__all__ = ["NeighbourCache", "NeighbourState", "ResolveAction"]
+
+
+class NeighbourState(enum.Enum):
+    """The state of one neighbour entry."""
+
+    INCOMPLETE = "incomplete"  #: resolution in progress, packets may be queued
+    REACHABLE = "reachable"  #: recently confirmed
+    STALE = "stale"  #: not confirmed lately; still used, may be re-probed
+    FAILED = "failed"  #: resolution failed; sends are refused for a while
+
+
+class ResolveAction(enum.Enum):
+    """What :meth:`NeighbourCache.enqueue` asks the caller to do."""
+
+    SEND_REQUEST = "send-request"  #: a new resolution started: broadcast an ARP request now
+    WAITING = "waiting"  #: the packet is queued behind a request already out
+    UNREACHABLE = "unreachable"  #: the address recently failed to resolve: packet NOT queued
+
+
+_INCOMPLETE = NeighbourState.INCOMPLETE
+_REACHABLE = NeighbourState.REACHABLE
+_STALE = NeighbourState.STALE
+_FAILED = NeighbourState.FAILED
+
+
+class _Entry:
+    """One neighbour. ``updated`` is when it was created, confirmed or failed."""
+
+    __slots__ = ("deadline", "ip", "mac", "probes", "probing", "queue", "state", "updated")
+
+    def __init__(self, ip: bytes, mac: bytes | None, state: NeighbourState, now: float) -> None:
+        self.ip = ip
+        self.mac = mac
+        self.state = state
+        self.updated = now
+        self.queue: list[object] = []
+        self.probes = 0  # requests sent in the current resolution or re-probe
+        self.probing = False  # a STALE entry being re-probed
+        self.deadline = now  # when poll() next has work for this entry (heap key)
+
+
+class NeighbourCache:
+    """The neighbour (ARP) cache of one interface. All times are ``now`` arguments, in seconds.
+
+    Typical use by the stack, per outgoing datagram to next hop ``ip``::
+
+        mac = cache.lookup(ip, now)
+        if mac is not None:
+            send(mac, packet)
+            if cache.needs_refresh(ip, now):
+                send_arp_request(ip); cache.mark_probing(ip, now)
+        else:
+            action = cache.enqueue(ip, packet, now)   # SEND_REQUEST / WAITING / UNREACHABLE
+
+    and per ARP packet received, ``for p in cache.update(sender_ip, sender_mac, now,
+    create=we_are_target): send(sender_mac, p)``; and when ``next_deadline()`` passes,
+    ``poll(now)``.
+    """
+
+    __slots__ = (
+        "_counter",
+        "_entries",
+        "_heap",
+        "capacity",
+        "failed_time",
+        "max_probes",
+        "queue_limit",
+        "reachable_time",
+        "retransmit_interval",
+        "stale_time",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        *,
+        reachable_time: float = 30.0,
+        stale_time: float = 600.0,
+        retransmit_interval: float = 1.0,
+        max_probes: int = 3,
+        failed_time: float = 20.0,
+        queue_limit: int = 64,
+        capacity: int = 1024,
+    ) -> None:
+        if retransmit_interval <= 0:
+            raise ValueError("retransmit_interval must be positive")
+        if max_probes < 1:
+            raise ValueError("max_probes must be at least 1")
+        if queue_limit < 1:
+            # RFC 1122 §2.3.2.2: SHOULD save at least one (the latest) packet per unresolved address.
+            raise ValueError("queue_limit must be at least 1 (RFC 1122 §2.3.2.2)")
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.reachable_time = reachable_time
+        self.stale_time = stale_time
+        self.retransmit_interval = retransmit_interval
+        self.max_probes = max_probes
+        self.failed_time = failed_time
+        self.queue_limit = queue_limit
+        self.capacity = capacity
+        # ip -> entry, kept in order of `updated` (an update moves the entry to the end), so the
+        # first entries are the oldest: eviction scans from the front.
+        self._entries: dict[bytes, _Entry] = {}
+        # (deadline, seq, entry) with lazy invalidation: an item is live only while the entry is
+        # still in the table and its `deadline` equals the item's. seq keeps entries uncompared.
+        self._heap: list[tuple[float, int, _Entry]] = []
+        self._counter = itertools.count()
+        self.stats: dict[str, int] = {
+            "requests_needed": 0,  # new resolutions started (first request of each)
+            "retransmits": 0,  # requests repeated by poll(), resolutions and re-probes
+            "resolved": 0,  # INCOMPLETE entries answered
+            "failed": 0,  # resolutions that gave up after max_probes
+            "unreachable": 0,  # packets refused because the entry was FAILED
+            "queue_dropped": 0,  # queued packets dropped (queue full, entry evicted or removed)
+            "evicted": 0,  # entries evicted because the cache was full
+            "learned": 0,  # entries created by update() (RFC 826 merge, we were the target)
+            "changed": 0,  # existing entries whose MAC changed
+            "expired": 0,  # STALE entries removed after stale_time
+            "refreshes": 0,  # re-probes of STALE entries started (mark_probing)
+            "probe_failed": 0,  # re-probes that got no answer (entry removed)
+        }
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def lookup(self, ip: bytes, now: float) -> bytes | None:
+        """The MAC for ``ip`` if the entry is usable (REACHABLE or STALE), else ``None``.
+
+        A REACHABLE entry older than ``reachable_time`` becomes STALE here (still returned; see
+        :meth:`needs_refresh`); one stale for longer than ``stale_time`` is removed.
+        """
+        entry = self._entries.get(ip)
+        if entry is None:
+            return None
+        state = entry.state
+        if state is _REACHABLE and now < entry.updated + self.reachable_time:
+            return entry.mac
+        if state is _INCOMPLETE or state is _FAILED:
+            return None
+        if not self._age(entry, now):
+            return None
+        return entry.mac
+
+    def enqueue(self, ip: bytes, packet: object, now: float) -> ResolveAction:
+        """Hold ``packet`` (opaque) for ``ip``, which has no usable entry, and say what to do.
+
+        - No entry (or an expired FAILED one): a new INCOMPLETE entry holds the packet;
+          returns ``SEND_REQUEST``: the caller broadcasts an ARP request now.
+        - INCOMPLETE: the packet joins the queue; ``WAITING``. The queue keeps the newest
+          ``queue_limit`` packets: when full the OLDEST is dropped and counted (RFC 1122
+          §2.3.2.2 asks that at least the latest one be kept).
+        - FAILED within ``failed_time``: the packet is not queued, it is counted under
+          ``unreachable``; ``UNREACHABLE``: the caller reports EHOSTUNREACH.
+
+        Called on an entry that is in fact usable (the caller did not :meth:`lookup` first),
+        the mapping is dropped and resolved afresh, so the packet is never lost.
+        """
+        entry = self._entries.get(ip)
+        if entry is not None:
+            state = entry.state
+            if state is _INCOMPLETE:
+                self._queue(entry, packet)
+                return ResolveAction.WAITING
+            if state is _FAILED and now < entry.updated + self.failed_time:
+                self.stats["unreachable"] += 1
+                return ResolveAction.UNREACHABLE
+            self._drop(entry)
+        self._make_room()
+        entry = _Entry(bytes(ip), None, _INCOMPLETE, now)
+        entry.probes = 1  # the caller sends the first request now
+        entry.queue.append(packet)
+        self._entries[entry.ip] = entry
+        self._schedule(entry, now + self.retransmit_interval)
+        self.stats["requests_needed"] += 1
+        return ResolveAction.SEND_REQUEST
+
+    def update(self, ip: bytes, mac: bytes, now: float, *, create: bool = True) -> list[object]:
+        """Merge a mapping learned from an ARP packet (request or reply) into the cache.
+
+        RFC 826 "Packet Reception": if the sender's address is already in the table its
+        hardware address is updated, whatever the packet; only if we are the target is a new
+        entry created (the caller passes ``create=we_were_the_target``). The entry becomes
+        REACHABLE. Returns the packets that were waiting for this address, oldest first, and
+        forgets them: the caller sends them to ``mac``.
+        """
+        entry = self._entries.get(ip)
+        if entry is None:
+            if not create:
+                return []
+            self._make_room()
+            entry = _Entry(bytes(ip), bytes(mac), _REACHABLE, now)
+            self._entries[entry.ip] = entry
+            self._schedule(entry, now + self.reachable_time)
+            self.stats["learned"] += 1
+            return []
+        state = entry.state
+        if state is _INCOMPLETE:
+            self.stats["resolved"] += 1
+        elif entry.mac is not None and entry.mac != mac:
+            self.stats["changed"] += 1
+        entry.mac = bytes(mac)
+        entry.state = _REACHABLE
+        entry.updated = now
+        entry.probes = 0
+        entry.probing = False
+        # Keep the dict ordered by `updated` for eviction.
+        del self._entries[entry.ip]
+        self._entries[entry.ip] = entry
+        if state is not _REACHABLE:
+            self._schedule(entry, now + self.reachable_time)
+        # A REACHABLE entry keeps its (earlier) heap deadline: poll() will find it not yet due
+        # and reschedule it, which saves a heap push for every ARP packet from a busy neighbour.
+        if not entry.queue:
+            return []
+        packets = entry.queue
+        entry.queue = []
+        return packets
+
+    def confirm(self, ip: bytes, now: float) -> None:
+        """Reachability confirmed by an upper layer (e.g. TCP saw new data ACKed).
+
+        RFC 1122 §2.3.2.1 (advice from higher layers), RFC 4861 §7.3.1: a usable entry becomes
+        REACHABLE again without an ARP exchange. Unknown or unresolved entries are left alone.
+        """
+        entry = self._entries.get(ip)
+        if entry is None or entry.mac is None or entry.state is _INCOMPLETE or entry.state is _FAILED:
+            return
+        was_reachable = entry.state is _REACHABLE
+        entry.state = _REACHABLE
+        entry.updated = now
+        entry.probes = 0
+        entry.probing = False
+        del self._entries[entry.ip]
+        self._entries[entry.ip] = entry
+        if not was_reachable:
+            self._schedule(entry, now + self.reachable_time)
+
+    # -- re-probing STALE entries -----------------------------------------------------------
+
+    def needs_refresh(self, ip: bytes, now: float) -> bool:
+        """True for a STALE entry that is not being re-probed yet.
+
+        The caller then sends an ARP request (RFC 1122 §2.3.2.1 suggests unicast to the cached
+        MAC) and calls :meth:`mark_probing`; the entry stays usable meanwhile.
+        """
+        entry = self._entries.get(ip)
+        if entry is None or entry.state is _INCOMPLETE or entry.state is _FAILED:
+            return False
+        if not self._age(entry, now):
+            return False
+        return entry.state is _STALE and not entry.probing
+
+    def mark_probing(self, ip: bytes, now: float) -> None:
+        """The caller sent a request to re-probe the STALE entry for ``ip``.
+
+        :meth:`poll` then lists ``ip`` for a repeat request every ``retransmit_interval``, up
+        to ``max_probes`` in all; if no reply comes the entry is removed (RFC 4861 §7.3.3), so
+        the next packet starts a fresh resolution.
+        """
+        entry = self._entries.get(ip)
+        if entry is None or entry.state is not _STALE or entry.probing:
+            return
+        entry.probing = True
+        entry.probes = 1
+        self.stats["refreshes"] += 1
+        self._schedule(entry, now + self.retransmit_interval)
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def poll(self, now: float) -> tuple[list[bytes], list[tuple[bytes, list[object]]]]:
+        """Do the timer work due by ``now``.
+
+        Returns ``(retransmit, failed)``: the addresses to send an ARP request for now (a
+        resolution or re-probe still within ``max_probes``), and ``(ip, packets)`` for each
+        resolution that gave up after ``max_probes`` requests: those packets are dropped, so the
+        caller can report EHOSTUNREACH to their senders (RFC 1122 §2.3.2.1). Also ages entries
+        (REACHABLE to STALE, stale ones out) and removes FAILED entries after ``failed_time``.
+        """
+        retransmit: list[bytes] = []
+        failed: list[tuple[bytes, list[object]]] = []
+        entries = self._entries
+        # self._heap is re-read each time round: _schedule() may rebuild it.
+        while self._heap and self._heap[0][0] <= now:
+            deadline, _, entry = heapq.heappop(self._heap)
+            if entries.get(entry.ip) is not entry or entry.deadline != deadline:
+                continue  # superseded by a later schedule, or the entry is gone
+            state = entry.state
+            if state is _INCOMPLETE:
+                if entry.probes < self.max_probes:
+                    # RFC 1122 §2.3.2.1: retransmit, but no more than once per interval per address.
+                    entry.probes += 1
+                    self.stats["retransmits"] += 1
+                    retransmit.append(entry.ip)
+                    self._schedule(entry, now + self.retransmit_interval)
+                else:
+                    # Every request went unanswered: give up and hand back the queued packets.
+                    packets = entry.queue
+                    entry.queue = []
+                    entry.state = _FAILED
+                    entry.updated = now
+                    entry.probes = 0
+                    del entries[entry.ip]
+                    entries[entry.ip] = entry
+                    self._schedule(entry, now + self.failed_time)
+                    self.stats["failed"] += 1
+                    failed.append((entry.ip, packets))
+            elif state is _FAILED:
+                self._drop(entry)
+            elif entry.probing:
+                if not self._age(entry, now):
+                    continue
+                if entry.probes < self.max_probes:
+                    entry.probes += 1
+                    self.stats["retransmits"] += 1
+                    retransmit.append(entry.ip)
+                    self._schedule(entry, now + self.retransmit_interval)
+                else:
+                    # RFC 4861 §7.3.3: the neighbour did not answer its probes; forget it.
+                    self.stats["probe_failed"] += 1
+                    self._drop(entry)
+            elif self._age(entry, now):
+                # REACHABLE or STALE: reschedule at the next ageing step (the entry may have been
+                # refreshed since this deadline was set).
+                self._schedule(entry, self._ageing_deadline(entry))
+        return retransmit, failed
+
+    def next_deadline(self) -> float | None:
+        """The earliest time :meth:`poll` may have work, or ``None`` when the cache is empty.
+
+        Never later than the real work; it can be earlier after a REACHABLE entry was refreshed
+        (the heap is updated lazily), and a poll() then just reschedules. Amortised O(1).
+        """
+        heap = self._heap
+        entries = self._entries
+        while heap:
+            deadline, _, entry = heap[0]
+            if entries.get(entry.ip) is entry and entry.deadline == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    # -- inspection and management ----------------------------------------------------------
+
+    def entries(self, now: float | None = None) -> list[tuple[bytes, bytes | None, NeighbourState, float]]:
+        """``(ip, mac, state, updated)`` for every entry, oldest first, for display.
+
+        ``updated`` is when the entry was created, last confirmed or failed. With ``now`` the
+        entries are aged first, so the states shown are current.
+        """
+        if now is not None:
+            for entry in list(self._entries.values()):
+                if entry.state is _REACHABLE or entry.state is _STALE:
+                    self._age(entry, now)
+        return [(e.ip, e.mac, e.state, e.updated) for e in self._entries.values()]
+
+    def state(self, ip: bytes) -> NeighbourState | None:
+        """The stored state of ``ip``'s entry (not aged), or ``None``."""
+        entry = self._entries.get(ip)
+        return None if entry is None else entry.state
+
+    def remove(self, ip: bytes) -> None:
+        """Forget ``ip`` (no error if unknown); its queued packets are dropped and counted."""
+        entry = self._entries.get(ip)
+        if entry is not None:
+            self.stats["queue_dropped"] += len(entry.queue)
+            self._drop(entry)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, ip: object) -> bool:
+        return ip in self._entries
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _ageing_deadline(self, entry: _Entry) -> float:
+        if entry.state is _REACHABLE:
+            return entry.updated + self.reachable_time
+        return entry.updated + self.reachable_time + self.stale_time
+
+    def _age(self, entry: _Entry, now: float) -> bool:
+        """Apply ageing to a REACHABLE/STALE entry; False if it was removed."""
+        if entry.state is _REACHABLE:
+            if now < entry.updated + self.reachable_time:
+                return True
+            # RFC 4861 §7.3.3: REACHABLE -> STALE once reachable_time passes without confirmation.
+            entry.state = _STALE
+        if now >= entry.updated + self.reachable_time + self.stale_time:
+            # RFC 1122 §2.3.2.1: flush entries that have not been confirmed for a long time.
+            self.stats["expired"] += 1
+            self._drop(entry)
+            return False
+        return True
+
+    def _queue(self, entry: _Entry, packet: object) -> None:
+        queue = entry.queue
+        if len(queue) >= self.queue_limit:
+            # RFC 1122 §2.3.2.2: keep the latest packets; drop the oldest.
+            del queue[0]
+            self.stats["queue_dropped"] += 1
+        queue.append(packet)
+
+    def _schedule(self, entry: _Entry, deadline: float) -> None:
+        entry.deadline = deadline
+        heap = self._heap
+        heapq.heappush(heap, (deadline, next(self._counter), entry))
+        if len(heap) > 2 * len(self._entries) + 64:
+            # Too many superseded items: rebuild from the live deadlines.
+            self._heap = [(e.deadline, next(self._counter), e) for e in self._entries.values()]
+            heapq.heapify(self._heap)
+
+    def _drop(self, entry: _Entry) -> None:
+        # The heap item goes stale by itself: the entry is no longer in the table.
+        if self._entries.get(entry.ip) is entry:
+            del self._entries[entry.ip]
+
+    def _make_room(self) -> None:
+        """Evict one entry if the cache is full (the caller is about to add one).
+
+        The oldest entry that holds no waiting packets goes first (REACHABLE, STALE or FAILED,
+        oldest `updated` first); only if every entry is INCOMPLETE is the oldest of those
+        evicted, its packets dropped and counted.
+        """
+        if len(self._entries) < self.capacity:
+            return
+        victim = next((e for e in self._entries.values() if e.state is not _INCOMPLETE), None)
+        if victim is None:
+            victim = next(iter(self._entries.values()))
+            self.stats["queue_dropped"] += len(victim.queue)
+        self.stats["evicted"] += 1
+        self._drop(victim)

@@ -1,0 +1,315 @@
+"""IPv4 reassembly (RFC 791 §3.2, RFC 815, RFC 1122 §3.3.2), safe against overlaps and floods.
+
+Each datagram being reassembled keeps its received data as a sorted list of disjoint pieces
+(RFC 815's hole list, seen from the other side: the holes are the gaps between pieces). A
+fragment that overlaps data already held must carry the same bytes there; if it does not, the
+whole datagram is discarded (the rule RFC 5722 makes for IPv6, which closes the overlapping-
+fragment attacks on IPv4 too). Exact duplicates are ignored; a consistent partial overlap (the
+same datagram re-fragmented along another path) contributes only its new bytes.
+
+Memory is bounded per source and in total; a flood of incomplete datagrams evicts the oldest
+ones rather than growing without limit, and incomplete datagrams time out (``timeout``, Linux's
+30 s by default; RFC 1122 §3.3.2 suggests 60 to 120 s).
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from aionetstack.wire.ipv4 import IPV4_HEADER_LENGTH
+
+__all__ = ["Reassembler"]
+
+_Key = tuple[bytes, bytes, int, int]
+
+
+class _Datagram:
+    """One datagram being reassembled: disjoint pieces sorted by offset."""
+
+    __slots__ = (
+        "created",
+        "datas",
+        "destination",
+        "first_seen",
+        "header",
+        "key",
+        "received",
+        "source",
+        "starts",
+        "total",
+    )
+
+    def __init__(self, key: _Key, now: float) -> None:
+        self.key = key
+        self.source = key[0]
+        self.destination = key[1]
+        self.created = now
+        self.starts: list[int] = []  # piece offsets, ascending
+        self.datas: list[bytes] = []  # piece bytes, parallel to starts
+        self.received = 0  # bytes held (pieces are disjoint, so this is the coverage)
+        self.total: int | None = None  # payload length, known once the last fragment arrived
+        self.first_seen = False  # the fragment at offset 0 arrived
+        self.header = b""  # that fragment's IP header, for an ICMP time exceeded quote
+
+    @property
+    def end(self) -> int:
+        """One past the highest byte held."""
+        return self.starts[-1] + len(self.datas[-1]) if self.starts else 0
+
+
+class Reassembler:
+    """Reassembles fragmented IPv4 datagrams; sans-IO, time is the ``now`` argument.
+
+    Call :meth:`add` for every fragment (a datagram with MF set or a non-zero offset) and
+    :meth:`expire` when :meth:`next_deadline` passes. ``now`` must not go backwards.
+    """
+
+    __slots__ = (
+        "_by_source",
+        "_datagrams",
+        "_per_source",
+        "held_bytes",
+        "max_bytes_per_source",
+        "max_bytes_total",
+        "max_datagram",
+        "max_datagrams",
+        "stats",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 30.0,
+        max_bytes_per_source: int = 1 << 20,
+        max_bytes_total: int = 8 << 20,
+        max_datagram: int = 65535,
+        max_datagrams: int = 4096,
+    ) -> None:
+        self.timeout = timeout
+        self.max_bytes_per_source = max_bytes_per_source
+        self.max_bytes_total = max_bytes_total
+        self.max_datagram = max_datagram
+        # A bound on the number of datagrams too: an empty last fragment holds no bytes, so the
+        # byte bounds alone would not stop a flood of them.
+        self.max_datagrams = max_datagrams
+        # key -> datagram in arrival order of their first fragment, i.e. oldest first
+        self._datagrams: dict[_Key, _Datagram] = {}
+        self._by_source: dict[bytes, dict[_Key, _Datagram]] = {}
+        self._per_source: dict[bytes, int] = {}
+        #: payload bytes held across all datagrams being reassembled
+        self.held_bytes = 0
+        self.stats: dict[str, int] = {
+            "fragments": 0,  # fragments given to add()
+            "reassembled": 0,  # datagrams completed
+            "timeouts": 0,  # datagrams dropped by expire()
+            "overlaps": 0,  # datagrams discarded for overlapping fragments with different data
+            "duplicates": 0,  # fragments ignored because every byte was already held
+            "dropped_memory": 0,  # datagrams dropped to respect the memory bounds
+            "bad_fragments": 0,  # fragments (and datagrams) dropped as malformed
+            "oversize": 0,  # of bad_fragments: fragments reaching past the largest datagram
+        }
+
+    def add(
+        self,
+        source: bytes,
+        destination: bytes,
+        protocol: int,
+        identification: int,
+        fragment_offset: int,
+        more_fragments: bool,
+        payload: bytes | memoryview,
+        now: float,
+        header: bytes = b"",
+    ) -> bytes | None:
+        """Take one fragment; return the whole datagram's payload when it completes, else None.
+
+        ``fragment_offset`` is in bytes. ``header`` is this fragment's IP header; the one of the
+        fragment at offset 0 is kept, to quote in an ICMP time exceeded message if the datagram
+        times out. ``payload`` is copied (it may be a view of a frame buffer that is reused).
+        Malformed fragments, overlaps with different data and memory pressure are counted in
+        :attr:`stats`; nothing raises.
+        """
+        if fragment_offset == 0 and not more_fragments:
+            # RFC 791 §3.2: offset 0 and MF clear is a whole datagram, not a fragment.
+            return bytes(payload)
+        stats = self.stats
+        stats["fragments"] += 1
+        length = len(payload)
+        end = fragment_offset + length
+        key = (source, destination, protocol, identification)  # RFC 791 §3.2: the datagram's key
+        if fragment_offset < 0 or fragment_offset % 8 or (more_fragments and (length == 0 or length % 8)):
+            # RFC 791 §3.2: offsets count 8-octet units, and every fragment but the last carries a
+            # non-empty multiple of 8 octets.
+            stats["bad_fragments"] += 1
+            return None
+        if end > self.max_datagram - IPV4_HEADER_LENGTH:
+            # RFC 791 §3.1: total length is 16 bits; a fragment reaching past it can only come from
+            # an attack ("ping of death"): drop it and whatever was gathered for that datagram.
+            stats["bad_fragments"] += 1
+            stats["oversize"] += 1
+            self._discard_key(key)
+            return None
+
+        dgram = self._datagrams.get(key)
+        is_new = dgram is None
+        if dgram is None:
+            dgram = _Datagram(key, now)
+        total = dgram.total
+        if more_fragments:
+            if total is not None and end > total:
+                # Data beyond the end the last fragment announced: the fragments disagree.
+                return self._bad(dgram)
+            new_total = total
+        else:
+            if (total is not None and total != end) or dgram.end > end:
+                # A second "last" fragment with a different end, or data already held past it.
+                return self._bad(dgram)
+            new_total = end
+
+        # Walk the pieces this fragment overlaps: compare the overlapping bytes, collect the gaps.
+        starts = dgram.starts
+        datas = dgram.datas
+        view = memoryview(payload)
+        i = bisect.bisect_right(starts, fragment_offset) - 1
+        if i < 0 or starts[i] + len(datas[i]) <= fragment_offset:
+            i += 1
+        position = fragment_offset
+        gaps: list[tuple[int, int]] = []
+        count = len(starts)
+        while i < count and starts[i] < end:
+            piece_start = starts[i]
+            piece = datas[i]
+            piece_end = piece_start + len(piece)
+            if piece_start > position:
+                gaps.append((position, piece_start))
+            lo = max(piece_start, fragment_offset)
+            hi = min(piece_end, end)
+            held = memoryview(piece)[lo - piece_start : hi - piece_start]
+            if held != view[lo - fragment_offset : hi - fragment_offset]:
+                # RFC 5722 (in spirit, for IPv4): overlapping fragments that disagree make the
+                # datagram ambiguous; discard all of it rather than pick a version.
+                stats["overlaps"] += 1
+                self._discard(dgram)
+                return None
+            position = piece_end
+            i += 1
+        if position < end:
+            gaps.append((position, end))
+
+        if not gaps and new_total == total:
+            stats["duplicates"] += 1  # every byte already held, nothing learned
+            return None
+
+        new_bytes = sum(hi - lo for lo, hi in gaps)
+        complete = new_total is not None and dgram.received + new_bytes == new_total
+        # A fragment that completes its datagram is always taken: its memory is released at once.
+        if not complete and not self._make_room(dgram, is_new, new_bytes):
+            stats["dropped_memory"] += 1
+            self._discard(dgram)
+            return None
+
+        if is_new:
+            self._datagrams[key] = dgram
+            self._by_source.setdefault(source, {})[key] = dgram
+        for lo, hi in gaps:
+            index = bisect.bisect_left(starts, lo)
+            starts.insert(index, lo)
+            datas.insert(index, bytes(view[lo - fragment_offset : hi - fragment_offset]))
+        dgram.received += new_bytes
+        dgram.total = new_total
+        self.held_bytes += new_bytes
+        self._per_source[source] = self._per_source.get(source, 0) + new_bytes
+        if fragment_offset == 0 and not dgram.first_seen:
+            dgram.first_seen = True
+            dgram.header = bytes(header)
+        if not complete:
+            return None
+        self._discard(dgram)
+        stats["reassembled"] += 1
+        return datas[0] if len(datas) == 1 else b"".join(datas)
+
+    def expire(self, now: float) -> list[tuple[bytes, bytes, bytes]]:
+        """Drop the datagrams older than ``timeout`` (RFC 791 §3.2, RFC 1122 §3.3.2).
+
+        Returns ``(source, destination, quote)`` for each dropped datagram whose first fragment
+        (offset 0) had arrived, ``quote`` being that fragment's IP header and first 8 data bytes:
+        the caller sends ICMP time exceeded, code 1 (RFC 792). Without the first fragment no
+        message is sent (RFC 1122 §3.3.2, RFC 792).
+        """
+        expired: list[tuple[bytes, bytes, bytes]] = []
+        datagrams = self._datagrams
+        timeout = self.timeout
+        while datagrams:
+            dgram = next(iter(datagrams.values()))
+            if dgram.created + timeout > now:  # the same sum as next_deadline(), so they agree
+                break
+            self._discard(dgram)
+            self.stats["timeouts"] += 1
+            if dgram.first_seen:
+                expired.append((dgram.source, dgram.destination, dgram.header + dgram.datas[0][:8]))
+        return expired
+
+    def next_deadline(self) -> float | None:
+        """When the oldest datagram times out, or ``None`` when nothing is being reassembled."""
+        for dgram in self._datagrams.values():
+            return dgram.created + self.timeout
+        return None
+
+    def __len__(self) -> int:
+        """Datagrams being reassembled."""
+        return len(self._datagrams)
+
+    def held_by(self, source: bytes) -> int:
+        """Payload bytes held for datagrams from ``source``."""
+        return self._per_source.get(source, 0)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _bad(self, dgram: _Datagram) -> None:
+        self.stats["bad_fragments"] += 1
+        self._discard(dgram)
+
+    def _make_room(self, dgram: _Datagram, is_new: bool, new_bytes: int) -> bool:
+        """Evict other, older datagrams until ``new_bytes`` more fit; False if they cannot."""
+        stats = self.stats
+        if is_new:
+            while len(self._datagrams) >= self.max_datagrams:
+                self._discard(next(iter(self._datagrams.values())))
+                stats["dropped_memory"] += 1
+        source = dgram.source
+        while self._per_source.get(source, 0) + new_bytes > self.max_bytes_per_source:
+            victim = next((d for d in self._by_source.get(source, {}).values() if d is not dgram), None)
+            if victim is None:
+                return False
+            self._discard(victim)
+            stats["dropped_memory"] += 1
+        while self.held_bytes + new_bytes > self.max_bytes_total:
+            victim = next((d for d in self._datagrams.values() if d is not dgram), None)
+            if victim is None:
+                return False
+            self._discard(victim)
+            stats["dropped_memory"] += 1
+        return True
+
+    def _discard_key(self, key: _Key) -> None:
+        dgram = self._datagrams.get(key)
+        if dgram is not None:
+            self._discard(dgram)
+
+    def _discard(self, dgram: _Datagram) -> None:
+        """Forget ``dgram`` and release its bytes (a no-op if it was never stored)."""
+        if self._datagrams.get(dgram.key) is not dgram:
+            return
+        del self._datagrams[dgram.key]
+        source = dgram.source
+        by_source = self._by_source[source]
+        del by_source[dgram.key]
+        if not by_source:
+            del self._by_source[source]
+        self.held_bytes -= dgram.received
+        remaining = self._per_source[source] - dgram.received
+        if remaining:
+            self._per_source[source] = remaining
+        else:
+            del self._per_source[source]

@@ -1,0 +1,263 @@
+"""The ``asyncio.AbstractServer`` for our TCP listeners, and ``create_server``."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl as ssl_module
+from asyncio import sslproto
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aionetstack.transport.tcp.listener import TcpListener
+from aionetstack.wire.ipv4 import format_ip
+
+if TYPE_CHECKING:
+    from aionetstack.stack import Stack
+    from aionetstack.transports import TcpTransport
+
+__all__ = ["ListeningSocket", "Server", "create_server"]
+
+ANY = b"\x00\x00\x00\x00"
+
+
+class ListeningSocket:
+    """What ``Server.sockets`` lists: the bound address of a listener (not a kernel socket)."""
+
+    __slots__ = ("_listener",)
+
+    family = socket.AF_INET
+    type = socket.SOCK_STREAM
+
+    def __init__(self, listener: TcpListener) -> None:
+        self._listener = listener
+
+    def getsockname(self) -> tuple[str, int]:
+        return (format_ip(self._listener.address), self._listener.port)
+
+    def fileno(self) -> int:
+        return -1
+
+    def __repr__(self) -> str:
+        return f"<ListeningSocket {self.getsockname()}>"
+
+
+class Server(asyncio.AbstractServer):
+    """A TCP server on an aionetstack :class:`~aionetstack.Stack`, as ``loop.create_server`` returns."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        ssl_context: ssl_module.SSLContext | None,
+        ssl_handshake_timeout: float | None,
+        ssl_shutdown_timeout: float | None,
+    ) -> None:
+        self._stack = stack
+        self._loop = stack.loop
+        self._protocol_factory = protocol_factory
+        self._listeners: list[TcpListener] = []
+        self._serving = False
+        self._closed = False
+        self._clients: set[TcpTransport] = set()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._serving_forever: asyncio.Future[None] | None = None
+        self._ssl_context = ssl_context
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
+
+    # --- called by listeners and transports
+    def _accept_ready(self, listener: TcpListener) -> None:
+        if self._serving:
+            self._accept_from(listener)
+
+    def _accept_from(self, listener: TcpListener) -> None:
+        while listener.accept_queue:
+            transport = listener.accept_queue.popleft()
+            if transport.is_closing():
+                continue
+            try:
+                app_protocol = self._protocol_factory()
+            except BaseException as exc:
+                self._stack.report_callback_error("protocol_factory", exc, self)
+                transport.abort()
+                continue
+            protocol: asyncio.BaseProtocol = app_protocol
+            if self._ssl_context is not None:
+                protocol = sslproto.SSLProtocol(
+                    self._loop,
+                    app_protocol,
+                    self._ssl_context,
+                    None,
+                    server_side=True,
+                    ssl_handshake_timeout=self._ssl_handshake_timeout,
+                    ssl_shutdown_timeout=self._ssl_shutdown_timeout,
+                )
+            transport.server = self
+            self._clients.add(transport)
+            transport.start(protocol)
+
+    def _detach(self, transport: TcpTransport) -> None:
+        self._clients.discard(transport)
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        if self._closed and not self._clients:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # --- asyncio.AbstractServer
+    def close(self) -> None:
+        """Stop listening (new SYNs are refused); connections already accepted stay open."""
+        if self._closed:
+            return
+        self._closed = True
+        self._serving = False
+        for listener in self._listeners:
+            listener.close()
+        if self._serving_forever is not None and not self._serving_forever.done():
+            self._serving_forever.cancel()
+            self._serving_forever = None
+        self._wake_waiters()
+
+    def close_clients(self) -> None:
+        for transport in list(self._clients):
+            transport.close()
+
+    def abort_clients(self) -> None:
+        for transport in list(self._clients):
+            transport.abort()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    async def start_serving(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"server {self!r} is closed")
+        if self._serving:
+            return
+        self._serving = True
+        for listener in self._listeners:
+            self._accept_from(listener)
+
+    async def serve_forever(self) -> None:
+        if self._serving_forever is not None:
+            raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
+        if self._closed:
+            raise RuntimeError(f"server {self!r} is closed")
+        await self.start_serving()
+        self._serving_forever = self._loop.create_future()
+        try:
+            await self._serving_forever
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever = None
+
+    async def wait_closed(self) -> None:
+        """Wait until ``close()`` was called and every accepted connection has ended (as Python 3.12+)."""
+        if not self._closed or not self._clients:
+            if self._closed:
+                return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+    @property
+    def sockets(self) -> tuple[ListeningSocket, ...]:
+        return tuple(ListeningSocket(listener) for listener in self._listeners if listener.accepting)
+
+    def __repr__(self) -> str:
+        return f"<aionetstack Server sockets={self.sockets!r}>"
+
+
+async def create_server(
+    stack: Stack,
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    host: str | Sequence[str] | None = None,
+    port: int | None = None,
+    *,
+    family: int = 0,
+    flags: int = 0,
+    sock: object = None,
+    backlog: int = 100,
+    ssl: ssl_module.SSLContext | None = None,
+    reuse_address: bool | None = None,
+    reuse_port: bool | None = None,
+    keep_alive: bool | None = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
+    start_serving: bool = True,
+) -> Server:
+    """``loop.create_server`` over ``stack``'s TCP (host ``None`` or ``""`` listens on every address)."""
+    if sock is not None:
+        raise ValueError("sock= names a kernel socket; aionetstack servers cannot use one")
+    if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+        raise TypeError(f"ssl argument must be an SSLContext or None, not {ssl!r}")
+    if ssl_handshake_timeout is not None and ssl is None:
+        raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+    if family not in (0, socket.AF_INET):
+        raise OSError(errno.EAFNOSUPPORT, "aionetstack speaks IPv4 only (family=AF_INET)")
+    if port is None:
+        port = 0
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0-65535, not {port!r}")
+    hosts: list[str | None] = [host] if host is None or isinstance(host, str) else list(host)
+    addresses = [stack.resolve_host(h, passive=True) for h in hosts]
+    server = Server(stack, protocol_factory, ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
+    layer = stack.tcp
+    from aionetstack.transport.ports import pick_ephemeral_port
+
+    if port == 0:
+        port = pick_ephemeral_port(lambda p: any(layer.port_in_use(a, p) for a in addresses))
+    for address in addresses:
+        if address != ANY and address not in stack.local_addresses:
+            raise OSError(
+                errno.EADDRNOTAVAIL, f"{format_ip(address)} is not an address of stack {stack.name}"
+            )
+        if (
+            (address, port) in layer.listeners
+            or (ANY, port) in layer.listeners
+            or (address == ANY and any(key[1] == port for key in layer.listeners))
+        ):
+            for listener in server._listeners:
+                listener.close()
+            raise OSError(errno.EADDRINUSE, f"address {format_ip(address)}:{port} is already in use")
+    for address in addresses:
+        listener = TcpListener(layer, address, port, backlog, server)
+        layer.listeners[(address, port)] = listener
+        server._listeners.append(listener)
+    if keep_alive:
+        server._protocol_factory = _with_keepalive(protocol_factory)
+    if start_serving:
+        await server.start_serving()
+    return server
+
+
+def _with_keepalive(factory: Callable[[], Any]) -> Callable[[], Any]:
+    class _KeepAliveSetter:
+        pass
+
+    def wrapped() -> Any:
+        protocol = factory()
+        original = protocol.connection_made
+
+        def connection_made(transport: Any) -> None:
+            if hasattr(transport, "set_keepalive"):
+                transport.set_keepalive(True)
+            original(transport)
+
+        protocol.connection_made = connection_made
+        return protocol
+
+    return wrapped

@@ -1,0 +1,487 @@
+"""The Stack: interfaces, routes, the inbound queue and its task, statistics, and the public calls."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import errno
+import ipaddress
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from aionetstack.errors import MalformedPacket
+from aionetstack.link.endpoint import LinkEndpoint, LinkKind
+from aionetstack.network.icmp import IcmpLayer
+from aionetstack.network.interface import Interface, LoopbackLink
+from aionetstack.network.ipv4 import Ipv4Layer, new_neighbour_cache
+from aionetstack.network.route import RouteTable
+from aionetstack.transport.tcp.config import TcpConfig
+from aionetstack.transport.tcp.layer import TcpLayer
+from aionetstack.transport.udp import UdpLayer, UdpTransport, create_datagram_endpoint
+from aionetstack.wire import Buffer
+
+if TYPE_CHECKING:
+    from aionetstack.server import Server
+
+__all__ = ["Stack", "StackOptions", "current_stack"]
+
+logger = logging.getLogger("aionetstack")
+
+_current: contextvars.ContextVar[Stack] = contextvars.ContextVar("aionetstack_current_stack")
+
+
+def current_stack() -> Stack:
+    """The stack of the innermost ``async with stack:`` (or :meth:`Stack.make_current`)."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError("no current aionetstack Stack: use 'async with stack:' or pass stack=") from None
+
+
+@attrs.define(slots=True)
+class StackOptions:
+    """Tunables of a :class:`Stack` (defaults follow Linux where it has one)."""
+
+    forwarding: bool = False
+    default_ttl: int = 64
+    inbound_queue_limit: int = 4096  #: frames held before the stack pauses its links
+    arp_reachable_time: float = 30.0
+    arp_retransmit_interval: float = 1.0
+    arp_max_probes: int = 3
+    arp_queue_limit: int = 64
+    reassembly_timeout: float = 30.0
+    reassembly_bytes_per_source: int = 4 << 20
+    reassembly_bytes_total: int = 16 << 20
+    icmp_error_rate: float = 1000.0  #: tokens per second (RFC 1812 §4.3.2.8)
+    icmp_error_burst: int = 50
+
+
+class Stack:
+    """A user-space TCP/IP stack: NICs, routes, ARP, IPv4, ICMP, UDP and TCP, on the running loop.
+
+    Use it as an async context manager (``async with Stack() as stack:``) or call ``start()`` and
+    ``await close()``. Inside ``async with`` it is also the *current* stack used by the
+    module-level :func:`aionetstack.open_connection` and friends.
+    """
+
+    def __init__(
+        self, name: str | None = None, *, tcp: TcpConfig | None = None, options: StackOptions | None = None
+    ) -> None:
+        Stack._count += 1
+        self.name = name or f"stack{Stack._count}"
+        self.options = options or StackOptions()
+        self.tcp_config = tcp or TcpConfig()
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.interfaces: list[Interface] = []
+        self._iface_by_link: dict[LinkEndpoint, Interface] = {}
+        self.routes = RouteTable()
+        self.local_addresses: dict[bytes, Interface] = {}
+        self.hosts: dict[str, str] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbound: deque[tuple[LinkEndpoint, Sequence[Buffer]]] = deque()
+        self._inbound_frames = 0
+        self._paused_links: set[LinkEndpoint] = set()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._tx: dict[LinkEndpoint, list[Buffer]] = {}
+        self._output_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._closed = False
+        self._context_tokens: list[contextvars.Token[Stack]] = []
+        self._pending_announcements: list[tuple[Interface, bytes]] = []
+        self.ip = Ipv4Layer(self)
+        self.icmp = IcmpLayer(self)
+        self.udp = UdpLayer(self)
+        self.tcp = TcpLayer(self)
+        self.loopback = Interface("lo", 0, LoopbackLink())
+        self.loopback.addresses.append(ipaddress.IPv4Interface("127.0.0.1/8"))
+        self.interfaces.append(self.loopback)
+        self._iface_by_link[self.loopback.link] = self.loopback
+        self.loopback.link.attach(self)
+        self.local_addresses[b"\x7f\x00\x00\x01"] = self.loopback
+
+    _count = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def start(self) -> None:
+        """Start the stack's network task on the running loop (idempotent)."""
+        if self._closed:
+            raise RuntimeError(f"stack {self.name} is closed")
+        if self._task is None:
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._network_task(), name=f"aionetstack-{self.name}-network")
+
+    async def close(self) -> None:
+        """Abort every connection, stop the task, close the links."""
+        if self._closed:
+            return
+        self._closed = True
+        self.tcp.close_all()
+        for transport in list(self.udp.endpoints.values()):
+            transport.close()
+        self._run_output()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for iface in self.interfaces:
+            iface.link.close()
+
+    async def __aenter__(self) -> Stack:
+        self.start()
+        self._context_tokens.append(_current.set(self))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._context_tokens:
+            _current.reset(self._context_tokens.pop())
+        await self.close()
+
+    # ------------------------------------------------------------------ configuration
+
+    def add_interface(self, link: LinkEndpoint, *addresses: str, name: str | None = None) -> Interface:
+        """Plug ``link`` in as a new NIC with ``addresses`` (``"10.0.0.1/24"``); adds connected routes.
+
+        On an Ethernet link, each address is announced with a gratuitous ARP (RFC 5227 §3).
+        """
+        if link in self._iface_by_link:
+            raise ValueError(f"{link!r} is already an interface of stack {self.name}")
+        iface = Interface(name or f"eth{len(self.interfaces) - 1}", len(self.interfaces), link)
+        if link.kind is LinkKind.ETHERNET:
+            iface.neighbours = new_neighbour_cache(self)
+        self.interfaces.append(iface)
+        self._iface_by_link[link] = iface
+        link.attach(self)
+        for address in addresses:
+            self.add_address(iface, address)
+        return iface
+
+    def add_address(self, iface: Interface, address: str) -> None:
+        """Give ``iface`` another address with its prefix, e.g. ``"10.0.1.7/24"``."""
+        try:
+            value = ipaddress.IPv4Interface(address)
+        except ValueError:
+            raise ValueError(f"{address!r} is not an IPv4 address with prefix like '10.0.0.1/24'") from None
+        if "/" not in address:
+            raise ValueError(f"{address!r} needs a prefix length, like '10.0.0.1/24'")
+        packed = value.ip.packed
+        if packed in self.local_addresses:
+            raise OSError(errno.EADDRINUSE, f"{value.ip} is already an address of stack {self.name}")
+        iface.addresses.append(value)
+        self.local_addresses[packed] = iface
+        self.routes.add(str(value.network), iface)
+        if iface.link.kind is LinkKind.ETHERNET and self._loop is not None:
+            self.ip.send_arp_request(iface, packed, gratuitous=True)
+        elif iface.link.kind is LinkKind.ETHERNET:
+            self._pending_announcements.append((iface, packed))
+
+    def add_route(
+        self,
+        destination: str,
+        gateway: str | None = None,
+        interface: Interface | None = None,
+        metric: int = 0,
+    ) -> None:
+        """Add a route: ``add_route("0.0.0.0/0", gateway="10.0.0.254")``.
+
+        Without ``interface``, the gateway must be on a connected subnet.
+        """
+        gw = self._parse_ip(gateway) if gateway is not None else None
+        if interface is None:
+            if gw is None:
+                raise ValueError("add_route() needs a gateway or an interface")
+            route = self.routes.lookup(gw)
+            if route is None or route.gateway is not None:
+                raise OSError(errno.ENETUNREACH, f"gateway {gateway} is not on a connected network")
+            interface = route.interface  # type: ignore[assignment]
+        self.routes.add(destination, interface, gw, metric)
+
+    def set_default_gateway(self, gateway: str) -> None:
+        self.add_route("0.0.0.0/0", gateway)
+
+    @staticmethod
+    def _parse_ip(text: str) -> bytes:
+        try:
+            return socket.inet_aton(text) if text.count(".") == 3 else ipaddress.IPv4Address(text).packed
+        except (OSError, ValueError):
+            raise ValueError(f"{text!r} is not an IPv4 address") from None
+
+    def addresses_of(self, iface: Interface) -> set[bytes]:
+        return {a.ip.packed for a in iface.addresses}
+
+    def is_broadcast(self, destination: bytes) -> bool:
+        return any(i.is_broadcast(destination) for i in self.interfaces)
+
+    # ------------------------------------------------------------------ names
+
+    def resolve_address(self, addr: Any, passive: bool = False) -> tuple[bytes, int]:
+        """``(host, port)`` to ``(4-byte address, port)``: numeric, ``localhost`` or ``stack.hosts``."""
+        if not isinstance(addr, tuple) or len(addr) < 2:
+            raise TypeError(f"address must be a (host, port) tuple, not {addr!r}")
+        host, port = addr[0], addr[1]
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0-65535, not {port!r}")
+        return self.resolve_host(host, passive), port
+
+    def resolve_host(self, host: str | None, passive: bool = False) -> bytes:
+        if host is None or host == "":
+            if passive:
+                return b"\x00\x00\x00\x00"
+            raise ValueError("a destination host is required")
+        if host in self.hosts:
+            host = self.hosts[host]
+        if host == "localhost":
+            return b"\x7f\x00\x00\x01"
+        try:
+            return ipaddress.IPv4Address(host).packed
+        except ValueError:
+            raise socket.gaierror(
+                socket.EAI_NONAME, f"cannot resolve {host!r}: not an IPv4 address or a name in stack.hosts"
+            ) from None
+
+    async def resolve_address_async(self, addr: Any, passive: bool = False) -> tuple[bytes, int]:
+        return self.resolve_address(addr, passive)
+
+    # ------------------------------------------------------------------ statistics
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters by layer, as nested plain dicts: ``{"ip": {"received": 3, "dropped": {...}}, ...}``."""
+        out: dict[str, Any] = {}
+        for key, value in sorted(self.counters.items()):
+            parts = key.split(".")
+            node = out
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    break
+            else:
+                node[parts[-1]] = value
+        return out
+
+    # ------------------------------------------------------------------ link side (NetworkDispatcher)
+
+    def deliver_frames(self, link: LinkEndpoint, frames: Sequence[Buffer]) -> None:
+        """Take a batch from a link; pause the link when the queue passes its limit (never drop)."""
+        if self._closed:
+            return
+        self._inbound.append((link, frames))
+        self._inbound_frames += len(frames)
+        self.counters["link.frames-received"] += len(frames)
+        if self._inbound_frames > self.options.inbound_queue_limit and link not in self._paused_links:
+            self._paused_links.add(link)
+            self.counters["link.paused"] += 1
+            link.pause_reading()
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            if not wakeup.done():
+                wakeup.set_result(None)
+
+    def link_writable(self, link: LinkEndpoint, writable: bool) -> None:
+        if writable:
+            self.tcp.link_resumed(link)
+
+    # ------------------------------------------------------------------ the network task
+
+    async def _network_task(self) -> None:
+        loop = self.loop
+        for iface, address in self._pending_announcements:
+            self.ip.send_arp_request(iface, address, gratuitous=True)
+        self._pending_announcements.clear()
+        self._run_output()
+        inbound = self._inbound
+        while True:
+            if not inbound:
+                self._wakeup = loop.create_future()
+                await self._wakeup
+            # Drain what is queued now, then run transport follow-up and flush output once.
+            budget = 64
+            while inbound and budget:
+                budget -= 1
+                link, frames = inbound.popleft()
+                self._inbound_frames -= len(frames)
+                self._process_batch(link, frames)
+            if self._paused_links and self._inbound_frames <= self.options.inbound_queue_limit // 2:
+                paused, self._paused_links = self._paused_links, set()
+                for link in paused:
+                    link.resume_reading()
+            self._run_output()
+            if inbound:
+                await asyncio.sleep(0)  # let applications run between large drains
+
+    def _process_batch(self, link: LinkEndpoint, frames: Sequence[Buffer]) -> None:
+        iface = self._iface_by_link.get(link)
+        if iface is None:
+            self.counters["link.dropped.unknown-link"] += len(frames)
+            return
+        ip = self.ip
+        handler = ip.ethernet_input if link.kind is LinkKind.ETHERNET else None
+        counters = self.counters
+        self.tcp.batch_begin()
+        for frame in frames:
+            try:
+                if handler is not None:
+                    handler(iface, frame)
+                else:
+                    ip.ipv4_input(iface, frame, 0)
+            except MalformedPacket as exc:
+                counters["dropped.malformed"] += 1
+                counters[f"dropped.{exc.reason}"] += 1
+            except Exception:  # never let one frame stop the stack (DESIGN.md: bad input)
+                counters["dropped.internal-error"] += 1
+                logger.exception("aionetstack %s: internal error on a received frame", self.name)
+        self.tcp.batch_end()
+
+    # ------------------------------------------------------------------ output
+
+    def emit(self, link: LinkEndpoint, frame: Buffer) -> None:
+        """Queue a frame on ``link`` for the next batched write."""
+        pending = self._tx.get(link)
+        if pending is None:
+            self._tx[link] = [frame]
+        else:
+            pending.append(frame)
+        if not self._output_scheduled:
+            self._output_scheduled = True
+            self.loop.call_soon(self._run_output)
+
+    def schedule_output(self) -> None:
+        """Ask for one output pass at the next loop iteration (coalesced)."""
+        if not self._output_scheduled:
+            self._output_scheduled = True
+            self.loop.call_soon(self._run_output)
+
+    def _run_output(self) -> None:
+        """Flush transports that have work, then write every link's pending batch."""
+        self._output_scheduled = False
+        self.tcp.flush_pending()
+        if self._tx:
+            tx, self._tx = self._tx, {}
+            counters = self.counters
+            for link, frames in tx.items():
+                counters["link.frames-sent"] += len(frames)
+                link.write(frames)
+        self.arm_network_timer()
+
+    # ------------------------------------------------------------------ network timers
+
+    def arm_network_timer(self) -> None:
+        """Keep one timer for ARP and reassembly at the earliest deadline."""
+        deadline = self.ip.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None and not self._closed:
+            self._timer = self.loop.call_at(deadline, self._on_network_timer)
+
+    def _on_network_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.ip.poll(self.loop.time())
+        self._run_output()
+
+    # ------------------------------------------------------------------ errors from callbacks
+
+    def report_callback_error(self, what: str, exc: BaseException, protocol: object) -> None:
+        self.counters["app.callback-errors"] += 1
+        self.loop.call_exception_handler(
+            {
+                "message": f"aionetstack: exception in {type(protocol).__name__}.{what}()",
+                "exception": exc,
+                "protocol": protocol,
+            }
+        )
+
+    # ------------------------------------------------------------------ applications
+
+    async def ping(self, host: str, *, timeout: float = 1.0, size: int = 56, ttl: int | None = None) -> float:
+        """Send one ICMP echo request to ``host``; the round-trip time in seconds.
+
+        Raises ``TimeoutError`` with no reply, ``OSError(EHOSTUNREACH)`` when ARP fails or an ICMP
+        error comes back, ``OSError(ENETUNREACH)`` when no route leads there.
+        """
+        if not 0 <= size <= 65507:
+            raise ValueError(f"size={size} must be 0..65507")
+        self.start()
+        return await self.icmp.ping(self.resolve_host(host), timeout=timeout, size=size, ttl=ttl)
+
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory: Callable[[], asyncio.DatagramProtocol],
+        local_addr: tuple[str, int] | None = None,
+        remote_addr: tuple[str, int] | None = None,
+        **kwargs: Any,
+    ) -> tuple[UdpTransport, asyncio.DatagramProtocol]:
+        """``loop.create_datagram_endpoint`` over this stack's UDP (``allow_broadcast=`` honoured)."""
+        self.start()
+        return await create_datagram_endpoint(self, protocol_factory, local_addr, remote_addr, **kwargs)
+
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: str | None = None,
+        port: int | None = None,
+        **kwargs: Any,
+    ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+        """``loop.create_connection`` over this stack's TCP."""
+        from aionetstack.transports import create_connection
+
+        self.start()
+        return await create_connection(self, protocol_factory, host, port, **kwargs)
+
+    async def create_server(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: str | Sequence[str] | None = None,
+        port: int | None = None,
+        **kwargs: Any,
+    ) -> Server:
+        """``loop.create_server`` over this stack's TCP; returns an ``asyncio.AbstractServer``."""
+        from aionetstack.server import create_server
+
+        self.start()
+        return await create_server(self, protocol_factory, host, port, **kwargs)
+
+    async def open_connection(
+        self, host: str | None = None, port: int | None = None, **kwargs: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """``asyncio.open_connection`` over this stack."""
+        from aionetstack.streams import open_connection
+
+        return await open_connection(host, port, stack=self, **kwargs)
+
+    async def start_server(
+        self,
+        client_connected_cb: Callable[..., Any],
+        host: str | Sequence[str] | None = None,
+        port: int | None = None,
+        **kwargs: Any,
+    ) -> Server:
+        """``asyncio.start_server`` over this stack."""
+        from aionetstack.streams import start_server
+
+        return await start_server(client_connected_cb, host, port, stack=self, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Stack {self.name} interfaces={[i.name for i in self.interfaces]}>"

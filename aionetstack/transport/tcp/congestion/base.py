@@ -1,0 +1,44 @@
+"""The interface every congestion controller implements.
+
+The connection owns loss detection and recovery; it tells the controller what happened, and
+reads ``cwnd`` and ``ssthresh`` back. Adding an algorithm is one file with one class.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CongestionControl"]
+
+
+class CongestionControl:
+    """Slow start and congestion avoidance; subclasses override what differs."""
+
+    name = "base"
+    __slots__ = ("cwnd", "mss", "ssthresh")
+
+    def __init__(self, mss: int, initial_window: int) -> None:
+        self.mss = mss
+        # RFC 6928 §2: IW = min(10*MSS, max(2*MSS, 14600)) for IW10.
+        self.cwnd = (
+            min(initial_window * mss, max(2 * mss, 14600)) if initial_window == 10 else initial_window * mss
+        )
+        self.ssthresh = 1 << 30  # RFC 5681 §3.1: arbitrarily high at first
+
+    def set_mss(self, mss: int) -> None:
+        self.mss = mss
+
+    def on_ack(self, acked: int, in_flight: int, now: float, rtt: float | None) -> None:
+        """New data was cumulatively acknowledged outside recovery."""
+        raise NotImplementedError
+
+    def on_congestion(self, in_flight: int, now: float) -> None:
+        """Loss detected by duplicate ACKs (RFC 5681 §3.2 step 2): set ssthresh and cwnd."""
+        raise NotImplementedError
+
+    def on_recovery_end(self, in_flight: int, now: float) -> None:
+        """Fast recovery ended by a full ACK (RFC 6582 §3.2 step 3)."""
+        self.cwnd = max(min(self.ssthresh, in_flight + self.mss), self.mss)
+
+    def on_timeout(self, in_flight: int, now: float) -> None:
+        """The retransmission timer expired (RFC 5681 §3.1 eq. 4): one segment, ssthresh halved."""
+        self.ssthresh = max(in_flight // 2, 2 * self.mss)
+        self.cwnd = self.mss

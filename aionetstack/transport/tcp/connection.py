@@ -1,0 +1,1153 @@
+"""The sans-IO TCP connection (RFC 9293), with RFC 7323, RFC 2018, RFC 5961, RFC 6298 and RFC 5681/6582.
+
+It never awaits, never reads a clock and never touches a socket: the caller hands it segments and
+the time (``receive(segment, now)``), application calls (``send``, ``shutdown``, ``abort``,
+``data_taken``), and timer expiries (``on_timer(now)`` at ``next_deadline``); it answers with
+segments in ``outbox`` (as produced by ``output(now)``) and events in ``events`` (a bit mask).
+
+Sequence numbers inside are unbounded ints (see :mod:`.seq`), 32-bit only on the wire.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+from typing import Protocol
+
+from aionetstack.transport.tcp import congestion
+from aionetstack.transport.tcp.config import TcpConfig
+from aionetstack.transport.tcp.receiver import OutOfOrderQueue
+from aionetstack.transport.tcp.rtt import RttEstimator
+from aionetstack.transport.tcp.seq import MASK, unwrap
+from aionetstack.wire import Buffer
+from aionetstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment, build_tcp_options
+
+__all__ = [
+    "EV_CLOSED",
+    "EV_CONNECTED",
+    "EV_DATA",
+    "EV_EOF",
+    "EV_SEND_SPACE",
+    "ChallengeAckLimiter",
+    "TcpConnection",
+    "TcpState",
+]
+
+
+class TcpState(enum.IntEnum):
+    """RFC 9293 §3.3.2."""
+
+    CLOSED = 0
+    LISTEN = 1
+    SYN_SENT = 2
+    SYN_RECEIVED = 3
+    ESTABLISHED = 4
+    FIN_WAIT_1 = 5
+    FIN_WAIT_2 = 6
+    CLOSE_WAIT = 7
+    CLOSING = 8
+    LAST_ACK = 9
+    TIME_WAIT = 10
+
+
+CLOSED = TcpState.CLOSED
+SYN_SENT = TcpState.SYN_SENT
+SYN_RECEIVED = TcpState.SYN_RECEIVED
+ESTABLISHED = TcpState.ESTABLISHED
+FIN_WAIT_1 = TcpState.FIN_WAIT_1
+FIN_WAIT_2 = TcpState.FIN_WAIT_2
+CLOSE_WAIT = TcpState.CLOSE_WAIT
+CLOSING = TcpState.CLOSING
+LAST_ACK = TcpState.LAST_ACK
+TIME_WAIT = TcpState.TIME_WAIT
+
+#: States in which we may still send data.
+_CAN_SEND = frozenset({ESTABLISHED, CLOSE_WAIT})
+#: States in which received data is accepted (RFC 9293 §3.10.7.4, "seventh, process the segment text").
+_CAN_RECEIVE = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
+
+EV_CONNECTED = 1  #: the handshake completed
+EV_DATA = 2  #: in-order data is waiting in ``received``
+EV_EOF = 4  #: the peer's FIN arrived (after all its data)
+EV_CLOSED = 8  #: the connection is over; ``error`` says why (None: a clean close)
+EV_SEND_SPACE = 16  #: acknowledged data left the send buffer
+
+_TS_OPTION_LENGTH = 12  # NOP NOP TS: what timestamps cost every segment (RFC 7323 §3.2, RFC 6691)
+_DEFAULT_MSS = 536  # RFC 9293 §3.7.1 / RFC 1122 §4.2.2.6: the MSS to assume without the option
+
+
+class ChallengeAckLimiter:
+    """RFC 5961 §7: a stack-wide limit on challenge ACKs per second."""
+
+    __slots__ = ("_count", "_second", "limit", "suppressed")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._second = -1
+        self._count = 0
+        self.suppressed = 0
+
+    def allow(self, now: float) -> bool:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._count = 0
+        if self._count >= self.limit:
+            self.suppressed += 1
+            return False
+        self._count += 1
+        return True
+
+
+class CounterSink(Protocol):
+    def __getitem__(self, key: str) -> int: ...
+    def __setitem__(self, key: str, value: int) -> None: ...
+
+
+class TcpConnection:
+    """One TCP connection's state machine and buffers (sans-IO).
+
+    Out: ``outbox`` holds ``(seq32, ack32, flags, window16, options, payload)`` tuples in send order;
+    the caller empties it. ``events`` accumulates ``EV_*`` bits; the caller clears it.
+    ``received`` holds in-order data for the application, taken with :meth:`take_received`.
+    """
+
+    __slots__ = (
+        "ack_now",
+        "app_closed",
+        "cc",
+        "challenge",
+        "config",
+        "counters",
+        "delack_at",
+        "dupacks",
+        "error",
+        "events",
+        "fin_queued",
+        "in_recovery",
+        "irs",
+        "iss",
+        "keepalive_at",
+        "keepalive_probes",
+        "last_ack_sent",
+        "last_received_at",
+        "local_ip",
+        "local_port",
+        "max_snd_wnd",
+        "mss_base",
+        "nodelay",
+        "ooo",
+        "outbox",
+        "peer_fin_seq",
+        "peer_mss",
+        "persist_at",
+        "persist_backoff",
+        "quick_acks",
+        "rcv_adv",
+        "rcv_buffer",
+        "rcv_mss",
+        "rcv_nxt",
+        "rcv_wscale",
+        "received",
+        "received_bytes",
+        "recover",
+        "remote_ip",
+        "remote_port",
+        "retransmits",
+        "rto_at",
+        "rtt",
+        "rtt_seq",
+        "rtt_time",
+        "sack_ok",
+        "sbuf",
+        "sbuf_off",
+        "sbuf_seq",
+        "snd_max",
+        "snd_nxt",
+        "snd_una",
+        "snd_wl1",
+        "snd_wl2",
+        "snd_wnd",
+        "snd_wscale",
+        "state",
+        "stats",
+        "syn_options",
+        "time_wait_at",
+        "ts_offset",
+        "ts_ok",
+        "ts_recent",
+        "unacked_bytes",
+        "user_data",
+        "ws_ok",
+    )
+
+    def __init__(
+        self,
+        config: TcpConfig,
+        local: tuple[bytes, int],
+        remote: tuple[bytes, int],
+        iss: int,
+        mss: int,
+        challenge: ChallengeAckLimiter | None = None,
+    ) -> None:
+        """``mss`` is what the route allows (MTU - 40, RFC 9293 §3.7.1), before options."""
+        self.config = config
+        self.local_ip, self.local_port = local
+        self.remote_ip, self.remote_port = remote
+        self.challenge = challenge or ChallengeAckLimiter(config.challenge_ack_limit)
+        self.state = CLOSED
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_max = iss
+        self.snd_wnd = 0
+        self.max_snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.snd_wscale = 0
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0
+        self.rcv_buffer = config.receive_buffer
+        self.rcv_wscale = 0
+        if config.window_scaling:
+            # RFC 7323 §2.3: the smallest shift that lets the window cover the whole buffer.
+            while (65535 << self.rcv_wscale) < self.rcv_buffer and self.rcv_wscale < 14:
+                self.rcv_wscale += 1
+        self.mss_base = mss if config.mss is None else min(mss, config.mss)
+        self.peer_mss = _DEFAULT_MSS
+        self.rcv_mss = min(self.mss_base, _DEFAULT_MSS)
+        self.ws_ok = False
+        self.ts_ok = False
+        self.sack_ok = False
+        self.ts_recent = 0
+        self.ts_offset = int.from_bytes(os.urandom(4), "big")  # RFC 7323 §5.4: a random clock offset
+        self.last_ack_sent = 0
+        self.syn_options = b""
+        self.nodelay = config.nodelay
+        self.sbuf = bytearray()
+        self.sbuf_off = 0
+        self.sbuf_seq = iss + 1
+        self.fin_queued = False
+        self.peer_fin_seq: int | None = None
+        self.app_closed = False
+        self.received: list[bytes] = []
+        self.received_bytes = 0
+        self.ooo = OutOfOrderQueue(config.out_of_order_limit)
+        self.outbox: list[tuple[int, int, int, int, bytes, Buffer]] = []
+        self.events = 0
+        self.error: BaseException | None = None
+        self.ack_now = False
+        self.unacked_bytes = 0
+        self.quick_acks = config.quick_ack_segments
+        self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
+        self.rtt_seq: int | None = None
+        self.rtt_time = 0.0
+        self.retransmits = 0
+        self.dupacks = 0
+        self.in_recovery = False
+        self.recover = iss
+        self.cc = congestion.create(config.congestion_control, self.mss_base, config.initial_window)
+        self.rto_at: float | None = None
+        self.delack_at: float | None = None
+        self.persist_at: float | None = None
+        self.persist_backoff = 0
+        self.keepalive_at: float | None = None
+        self.keepalive_probes = 0
+        self.time_wait_at: float | None = None
+        self.last_received_at = 0.0
+        self.user_data: object = None
+        self.stats = {
+            "bytes_sent": 0,
+            "bytes_acked": 0,
+            "bytes_received": 0,
+            "segments_sent": 0,
+            "segments_received": 0,
+            "retransmits_rto": 0,
+            "retransmits_fast": 0,
+            "retransmits_recovery": 0,
+            "retransmits_syn": 0,
+            "rto_events": 0,
+            "fast_retransmit_events": 0,
+            "dupacks_received": 0,
+            "out_of_order_segments": 0,
+            "challenge_acks": 0,
+            "paws_rejected": 0,
+            "zero_window_probes": 0,
+            "keepalive_probes": 0,
+            "delayed_acks": 0,
+            "window_updates": 0,
+        }
+
+    # ------------------------------------------------------------------ derived values
+
+    @property
+    def send_mss(self) -> int:
+        """Payload bytes in a full-sized segment: MSS minus per-segment option overhead (RFC 6691)."""
+        mss = min(self.peer_mss, self.mss_base)
+        return mss - _TS_OPTION_LENGTH if self.ts_ok else mss
+
+    @property
+    def snd_end(self) -> int:
+        """Sequence number just past the last byte the application queued."""
+        return self.sbuf_seq + len(self.sbuf) - self.sbuf_off
+
+    @property
+    def send_buffered(self) -> int:
+        """Bytes queued and not yet acknowledged."""
+        return len(self.sbuf) - self.sbuf_off
+
+    @property
+    def in_flight(self) -> int:
+        return self.snd_max - self.snd_una
+
+    @property
+    def is_synchronized(self) -> bool:
+        return self.state >= ESTABLISHED
+
+    def ts_clock(self, now: float) -> int:
+        """Our TSval: a millisecond clock (RFC 7323 §5.4 allows 1 ms to 1 s per tick)."""
+        return (int(now * 1000) + self.ts_offset) & MASK
+
+    def next_deadline(self) -> float | None:
+        """The earliest time ``on_timer`` has work, or None."""
+        best: float | None = None
+        for at in (self.rto_at, self.delack_at, self.persist_at, self.keepalive_at, self.time_wait_at):
+            if at is not None and (best is None or at < best):
+                best = at
+        return best
+
+    # ------------------------------------------------------------------ opening
+
+    def connect(self, now: float) -> None:
+        """Active OPEN (RFC 9293 §3.10.1): send SYN, enter SYN-SENT."""
+        self.state = SYN_SENT
+        self.syn_options = build_tcp_options(
+            mss=self.mss_base,
+            wscale=self.rcv_wscale if self.config.window_scaling else None,
+            sack_permitted=self.config.sack,
+            timestamp=(self.ts_clock(now), 0) if self.config.timestamps else None,
+        )
+        self.snd_nxt = self.iss + 1
+        self.snd_max = self.snd_nxt
+        self._send_syn(now, SYN)
+        self.rto_at = now + self.rtt.current()
+        self.last_received_at = now
+
+    def accept(self, syn: TcpSegment, now: float) -> None:
+        """Passive OPEN on a SYN that reached a listener (RFC 9293 §3.10.7.2): answer SYN-ACK."""
+        self.state = SYN_RECEIVED
+        self.irs = syn.seq
+        self.rcv_nxt = syn.seq + 1
+        self._take_syn_options(syn)
+        if self.ts_ok:
+            self.ts_recent = syn.timestamp[0]  # type: ignore[index]
+        self.snd_wnd = syn.window  # RFC 7323 §2.2: the window in a SYN is never scaled
+        self.max_snd_wnd = self.snd_wnd
+        self.snd_wl1 = syn.seq
+        self.syn_options = build_tcp_options(
+            mss=self.mss_base,
+            wscale=self.rcv_wscale if self.ws_ok else None,
+            sack_permitted=self.sack_ok,
+            timestamp=(self.ts_clock(now), self.ts_recent) if self.ts_ok else None,
+        )
+        self.snd_nxt = self.iss + 1
+        self.snd_max = self.snd_nxt
+        self._send_syn(now, SYN | ACK)
+        self.rto_at = now + self.rtt.current()
+        self.last_received_at = now
+
+    def _take_syn_options(self, syn: TcpSegment) -> None:
+        """RFC 7323 §2.2/§3.2, RFC 2018 §2: an option is on only when both SYNs carry it."""
+        config = self.config
+        if syn.mss is not None:
+            self.peer_mss = max(syn.mss, 64)
+        self.ws_ok = config.window_scaling and syn.wscale is not None
+        if self.ws_ok:
+            self.snd_wscale = min(syn.wscale, 14)  # type: ignore[type-var]  # RFC 7323 §2.3: at most 14
+        else:
+            self.rcv_wscale = 0
+        self.ts_ok = config.timestamps and syn.timestamp is not None
+        self.sack_ok = config.sack and syn.sack_permitted
+        mss = self.send_mss
+        self.cc = congestion.create(config.congestion_control, mss, config.initial_window)
+        self.rcv_mss = min(self.mss_base, self.peer_mss)
+
+    def _send_syn(self, now: float, flags: int) -> None:
+        options = self.syn_options
+        if self.ts_ok or (flags == SYN and self.config.timestamps):
+            # Refresh TSval on a retransmitted SYN so its RTT sample is honest (RFC 7323 §4).
+            options = build_tcp_options(
+                mss=self.mss_base,
+                wscale=self.rcv_wscale
+                if (flags == SYN and self.config.window_scaling) or self.ws_ok
+                else None,
+                sack_permitted=self.config.sack if flags == SYN else self.sack_ok,
+                timestamp=(self.ts_clock(now), self.ts_recent if flags & ACK else 0),
+            )
+        window = min(self.rcv_buffer, 65535)
+        self.rcv_adv = self.rcv_nxt + window
+        self.outbox.append(
+            (self.iss & MASK, self.rcv_nxt & MASK if flags & ACK else 0, flags, window, options, b"")
+        )
+        self.stats["segments_sent"] += 1
+        if flags & ACK:
+            self.last_ack_sent = self.rcv_nxt
+
+    # ------------------------------------------------------------------ the application's calls
+
+    def send(self, data: Buffer) -> None:
+        """Queue data (RFC 9293 §3.10.2). The caller then runs ``output``."""
+        if self.fin_queued or (self.state not in _CAN_SEND and self.state not in (SYN_SENT, SYN_RECEIVED)):
+            raise BrokenPipeError(errno.EPIPE, "cannot send after the connection was shut down for writing")
+        sbuf = self.sbuf
+        if self.sbuf_off and self.sbuf_off >= len(sbuf) // 2:
+            # Compact lazily: deleting the acknowledged head on every ACK would move the whole buffer.
+            del sbuf[: self.sbuf_off]
+            self.sbuf_off = 0
+        sbuf += data
+
+    def shutdown(self, now: float) -> None:
+        """CLOSE for the sending side (RFC 9293 §3.10.4): FIN after every queued byte."""
+        if self.fin_queued:
+            return
+        state = self.state
+        if state == SYN_SENT and self.snd_una == self.iss:
+            # Nothing to say yet: RFC 9293 §3.10.4 lets a CLOSE in SYN-SENT just delete the TCB.
+            self.fin_queued = True
+            return
+        self.fin_queued = True
+        if state == ESTABLISHED or state == SYN_RECEIVED:
+            self.state = FIN_WAIT_1
+        elif state == CLOSE_WAIT:
+            self.state = LAST_ACK
+
+    def close(self, now: float) -> None:
+        """The application closed its socket: no more reads either (RFC 1122 §4.2.2.13).
+
+        Unread data already received makes this an abort, as Linux does.
+        """
+        self.app_closed = True
+        if self.state == SYN_SENT:
+            self._terminate(None)
+            return
+        if self.received_bytes:
+            self.abort(now)
+            return
+        self.shutdown(now)
+
+    def abort(self, now: float) -> None:
+        """ABORT (RFC 9293 §3.10.5): RST to the peer if synchronised, then CLOSED."""
+        if self.state in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
+            self.outbox.append((self.snd_nxt & MASK, 0, RST, 0, b"", b""))
+            self.stats["segments_sent"] += 1
+        self._terminate(None)
+
+    def take_received(self) -> bytes:
+        """All in-order data received so far, and the window it frees (RFC 9293 §3.8.6.2.2)."""
+        chunks = self.received
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.received_bytes = 0
+        self._maybe_window_update()
+        return data
+
+    def _maybe_window_update(self) -> None:
+        if self.state not in _CAN_RECEIVE:
+            return
+        # RFC 9293 §3.8.6.2.2: announce the larger window once it grows by min(buffer/2, MSS).
+        free = self.rcv_buffer - self.received_bytes
+        if self.rcv_nxt + free - self.rcv_adv >= min(self.rcv_buffer // 2, self.rcv_mss):
+            if self.rcv_adv - self.rcv_nxt < self.rcv_mss:
+                self.stats["window_updates"] += 1
+            self.ack_now = True
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive(self, seg: TcpSegment, now: float) -> None:
+        """SEGMENT ARRIVES (RFC 9293 §3.10.7)."""
+        self.stats["segments_received"] += 1
+        self.last_received_at = now
+        state = self.state
+        if state == SYN_SENT:
+            self._receive_syn_sent(seg, now)
+            return
+        if state == CLOSED:
+            return
+        flags = seg.flags
+        seq = unwrap(seg.seq, self.rcv_nxt)
+        length = len(seg.payload)
+        if self.config.keepalive:
+            self.keepalive_probes = 0
+            self.keepalive_at = now + self.config.keepalive_idle
+
+        # RFC 7323 §5.3 PAWS: a segment whose TSval is older than TS.Recent is a stale duplicate.
+        ts = seg.timestamp
+        if self.ts_ok and ts is not None and not flags & RST:
+            if self.ts_recent and ((self.ts_recent - ts[0]) & MASK) - 1 < 0x7FFFFFFF:
+                self.stats["paws_rejected"] += 1
+                self._send_ack_now_if_allowed(now, challenge=False)
+                return
+
+        # RFC 9293 §3.10.7.4 first: the acceptability test, four cases on length and window.
+        window = self.rcv_adv - self.rcv_nxt
+        if window < 0:
+            window = 0
+        seg_len = length + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        rcv_nxt = self.rcv_nxt
+        if seg_len == 0:
+            acceptable = (seq == rcv_nxt) if window == 0 else (rcv_nxt <= seq < rcv_nxt + window)
+        elif window == 0:
+            acceptable = False
+        else:
+            acceptable = (rcv_nxt <= seq < rcv_nxt + window) or (
+                rcv_nxt <= seq + seg_len - 1 < rcv_nxt + window
+            )
+        if not acceptable:
+            if not flags & RST:
+                # Out of window: ACK so the peer learns where we are (RFC 9293 §3.10.7.4).
+                if state == TIME_WAIT and flags & FIN:
+                    self.time_wait_at = now + self.config.time_wait
+                if seq < rcv_nxt and length:
+                    self.stats["out_of_order_segments"] += 1
+                self._send_ack_now_if_allowed(now, challenge=False)
+            return
+
+        # Second: RST (RFC 5961 §3.2: reset only on an exact match, challenge otherwise).
+        if flags & RST:
+            if seq != rcv_nxt:
+                self._challenge_ack(now)
+                return
+            if state == SYN_RECEIVED:
+                self._terminate(
+                    ConnectionRefusedError(errno.ECONNREFUSED, "connection refused (reset during handshake)")
+                )
+            elif state in (CLOSING, LAST_ACK, TIME_WAIT):
+                self._terminate(None)
+            else:
+                self._terminate(ConnectionResetError(errno.ECONNRESET, "connection reset by peer"))
+            return
+
+        # Fourth: SYN in a synchronised state (RFC 5961 §4: challenge ACK, never reset).
+        if flags & SYN:
+            if state == SYN_RECEIVED and seq == self.irs:
+                self._send_syn(now, SYN | ACK)  # the peer lost our SYN-ACK: say it again
+                return
+            self._challenge_ack(now)
+            return
+
+        # Fifth: the ACK field.
+        if not flags & ACK:
+            return
+        ack = unwrap(seg.ack, self.snd_una)
+        if state == SYN_RECEIVED:
+            if self.snd_una < ack <= self.snd_max:
+                self.state = state = ESTABLISHED if not self.fin_queued else FIN_WAIT_1
+                self.snd_wnd = seg.window << self.snd_wscale
+                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+                self.snd_wl1 = seq
+                self.snd_wl2 = ack
+                self.events |= EV_CONNECTED
+                if self.rtt.samples == 0 and self.retransmits == 0 and self.rtt_time:
+                    self.rtt.sample(now - self.rtt_time)
+            else:
+                self._send_reset(seg.ack)
+                return
+        # RFC 5961 §5.2: an ACK outside [SND.UNA - MAX.SND.WND, SND.MAX] is challenged and dropped.
+        if ack > self.snd_max or ack < self.snd_una - self.max_snd_wnd:
+            self._challenge_ack(now)
+            return
+        # RFC 7323 §4.3: remember TSval from the segment that covers the last ACK we sent.
+        if ts is not None and self.ts_ok and seq <= self.last_ack_sent:
+            self.ts_recent = ts[0]
+        self._process_ack(seg, seq, ack, length, now)
+        if self.state == CLOSED:
+            return
+
+        # Seventh: the segment text.
+        state = self.state
+        if length:
+            if state in _CAN_RECEIVE and not self.app_closed:
+                self._receive_data(seg.payload, seq, length, now)
+            elif self.app_closed:
+                # RFC 1122 §4.2.2.13: data after CLOSE gets a reset.
+                self.outbox.append((self.snd_nxt & MASK, 0, RST, 0, b"", b""))
+                self._terminate(
+                    ConnectionResetError(errno.ECONNRESET, "data arrived after close; connection reset")
+                )
+                return
+        # Eighth: FIN.
+        if flags & FIN:
+            fin_seq = seq + length
+            if fin_seq >= self.rcv_nxt:
+                self.peer_fin_seq = fin_seq
+        if (
+            self.peer_fin_seq is not None
+            and self.peer_fin_seq == self.rcv_nxt
+            and self.state
+            not in (
+                CLOSE_WAIT,
+                CLOSING,
+                LAST_ACK,
+                TIME_WAIT,
+            )
+        ):
+            self._receive_fin(now)
+        elif flags & FIN and self.state == TIME_WAIT:
+            # RFC 9293 §3.10.7.4: a retransmitted FIN restarts the 2 MSL timeout.
+            self.time_wait_at = now + self.config.time_wait
+            self.ack_now = True
+        elif flags & FIN and self.state in (CLOSE_WAIT, CLOSING, LAST_ACK):
+            self.ack_now = True
+
+    def _receive_syn_sent(self, seg: TcpSegment, now: float) -> None:
+        """RFC 9293 §3.10.7.3."""
+        flags = seg.flags
+        ack = unwrap(seg.ack, self.snd_una)
+        if flags & ACK and (ack <= self.iss or ack > self.snd_max):
+            if not flags & RST:
+                self._send_reset(seg.ack)
+            return
+        if flags & RST:
+            if flags & ACK:
+                self._terminate(ConnectionRefusedError(errno.ECONNREFUSED, "connection refused"))
+            return
+        if not flags & SYN:
+            return
+        self.irs = seg.seq
+        self.rcv_nxt = seg.seq + 1
+        self._take_syn_options(seg)
+        if self.ts_ok:
+            self.ts_recent = seg.timestamp[0]  # type: ignore[index]
+        if flags & ACK:
+            self.snd_una = ack
+            self.sbuf_seq = max(self.sbuf_seq, ack)
+            self.snd_wnd = (
+                seg.window << self.snd_wscale if False else seg.window
+            )  # RFC 7323 §2.2: SYN window unscaled
+            self.max_snd_wnd = self.snd_wnd
+            self.snd_wl1 = seg.seq
+            self.snd_wl2 = ack
+            if self.retransmits == 0:
+                # Karn's rule (RFC 6298 §3): only a SYN sent once gives an RTT sample.
+                self.rtt.sample(now - (self.rto_at - self.rtt.current()) if self.rto_at else 0.0)
+            self.retransmits = 0
+            self.rto_at = None
+            self.state = ESTABLISHED if not self.fin_queued else FIN_WAIT_1
+            self.events |= EV_CONNECTED
+            self.ack_now = True
+            self.quick_acks = self.config.quick_ack_segments
+            if self.fin_queued and self.state == FIN_WAIT_1:
+                pass
+        else:
+            # Simultaneous open (RFC 9293 §3.10.7.3, figure 8).
+            self.state = SYN_RECEIVED
+            self.snd_wnd = seg.window
+            self.max_snd_wnd = self.snd_wnd
+            self.snd_wl1 = seg.seq
+            self._send_syn(now, SYN | ACK)
+
+    def _process_ack(self, seg: TcpSegment, seq: int, ack: int, length: int, now: float) -> None:
+        """RFC 9293 §3.10.7.4 fifth step: advance SND.UNA, update the window, detect loss."""
+        snd_una = self.snd_una
+        stats = self.stats
+        window = seg.window << self.snd_wscale
+        # RFC 9293 §3.10.7.4: update the send window only from a newer segment (SND.WL1/WL2).
+        window_changed = False
+        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+            window_changed = window != self.snd_wnd
+            self.snd_wnd = window
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            if window > self.max_snd_wnd:
+                self.max_snd_wnd = window
+            if window and self.persist_at is not None:
+                self.persist_at = None
+                self.persist_backoff = 0
+        if ack > snd_una:
+            acked = ack - snd_una
+            self.snd_una = ack
+            if self.snd_nxt < ack:
+                self.snd_nxt = ack
+            # Free acknowledged data (the FIN's sequence number is not in the buffer).
+            data_acked = min(ack, self.snd_end) - self.sbuf_seq
+            if data_acked > 0:
+                self.sbuf_off += data_acked
+                self.sbuf_seq += data_acked
+                if self.sbuf_off == len(self.sbuf):
+                    self.sbuf.clear()
+                    self.sbuf_off = 0
+                stats["bytes_acked"] += data_acked
+                self.events |= EV_SEND_SPACE
+            # RTT: timestamps when on (RFC 7323 §4), else one timed segment with Karn's rule (RFC 6298 §3).
+            ts = seg.timestamp
+            rtt: float | None = None
+            if self.ts_ok and ts is not None and ts[1]:
+                rtt = ((self.ts_clock(now) - ts[1]) & MASK) / 1000.0
+                if rtt < 1000:
+                    self.rtt.sample(rtt)
+            elif self.rtt_seq is not None and ack > self.rtt_seq:
+                rtt = now - self.rtt_time
+                self.rtt.sample(rtt)
+                self.rtt_seq = None
+            self.retransmits = 0
+            in_flight = self.snd_max - ack
+            if self.in_recovery:
+                if ack >= self.recover:
+                    # RFC 6582 §3.2 step 3: a full acknowledgment ends fast recovery.
+                    self.in_recovery = False
+                    self.dupacks = 0
+                    self.cc.on_recovery_end(in_flight, now)
+                else:
+                    # RFC 6582 §3.2 step 3: a partial ACK retransmits the next hole and deflates cwnd.
+                    self._retransmit_head(now, "retransmits_recovery")
+                    cc = self.cc
+                    cc.cwnd = max(cc.cwnd - acked + (cc.mss if acked >= cc.mss else 0), cc.mss)
+                    self.rto_at = now + self.rtt.current()
+            else:
+                self.dupacks = 0
+                self.cc.on_ack(acked, in_flight, now, rtt)
+            # RFC 6298 §5.2/5.3: stop the timer when all is acked, else restart it.
+            if self.snd_una >= self.snd_max:
+                self.rto_at = None
+            elif not self.in_recovery:
+                self.rto_at = now + self.rtt.current()
+            # Our FIN acknowledged?
+            if self.fin_queued and ack == self.snd_end + 1:
+                state = self.state
+                if state == FIN_WAIT_1:
+                    self.state = FIN_WAIT_2
+                elif state == CLOSING:
+                    self._enter_time_wait(now)
+                elif state == LAST_ACK:
+                    self._terminate(None)
+                    return
+        elif (
+            ack == snd_una
+            and length == 0
+            and not seg.flags & (SYN | FIN)
+            and self.snd_max > snd_una
+            and not window_changed
+        ):
+            # RFC 5681 §2: a duplicate ACK.
+            self.dupacks += 1
+            stats["dupacks_received"] += 1
+            if self.in_recovery:
+                self.cc.cwnd += self.cc.mss  # RFC 5681 §3.2 step 4: inflate for each segment that left
+            elif self.dupacks == 3 and ack > self.recover:
+                # RFC 6582 §3.2 step 2 / RFC 5681 §3.2: fast retransmit, enter fast recovery.
+                stats["fast_retransmit_events"] += 1
+                self.in_recovery = True
+                self.recover = self.snd_max
+                self.cc.on_congestion(self.snd_max - snd_una, now)
+                self._retransmit_head(now, "retransmits_fast")
+                self.cc.cwnd = self.cc.ssthresh + 3 * self.cc.mss
+                self.rto_at = now + self.rtt.current()
+
+    def _receive_data(self, payload: Buffer, seq: int, length: int, now: float) -> None:
+        """RFC 9293 §3.10.7.4 seventh step, with the out-of-order queue and ACK policy."""
+        rcv_nxt = self.rcv_nxt
+        stats = self.stats
+        # Trim to the window (RFC 9293 §3.10.7.4: keep only what fits).
+        right = self.rcv_adv if self.rcv_adv > rcv_nxt else rcv_nxt
+        if seq + length > right:
+            length = right - seq
+            if length <= 0:
+                self.ack_now = True
+                return
+            payload = payload[:length]
+        if seq == rcv_nxt:
+            self.received.append(bytes(payload))
+            rcv_nxt += length
+            self.received_bytes += length
+            stats["bytes_received"] += length
+            if length > self.rcv_mss:
+                self.rcv_mss = min(length, self.mss_base)
+            if self.ooo.bytes:
+                chunks, new_nxt = self.ooo.pop_ready(rcv_nxt)
+                if chunks:
+                    for chunk in chunks:
+                        self.received.append(chunk)
+                        self.received_bytes += len(chunk)
+                        stats["bytes_received"] += len(chunk)
+                    rcv_nxt = new_nxt
+                # RFC 5681 §4.2: ACK at once when a segment fills (part of) a hole.
+                self.ack_now = True
+            self.rcv_nxt = rcv_nxt
+            self.events |= EV_DATA
+            # RFC 1122 §4.2.3.2 / RFC 5681 §4.2: ACK at least every second full-sized segment.
+            self.unacked_bytes += length
+            if self.quick_acks > 0:
+                self.quick_acks -= 1
+                self.ack_now = True
+            elif self.unacked_bytes >= 2 * self.rcv_mss:
+                self.ack_now = True
+            elif self.delack_at is None:
+                self.delack_at = now + self.config.delayed_ack
+        elif seq < rcv_nxt:
+            # Overlaps what we have: keep the new tail (the acceptability test let it in).
+            skip = rcv_nxt - seq
+            self._receive_data(payload[skip:], rcv_nxt, length - skip, now)
+        else:
+            stats["out_of_order_segments"] += 1
+            self.ooo.insert(seq, bytes(payload))
+            # RFC 5681 §4.2: an out-of-order segment is ACKed at once (a duplicate ACK, with SACK).
+            self.ack_now = True
+
+    def _receive_fin(self, now: float) -> None:
+        """RFC 9293 §3.10.7.4 eighth step."""
+        self.rcv_nxt += 1
+        self.peer_fin_seq = None
+        self.events |= EV_EOF
+        self.ack_now = True
+        state = self.state
+        if state in (SYN_RECEIVED, ESTABLISHED):
+            self.state = CLOSE_WAIT
+        elif state == FIN_WAIT_1:
+            if self.snd_una > self.snd_end:  # our FIN was acknowledged too
+                self._enter_time_wait(now)
+            else:
+                self.state = CLOSING
+        elif state == FIN_WAIT_2:
+            self._enter_time_wait(now)
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.state = TIME_WAIT
+        self.rto_at = None
+        self.persist_at = None
+        self.keepalive_at = None
+        self.delack_at = None
+        self.time_wait_at = now + self.config.time_wait  # RFC 9293 §3.10.7.4: 2 MSL
+        self.events |= EV_CLOSED
+
+    def _terminate(self, error: BaseException | None) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self.error = error
+        self.rto_at = self.delack_at = self.persist_at = self.keepalive_at = self.time_wait_at = None
+        self.events |= EV_CLOSED
+
+    def icmp_error(self, exc: OSError, hard: bool) -> None:
+        """An ICMP error for this connection (RFC 1122 §4.2.3.9, RFC 5461)."""
+        if self.state in (SYN_SENT, SYN_RECEIVED) or hard:
+            if self.state == SYN_RECEIVED:
+                self._terminate(None)
+            else:
+                self._terminate(exc)
+        else:
+            self.error = exc  # soft: reported if the connection later times out
+
+    # ------------------------------------------------------------------ sending
+
+    def _ack_options(self, now: float) -> bytes:
+        if self.ts_ok:
+            ts = (self.ts_clock(now), self.ts_recent)
+        else:
+            ts = None
+        blocks = ()
+        if self.sack_ok and self.ooo.bytes:
+            blocks = tuple(
+                (left & MASK, right & MASK) for left, right in self.ooo.sack_blocks(3 if self.ts_ok else 4)
+            )
+        if ts is None and not blocks:
+            return b""
+        return build_tcp_options(timestamp=ts, sack_blocks=blocks)
+
+    def _window(self) -> int:
+        """The window field: free buffer, never shrinking the right edge (RFC 9293 §3.8.6.2.2)."""
+        free = self.rcv_buffer - self.received_bytes
+        if free < 0:
+            free = 0
+        rcv_nxt = self.rcv_nxt
+        right = rcv_nxt + free
+        adv = self.rcv_adv
+        if right < adv:
+            right = adv  # RFC 9293 §3.8.6.2.2: do not shrink the window
+        elif right - adv < min(self.rcv_buffer // 2, self.rcv_mss) and adv > rcv_nxt:
+            right = adv  # receiver SWS avoidance: hold back a small increase
+        scale = self.rcv_wscale
+        value = (right - rcv_nxt + (1 << scale) - 1) >> scale if right - rcv_nxt > 0 else 0
+        if value > 65535:
+            value = 65535
+        self.rcv_adv = rcv_nxt + (value << scale)
+        return value
+
+    def _emit(self, seq: int, flags: int, payload: Buffer, options: bytes) -> None:
+        window = self._window()
+        rcv_nxt = self.rcv_nxt
+        self.outbox.append((seq & MASK, rcv_nxt & MASK, flags, window, options, payload))
+        self.last_ack_sent = rcv_nxt
+        self.ack_now = False
+        self.unacked_bytes = 0
+        self.delack_at = None
+        self.stats["segments_sent"] += 1
+
+    def _send_ack_now_if_allowed(self, now: float, challenge: bool) -> None:
+        self._emit(self.snd_nxt, ACK, b"", self._ack_options(now))
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 §3.2/§4.2/§5.2: answer with an ACK, within the stack's rate limit (§7)."""
+        if self.challenge.allow(now):
+            self.stats["challenge_acks"] += 1
+            self._emit(self.snd_nxt, ACK, b"", self._ack_options(now))
+
+    def _send_reset(self, ack32: int) -> None:
+        """RFC 9293 §3.10.7.3: <SEQ=SEG.ACK><CTL=RST> for an unacceptable ACK."""
+        self.outbox.append((ack32, 0, RST, 0, b"", b""))
+        self.stats["segments_sent"] += 1
+
+    def _payload(self, seq: int, length: int) -> memoryview:
+        start = self.sbuf_off + (seq - self.sbuf_seq)
+        return memoryview(self.sbuf)[start : start + length]
+
+    def _retransmit_head(self, now: float, cause: str) -> None:
+        """Resend the first unacknowledged segment (fast retransmit, partial ACK)."""
+        seq = self.snd_una
+        options = self._ack_options(now)
+        length = min(
+            self.send_mss - (len(options) - (_TS_OPTION_LENGTH if self.ts_ok else 0)), self.snd_end - seq
+        )
+        flags = ACK
+        if length <= 0:
+            length = 0
+            if not (self.fin_queued and seq == self.snd_end and self.snd_max > seq):
+                return
+        if self.fin_queued and seq + length == self.snd_end and self.snd_max > self.snd_end:
+            flags |= FIN
+        self._emit(seq, flags, self._payload(seq, length) if length else b"", options)
+        self.stats[cause] += 1
+        self.rtt_seq = None  # Karn's rule (RFC 6298 §3)
+
+    def output(self, now: float) -> None:
+        """Send what the windows allow, then an ACK if one is owed (RFC 9293 §3.8.6.2.1, RFC 896)."""
+        state = self.state
+        if state == CLOSED:
+            return
+        if state == SYN_SENT or state == SYN_RECEIVED or state == TIME_WAIT:
+            if self.ack_now and state != SYN_SENT:
+                self._send_ack_now_if_allowed(now, challenge=False)
+            return
+        if self.fin_queued or state in _CAN_SEND:
+            self._send_data(now)
+        if self.ack_now:
+            self._send_ack_now_if_allowed(now, challenge=False)
+
+    def _send_data(self, now: float) -> None:
+        cc = self.cc
+        options = self._ack_options(now)
+        room_for_payload = self.send_mss - (len(options) - (_TS_OPTION_LENGTH if self.ts_ok else 0))
+        snd_end = self.snd_end
+        fin_queued = self.fin_queued
+        stats = self.stats
+        while True:
+            snd_nxt = self.snd_nxt
+            available = snd_end - snd_nxt
+            if available <= 0:
+                # Only the FIN may be left (RFC 9293 §3.10.4): it needs no window.
+                if (
+                    fin_queued
+                    and snd_nxt == snd_end
+                    and self.snd_max <= snd_end + (0 if snd_nxt < self.snd_max else 0)
+                ):
+                    if snd_nxt == snd_end and (self.snd_max <= snd_end or snd_nxt < self.snd_max):
+                        self._emit(snd_nxt, ACK | FIN, b"", options)
+                        self.snd_nxt = snd_end + 1
+                        if self.snd_max < self.snd_nxt:
+                            self.snd_max = self.snd_nxt
+                        if self.rto_at is None:
+                            self.rto_at = now + self.rtt.current()
+                return
+            window_end = self.snd_una + min(self.snd_wnd, cc.cwnd)
+            room = window_end - snd_nxt
+            if room <= 0:
+                if self.snd_wnd == 0 and self.snd_max == self.snd_una and self.persist_at is None:
+                    # RFC 9293 §3.8.6.1: a zero window with data to send starts the persist timer.
+                    self.persist_at = now + self._persist_interval()
+                return
+            length = available if available < room_for_payload else room_for_payload
+            if length > room:
+                length = room
+            if length < room_for_payload:
+                if length < available:
+                    # RFC 9293 §3.8.6.2.1 sender SWS: a window-limited runt only if it is half the max window
+                    # or nothing is outstanding (lest we stall with a tiny window).
+                    if length < self.max_snd_wnd // 2 and self.snd_una != self.snd_max:
+                        return
+                elif (
+                    not self.nodelay
+                    and not fin_queued
+                    and self.snd_una != self.snd_max
+                    and snd_nxt >= self.snd_max
+                ):
+                    # RFC 896 (Nagle): hold a small segment while data is unacknowledged.
+                    return
+            flags = ACK
+            if length == available:
+                flags |= PSH
+                if fin_queued and length < room + 1:
+                    flags |= FIN  # piggyback the FIN on the last segment
+            payload = self._payload(snd_nxt, length)
+            self._emit(snd_nxt, flags, payload, options)
+            if snd_nxt < self.snd_max:
+                stats["retransmits_rto"] += 1
+            else:
+                stats["bytes_sent"] += length
+                if self.rtt_seq is None and not self.ts_ok and self.retransmits == 0:
+                    self.rtt_seq = snd_nxt + length
+                    self.rtt_time = now
+            self.snd_nxt = snd_nxt + length + (1 if flags & FIN else 0)
+            if self.snd_nxt > self.snd_max:
+                self.snd_max = self.snd_nxt
+            if self.rto_at is None:
+                self.rto_at = now + self.rtt.current()
+            if flags & FIN:
+                return
+
+    def _persist_interval(self) -> float:
+        config = self.config
+        base = max(self.rtt.current(), config.persist_min)
+        return min(base * (1 << self.persist_backoff), config.persist_max)
+
+    # ------------------------------------------------------------------ timers
+
+    def on_timer(self, now: float) -> None:
+        """Run every timer that is due."""
+        if self.time_wait_at is not None and now >= self.time_wait_at:
+            self.time_wait_at = None
+            self.state = CLOSED  # RFC 9293 §3.10.8: TIME-WAIT timeout deletes the TCB
+            self.events |= EV_CLOSED
+            return
+        if self.rto_at is not None and now >= self.rto_at:
+            self.rto_at = None
+            self._on_retransmission_timeout(now)
+            if self.state == CLOSED:
+                return
+        if self.persist_at is not None and now >= self.persist_at:
+            self.persist_at = None
+            self._on_persist(now)
+        if self.keepalive_at is not None and now >= self.keepalive_at:
+            self.keepalive_at = None
+            self._on_keepalive(now)
+            if self.state == CLOSED:
+                return
+        if self.delack_at is not None and now >= self.delack_at:
+            self.delack_at = None
+            if self.state >= ESTABLISHED and self.last_ack_sent != self.rcv_nxt:
+                self.stats["delayed_acks"] += 1
+                self.ack_now = True
+        self.output(now)
+
+    def _on_retransmission_timeout(self, now: float) -> None:
+        """RFC 6298 §5.4-5.7, RFC 5681 §3.1, RFC 9293 §3.8.3 (R2): back off, resend, or give up."""
+        state = self.state
+        config = self.config
+        self.retransmits += 1
+        self.rtt.back_off()
+        self.rtt_seq = None
+        self.stats["rto_events"] += 1
+        if state == SYN_SENT or state == SYN_RECEIVED:
+            limit = config.syn_retries if state == SYN_SENT else config.synack_retries
+            if self.retransmits > limit:
+                if state == SYN_RECEIVED:
+                    self._terminate(None)
+                else:
+                    self._terminate(self._timeout_error("connecting"))
+                return
+            self.stats["retransmits_syn"] += 1
+            self._send_syn(now, SYN if state == SYN_SENT else SYN | ACK)
+            self.rto_at = now + self.rtt.current()
+            return
+        if self.snd_una >= self.snd_max:
+            return
+        if self.retransmits > config.max_retransmissions:
+            self._terminate(self._timeout_error("waiting for an acknowledgment"))
+            return
+        self.cc.on_timeout(self.snd_max - self.snd_una, now)
+        # RFC 6582 §3.2 step 4: after a timeout, recover = highest sequence sent.
+        self.recover = self.snd_max
+        self.in_recovery = False
+        self.dupacks = 0
+        self.snd_nxt = self.snd_una  # go back N: resend from the first unacknowledged byte
+        if self.snd_una > self.snd_end:
+            self.snd_nxt = self.snd_end  # only the FIN was outstanding
+        self.rto_at = now + self.rtt.current()
+        self._send_data(now)
+        self.rto_at = now + self.rtt.current()
+
+    def _timeout_error(self, doing: str) -> TimeoutError:
+        cause = f" (last error: {self.error})" if self.error else ""
+        return TimeoutError(errno.ETIMEDOUT, f"connection timed out {doing}{cause}")
+
+    def _on_persist(self, now: float) -> None:
+        """RFC 9293 §3.8.6.1: probe a zero window with one byte of new data."""
+        if (
+            self.snd_wnd > 0
+            or self.snd_end <= self.snd_una
+            or self.state not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, LAST_ACK)
+        ):
+            return
+        seq = self.snd_una
+        self.stats["zero_window_probes"] += 1
+        self._emit(seq, ACK, self._payload(seq, 1), self._ack_options(now))
+        if self.snd_max < seq + 1:
+            self.snd_max = seq + 1  # a probe byte the peer may accept
+        self.persist_backoff += 1
+        self.persist_at = now + self._persist_interval()
+
+    def _on_keepalive(self, now: float) -> None:
+        """RFC 1122 §4.2.3.6: after idle time, probes with SEG.SEQ = SND.NXT - 1."""
+        config = self.config
+        if self.state not in (ESTABLISHED, CLOSE_WAIT):
+            return
+        if self.keepalive_probes >= config.keepalive_count:
+            self._terminate(
+                TimeoutError(errno.ETIMEDOUT, "connection timed out: keepalive probes went unanswered")
+            )
+            return
+        self.keepalive_probes += 1
+        self.stats["keepalive_probes"] += 1
+        self.outbox.append(
+            ((self.snd_una - 1) & MASK, self.rcv_nxt & MASK, ACK, self._window(), self._ack_options(now), b"")
+        )
+        self.keepalive_at = now + config.keepalive_interval
+
+    def enable_keepalive(self, now: float) -> None:
+        self.keepalive_probes = 0
+        self.keepalive_at = now + self.config.keepalive_idle if self.config.keepalive else None
+
+    # ------------------------------------------------------------------ introspection
+
+    def info(self) -> dict[str, object]:
+        """Per-connection figures in the spirit of Linux's ``TCP_INFO``."""
+        rtt = self.rtt
+        return {
+            "state": self.state.name,
+            "srtt": rtt.srtt,
+            "rttvar": rtt.rttvar,
+            "rto": rtt.current(),
+            "cwnd": self.cc.cwnd,
+            "ssthresh": self.cc.ssthresh,
+            "congestion_control": self.cc.name,
+            "snd_mss": self.send_mss,
+            "rcv_mss": self.rcv_mss,
+            "snd_wnd": self.snd_wnd,
+            "rcv_wnd": self.rcv_adv - self.rcv_nxt,
+            "snd_wscale": self.snd_wscale if self.ws_ok else None,
+            "rcv_wscale": self.rcv_wscale if self.ws_ok else None,
+            "timestamps": self.ts_ok,
+            "sack": self.sack_ok,
+            "in_flight": self.in_flight,
+            "unacked_retransmits": self.retransmits,
+            "send_buffered": self.send_buffered,
+            "receive_buffered": self.received_bytes,
+            "out_of_order_bytes": self.ooo.bytes,
+            **self.stats,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"<TcpConnection {self.local_port}->{self.remote_port} {self.state.name} "
+            f"una={self.snd_una - self.iss} nxt={self.snd_nxt - self.iss} rcv_nxt={self.rcv_nxt - self.irs}>"
+        )

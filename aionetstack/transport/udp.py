@@ -1,0 +1,264 @@
+"""UDP (RFC 768) for a stack, and the asyncio ``DatagramTransport`` over it."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aionetstack.errors import MalformedPacket
+from aionetstack.transport.ports import pick_ephemeral_port
+from aionetstack.wire import Buffer
+from aionetstack.wire.checksum import internet_checksum, ones_complement_sum, pseudo_header_sum
+from aionetstack.wire.icmp import ICMP_DEST_UNREACHABLE, UNREACH_PORT
+from aionetstack.wire.ipv4 import PROTO_UDP, Ipv4Header, format_ip
+from aionetstack.wire.udp import UDP_HEADER_LENGTH
+
+if TYPE_CHECKING:
+    from aionetstack.network.interface import Interface
+    from aionetstack.stack import Stack
+
+__all__ = ["UdpLayer", "UdpTransport"]
+
+ANY = b"\x00\x00\x00\x00"
+MAX_UDP_PAYLOAD = 65535 - 20 - UDP_HEADER_LENGTH
+_HEADER = struct.Struct("!HHHH")
+
+
+class UdpLayer:
+    """UDP demultiplexing by (local address, port), with wildcard binds."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.counters = stack.counters
+        self.endpoints: dict[tuple[bytes, int], UdpTransport] = {}
+
+    def port_in_use(self, port: int) -> bool:
+        return any(key[1] == port for key in self.endpoints)
+
+    def bind(self, transport: UdpTransport, address: bytes, port: int) -> int:
+        """Register ``transport`` at ``address:port`` (port 0 picks an ephemeral one)."""
+        if port == 0:
+            port = pick_ephemeral_port(self.port_in_use)
+        elif (address, port) in self.endpoints or (
+            (ANY, port) in self.endpoints or (address == ANY and self.port_in_use(port))
+        ):
+            raise OSError(errno.EADDRINUSE, f"UDP address {format_ip(address)}:{port} is already in use")
+        if address != ANY and address not in self.stack.local_addresses and address[0] != 127:
+            raise OSError(errno.EADDRNOTAVAIL, f"{format_ip(address)} is not an address of this stack")
+        self.endpoints[(address, port)] = transport
+        return port
+
+    def unbind(self, address: bytes, port: int) -> None:
+        self.endpoints.pop((address, port), None)
+
+    def datagram_input(
+        self, iface: Interface, header: Ipv4Header, buf: Buffer, start: int, end: int, ip_offset: int
+    ) -> None:
+        counters = self.counters
+        if end - start < UDP_HEADER_LENGTH:
+            raise MalformedPacket("udp-truncated", f"{end - start} bytes")
+        sport, dport, length, checksum = _HEADER.unpack_from(buf, start)
+        if length < UDP_HEADER_LENGTH or length > end - start:
+            raise MalformedPacket("udp-bad-length", f"length {length}, have {end - start}")
+        end = start + length
+        if checksum and not iface.link.checksum_offload:
+            # RFC 768: a zero checksum means the sender computed none.
+            pseudo = pseudo_header_sum(header.source, header.destination, PROTO_UDP, length)
+            if ones_complement_sum(memoryview(buf)[start:end], pseudo) != 0xFFFF:
+                raise MalformedPacket("udp-bad-checksum")
+        counters["udp.received"] += 1
+        endpoint = self.endpoints.get((header.destination, dport)) or self.endpoints.get((ANY, dport))
+        if endpoint is None:
+            counters["udp.dropped.no-port"] += 1
+            # RFC 1122 §4.1.3.1: port unreachable (never for broadcast/multicast).
+            if header.destination in self.stack.local_addresses or header.destination[0] == 127:
+                self.stack.icmp.send_error(ICMP_DEST_UNREACHABLE, UNREACH_PORT, header, buf, ip_offset)
+            return
+        remote = endpoint.remote
+        if remote is not None and (remote[0] != header.source or remote[1] != sport):
+            counters["udp.dropped.not-connected-peer"] += 1
+            return
+        endpoint.datagram_in(bytes(buf[start + UDP_HEADER_LENGTH : end]), header.source, sport)
+
+    def icmp_error(self, source: bytes, sport: int, destination: bytes, dport: int, exc: OSError) -> None:
+        endpoint = self.endpoints.get((source, sport)) or self.endpoints.get((ANY, sport))
+        if endpoint is not None:
+            self.counters["udp.icmp-errors"] += 1
+            endpoint.error_in(exc)
+
+    def send(
+        self, source: bytes, sport: int, destination: bytes, dport: int, data: Buffer, owner: Any
+    ) -> None:
+        length = UDP_HEADER_LENGTH + len(data)
+        stack = self.stack
+        iface, _ = stack.ip.route(destination)
+        checksum = 0
+        if not iface.link.checksum_offload:
+            pseudo = pseudo_header_sum(source, destination, PROTO_UDP, length) + (
+                (sport << 48) | (dport << 32) | (length << 16)
+            )
+            checksum = internet_checksum(data, pseudo) or 0xFFFF  # RFC 768: 0 is sent as all ones
+        header = _HEADER.pack(sport, dport, length, checksum)
+        stack.ip.output(source, destination, PROTO_UDP, (header, data), owner=owner)
+        self.counters["udp.sent"] += 1
+
+
+class UdpTransport(asyncio.DatagramTransport):
+    """An ``asyncio.DatagramTransport`` on our UDP, as ``loop.create_datagram_endpoint`` returns."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        protocol: asyncio.DatagramProtocol,
+        local: tuple[bytes, int],
+        remote: tuple[bytes, int] | None,
+        allow_broadcast: bool,
+    ) -> None:
+        super().__init__()
+        self._stack = stack
+        self._protocol = protocol
+        self._local = local
+        self.remote = remote
+        self._allow_broadcast = allow_broadcast
+        self._closing = False
+        self._high_water = 64 * 1024
+        self._low_water = 16 * 1024
+
+    # --- called by UdpLayer
+    def datagram_in(self, data: bytes, source: bytes, sport: int) -> None:
+        if self._closing:
+            return
+        try:
+            self._protocol.datagram_received(data, (format_ip(source), sport))
+        except Exception as exc:  # a protocol's bug must not stop the stack
+            self._stack.report_callback_error("datagram_received", exc, self._protocol)
+
+    def error_in(self, exc: OSError) -> None:
+        if not self._closing:
+            try:
+                self._protocol.error_received(exc)
+            except Exception as error:
+                self._stack.report_callback_error("error_received", error, self._protocol)
+
+    def network_error(self, exc: OSError) -> None:
+        """ARP could not resolve the destination of a datagram we sent."""
+        self.error_in(exc)
+
+    # --- asyncio.DatagramTransport
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+        if self._closing:
+            return  # as asyncio: writes after close are dropped (it logs a warning after a few)
+        if len(data) > MAX_UDP_PAYLOAD:
+            raise OSError(
+                errno.EMSGSIZE, f"a {len(data)}-byte datagram exceeds UDP's {MAX_UDP_PAYLOAD}-byte limit"
+            )
+        if addr is None:
+            if self.remote is None:
+                raise ValueError("sendto() needs an address: this endpoint has no remote_addr")
+            destination, dport = self.remote
+        else:
+            destination, dport = self._stack.resolve_address(addr)
+            if self.remote is not None and (destination, dport) != self.remote:
+                raise ValueError(
+                    f"Invalid address: must be None or {(format_ip(self.remote[0]), self.remote[1])}"
+                )
+        if not self._allow_broadcast and self._stack.is_broadcast(destination):
+            raise PermissionError(errno.EACCES, "sending to a broadcast address needs allow_broadcast=True")
+        source = self._local[0]
+        if source == ANY:
+            source = self._stack.ip.source_address(destination)
+        try:
+            self._stack.udp.send(source, self._local[1], destination, dport, data, self)
+        except OSError as exc:
+            # asyncio's datagram transports report send errors to the protocol, not the caller.
+            self.error_in(exc)
+
+    def abort(self) -> None:
+        self._close(None)
+
+    def close(self) -> None:
+        self._close(None)
+
+    def _close(self, exc: Exception | None) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._stack.udp.unbind(*self._local)
+        self._stack.loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._protocol.connection_lost(exc)
+        except Exception as error:
+            self._stack.report_callback_error("connection_lost", error, self._protocol)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":
+            return (format_ip(self._local[0]), self._local[1])
+        if name == "peername":
+            return (format_ip(self.remote[0]), self.remote[1]) if self.remote else default
+        if name == "stack":
+            return self._stack
+        return default
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol  # type: ignore[assignment]
+
+    def get_write_buffer_size(self) -> int:
+        return 0  # datagrams are handed to the link at once
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        high = 64 * 1024 if high is None else high
+        low = high // 4 if low is None else low
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water, self._low_water = high, low
+
+    def __repr__(self) -> str:
+        return f"<UdpTransport {self.get_extra_info('sockname')} -> {self.get_extra_info('peername')}>"
+
+
+async def create_datagram_endpoint(
+    stack: Stack,
+    protocol_factory: Callable[[], asyncio.DatagramProtocol],
+    local_addr: tuple[str, int] | None = None,
+    remote_addr: tuple[str, int] | None = None,
+    *,
+    allow_broadcast: bool | None = None,
+    reuse_port: bool | None = None,
+    sock: object = None,
+    **unsupported: Any,
+) -> tuple[UdpTransport, asyncio.DatagramProtocol]:
+    """Like ``loop.create_datagram_endpoint``, over ``stack``'s UDP."""
+    if sock is not None:
+        raise ValueError("sock= names a kernel socket; aionetstack endpoints cannot use one")
+    for key, value in unsupported.items():
+        if value not in (None, 0, False):
+            raise ValueError(f"create_datagram_endpoint(): {key}={value!r} is not supported over aionetstack")
+    remote = await stack.resolve_address_async(remote_addr) if remote_addr is not None else None
+    if local_addr is not None:
+        local_ip, local_port = await stack.resolve_address_async(local_addr, passive=True)
+    else:
+        local_ip, local_port = ANY, 0
+    if remote is not None and local_ip == ANY:
+        local_ip = stack.ip.source_address(remote[0])
+    protocol = protocol_factory()
+    transport = UdpTransport(stack, protocol, (local_ip, 0), remote, bool(allow_broadcast))
+    port = stack.udp.bind(transport, local_ip, local_port)
+    transport._local = (local_ip, port)
+    protocol.connection_made(transport)
+    return transport, protocol

@@ -1,0 +1,514 @@
+"""The asyncio ``Transport`` over our TCP, and ``create_connection``.
+
+:class:`TcpTransport` is the shell around one sans-IO :class:`~aionetstack.transport.tcp.connection.TcpConnection`:
+it hands application writes to the connection, received data and EOF to the protocol, keeps the
+connection's single timer handle, and does flow control both ways as asyncio's socket transports
+do (``pause_reading`` shrinks the advertised window; a send buffer over the high-water mark calls
+``pause_writing``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl as ssl_module
+from asyncio import sslproto
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aionetstack.transport.tcp.connection import (
+    EV_CLOSED,
+    EV_CONNECTED,
+    EV_DATA,
+    EV_EOF,
+    EV_SEND_SPACE,
+    TcpConnection,
+    TcpState,
+)
+from aionetstack.wire.ipv4 import format_ip
+
+if TYPE_CHECKING:
+    from aionetstack.server import Server
+    from aionetstack.stack import Stack
+    from aionetstack.transport.tcp.listener import TcpListener
+
+__all__ = ["TcpSocketOptions", "TcpTransport", "create_connection"]
+
+ANY = b"\x00\x00\x00\x00"
+_CLOSED = TcpState.CLOSED
+_TIME_WAIT = TcpState.TIME_WAIT
+
+
+class TcpSocketOptions:
+    """What ``get_extra_info('socket')`` returns: socket-option calls on our connection.
+
+    Code written for kernel sockets can keep calling ``setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)``
+    and ``setsockopt(SOL_SOCKET, SO_KEEPALIVE, 1)`` (and ``TCP_KEEPIDLE``/``TCP_KEEPINTVL``/
+    ``TCP_KEEPCNT``); other options raise ``OSError(ENOPROTOOPT)``. It is not a real socket.
+    """
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: TcpTransport) -> None:
+        self._transport = transport
+
+    family = socket.AF_INET
+    type = socket.SOCK_STREAM
+    proto = socket.IPPROTO_TCP
+
+    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
+        conn = self._transport._conn
+        config = conn.config
+        v = int.from_bytes(value, "little") if isinstance(value, bytes) else int(value)
+        if level == socket.IPPROTO_TCP and option == socket.TCP_NODELAY:
+            self._transport.set_nodelay(bool(v))
+        elif level == socket.SOL_SOCKET and option == socket.SO_KEEPALIVE:
+            self._transport.set_keepalive(bool(v))
+        elif level == socket.IPPROTO_TCP and option == getattr(socket, "TCP_KEEPIDLE", -1):
+            self._transport.set_keepalive(conn.keepalive_at is not None, idle=float(v))
+        elif level == socket.IPPROTO_TCP and option == getattr(socket, "TCP_KEEPINTVL", -1):
+            self._transport.set_keepalive(conn.keepalive_at is not None, interval=float(v))
+        elif level == socket.IPPROTO_TCP and option == getattr(socket, "TCP_KEEPCNT", -1):
+            self._transport.set_keepalive(conn.keepalive_at is not None, count=v)
+        else:
+            raise OSError(
+                errno.ENOPROTOOPT, f"socket option ({level}, {option}) is not supported by aionetstack"
+            )
+        _ = config
+
+    def getsockopt(self, level: int, option: int, buflen: int | None = None) -> int:
+        conn = self._transport._conn
+        if level == socket.IPPROTO_TCP and option == socket.TCP_NODELAY:
+            return int(conn.nodelay)
+        if level == socket.SOL_SOCKET and option == socket.SO_KEEPALIVE:
+            return int(conn.keepalive_at is not None)
+        raise OSError(errno.ENOPROTOOPT, f"socket option ({level}, {option}) is not supported by aionetstack")
+
+    def getsockname(self) -> tuple[str, int]:
+        return self._transport.get_extra_info("sockname")  # type: ignore[no-any-return]
+
+    def getpeername(self) -> tuple[str, int]:
+        return self._transport.get_extra_info("peername")  # type: ignore[no-any-return]
+
+    def fileno(self) -> int:
+        return -1
+
+
+class TcpTransport(asyncio.Transport):
+    """``asyncio.Transport`` on one of our TCP connections."""
+
+    _start_tls_compatible = True  # loop.start_tls() may wrap us, as it wraps socket transports
+
+    def __init__(self, stack: Stack, conn: TcpConnection, protocol: asyncio.BaseProtocol | None) -> None:
+        super().__init__()
+        self._stack = stack
+        self._layer = stack.tcp
+        self._loop = stack.loop
+        self._conn = conn
+        conn.user_data = self
+        self._protocol: Any = protocol
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._reading_paused = False
+        self._closing = False
+        self._eof_written = False
+        self._eof_pending = False
+        self._lost = False
+        self._protocol_paused = False
+        self._high_water = 64 * 1024
+        self._low_water = 16 * 1024
+        self._waiter: asyncio.Future[None] | None = None
+        self._listener: TcpListener | None = None
+        self.server: Server | None = None
+        self._connected = False
+        self._write_after_close = 0
+
+    # ------------------------------------------------------------------ driven by the layer
+
+    def process(self, now: float) -> None:
+        """Hand events to the protocol, then send what the connection produced; keep the timer."""
+        conn = self._conn
+        events = conn.events
+        if events:
+            conn.events = 0
+            self._handle_events(events)
+        conn.output(now)
+        if conn.outbox:
+            self._layer.transmit(conn)
+        if conn.events:
+            self._layer.mark(conn)
+        deadline = conn.next_deadline()
+        if deadline is not None and (self._timer is None or deadline < self._timer_at):
+            self._arm(deadline)
+        if conn.state == _CLOSED:
+            self._layer.after_events(conn)
+
+    def _arm(self, deadline: float) -> None:
+        # One handle per connection, re-armed only when a deadline moves earlier (DESIGN.md).
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        conn = self._conn
+        deadline = conn.next_deadline()
+        if deadline is None:
+            return
+        now = self._loop.time()
+        if deadline > now + 0.0005:
+            self._arm(deadline)  # the deadline moved later since we armed: sleep again
+            return
+        conn.on_timer(max(now, deadline))
+        self.process(max(now, deadline))
+        self._stack.schedule_output()
+
+    def forget(self) -> None:
+        """The layer dropped the connection (CLOSED, or TIME_WAIT expired)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._lost and self._protocol is not None and self._connected:
+            self._connection_lost(self._conn.error)
+
+    def _handle_events(self, events: int) -> None:
+        conn = self._conn
+        if events & EV_CONNECTED:
+            self._connected = True
+            if self._listener is not None:
+                listener, self._listener = self._listener, None
+                listener.established(self)
+            elif self._protocol is not None:
+                self._call("connection_made", self)
+                waiter = self._waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+        if events & EV_EOF:
+            self._eof_pending = True
+        if (events & (EV_DATA | EV_EOF)) and self._protocol is not None and self._connected:
+            self._deliver()
+        if events & EV_SEND_SPACE and self._protocol_paused:
+            self._maybe_resume_protocol()
+        if events & EV_CLOSED and conn.state == _CLOSED:
+            error = conn.error
+            waiter = self._waiter
+            if self._listener is not None:
+                self._listener.half_open_failed(self)
+                self._listener = None
+            elif waiter is not None and not waiter.done():
+                waiter.set_exception(
+                    error or ConnectionRefusedError(errno.ECONNREFUSED, "connection refused")
+                )
+            elif self._connected:
+                if self._reading_paused or conn.received_bytes:
+                    self._deliver(force=True)
+                self._connection_lost(error)
+
+    def _deliver(self, force: bool = False) -> None:
+        """Data (then EOF) to the protocol, unless reading is paused (RFC 9293 window shrinks)."""
+        if (self._reading_paused and not force) or self._protocol is None or self._lost:
+            return
+        conn = self._conn
+        if conn.received_bytes:
+            data = conn.take_received()
+            if conn.ack_now:
+                self._layer.mark(conn)
+            self._call("data_received", data)
+        if self._eof_pending and not conn.received_bytes and not (self._reading_paused and not force):
+            self._eof_pending = False
+            try:
+                keep_open = self._protocol.eof_received()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._stack.report_callback_error("eof_received", exc, self._protocol)
+                keep_open = False
+            if not keep_open:
+                self.close()
+
+    def _call(self, method: str, *args: Any) -> None:
+        try:
+            getattr(self._protocol, method)(*args)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._stack.report_callback_error(method, exc, self._protocol)
+            if method != "connection_lost":
+                self.abort()
+
+    def _connection_lost(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._closing = True
+        if self.server is not None:
+            self.server._detach(self)
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        protocol = self._protocol
+        if protocol is not None:
+            try:
+                protocol.connection_lost(exc)
+            except BaseException as error:
+                self._stack.report_callback_error("connection_lost", error, protocol)
+
+    def network_error(self, exc: OSError) -> None:
+        """ARP failed for one of our segments: the host is unreachable (RFC 1122 §4.2.3.9)."""
+        conn = self._conn
+        conn.icmp_error(exc, hard=conn.state in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED))
+        self._layer.mark(conn)
+
+    def _maybe_resume_protocol(self) -> None:
+        if self._protocol_paused and self.get_write_buffer_size() <= self._low_water:
+            self._protocol_paused = False
+            try:
+                self._protocol.resume_writing()
+            except BaseException as exc:
+                self._stack.report_callback_error("resume_writing", exc, self._protocol)
+
+    def _maybe_pause_protocol(self) -> None:
+        if not self._protocol_paused and self.get_write_buffer_size() > self._high_water:
+            self._protocol_paused = True
+            try:
+                self._protocol.pause_writing()
+            except BaseException as exc:
+                self._stack.report_callback_error("pause_writing", exc, self._protocol)
+
+    def start(self, protocol: asyncio.BaseProtocol) -> None:
+        """A listener's connection was accepted: attach the protocol and deliver what waited."""
+        self._protocol = protocol
+        self._call("connection_made", self)
+        if self._conn.received_bytes or self._eof_pending:
+            self._deliver()
+        if self._conn.state == _CLOSED and not self._lost:
+            self._connection_lost(self._conn.error)
+
+    # ------------------------------------------------------------------ asyncio.WriteTransport
+
+    def write(self, data: Any) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+        if self._eof_written:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not data:
+            return
+        conn = self._conn
+        if self._closing or conn.state == _CLOSED:
+            # As asyncio's socket transports: writes after close or connection loss are dropped.
+            self._write_after_close += 1
+            return
+        conn.send(data)
+        self._layer.mark(conn)
+        if not self._protocol_paused and conn.send_buffered > conn.config.send_buffer + self._high_water:
+            self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        """Half-close: FIN after every queued byte; reading goes on (RFC 9293 §3.10.4)."""
+        if self._closing or self._eof_written:
+            return
+        self._eof_written = True
+        self._conn.shutdown(self._loop.time())
+        self._layer.mark(self._conn)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes beyond what the connection's send buffer (the 'kernel' buffer) holds."""
+        conn = self._conn
+        extra = conn.send_buffered - conn.config.send_buffer
+        return extra if extra > 0 else 0
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water, self._low_water = high, low
+        self._maybe_pause_protocol()
+        self._maybe_resume_protocol()
+
+    # ------------------------------------------------------------------ asyncio.ReadTransport
+
+    def pause_reading(self) -> None:
+        """Stop delivering data; the advertised window shrinks to what our buffer still holds."""
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        if not self._reading_paused:
+            return
+        self._reading_paused = False
+        if self._conn.received_bytes or self._eof_pending:
+            self._loop.call_soon(self._deliver)
+
+    def is_reading(self) -> bool:
+        return not self._reading_paused and not self._closing
+
+    # ------------------------------------------------------------------ asyncio.BaseTransport
+
+    def close(self) -> None:
+        """Flush queued data, send FIN, and report ``connection_lost(None)``."""
+        if self._closing:
+            return
+        self._closing = True
+        conn = self._conn
+        conn.close(self._loop.time())
+        self._layer.mark(conn)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(ConnectionAbortedError(errno.ECONNABORTED, "closed while connecting"))
+        self._connection_lost(None)
+
+    def abort(self) -> None:
+        """Reset the connection at once (RST), dropping queued data."""
+        conn = self._conn
+        if conn.state != _CLOSED:
+            conn.abort(self._loop.time())
+            self._layer.transmit(conn)
+            self._layer.mark(conn)
+        self._closing = True
+        self._connection_lost(None)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol  # type: ignore[no-any-return]
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        conn = self._conn
+        if name == "peername":
+            return (format_ip(conn.remote_ip), conn.remote_port)
+        if name == "sockname":
+            return (format_ip(conn.local_ip), conn.local_port)
+        if name == "connection":
+            return conn
+        if name == "tcp_info":
+            return conn.info()
+        if name == "socket":
+            return TcpSocketOptions(self)
+        if name == "stack":
+            return self._stack
+        return default
+
+    # ------------------------------------------------------------------ options
+
+    def set_nodelay(self, nodelay: bool = True) -> None:
+        """``TCP_NODELAY``: turn Nagle's algorithm off (True) or back on (False)."""
+        self._conn.nodelay = bool(nodelay)
+        if nodelay:
+            self._layer.mark(self._conn)
+
+    def set_keepalive(
+        self,
+        enabled: bool = True,
+        *,
+        idle: float | None = None,
+        interval: float | None = None,
+        count: int | None = None,
+    ) -> None:
+        """``SO_KEEPALIVE`` with Linux's ``TCP_KEEPIDLE``/``TCP_KEEPINTVL``/``TCP_KEEPCNT`` (RFC 1122 §4.2.3.6)."""
+        conn = self._conn
+        import attrs
+
+        changes: dict[str, Any] = {"keepalive": bool(enabled)}
+        if idle is not None:
+            changes["keepalive_idle"] = idle
+        if interval is not None:
+            changes["keepalive_interval"] = interval
+        if count is not None:
+            changes["keepalive_count"] = count
+        conn.config = attrs.evolve(conn.config, **changes)
+        conn.enable_keepalive(self._loop.time())
+        self._layer.mark(conn)
+
+    def __repr__(self) -> str:
+        conn = self._conn
+        return f"<TcpTransport {self.get_extra_info('sockname')} -> {self.get_extra_info('peername')} {conn.state.name}>"
+
+
+async def create_connection(
+    stack: Stack,
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    ssl: ssl_module.SSLContext | bool | None = None,
+    family: int = 0,
+    proto: int = 0,
+    flags: int = 0,
+    sock: object = None,
+    local_addr: tuple[str, int] | None = None,
+    server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
+    happy_eyeballs_delay: float | None = None,
+    interleave: int | None = None,
+    all_errors: bool = False,
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+    """``loop.create_connection`` over ``stack``'s TCP, with asyncio's signature and errors."""
+    if sock is not None:
+        raise ValueError("sock= names a kernel socket; aionetstack connections cannot use one")
+    if host is None or port is None:
+        raise ValueError("host and port must be specified")
+    if server_hostname is not None and not ssl:
+        raise ValueError("server_hostname is only meaningful with ssl")
+    if ssl_handshake_timeout is not None and not ssl:
+        raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+    if family not in (0, socket.AF_INET):
+        raise OSError(errno.EAFNOSUPPORT, "aionetstack speaks IPv4 only (family=AF_INET)")
+    loop = asyncio.get_running_loop()
+    remote = await stack.resolve_address_async((host, port))
+    if local_addr is not None:
+        local_ip, local_port = await stack.resolve_address_async(local_addr, passive=True)
+    else:
+        local_ip, local_port = ANY, 0
+    if local_ip == ANY:
+        local_ip = stack.ip.source_address(remote[0])
+    elif local_ip not in stack.local_addresses:
+        raise OSError(errno.EADDRNOTAVAIL, f"{local_addr[0]} is not an address of stack {stack.name}")  # type: ignore[index]
+    app_protocol = protocol_factory()
+    protocol: asyncio.BaseProtocol = app_protocol
+    ssl_waiter: asyncio.Future[None] | None = None
+    if ssl:
+        context = ssl if isinstance(ssl, ssl_module.SSLContext) else ssl_module.create_default_context()
+        if server_hostname is None:
+            server_hostname = host
+        ssl_waiter = loop.create_future()
+        protocol = sslproto.SSLProtocol(
+            loop,
+            app_protocol,
+            context,
+            ssl_waiter,
+            server_side=False,
+            server_hostname=server_hostname or None,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+    conn = stack.tcp.connect(local_ip, local_port, remote, loop.time())
+    transport = TcpTransport(stack, conn, protocol)
+    transport._waiter = loop.create_future()
+    stack.tcp.mark(conn)
+    try:
+        await transport._waiter
+        if ssl_waiter is not None:
+            await ssl_waiter
+    except BaseException:
+        transport.abort()
+        raise
+    if ssl_waiter is not None:
+        return protocol._app_transport, app_protocol  # type: ignore[attr-defined]
+    return transport, app_protocol

@@ -1,0 +1,54 @@
+"""The Internet checksum (RFC 1071), computed in C through Python's big integers.
+
+The one's-complement sum of 16-bit big-endian words equals the whole buffer, read as one
+big-endian integer, modulo 0xFFFF (because 2**16 == 1 mod 0xFFFF) — except that the sum can
+never be 0 unless every word is 0, where the modulo gives 0 for a sum of 0xFFFF too. An odd
+length is padded with a zero byte (RFC 1071 §4.1), which is the same as shifting left by 8.
+"""
+
+from __future__ import annotations
+
+from aionetstack.wire import Buffer
+
+__all__ = [
+    "checksum_ok",
+    "internet_checksum",
+    "ones_complement_sum",
+    "pseudo_header_sum",
+    "transport_checksum",
+]
+
+
+def ones_complement_sum(data: Buffer, initial: int = 0) -> int:
+    """The 16-bit one's-complement sum of ``data`` plus ``initial`` (an unfolded partial sum).
+
+    Returns 0 only when everything summed was zero; otherwise a value in 1..0xFFFF.
+    """
+    value = int.from_bytes(data, "big")
+    if len(data) & 1:
+        value <<= 8  # RFC 1071 §4.1: pad an odd byte count with a zero octet
+    value += initial
+    if value == 0:
+        return 0
+    folded = value % 0xFFFF
+    return folded or 0xFFFF
+
+
+def internet_checksum(data: Buffer, initial: int = 0) -> int:
+    """The checksum field value: the complement of the one's-complement sum (RFC 1071)."""
+    return ~ones_complement_sum(data, initial) & 0xFFFF
+
+
+def pseudo_header_sum(src: bytes, dst: bytes, protocol: int, length: int) -> int:
+    """Unfolded sum of the IPv4 pseudo-header (RFC 793 §3.1 / RFC 9293 §3.1, RFC 768)."""
+    return int.from_bytes(src, "big") + int.from_bytes(dst, "big") + (protocol << 16) + length
+
+
+def transport_checksum(src: bytes, dst: bytes, protocol: int, segment: Buffer) -> int:
+    """Checksum of a UDP or TCP segment (with its checksum field zeroed) over the pseudo-header."""
+    return internet_checksum(segment, pseudo_header_sum(src, dst, protocol, len(segment)))
+
+
+def checksum_ok(data: Buffer, initial: int = 0) -> bool:
+    """True when ``data`` (checksum field included) sums to 0xFFFF, i.e. verifies (RFC 1071 §1)."""
+    return ones_complement_sum(data, initial) == 0xFFFF
