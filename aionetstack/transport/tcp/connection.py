@@ -485,7 +485,7 @@ class TcpConnection:
         # RFC 7323 §5.3 PAWS: a segment whose TSval is older than TS.Recent is a stale duplicate.
         ts = seg.timestamp
         if self.ts_ok and ts is not None and not flags & RST:
-            if self.ts_recent and ((self.ts_recent - ts[0]) & MASK) - 1 < 0x7FFFFFFF:
+            if self.ts_recent and 0 < ((self.ts_recent - ts[0]) & MASK) < 0x80000000:
                 self.stats["paws_rejected"] += 1
                 self._send_ack_now_if_allowed(now, challenge=False)
                 return

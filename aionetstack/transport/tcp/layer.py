@@ -122,8 +122,8 @@ class TcpLayer:
     def _time_wait_reusable(self, conn: TcpConnection, seg: TcpSegment) -> bool:
         """RFC 6191 §2: with timestamps, a higher TSval; without, a sequence number past RCV.NXT."""
         if conn.ts_ok and seg.timestamp is not None:
-            return ((seg.timestamp[0] - conn.ts_recent) & MASK) - 1 < 0x7FFFFFFF
-        return ((seg.seq - conn.rcv_nxt) & MASK) - 1 < 0x7FFFFFFF
+            return 0 < ((seg.timestamp[0] - conn.ts_recent) & MASK) < 0x80000000
+        return 0 < ((seg.seq - conn.rcv_nxt) & MASK) < 0x80000000
 
     def _listener_input(
         self, iface: Interface, header: Ipv4Header, seg: TcpSegment, key: Key, now: float
