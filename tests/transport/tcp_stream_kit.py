@@ -1,0 +1,114 @@
+"""Shared scaffolding for the asyncio-level TCP tests: two stacks on a wire, bulk transfers, hashes.
+
+Imported by the ``test_tcp_*.py`` modules beside it (pytest puts this directory on ``sys.path``,
+as tests/ has no packages). Nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+
+import aionetstack
+from aionetstack.link import ImpairedLink, LinkEndpoint
+
+CLIENT_IP = "10.0.0.1"
+SERVER_IP = "10.0.0.2"
+
+
+@attrs.define
+class Net:
+    """Two stacks joined by an in-memory wire, each end optionally impaired."""
+
+    client: aionetstack.Stack
+    server: aionetstack.Stack
+    client_link: LinkEndpoint  #: what the client stack writes into (an ImpairedLink when impaired)
+    server_link: LinkEndpoint
+
+
+@contextlib.asynccontextmanager
+async def two_stacks(
+    *,
+    mtu: int = 65535,
+    checksum_offload: bool = True,
+    impair: dict[str, Any] | None = None,
+    tcp: aionetstack.TcpConfig | None = None,
+    server_tcp: aionetstack.TcpConfig | None = None,
+) -> AsyncIterator[Net]:
+    """``client`` (10.0.0.1) and ``server`` (10.0.0.2) on ``pipe(mtu, checksum_offload)``.
+
+    With ``impair``, both ends are wrapped in an egress :class:`ImpairedLink` with those settings,
+    seeded differently per direction (``seed`` in ``impair`` gives the client's, +1 the server's).
+    """
+    left, right = aionetstack.link.pipe(mtu=mtu, checksum_offload=checksum_offload)
+    client_link: LinkEndpoint = left
+    server_link: LinkEndpoint = right
+    if impair is not None:
+        settings = dict(impair)
+        seed = settings.pop("seed", 0)
+        client_link = ImpairedLink(left, seed=seed, **settings)
+        server_link = ImpairedLink(right, seed=seed + 1, **settings)
+    client = aionetstack.Stack("client", tcp=tcp)
+    server = aionetstack.Stack("server", tcp=server_tcp or tcp)
+    async with client, server:
+        client.add_interface(client_link, f"{CLIENT_IP}/24")
+        server.add_interface(server_link, f"{SERVER_IP}/24")
+        yield Net(client, server, client_link, server_link)
+
+
+def pattern(size: int, seed: int = 0) -> bytes:
+    """``size`` bytes that differ at every offset modulo a large prime (a shifted or lost chunk shows)."""
+    block = hashlib.sha256(seed.to_bytes(8, "big")).digest() * 2048  # 64 KiB
+    block = block[: 65521]  # a prime length, so chunk boundaries never line up with the pattern
+    reps, rest = divmod(size, len(block))
+    return block * reps + block[:rest]
+
+
+async def send_all(
+    writer: asyncio.StreamWriter, total: int, chunk: int = 1 << 20, seed: int = 0
+) -> str:
+    """Write ``total`` bytes of :func:`pattern` in ``chunk``-sized writes with ``drain()``; the sha256."""
+    digest = hashlib.sha256()
+    data = pattern(chunk, seed)
+    view = memoryview(data)
+    left = total
+    offset = 0
+    while left:
+        # Rotate the chunk by a varying offset so consecutive chunks differ.
+        n = min(left, chunk)
+        piece = bytes(view[offset:]) + bytes(view[:offset]) if offset else data
+        piece = piece[:n]
+        digest.update(piece)
+        writer.write(piece)
+        await writer.drain()
+        left -= n
+        offset = (offset + 4099) % chunk
+    return digest.hexdigest()
+
+
+async def receive_all(reader: asyncio.StreamReader) -> tuple[int, str]:
+    """Read to EOF: ``(bytes read, sha256)``."""
+    digest = hashlib.sha256()
+    count = 0
+    while data := await reader.read(1 << 20):
+        digest.update(data)
+        count += len(data)
+    return count, digest.hexdigest()
+
+
+def tcp_info(writer: asyncio.StreamWriter | asyncio.BaseTransport) -> dict[str, Any]:
+    """The connection's own counters (``get_extra_info('tcp_info')``)."""
+    info = writer.get_extra_info("tcp_info")
+    assert isinstance(info, dict)
+    return info
+
+
+async def settle(rounds: int = 20) -> None:
+    """Let the loop run a few iterations (no timers advance unless something is due now)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
