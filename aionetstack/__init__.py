@@ -12,6 +12,7 @@ from typing import Any
 
 from aionetstack import link
 from aionetstack.errors import MalformedPacket
+from aionetstack.loop import loop_factory, run
 from aionetstack.server import Server
 from aionetstack.stack import Stack, StackOptions, current_stack
 from aionetstack.streams import open_connection, start_server
@@ -34,7 +35,9 @@ __all__ = [
     "create_server",
     "current_stack",
     "link",
+    "loop_factory",
     "open_connection",
+    "run",
     "start_server",
 ]
 
