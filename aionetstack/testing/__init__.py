@@ -1,0 +1,1 @@
+"""Tools for testing TCP and programs built on aionetstack (a deterministic network simulator)."""
