@@ -4,17 +4,23 @@
 and so ``asyncio.open_connection`` and ``asyncio.start_server``, which call them — are served by
 the given :class:`~aionetstack.Stack`; everything else (timers, subprocesses, files, pipes) stays
 the ordinary loop's. Calls that only make sense on a kernel socket (``sock_connect``,
-``sock=`` arguments) raise a clear error instead of quietly using the kernel.
+``sock=`` arguments) raise a clear error instead of quietly using the kernel — with one
+exception that libraries need: ``sock_connect(sock, address)`` on a fresh, unconnected kernel
+TCP socket (what aiohttp's happy-eyeballs dialer does) connects *over the stack* and leaves the
+kernel socket unconnected; the following ``create_connection(sock=sock)`` adopts that connection
+and closes the kernel socket. No byte of it ever touches the kernel's network.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl as ssl_module
+from asyncio import sslproto
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from aionetstack.stack import Stack
+from aionetstack.stack import Stack, current_stack
 
 __all__ = ["loop_factory", "run"]
 
@@ -36,14 +42,67 @@ class _StackLoopMixin:
     aionetstack_stack: Stack
 
     def _stack(self) -> Stack:
-        stack = self.aionetstack_stack
+        # The innermost ``async with stack:`` wins, so one loop can serve several stacks.
+        try:
+            stack = current_stack()
+        except RuntimeError:
+            stack = self.aionetstack_stack
         stack.start()  # a stack built before the loop existed starts inside it
         return stack
 
+    _adopted: dict[int, tuple[Any, _PendingProtocol]]
+
     async def create_connection(self, protocol_factory: Callable[[], Any], host: Any = None, port: Any = None, **kwargs: Any) -> Any:
-        if kwargs.get("sock") is not None:
-            raise ValueError("sock= names a kernel socket; this loop's connections run over aionetstack")
+        sock = kwargs.pop("sock", None)
+        if sock is not None:
+            return await self._adopt(sock, protocol_factory, **kwargs)
         return await self._stack().create_connection(protocol_factory, host, port, **kwargs)
+
+    async def _adopt(
+        self,
+        sock: Any,
+        protocol_factory: Callable[[], Any],
+        *,
+        ssl: Any = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        **_ignored: Any,
+    ) -> Any:
+        """Take over the connection an earlier ``sock_connect(sock, ...)`` made over the stack."""
+        pending = getattr(self, "_adopted", {}).pop(id(sock), None)
+        if pending is None:
+            raise ValueError(
+                "sock= names a kernel socket; this loop's connections run over aionetstack "
+                "(only a socket passed to this loop's sock_connect() first can be adopted)"
+            )
+        sock.close()  # never connected: the connection lives in the stack
+        transport, buffered = pending
+        app_protocol = protocol_factory()
+        if not ssl:
+            transport.set_protocol(app_protocol)
+            buffered.replay(app_protocol, transport)
+            return transport, app_protocol
+        context = ssl if isinstance(ssl, ssl_module.SSLContext) else ssl_module.create_default_context()
+        waiter = self.create_future()  # type: ignore[attr-defined]
+        ssl_protocol = sslproto.SSLProtocol(
+            self,  # type: ignore[arg-type]
+            app_protocol,
+            context,
+            waiter,
+            server_side=False,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        transport.set_protocol(ssl_protocol)
+        buffered.replay(ssl_protocol, transport)
+        try:
+            await waiter
+        except BaseException:
+            transport.abort()
+            raise
+        return ssl_protocol._app_transport, app_protocol
 
     async def create_server(self, protocol_factory: Callable[[], Any], host: Any = None, port: Any = None, **kwargs: Any) -> Any:
         if kwargs.get("sock") is not None:
@@ -74,7 +133,20 @@ class _StackLoopMixin:
         ]
 
     async def sock_connect(self, sock: Any, address: Any) -> None:
-        raise RuntimeError("sock_connect() connects a kernel socket; this loop's network is aionetstack (use create_connection)")
+        """Connect over the stack on behalf of a fresh kernel socket (see the module docstring)."""
+        if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM or sock.family != socket.AF_INET:
+            raise RuntimeError("sock_connect() on this loop takes an unconnected AF_INET TCP socket only")
+        try:
+            sock.getpeername()
+        except OSError:
+            pass
+        else:
+            raise RuntimeError("sock_connect() was given a socket the kernel already connected")
+        buffered = _PendingProtocol()
+        transport, _ = await self._stack().create_connection(lambda: buffered, address[0], address[1])
+        if not hasattr(self, "_adopted"):
+            self._adopted = {}
+        self._adopted[id(sock)] = (transport, buffered)
 
     async def sock_accept(self, sock: Any) -> Any:
         raise RuntimeError("sock_accept() accepts on a kernel socket; this loop's network is aionetstack (use create_server)")
@@ -84,6 +156,34 @@ class _StackLoopMixin:
 
     async def create_unix_server(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("Unix sockets are the kernel's; this loop's network is aionetstack")
+
+
+class _PendingProtocol(asyncio.Protocol):
+    """Holds what arrives between ``sock_connect`` and the adopting ``create_connection``."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.eof = False
+        self.lost: tuple[BaseException | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = (exc,)
+
+    def replay(self, protocol: Any, transport: Any) -> None:
+        protocol.connection_made(transport)
+        for chunk in self.data:
+            protocol.data_received(chunk)
+        if self.eof and not protocol.eof_received():
+            transport.close()
+        if self.lost is not None:
+            protocol.connection_lost(self.lost[0])
 
 
 def loop_factory(stack: Stack, base: type[asyncio.AbstractEventLoop] | None = None) -> Callable[[], asyncio.AbstractEventLoop]:

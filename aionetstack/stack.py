@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import errno
 import ipaddress
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -145,6 +146,20 @@ class Stack:
         for iface in self.interfaces:
             iface.link.close()
 
+    @contextlib.contextmanager
+    def as_current(self) -> Iterator[Stack]:
+        """Make this the current stack for the block, without closing it afterwards.
+
+        Module-level calls (``aionetstack.open_connection``…) and a loop from
+        :func:`aionetstack.loop_factory` use the current stack.
+        """
+        self.start()
+        token = _current.set(self)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+
     async def __aenter__(self) -> Stack:
         self.start()
         self._context_tokens.append(_current.set(self))
@@ -274,6 +289,18 @@ class Stack:
                     break
             else:
                 node[parts[-1]] = value
+        # The reassembler and the neighbour caches keep their own counters; show them too.
+        ip = out.setdefault("ip", {})
+        if isinstance(ip, dict):
+            ip["reassembly"] = dict(self.ip.reassembler.stats)
+        cache: dict[str, int] = {}
+        for iface in self.interfaces:
+            if iface.neighbours is not None:
+                for key, value in iface.neighbours.stats.items():
+                    cache[key] = cache.get(key, 0) + value
+        arp = out.setdefault("arp", {})
+        if isinstance(arp, dict):
+            arp["cache"] = cache
         return out
 
     # ------------------------------------------------------------------ link side (NetworkDispatcher)
@@ -298,6 +325,7 @@ class Stack:
     def link_writable(self, link: LinkEndpoint, writable: bool) -> None:
         if writable:
             self.tcp.link_resumed(link)
+            self.udp.link_writable(link)
 
     # ------------------------------------------------------------------ the network task
 

@@ -215,7 +215,10 @@ class TcpTransport(asyncio.Transport):
             data = conn.take_received()
             if conn.ack_now:
                 self._layer.mark(conn)
-            self._call("data_received", data)
+            if isinstance(self._protocol, asyncio.BufferedProtocol):
+                self._feed_buffered(data)
+            else:
+                self._call("data_received", data)
         if self._eof_pending and not conn.received_bytes and not (self._reading_paused and not force):
             self._eof_pending = False
             try:
@@ -227,6 +230,25 @@ class TcpTransport(asyncio.Transport):
                 keep_open = False
             if not keep_open:
                 self.close()
+
+    def _feed_buffered(self, data: bytes) -> None:
+        """Hand data to an ``asyncio.BufferedProtocol`` (SSLProtocol is one) as asyncio does."""
+        protocol = self._protocol
+        view = memoryview(data)
+        try:
+            while view:
+                buffer = protocol.get_buffer(len(view))
+                n = min(len(buffer), len(view))
+                if not n:
+                    raise RuntimeError("get_buffer() returned an empty buffer")
+                buffer[:n] = view[:n]
+                protocol.buffer_updated(n)
+                view = view[n:]
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._stack.report_callback_error("buffer_updated", exc, protocol)
+            self.abort()
 
     def _call(self, method: str, *args: Any) -> None:
         try:
@@ -381,6 +403,16 @@ class TcpTransport(asyncio.Transport):
 
     def is_closing(self) -> bool:
         return self._closing
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        """What asyncio's sslproto calls on a fatal TLS error: reset, and report ``exc``."""
+        conn = self._conn
+        if conn.state != _CLOSED:
+            conn.abort(self._loop.time())
+            self._layer.transmit(conn)
+            self._layer.mark(conn)
+        self._closing = True
+        self._connection_lost(exc)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._protocol  # type: ignore[no-any-return]
