@@ -28,6 +28,7 @@ from aionetstack.transport.udp import UdpLayer, UdpTransport, create_datagram_en
 from aionetstack.wire import Buffer
 
 if TYPE_CHECKING:
+    from aionetstack.resolver import StubResolver
     from aionetstack.server import Server
 
 __all__ = ["Stack", "StackOptions", "current_stack"]
@@ -84,6 +85,7 @@ class Stack:
         self.routes = RouteTable()
         self.local_addresses: dict[bytes, Interface] = {}
         self.hosts: dict[str, str] = {}
+        self.resolver: StubResolver | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbound: deque[tuple[LinkEndpoint, Sequence[Buffer]]] = deque()
         self._inbound_frames = 0
@@ -273,7 +275,20 @@ class Stack:
             ) from None
 
     async def resolve_address_async(self, addr: Any, passive: bool = False) -> tuple[bytes, int]:
-        return self.resolve_address(addr, passive)
+        """As :meth:`resolve_address`, then asking the DNS servers of :meth:`set_nameservers`."""
+        try:
+            return self.resolve_address(addr, passive)
+        except socket.gaierror:
+            if self.resolver is None:
+                raise
+        addresses = await self.resolver.resolve(addr[0])
+        return ipaddress.IPv4Address(addresses[0]).packed, addr[1]
+
+    def set_nameservers(self, nameservers: list[str | tuple[str, int]], *, timeout: float = 2.0, attempts: int = 2) -> None:
+        """Resolve names that are neither numeric nor in ``hosts`` with DNS over this stack's UDP."""
+        from aionetstack.resolver import StubResolver
+
+        self.resolver = StubResolver(self, nameservers, timeout=timeout, attempts=attempts) if nameservers else None
 
     # ------------------------------------------------------------------ statistics
 
