@@ -31,7 +31,8 @@ def test_plain_asyncio_calls_go_to_the_stack(base: type[asyncio.AbstractEventLoo
             await writer.drain()
             writer.close()
 
-        async with server, await server.start_server(echo, "10.0.0.2", 80):
+        server.start()  # not "async with server": that would make it the current stack
+        async with await server.start_server(echo, "10.0.0.2", 80):
             # Nothing below names aionetstack: this is what an unmodified library does.
             reader, writer = await asyncio.open_connection("server.test", 80)
             writer.write(b"over our TCP")
@@ -40,7 +41,8 @@ def test_plain_asyncio_calls_go_to_the_stack(base: type[asyncio.AbstractEventLoo
             infos = await asyncio.get_running_loop().getaddrinfo("server.test", 80, type=socket.SOCK_STREAM)
             writer.close()
             await writer.wait_closed()
-            return data, peer, infos
+        await server.close()
+        return data, peer, infos
 
     data, peer, infos = run(main(), stack=client, base=base)
     assert data == b"over our TCP"
