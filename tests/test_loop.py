@@ -55,15 +55,17 @@ def test_runner_with_loop_factory_and_kernel_socket_calls_refused() -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        async with client, server:
+        server.start()
+        async with client:
             srv = await asyncio.start_server(lambda r, w: w.close(), "10.0.0.1", 9000)
             assert srv.sockets[0].getsockname() == ("10.0.0.1", 9000)
             srv.close()
-            with pytest.raises(ValueError, match="kernel socket"):
-                await loop.create_connection(asyncio.Protocol, sock=socket.socket())
-            with pytest.raises(RuntimeError, match="sock_connect"):
-                await loop.sock_connect(socket.socket(), ("10.0.0.2", 1))
+            with pytest.raises(ValueError, match="kernel socket"), socket.socket() as sock:
+                await loop.create_connection(asyncio.Protocol, sock=sock)  # never sock_connect()ed here
+            with pytest.raises(RuntimeError, match="TCP socket only"), socket.socket(type=socket.SOCK_DGRAM) as udp:
+                await loop.sock_connect(udp, ("10.0.0.2", 1))
             await asyncio.sleep(0)  # timers and the rest stay the ordinary loop's
+        await server.close()
 
     with asyncio.Runner(loop_factory=loop_factory(client)) as runner:
         runner.run(main())
