@@ -11,7 +11,7 @@ import ipaddress
 import logging
 import socket
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -28,6 +28,7 @@ from aionetstack.transport.udp import UdpLayer, UdpTransport, create_datagram_en
 from aionetstack.wire import Buffer
 
 if TYPE_CHECKING:
+    from aionetstack.forwarder import TcpForwarder, TcpForwardRequest, UdpFlow, UdpForwarder
     from aionetstack.resolver import StubResolver
     from aionetstack.server import Server
 
@@ -86,6 +87,8 @@ class Stack:
         self.local_addresses: dict[bytes, Interface] = {}
         self.hosts: dict[str, str] = {}
         self.resolver: StubResolver | None = None
+        self.tcp_forwarder: TcpForwarder | None = None
+        self.udp_forwarder: UdpForwarder | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbound: deque[tuple[LinkEndpoint, Sequence[Buffer]]] = deque()
         self._inbound_frames = 0
@@ -133,6 +136,9 @@ class Stack:
         if self._closed:
             return
         self._closed = True
+        for forwarder in (self.tcp_forwarder, self.udp_forwarder):
+            if forwarder is not None:
+                forwarder.close()
         self.tcp.close_all()
         for transport in list(self.udp.endpoints.values()):
             transport.close()
@@ -457,6 +463,35 @@ class Stack:
         )
 
     # ------------------------------------------------------------------ applications
+
+    def set_tcp_forwarder(
+        self, handler: Callable[[TcpForwardRequest], Awaitable[Any]] | None, *, max_pending: int = 1024
+    ) -> None:
+        """Accept TCP connections to *any* address and port (see :mod:`aionetstack.forwarder`).
+
+        ``handler(request)`` runs in a task per SYN that no connection or listener takes; it
+        calls ``await request.accept()`` for the streams, or returns/raises to refuse with RST.
+        ``None`` turns forwarding off. Replies leave from the original destination address.
+        """
+        from aionetstack.forwarder import TcpForwarder
+
+        if self.tcp_forwarder is not None:
+            self.tcp_forwarder.close()
+        self.tcp_forwarder = TcpForwarder(self, handler, max_pending) if handler is not None else None
+
+    def set_udp_forwarder(
+        self,
+        handler: Callable[[UdpFlow], Awaitable[Any]] | None,
+        *,
+        max_flows: int = 4096,
+        idle_timeout: float = 60.0,
+    ) -> None:
+        """Take UDP datagrams to *any* address and port, one ``handler(flow)`` task per flow."""
+        from aionetstack.forwarder import UdpForwarder
+
+        if self.udp_forwarder is not None:
+            self.udp_forwarder.close()
+        self.udp_forwarder = UdpForwarder(self, handler, max_flows, idle_timeout) if handler is not None else None
 
     async def ping(self, host: str, *, timeout: float = 1.0, size: int = 56, ttl: int | None = None) -> float:
         """Send one ICMP echo request to ``host``; the round-trip time in seconds.

@@ -28,14 +28,29 @@ from aionetstack.wire.ethernet import (
     ETHERTYPE_IPV4,
     build_ethernet,
 )
-from aionetstack.wire.icmp import ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED, UNREACH_PROTOCOL
-from aionetstack.wire.ipv4 import IPV4_HEADER_LENGTH, PROTO_ICMP, PROTO_TCP, PROTO_UDP, format_ip, parse_ipv4
+from aionetstack.wire.icmp import (
+    ICMP_DEST_UNREACHABLE,
+    ICMP_TIME_EXCEEDED,
+    UNREACH_FRAGMENTATION_NEEDED,
+    UNREACH_HOST,
+    UNREACH_NET,
+    UNREACH_PROTOCOL,
+)
+from aionetstack.wire.ipv4 import (
+    IPV4_HEADER_LENGTH,
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    Ipv4Header,
+    format_ip,
+    parse_ipv4,
+)
 
 if TYPE_CHECKING:
     from aionetstack.network.interface import Interface
     from aionetstack.stack import Stack
 
-__all__ = ["Ipv4Layer", "PacketOwner"]
+__all__ = ["Ipv4Layer", "PacketOwner", "fragment_packet"]
 
 _ETH_IP = struct.Struct("!6s6sH")
 _IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
@@ -86,6 +101,19 @@ class Ipv4Layer:
         packet = parse_arp(frame, ETHERNET_HEADER_LENGTH)
         counters = self.counters
         counters["arp.received"] += 1
+        sender_ip = packet.sender_ip
+        if (
+            packet.sender_mac[0] & 1
+            or sender_ip[0] >= 224
+            or sender_ip[0] == 127
+            or packet.target_ip[0] >= 224
+            or packet.target_ip[0] == 127
+            or iface.is_broadcast(sender_ip)
+        ):
+            # A group MAC or a broadcast, multicast or loopback address is never a host's own
+            # (RFC 1812 §3.3.2, as Linux's arp_process): learning it would poison the cache.
+            counters["arp.dropped.bad-address"] += 1
+            return
         ours = self.stack.addresses_of(iface)
         targeted = packet.target_ip in ours
         if packet.sender_ip == b"\x00\x00\x00\x00":
@@ -124,16 +152,24 @@ class Ipv4Layer:
                     counters["ip.dropped.martian"] += 1
                     return
             elif not iface.is_broadcast(destination) and destination[0] < 224:
-                if self.forwarding:
-                    self.forward(iface, buf, offset, header)
-                else:
-                    counters["ip.dropped.not-for-us"] += 1
-                return
+                # A forwarder makes the stack promiscuous for its protocol (the tun2socks use).
+                protocol = header.protocol
+                if not (
+                    (protocol == PROTO_TCP and stack.tcp_forwarder is not None)
+                    or (protocol == PROTO_UDP and stack.udp_forwarder is not None)
+                ):
+                    if self.forwarding:
+                        self.forward(iface, buf, offset, header)
+                    else:
+                        counters["ip.dropped.not-for-us"] += 1
+                    return
         if header.source[0] == 127 and iface is not stack.loopback:
             counters["ip.dropped.martian"] += 1
             return
         if header.more_fragments or header.fragment_offset:
             counters["ip.fragments-received"] += 1
+            rstats = self.reassembler.stats
+            overlaps, bad = rstats["overlaps"], rstats["bad_fragments"]
             whole = self.reassembler.add(
                 header.source,
                 destination,
@@ -147,9 +183,30 @@ class Ipv4Layer:
             )
             stack.arm_network_timer()
             if whole is None:
+                # Count the reassembler's drops among the stack's, by reason.
+                if rstats["overlaps"] != overlaps:
+                    counters["ip.dropped.fragment-overlap"] += 1
+                elif rstats["bad_fragments"] != bad:
+                    counters["ip.dropped.bad-fragment"] += 1
                 return
             counters["ip.reassembled"] += 1
-            buf, start, end = whole, 0, len(whole)
+            # Hand up one unfragmented datagram: this fragment's header with offset 0, MF clear
+            # and the whole length, so upper layers see a datagram and an ICMP error about it
+            # quotes a header that reads as a first fragment (RFC 792, RFC 1122 §3.2.2).
+            header_length = header.header_length
+            total = header_length + len(whole)
+            if total > 0xFFFF:
+                counters["ip.dropped.oversize"] += 1
+                return
+            head = bytearray(buf[offset : offset + header_length])
+            head[2:4] = total.to_bytes(2, "big")
+            head[6:8] = b"\x40\x00" if header.dont_fragment else b"\x00\x00"
+            head[10:12] = b"\x00\x00"
+            head[10:12] = internet_checksum(head).to_bytes(2, "big")
+            buf = b"".join((head, whole))
+            offset = 0
+            header = parse_ipv4(buf, 0, verify_checksum=False)
+            start, end = header.payload_offset, header.payload_end
         else:
             start, end = header.payload_offset, header.payload_end
         protocol = header.protocol
@@ -165,32 +222,61 @@ class Ipv4Layer:
             # RFC 1122 §3.2.2.1: protocol unreachable for an unknown transport.
             stack.icmp.send_error(ICMP_DEST_UNREACHABLE, UNREACH_PROTOCOL, header, buf, offset)
 
-    def forward(self, iface: Interface, buf: Buffer, offset: int, header: object) -> None:
-        """Forward a datagram not for us (forwarding on): RFC 1812 §5.3.1 TTL handling."""
-        from aionetstack.wire.ipv4 import Ipv4Header
-
-        assert isinstance(header, Ipv4Header)
+    def forward(self, iface: Interface, buf: Buffer, offset: int, header: Ipv4Header) -> None:
+        """Forward a datagram not for us (forwarding on): RFC 1812 §5.3.1 TTL, §5.2.7 errors, §5.2.6."""
+        counters = self.counters
+        icmp = self.stack.icmp
         if header.ttl <= 1:
-            self.counters["ip.dropped.ttl-exceeded"] += 1
-            self.stack.icmp.send_error(ICMP_TIME_EXCEEDED, 0, header, buf, offset)
+            # RFC 1812 §5.3.1: a router never forwards a datagram whose TTL would reach zero.
+            counters["ip.dropped.ttl-exceeded"] += 1
+            icmp.send_error(ICMP_TIME_EXCEEDED, 0, header, buf, offset)
+            return
+        destination = header.destination
+        try:
+            out, next_hop = self.route(destination)
+        except OSError:
+            # RFC 1812 §5.2.7.1: no route, so destination unreachable (network).
+            icmp.send_error(ICMP_DEST_UNREACHABLE, UNREACH_NET, header, buf, offset)
             return
         packet = bytearray(buf[offset : header.payload_end])
         packet[8] = header.ttl - 1
         packet[10:12] = b"\x00\x00"
-        packet[10:12] = internet_checksum(packet[: header.header_length]).to_bytes(2, "big")
+        packet[10:12] = internet_checksum(memoryview(packet)[: header.header_length]).to_bytes(2, "big")
+        mtu = out.link.mtu
+        if len(packet) <= mtu:
+            pieces: list[bytearray] = [packet]
+        elif header.dont_fragment:
+            # RFC 1191 §4 / RFC 1812 §5.2.7.1: too big with DF set: tell the sender the MTU.
+            counters["ip.dropped.needs-fragmentation"] += 1
+            icmp.send_error(ICMP_DEST_UNREACHABLE, UNREACH_FRAGMENTATION_NEEDED, header, buf, offset, mtu)
+            return
+        else:
+            pieces = fragment_packet(packet, header.header_length, mtu)
+            counters["ip.fragments-sent"] += len(pieces)
         try:
-            self.output_packet(header.destination, packet, header.dont_fragment)
-            self.counters["ip.forwarded"] += 1
+            for piece in pieces:
+                self._link_output(out, next_hop, destination, (piece,), None)
         except OSError:
-            self.counters["ip.dropped.no-route"] += 1
+            # The next hop recently failed ARP (counted by _link_output): host unreachable.
+            icmp.send_error(ICMP_DEST_UNREACHABLE, UNREACH_HOST, header, buf, offset)
+            return
+        counters["ip.forwarded"] += 1
 
     # ------------------------------------------------------------------ output
 
-    def route(self, destination: bytes) -> tuple[Interface, bytes]:
-        """``(interface, next hop)`` for a destination; OSError(ENETUNREACH) if no route."""
+    def route(self, destination: bytes, source: bytes | None = None) -> tuple[Interface, bytes]:
+        """``(interface, next hop)`` for a destination; OSError(ENETUNREACH) if no route.
+
+        A limited broadcast or multicast from a given local ``source`` leaves by that address's
+        interface, whatever the routes say (as Linux does for a socket bound to an address).
+        """
         stack = self.stack
         if destination in stack.local_addresses or destination[0] == 127:
             return stack.loopback, destination
+        if source is not None and (destination == b"\xff\xff\xff\xff" or 224 <= destination[0] < 240):
+            iface = stack.local_addresses.get(source)
+            if iface is not None and iface is not stack.loopback:
+                return iface, destination
         route = stack.routes.lookup(destination)
         if route is None:
             self.counters["ip.dropped.no-route"] += 1
@@ -226,7 +312,7 @@ class Ipv4Layer:
         Raises OSError(ENETUNREACH) when there is no route and OSError(EMSGSIZE) when DF is set and
         the datagram exceeds the path's MTU. ARP failure is reported later to ``owner``.
         """
-        iface, next_hop = self.route(destination)
+        iface, next_hop = self.route(destination, source)
         link = iface.link
         length = 0
         for part in parts:
@@ -236,7 +322,7 @@ class Ipv4Layer:
         counters["ip.sent"] += 1
         if IPV4_HEADER_LENGTH + length <= mtu:
             header = self._header(
-                source, destination, protocol, length, 0, False, ttl, tos, dont_fragment, link
+                source, destination, protocol, length, None, False, ttl, tos, dont_fragment, link
             )
             self._link_output(iface, next_hop, destination, (header, *parts), owner)
             return
@@ -248,6 +334,7 @@ class Ipv4Layer:
         # RFC 791 §3.2 fragmentation: every fragment but the last carries a multiple of 8 bytes.
         payload = b"".join(parts)
         chunk = (mtu - IPV4_HEADER_LENGTH) & ~7
+        # One ID for every fragment; 0 is a valid ID like any other (RFC 791 §3.2).
         ident = next(self._identification) & 0xFFFF
         view = memoryview(payload)
         for start in range(0, length, chunk):
@@ -272,7 +359,7 @@ class Ipv4Layer:
         destination: bytes,
         protocol: int,
         payload_length: int,
-        ident: int,
+        ident: int | None,
         more: bool,
         ttl: int | None,
         tos: int,
@@ -280,7 +367,7 @@ class Ipv4Layer:
         link: object,
         fragment_offset: int = 0,
     ) -> bytes:
-        if not ident:
+        if ident is None:
             # RFC 6864 §4.1: an atomic datagram's ID carries no meaning; we still vary it.
             ident = next(self._identification) & 0xFFFF
         flags = (0x4000 if dont_fragment else 0) | (0x2000 if more else 0) | (fragment_offset >> 3)
@@ -335,7 +422,12 @@ class Ipv4Layer:
             return
         # RFC 1122 §2.3.2.2: queue (boundedly) while ARP resolves the next hop.
         now = self.stack.loop.time()
-        action = iface.neighbours.enqueue(next_hop, (b"".join(parts), owner), now)
+        cache = iface.neighbours
+        overflow = cache.stats["queue_dropped"]
+        action = cache.enqueue(next_hop, (b"".join(parts), owner), now)
+        if cache.stats["queue_dropped"] != overflow:
+            # The queue keeps the newest packets (RFC 1122 §2.3.2.2): the oldest one is gone.
+            self.counters["ip.dropped.arp-queue-full"] += cache.stats["queue_dropped"] - overflow
         if action is ResolveAction.SEND_REQUEST:
             self.send_arp_request(iface, next_hop)
             self.stack.arm_network_timer()
@@ -368,11 +460,19 @@ class Ipv4Layer:
             for ip, packets in failed:
                 self.counters["arp.resolution-failed"] += 1
                 exc = OSError(errno.EHOSTUNREACH, f"no ARP reply from {format_ip(ip)}: host is unreachable")
-                for _packet, owner in packets:  # type: ignore[misc]
+                for packet, owner in packets:  # type: ignore[misc]
                     self.counters["ip.dropped.host-unreachable"] += 1
-                    if owner is not None:
+                    # One error per datagram: as for ICMP errors (RFC 1122 §3.2.2), a fragment
+                    # other than the first does not report again.
+                    if owner is not None and not (packet[6] & 0x1F or packet[7]):
                         owner.network_error(exc)
-        for source, _destination, quote in self.reassembler.expire(now):
+        timeouts = self.reassembler.stats["timeouts"]
+        expired = self.reassembler.expire(now)
+        if self.reassembler.stats["timeouts"] != timeouts:
+            self.counters["ip.dropped.reassembly-timeout"] += self.reassembler.stats["timeouts"] - timeouts
+        for source, _destination, quote in expired:
+            if source[0] == 0 or source[0] >= 224 or stack.is_broadcast(source):
+                continue  # RFC 1122 §3.2.2: never an error to a source that is not one host
             # RFC 792 / RFC 1122 §3.3.2: time exceeded (code 1) when the first fragment had come.
             stack.icmp.send_error_quote(ICMP_TIME_EXCEEDED, 1, source, quote)
 
@@ -386,6 +486,61 @@ class Ipv4Layer:
         if r is not None:
             deadlines.append(r)
         return min(deadlines) if deadlines else None
+
+
+def _copied_options(options: Buffer) -> bytes:
+    """The options a non-initial fragment carries: those with the copied flag (RFC 791 §3.1)."""
+    out = bytearray()
+    i = 0
+    while i < len(options):
+        kind = options[i]
+        if kind == 0:  # end of option list
+            break
+        if kind == 1:  # no-operation, not copied
+            i += 1
+            continue
+        length = options[i + 1] if i + 1 < len(options) else 0
+        if length < 2:
+            break  # malformed: keep what we have
+        if kind & 0x80:
+            out += options[i : i + length]
+        i += length
+    out += b"\x00" * (-len(out) % 4)  # pad with end-of-list to a 32-bit boundary
+    return bytes(out)
+
+
+def fragment_packet(packet: bytearray, header_length: int, mtu: int) -> list[bytearray]:
+    """Split a built IPv4 datagram (or fragment) into fragments that fit ``mtu`` (RFC 791 §3.2).
+
+    Each keeps the identification; offsets continue from the packet's own, MF is set on all but
+    the last (and on the last too if the packet itself had MF), and only copied options follow
+    the first fragment.
+    """
+    header = bytes(packet[:header_length])
+    flags_offset = int.from_bytes(header[6:8], "big")
+    base = (flags_offset & 0x1FFF) * 8
+    had_more = bool(flags_offset & 0x2000)
+    keep = flags_offset & 0x4000  # DF is clear here, but keep the bit as it was
+    later_header = header[:20] + _copied_options(header[20:])
+    payload = memoryview(packet)[header_length:]
+    pieces: list[bytearray] = []
+    position = 0
+    while position < len(payload):
+        head = header if position == 0 else later_header
+        hl = len(head)
+        chunk = (mtu - hl) & ~7
+        piece = payload[position : position + chunk]
+        more = had_more or position + len(piece) < len(payload)
+        out = bytearray(head)
+        out[0] = 0x40 | (hl // 4)
+        out[2:4] = (hl + len(piece)).to_bytes(2, "big")
+        out[6:8] = (keep | (0x2000 if more else 0) | ((base + position) >> 3)).to_bytes(2, "big")
+        out[10:12] = b"\x00\x00"
+        out[10:12] = internet_checksum(out).to_bytes(2, "big")
+        out += piece
+        pieces.append(out)
+        position += len(piece)
+    return pieces
 
 
 def new_neighbour_cache(stack: Stack) -> NeighbourCache:

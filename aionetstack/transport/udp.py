@@ -17,6 +17,7 @@ from aionetstack.wire.ipv4 import PROTO_UDP, Ipv4Header, format_ip
 from aionetstack.wire.udp import UDP_HEADER_LENGTH
 
 if TYPE_CHECKING:
+    from aionetstack.link.endpoint import LinkEndpoint
     from aionetstack.network.interface import Interface
     from aionetstack.stack import Stack
 
@@ -34,6 +35,8 @@ class UdpLayer:
         self.stack = stack
         self.counters = stack.counters
         self.endpoints: dict[tuple[bytes, int], UdpTransport] = {}
+        # Transports whose protocol we paused because the link they send on held frames back.
+        self._paused: dict[UdpTransport, LinkEndpoint] = {}
 
     def port_in_use(self, port: int) -> bool:
         return any(key[1] == port for key in self.endpoints)
@@ -72,6 +75,10 @@ class UdpLayer:
         counters["udp.received"] += 1
         endpoint = self.endpoints.get((header.destination, dport)) or self.endpoints.get((ANY, dport))
         if endpoint is None:
+            forwarder = self.stack.udp_forwarder
+            if forwarder is not None:
+                forwarder.datagram(header, sport, dport, bytes(buf[start + UDP_HEADER_LENGTH : end]))
+                return
             counters["udp.dropped.no-port"] += 1
             # RFC 1122 §4.1.3.1: port unreachable (never for broadcast/multicast).
             if header.destination in self.stack.local_addresses or header.destination[0] == 127:
@@ -85,18 +92,29 @@ class UdpLayer:
 
     def icmp_error(self, source: bytes, sport: int, destination: bytes, dport: int, exc: OSError) -> None:
         endpoint = self.endpoints.get((source, sport)) or self.endpoints.get((ANY, sport))
-        if endpoint is not None:
-            self.counters["udp.icmp-errors"] += 1
-            endpoint.error_in(exc)
+        if endpoint is None:
+            return
+        if endpoint.remote != (destination, dport):
+            # Only a connected socket hears ICMP errors (RFC 1122 §4.1.3.3 leaves the how to the
+            # API; Linux reports them for connected sockets only, without IP_RECVERR): an
+            # unconnected server must not fail because one of its many peers went away.
+            self.counters["udp.icmp-errors-unconnected"] += 1
+            return
+        self.counters["udp.icmp-errors"] += 1
+        endpoint.error_in(exc)
 
     def send(
         self, source: bytes, sport: int, destination: bytes, dport: int, data: Buffer, owner: Any
     ) -> None:
         length = UDP_HEADER_LENGTH + len(data)
         stack = self.stack
-        iface, _ = stack.ip.route(destination)
+        iface, _ = stack.ip.route(destination, source)
         checksum = 0
-        if not iface.link.checksum_offload:
+        link = iface.link
+        if not link.checksum_offload or length + 20 > link.mtu:
+            # Offload cannot fill in a checksum that spans fragments (no NIC sees the whole
+            # datagram), so a datagram we fragment in software gets its checksum here, as
+            # Linux does without UFO; the wire then carries a valid one (RFC 768).
             pseudo = pseudo_header_sum(source, destination, PROTO_UDP, length) + (
                 (sport << 48) | (dport << 32) | (length << 16)
             )
@@ -104,6 +122,25 @@ class UdpLayer:
         header = _HEADER.pack(sport, dport, length, checksum)
         stack.ip.output(source, destination, PROTO_UDP, (header, data), owner=owner)
         self.counters["udp.sent"] += 1
+        if not link.writable and isinstance(owner, UdpTransport) and owner not in self._paused:
+            # The link is holding frames for a receiver that paused it: flow control reaches
+            # the application as asyncio's pause_writing(), so a sender that honours it never
+            # outruns the receiving stack (and nothing is dropped either way).
+            self._paused[owner] = link
+            self.counters["udp.paused"] += 1
+            owner.pause_protocol()
+
+    def link_writable(self, link: LinkEndpoint) -> None:
+        """``link`` takes frames again: resume the protocols paused on it."""
+        if not self._paused:
+            return
+        for transport, paused_on in list(self._paused.items()):
+            if paused_on is link:
+                del self._paused[transport]
+                transport.resume_protocol()
+
+    def forget(self, transport: UdpTransport) -> None:
+        self._paused.pop(transport, None)
 
 
 class UdpTransport(asyncio.DatagramTransport):
@@ -126,6 +163,7 @@ class UdpTransport(asyncio.DatagramTransport):
         self._closing = False
         self._high_water = 64 * 1024
         self._low_water = 16 * 1024
+        self._protocol_paused = False
 
     # --- called by UdpLayer
     def datagram_in(self, data: bytes, source: bytes, sport: int) -> None:
@@ -146,6 +184,27 @@ class UdpTransport(asyncio.DatagramTransport):
     def network_error(self, exc: OSError) -> None:
         """ARP could not resolve the destination of a datagram we sent."""
         self.error_in(exc)
+
+    def pause_protocol(self) -> None:
+        """The link is holding our frames back: ask the protocol to stop sending."""
+        if self._protocol_paused or self._closing:
+            return
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except Exception as exc:
+            self._stack.report_callback_error("pause_writing", exc, self._protocol)
+
+    def resume_protocol(self) -> None:
+        if not self._protocol_paused:
+            return
+        self._protocol_paused = False
+        if self._closing:
+            return
+        try:
+            self._protocol.resume_writing()
+        except Exception as exc:
+            self._stack.report_callback_error("resume_writing", exc, self._protocol)
 
     # --- asyncio.DatagramTransport
     def sendto(self, data: Any, addr: Any = None) -> None:
@@ -189,6 +248,7 @@ class UdpTransport(asyncio.DatagramTransport):
             return
         self._closing = True
         self._stack.udp.unbind(*self._local)
+        self._stack.udp.forget(self)
         self._stack.loop.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc: Exception | None) -> None:

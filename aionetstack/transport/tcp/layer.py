@@ -105,13 +105,17 @@ class TcpLayer:
         conn = self.connections.get(key)
         now = self.stack.loop.time()
         if conn is not None:
-            if conn.state == _TIME_WAIT and seg.flags & SYN and not seg.flags & (ACK | RST):
-                if self._time_wait_reusable(conn, seg):
-                    # RFC 6191 / RFC 9293 §3.10.7.4: a new SYN may end TIME-WAIT and start anew.
-                    counters["tcp.time-wait-reused"] += 1
-                    self._forget(conn)
-                    self._listener_input(iface, header, seg, key, now)
-                    return
+            if (
+                conn.state == _TIME_WAIT
+                and seg.flags & SYN
+                and not seg.flags & (ACK | RST)
+                and self._time_wait_reusable(conn, seg)
+            ):
+                # RFC 6191 / RFC 9293 §3.10.7.4: a new SYN may end TIME-WAIT and start anew.
+                counters["tcp.time-wait-reused"] += 1
+                self._forget(conn)
+                self._listener_input(iface, header, seg, key, now)
+                return
             conn.receive(seg, now)
             self._dirty[conn] = None
             if not self._in_batch:
@@ -139,6 +143,10 @@ class TcpLayer:
                 return
             if flags & SYN:
                 listener.syn_received(seg, key, now)
+            return
+        forwarder = self.stack.tcp_forwarder
+        if forwarder is not None and flags & (SYN | ACK | RST) == SYN:
+            forwarder.syn(header, seg, key)  # a connection for anyone: the forwarder decides
             return
         # RFC 9293 §3.10.7.1 CLOSED: a reset for anything but a reset.
         self.counters["tcp.segments-to-closed-port"] += 1
