@@ -8,7 +8,7 @@ import socket
 import ssl as ssl_module
 from asyncio import sslproto
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aionetstack.transport.tcp.listener import TcpListener
 from aionetstack.wire.ipv4 import format_ip
@@ -66,6 +66,7 @@ class Server(asyncio.AbstractServer):
         self._ssl_context = ssl_context
         self._ssl_handshake_timeout = ssl_handshake_timeout
         self._ssl_shutdown_timeout = ssl_shutdown_timeout
+        self._keep_alive = False  # SO_KEEPALIVE on every accepted connection (keep_alive=True)
 
     # --- called by listeners and transports
     def _accept_ready(self, listener: TcpListener) -> None:
@@ -96,6 +97,9 @@ class Server(asyncio.AbstractServer):
                 )
             transport.server = self
             self._clients.add(transport)
+            if self._keep_alive:
+                # Before connection_made, as a kernel listener's SO_KEEPALIVE is inherited on accept.
+                transport.set_keepalive(True)
             transport.start(protocol)
 
     def _detach(self, transport: TcpTransport) -> None:
@@ -166,9 +170,8 @@ class Server(asyncio.AbstractServer):
 
     async def wait_closed(self) -> None:
         """Wait until ``close()`` was called and every accepted connection has ended (as Python 3.12+)."""
-        if not self._closed or not self._clients:
-            if self._closed:
-                return
+        if self._closed and not self._clients:
+            return
         waiter = self._loop.create_future()
         self._waiters.append(waiter)
         await waiter
@@ -237,27 +240,7 @@ async def create_server(
         listener = TcpListener(layer, address, port, backlog, server)
         layer.listeners[(address, port)] = listener
         server._listeners.append(listener)
-    if keep_alive:
-        server._protocol_factory = _with_keepalive(protocol_factory)
+    server._keep_alive = bool(keep_alive)
     if start_serving:
         await server.start_serving()
     return server
-
-
-def _with_keepalive(factory: Callable[[], Any]) -> Callable[[], Any]:
-    class _KeepAliveSetter:
-        pass
-
-    def wrapped() -> Any:
-        protocol = factory()
-        original = protocol.connection_made
-
-        def connection_made(transport: Any) -> None:
-            if hasattr(transport, "set_keepalive"):
-                transport.set_keepalive(True)
-            original(transport)
-
-        protocol.connection_made = connection_made
-        return protocol
-
-    return wrapped

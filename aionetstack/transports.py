@@ -1,10 +1,10 @@
 """The asyncio ``Transport`` over our TCP, and ``create_connection``.
 
-:class:`TcpTransport` is the shell around one sans-IO :class:`~aionetstack.transport.tcp.connection.TcpConnection`:
-it hands application writes to the connection, received data and EOF to the protocol, keeps the
-connection's single timer handle, and does flow control both ways as asyncio's socket transports
-do (``pause_reading`` shrinks the advertised window; a send buffer over the high-water mark calls
-``pause_writing``).
+:class:`TcpTransport` is the shell around one sans-IO
+:class:`~aionetstack.transport.tcp.connection.TcpConnection`: it hands application writes to the
+connection, received data and EOF to the protocol, keeps the connection's single timer handle, and
+does flow control both ways as asyncio's socket transports do (``pause_reading`` shrinks the
+advertised window; a send buffer over the high-water mark calls ``pause_writing``).
 """
 
 from __future__ import annotations
@@ -122,6 +122,7 @@ class TcpTransport(asyncio.Transport):
         self._listener: TcpListener | None = None
         self.server: Server | None = None
         self._connected = False
+        self._made = False  # connection_made was called: only then may connection_lost be
         self._write_after_close = 0
 
     # ------------------------------------------------------------------ driven by the layer
@@ -181,6 +182,7 @@ class TcpTransport(asyncio.Transport):
                 listener, self._listener = self._listener, None
                 listener.established(self)
             elif self._protocol is not None:
+                self._made = True
                 self._call("connection_made", self)
                 waiter = self._waiter
                 if waiter is not None and not waiter.done():
@@ -248,7 +250,7 @@ class TcpTransport(asyncio.Transport):
             raise
         except BaseException as exc:
             self._stack.report_callback_error("buffer_updated", exc, protocol)
-            self.abort()
+            self._force_close(exc)
 
     def _call(self, method: str, *args: Any) -> None:
         try:
@@ -258,7 +260,8 @@ class TcpTransport(asyncio.Transport):
         except BaseException as exc:
             self._stack.report_callback_error(method, exc, self._protocol)
             if method != "connection_lost":
-                self.abort()
+                # As asyncio's _fatal_error: reset the connection and report why in connection_lost.
+                self._force_close(exc)
 
     def _connection_lost(self, exc: BaseException | None) -> None:
         if self._lost:
@@ -271,7 +274,9 @@ class TcpTransport(asyncio.Transport):
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         protocol = self._protocol
-        if protocol is not None:
+        # As asyncio: a protocol whose connection never came up (a failed or cancelled connect)
+        # gets no connection_lost without a connection_made before it.
+        if protocol is not None and self._made:
             try:
                 protocol.connection_lost(exc)
             except BaseException as error:
@@ -302,6 +307,7 @@ class TcpTransport(asyncio.Transport):
     def start(self, protocol: asyncio.BaseProtocol) -> None:
         """A listener's connection was accepted: attach the protocol and deliver what waited."""
         self._protocol = protocol
+        self._made = True
         self._call("connection_made", self)
         if self._conn.received_bytes or self._eof_pending:
             self._deliver()
@@ -452,7 +458,10 @@ class TcpTransport(asyncio.Transport):
         interval: float | None = None,
         count: int | None = None,
     ) -> None:
-        """``SO_KEEPALIVE`` with Linux's ``TCP_KEEPIDLE``/``TCP_KEEPINTVL``/``TCP_KEEPCNT`` (RFC 1122 §4.2.3.6)."""
+        """``SO_KEEPALIVE``, with Linux's ``TCP_KEEPIDLE``/``TCP_KEEPINTVL``/``TCP_KEEPCNT``.
+
+        RFC 1122 §4.2.3.6.
+        """
         conn = self._conn
         import attrs
 
@@ -469,7 +478,8 @@ class TcpTransport(asyncio.Transport):
 
     def __repr__(self) -> str:
         conn = self._conn
-        return f"<TcpTransport {self.get_extra_info('sockname')} -> {self.get_extra_info('peername')} {conn.state.name}>"
+        local, remote = self.get_extra_info("sockname"), self.get_extra_info("peername")
+        return f"<TcpTransport {local} -> {remote} {conn.state.name}>"
 
 
 async def create_connection(

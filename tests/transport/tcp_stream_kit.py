@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import attrs
+import uvloop
 
 import aionetstack
 from aionetstack.link import ImpairedLink, LinkEndpoint
@@ -39,11 +40,14 @@ async def two_stacks(
     impair: dict[str, Any] | None = None,
     tcp: aionetstack.TcpConfig | None = None,
     server_tcp: aionetstack.TcpConfig | None = None,
+    timeout: float = 3600.0,
 ) -> AsyncIterator[Net]:
     """``client`` (10.0.0.1) and ``server`` (10.0.0.2) on ``pipe(mtu, checksum_offload)``.
 
     With ``impair``, both ends are wrapped in an egress :class:`ImpairedLink` with those settings,
     seeded differently per direction (``seed`` in ``impair`` gives the client's, +1 the server's).
+    The body runs under ``asyncio.timeout(timeout)``: in virtual time a hang fails at once with a
+    traceback instead of blocking the loop with nothing scheduled.
     """
     left, right = aionetstack.link.pipe(mtu=mtu, checksum_offload=checksum_offload)
     client_link: LinkEndpoint = left
@@ -55,7 +59,7 @@ async def two_stacks(
         server_link = ImpairedLink(right, seed=seed + 1, **settings)
     client = aionetstack.Stack("client", tcp=tcp)
     server = aionetstack.Stack("server", tcp=server_tcp or tcp)
-    async with client, server:
+    async with asyncio.timeout(timeout), client, server:
         client.add_interface(client_link, f"{CLIENT_IP}/24")
         server.add_interface(server_link, f"{SERVER_IP}/24")
         yield Net(client, server, client_link, server_link)
@@ -64,14 +68,12 @@ async def two_stacks(
 def pattern(size: int, seed: int = 0) -> bytes:
     """``size`` bytes that differ at every offset modulo a large prime (a shifted or lost chunk shows)."""
     block = hashlib.sha256(seed.to_bytes(8, "big")).digest() * 2048  # 64 KiB
-    block = block[: 65521]  # a prime length, so chunk boundaries never line up with the pattern
+    block = block[:65521]  # a prime length, so chunk boundaries never line up with the pattern
     reps, rest = divmod(size, len(block))
     return block * reps + block[:rest]
 
 
-async def send_all(
-    writer: asyncio.StreamWriter, total: int, chunk: int = 1 << 20, seed: int = 0
-) -> str:
+async def send_all(writer: asyncio.StreamWriter, total: int, chunk: int = 1 << 20, seed: int = 0) -> str:
     """Write ``total`` bytes of :func:`pattern` in ``chunk``-sized writes with ``drain()``; the sha256."""
     digest = hashlib.sha256()
     data = pattern(chunk, seed)
@@ -112,3 +114,10 @@ async def settle(rounds: int = 20) -> None:
     """Let the loop run a few iterations (no timers advance unless something is due now)."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+def run_on_uvloop(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``scenario()`` to completion on a fresh uvloop loop (real time: looptime cannot patch it)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert isinstance(runner.get_loop(), uvloop.Loop)
+        runner.run(scenario())

@@ -34,7 +34,12 @@ class TcpListener:
         from aionetstack.transports import TcpTransport
 
         counters = self.layer.counters
-        if len(self.accept_queue) >= self.backlog:
+        queued = len(self.accept_queue)
+        if not self.server.is_serving():
+            # Nobody accepts: every handshake in progress ends in the accept queue, so it counts
+            # against the backlog now (a burst of SYNs must not complete past the backlog).
+            queued += len(self.half_open)
+        if queued >= self.backlog:
             # Linux drops the SYN when the accept queue is full; the client retries.
             counters["tcp.listen-overflows"] += 1
             return
