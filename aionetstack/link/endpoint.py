@@ -74,7 +74,13 @@ class LinkEndpoint:
 
     @property
     def checksum_offload(self) -> bool:
-        return bool(self.capabilities & LinkCapabilities.CHECKSUM_OFFLOAD)
+        caps = self.capabilities
+        # Identity checks first: this is asked for every packet, and Flag arithmetic is slow.
+        if caps is LinkCapabilities.CHECKSUM_OFFLOAD:
+            return True
+        if caps is LinkCapabilities.NONE:
+            return False
+        return bool(caps & LinkCapabilities.CHECKSUM_OFFLOAD)
 
     @property
     def writable(self) -> bool:

@@ -306,13 +306,15 @@ class Ipv4Layer:
         tos: int = 0,
         dont_fragment: bool = False,
         owner: PacketOwner | None = None,
+        path: tuple[Interface, bytes] | None = None,
     ) -> None:
         """Send one transport segment given as parts (header, payload…); fragments if needed.
 
-        Raises OSError(ENETUNREACH) when there is no route and OSError(EMSGSIZE) when DF is set and
+        ``path`` is ``route(destination)`` when the caller already has it. Raises
+        OSError(ENETUNREACH) when there is no route and OSError(EMSGSIZE) when DF is set and
         the datagram exceeds the path's MTU. ARP failure is reported later to ``owner``.
         """
-        iface, next_hop = self.route(destination, source)
+        iface, next_hop = path if path is not None else self.route(destination, source)
         link = iface.link
         length = 0
         for part in parts:

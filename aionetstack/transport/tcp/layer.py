@@ -193,21 +193,35 @@ class TcpLayer:
         payload: Buffer,
         owner: object = None,
     ) -> None:
-        stack = self.stack
+        ip = self.stack.ip
         header_length = 20 + len(options)
         checksum = 0
-        iface, _ = stack.ip.route(dst)
-        if not iface.link.checksum_offload:
-            header = _HEADER.pack(sport, dport, seq, ack, header_length << 2, flags, window, 0, 0) + options
+        path = ip.route(dst)
+        if not path[0].link.checksum_offload:
+            # RFC 9293 §3.1: the checksum over pseudo-header, header and data, summed from the
+            # fields (2**16 == 1 mod 0xFFFF, so 32-bit fields add as they are; RFC 1071 §2).
             checksum = internet_checksum(
                 payload,
-                pseudo_header_sum(src, dst, PROTO_TCP, header_length + len(payload))
-                + int.from_bytes(header, "big"),
+                int.from_bytes(src, "big")
+                + int.from_bytes(dst, "big")
+                + PROTO_TCP
+                + header_length
+                + len(payload)
+                + ((sport << 16) | dport)
+                + seq
+                + ack
+                + ((((header_length << 2) << 8) | flags) << 16 | window)
+                + (int.from_bytes(options, "big") if options else 0),
             )
         header = _HEADER.pack(sport, dport, seq, ack, header_length << 2, flags, window, checksum, 0)
-        stack.ip.output(
-            src, dst, PROTO_TCP, (header, options, payload) if options else (header, payload), owner=owner
-        )  # type: ignore[arg-type]
+        ip.output(
+            src,
+            dst,
+            PROTO_TCP,
+            (header, options, payload) if options else (header, payload),  # type: ignore[arg-type]
+            owner=owner,
+            path=path,
+        )
         self.counters["tcp.segments-sent"] += 1
 
     def transmit(self, conn: TcpConnection) -> None:
