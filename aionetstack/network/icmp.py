@@ -149,11 +149,19 @@ class IcmpLayer:
     def send_error(
         self, icmp_type: int, code: int, header: Ipv4Header, buf: Buffer, ip_offset: int, mtu: int = 0
     ) -> None:
-        """Answer a datagram with an ICMP error, as RFC 1122 §3.2.2 allows."""
-        # RFC 1122 §3.2.2: never for an ICMP error, a broadcast/multicast, a non-first fragment.
-        if header.fragment_offset or header.destination[0] >= 224:
+        """Answer a datagram with an ICMP error, as RFC 1122 §3.2.2 allows.
+
+        The datagram may be one addressed to us (port or protocol unreachable, reassembly timeout)
+        or one we were forwarding (time exceeded, net unreachable, fragmentation needed).
+        """
+        stack = self.stack
+        destination = header.destination
+        source = header.source
+        # RFC 1122 §3.2.2: never about an ICMP error, a datagram sent to a broadcast or multicast
+        # address, a non-initial fragment, or one whose source is not a single host.
+        if header.fragment_offset or destination[0] >= 224 or stack.is_broadcast(destination):
             return
-        if header.destination not in self.stack.local_addresses and header.destination[0] != 127:
+        if source[0] == 0 or source[0] >= 224 or stack.is_broadcast(source):
             return
         if header.protocol == PROTO_ICMP:
             try:
@@ -163,7 +171,10 @@ class IcmpLayer:
             if inner.is_error:
                 return
         quote = memoryview(buf)[ip_offset : header.payload_end]
-        self.send_error_quote(icmp_type, code, header.source, quote, mtu, source=header.destination)
+        # From the address the datagram was sent to when it is ours; a router answers from the
+        # address of the interface the error leaves by (RFC 1812 §4.3.2.4, Linux's default).
+        local = destination in stack.local_addresses or destination[0] == 127
+        self.send_error_quote(icmp_type, code, source, quote, mtu, source=destination if local else None)
 
     def send_error_quote(
         self, icmp_type: int, code: int, to: bytes, quote: Buffer, mtu: int = 0, source: bytes | None = None

@@ -310,3 +310,55 @@ class NetNS:
 
     def __repr__(self) -> str:
         return f"<NetNS {self.name!r} links={[link.device_name for link in self.links]}>"
+
+
+# -- pcap checks (added for the kernel-as-peer tests) ------------------------------------------
+
+#: tshark display filter for what Wireshark would flag in our frames: malformed packets (and the
+#: "Malformed" expert group) and bad IPv4/ICMP/UDP/TCP checksums (validation is turned on below).
+TSHARK_PROBLEMS = (
+    "_ws.malformed || _ws.expert.group == 0x07000000 || ip.checksum.status == 0"
+    " || icmp.checksum.status == 0 || udp.checksum.status == 0 || tcp.checksum.status == 0"
+)
+_TSHARK_CHECKSUMS = ("ip.check_checksum:TRUE", "tcp.check_checksum:TRUE", "udp.check_checksum:TRUE")
+
+
+def tshark_problems(path: str | os.PathLike[str], timeout: float = 60.0) -> tuple[int, list[str]]:
+    """Read a pcap with tshark: ``(frames read, lines about malformed or bad-checksum frames and warnings)``.
+
+    An empty list means tshark opened the whole file and found nothing to complain about. One
+    pass counts every frame and the flagged ones; a second lists the flagged ones if there are any.
+    """
+    tshark = require_tool("tshark", "tshark")
+    base = [tshark, "-n", "-r", os.fspath(path)]
+    for pref in _TSHARK_CHECKSUMS:
+        base += ["-o", pref]
+    counted = subprocess.run(
+        [*base, "-q", "-z", f"io,stat,0,frame,{TSHARK_PROBLEMS}"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    problems: list[str] = []
+    if counted.returncode != 0:
+        problems.append(f"tshark exited {counted.returncode}: {counted.stderr.strip()}")
+    # tshark's own warnings (a cut-short file...) go to stderr; its notice about running as root does not.
+    problems += [
+        line
+        for line in counted.stderr.splitlines()
+        if line.strip() and "Running as user" not in line and "could be dangerous" not in line
+    ]
+    # The one data row: "| 0.000 <> 5.795 |  23727 | 31567677 |  0 |  0 |"
+    rows = [line for line in counted.stdout.splitlines() if "<>" in line]
+    if len(rows) != 1:
+        problems.append(f"tshark printed no statistics: {counted.stdout.strip()[-300:]}")
+        return 0, problems
+    cells = [cell.strip() for cell in rows[0].strip().strip("|").split("|")]
+    frames, flagged = int(cells[1]), int(cells[3])
+    if flagged:
+        listed = subprocess.run(
+            [*base, "-Y", TSHARK_PROBLEMS], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        problems += [line for line in listed.stdout.splitlines() if line.strip()][:20]
+    return frames, problems

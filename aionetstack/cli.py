@@ -1,0 +1,525 @@
+"""The command line: ``python -m aionetstack`` / ``aionetstack`` with ``serve``, ``nc`` and ``demo``.
+
+Mistakes in the arguments are argparse errors (usage and one line, exit 2). Failures at run time
+that a user can fix — no permission for the TAP device, a device or file that is missing, a
+refused connection — are one line on stderr and exit 1, never a traceback. Internal errors still
+show their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from aionetstack import __version__
+from aionetstack.apps.host import parse_interface, parse_ip, parse_mac, parse_mtu, parse_port
+
+__all__ = ["build_parser", "main"]
+
+PROG = "aionetstack"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr with exit status ``status``."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# ---------------------------------------------------------------------------------------------
+# argument types: each raises ArgumentTypeError, which argparse turns into a usage error
+
+
+def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__.removeprefix("parse_").removeprefix("_")
+    return convert
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an integer") from None
+
+
+def _port(text: str) -> int:
+    return parse_port(_int(text))
+
+
+def _port_or_zero(text: str) -> int:
+    return parse_port(_int(text), allow_zero=True)
+
+
+def _mtu(text: str) -> int:
+    return parse_mtu(_int(text))
+
+
+def _probability(text: str) -> float:
+    """``0.01`` or ``1%``."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a probability like 0.01 or 1%") from None
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"loss {text} must be at least 0 and below 1 (100%)")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < float("inf"):
+        raise ValueError(f"{text} must be a finite number >= 0")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value <= 0:
+        raise ValueError(f"{text} must be greater than 0")
+    return value
+
+
+def _ifname(text: str) -> str:
+    # IFNAMSIZ is 16 with the NUL: names are 1..15 bytes, no '/' or whitespace (dev_valid_name()).
+    raw = text.encode()
+    if not raw or len(raw) > 15 or "/" in text or any(c.isspace() for c in text) or text in (".", ".."):
+        raise ValueError(f"{text!r} is not a network device name (1-15 characters, no '/' or spaces)")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# the parser
+
+
+def _add_link_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("link")
+    group.add_argument(
+        "--tap",
+        required=True,
+        metavar="IFNAME",
+        type=_arg(_ifname),
+        help="TAP device to open (created if missing)",
+    )
+    group.add_argument(
+        "--ip",
+        required=True,
+        metavar="ADDR/PREFIX",
+        type=_arg(parse_interface),
+        help="the stack's own address on the device, e.g. 10.0.0.2/24 (the kernel side is another host)",
+    )
+    group.add_argument(
+        "--mtu", type=_arg(_mtu), metavar="N", help="set the device MTU (default: keep the device's)"
+    )
+    group.add_argument("--gateway", type=_arg(parse_ip), metavar="IP", help="default route via this router")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``aionetstack`` argument parser (exposed for tests and documentation)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="aionetstack: a user-space TCP/IP stack for asyncio. Put it on a TAP device (serve, "
+        "nc; needs CAP_NET_ADMIN) or watch it move data between two in-memory stacks (demo; no root).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop implementation (default: uvloop when installed)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="answer ARP and ping on a TAP device and run small servers",
+        description="Attach the stack to TAP device IFNAME (opened if it exists, created if not), bring "
+        "it up and answer ARP and ICMP echo for ADDR. Prints 'ready' on stdout once every service listens; "
+        "SIGINT or SIGTERM closes connections and the pcap and exits 0.",
+    )
+    _add_link_options(serve)
+    serve.add_argument(
+        "--mac", type=_arg(parse_mac), metavar="MAC", help="the stack's MAC (default: random, local)"
+    )
+    services = serve.add_argument_group("services")
+    services.add_argument("--echo", type=_arg(_port), metavar="PORT", help="TCP echo (RFC 862)")
+    services.add_argument("--discard", type=_arg(_port), metavar="PORT", help="TCP discard (RFC 863)")
+    services.add_argument(
+        "--http",
+        type=_arg(_port),
+        metavar="PORT",
+        help="HTTP/1.1: GET / ; GET /bytes/N (N bytes 0..255 repeated) ; POST /sha256 (hex digest of body)",
+    )
+    services.add_argument("--udp-echo", type=_arg(_port), metavar="PORT", help="UDP echo (RFC 862)")
+    serve.add_argument("--pcap", metavar="FILE", help="record every frame, both ways, in a pcap file")
+    serve.add_argument(
+        "--grace",
+        type=_arg(_non_negative),
+        default=2.0,
+        metavar="SECONDS",
+        help="how long connections get to close at shutdown (default 2)",
+    )
+    serve.set_defaults(run=_serve)
+
+    nc = sub.add_parser(
+        "nc",
+        help="netcat over the stack on a TAP device",
+        description="Connect to HOST PORT (or with -l wait for one connection on PORT) over the stack, "
+        "copy stdin to the connection and the connection to stdout. At stdin EOF the stack half-closes "
+        "(FIN) and keeps reading until the peer closes. -u: UDP datagrams instead.",
+    )
+    _add_link_options(nc)
+    nc.add_argument("-l", "--listen", action="store_true", help="listen on PORT and accept one peer")
+    nc.add_argument("-u", "--udp", action="store_true", help="UDP instead of TCP")
+    nc.add_argument(
+        "-w",
+        "--timeout",
+        type=_arg(_positive),
+        default=10.0,
+        metavar="SECONDS",
+        help="give up connecting after this long (default 10)",
+    )
+    nc.add_argument(
+        "-q",
+        "--linger",
+        type=_arg(_non_negative),
+        default=1.0,
+        metavar="SECONDS",
+        help="UDP: after stdin EOF, exit once no datagram came for this long (default 1)",
+    )
+    nc.add_argument("-v", "--verbose", action="store_true", help="say on stderr when connected or listening")
+    nc.add_argument(
+        "--mac", type=_arg(parse_mac), metavar="MAC", help="the stack's MAC (default: random, local)"
+    )
+    nc.add_argument("host", nargs="?", metavar="HOST", type=_arg(parse_ip), help="IPv4 address to connect to")
+    nc.add_argument("port", metavar="PORT", type=_arg(_port_or_zero), help="port (0 with -l: any free port)")
+    nc.set_defaults(run=_nc)
+
+    demo = sub.add_parser(
+        "demo",
+        help="two in-memory stacks, one TCP transfer, checked and timed (no root)",
+        description="Two stacks on an in-memory wire: a client sends --size MB to a server over our TCP, the "
+        "SHA-256 is compared end to end, progress goes to stderr and a summary to stdout.",
+    )
+    demo.add_argument(
+        "--size",
+        type=_arg(_non_negative),
+        default=64.0,
+        metavar="MB",
+        help="megabytes (10^6) to send (default 64)",
+    )
+    demo.add_argument(
+        "--loss",
+        type=_arg(_probability),
+        default=0.0,
+        metavar="P",
+        help="frame loss each way, e.g. 0.01 or 1%%",
+    )
+    demo.add_argument(
+        "--delay", type=_arg(_non_negative), default=0.0, metavar="MS", help="one-way delay in milliseconds"
+    )
+    demo.add_argument(
+        "--mtu",
+        type=_arg(_mtu),
+        default=65535,
+        metavar="N",
+        help="wire MTU (default 65535, like loopback)",
+    )
+    demo.add_argument(
+        "--seed", type=_arg(_int), default=1, metavar="N", help="seed of the data and the impairments"
+    )
+    demo.add_argument("--pcap", metavar="FILE", help="record the client's frames in a pcap file")
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument("--quiet", action="store_true", help="no progress line")
+    demo.add_argument(
+        "--timeout",
+        type=_arg(_positive),
+        default=300.0,
+        metavar="SECONDS",
+        help="give up after this long (default 300)",
+    )
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _check_serve_ports(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    seen: dict[int, str] = {}
+    for option in ("echo", "discard", "http"):
+        port = getattr(args, option)
+        if port is None:
+            continue
+        if port in seen:
+            parser.error(f"--{option} and --{seen[port]} both use TCP port {port}")
+        seen[port] = option
+
+
+def _check_gateway(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.gateway is not None and args.gateway not in args.ip.network:
+        # RFC 1122 §3.3.1.1: the first hop must be on a directly connected network.
+        parser.error(f"--gateway {args.gateway} is not on {args.ip.network} (the --ip network)")
+
+
+def _check_nc(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not args.listen and args.host is None:
+        parser.error("nc needs HOST and PORT (or -l PORT to listen)")
+    if not args.listen and args.port == 0:
+        parser.error("port 0 can only be used with -l")
+
+
+# ---------------------------------------------------------------------------------------------
+# the commands
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from aionetstack.apps.host import attach_tap
+    from aionetstack.apps.services import ServiceGroup
+    from aionetstack.stack import Stack
+
+    stack = Stack(args.tap)
+    async with stack:
+        iface = attach_tap(
+            stack,
+            args.tap,
+            str(args.ip),
+            mac=args.mac,
+            mtu=args.mtu,
+            gateway=str(args.gateway) if args.gateway else None,
+            pcap=args.pcap,
+        )
+        group = ServiceGroup(stack)
+        try:
+            if args.echo is not None:
+                await group.start_echo(args.echo)
+            if args.discard is not None:
+                await group.start_discard(args.discard)
+            if args.http is not None:
+                await group.start_http(args.http)
+            if args.udp_echo is not None:
+                await group.start_udp_echo(args.udp_echo)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            services = ", ".join(group.listening) or "no services"
+            mac = iface.link.mac.hex(":")
+            print(
+                f"{PROG}: {args.ip} on {args.tap} (mac {mac}, mtu {iface.link.mtu}); {services}",
+                file=sys.stderr,
+                flush=True,
+            )
+            print("ready", flush=True)
+            await stop.wait()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+        finally:
+            await group.close(grace=args.grace)
+    return EXIT_OK
+
+
+async def _nc(args: argparse.Namespace) -> int:
+    from aionetstack.apps.host import attach_tap
+    from aionetstack.apps.netcat import MAX_DATAGRAM, FdSink, NetcatError, netcat, stdin_chunks
+    from aionetstack.stack import Stack
+
+    stack = Stack("nc")
+    async with stack:
+        attach_tap(
+            stack,
+            args.tap,
+            str(args.ip),
+            mac=args.mac,
+            mtu=args.mtu,
+            gateway=str(args.gateway) if args.gateway else None,
+        )
+        stdin = sys.stdin.fileno()
+        source = stdin_chunks(stdin, MAX_DATAGRAM if args.udp else 1 << 18)
+        sink = FdSink(sys.stdout.fileno())
+
+        def listening(addr: tuple[str, int]) -> None:
+            if args.verbose:
+                print(f"{PROG} nc: listening on {addr[0]}:{addr[1]}", file=sys.stderr, flush=True)
+
+        try:
+            await netcat(
+                stack,
+                str(args.host) if args.host is not None else None,
+                args.port,
+                source,
+                sink,
+                listen=args.listen,
+                udp=args.udp,
+                timeout=args.timeout,
+                linger=args.linger,
+                exit_on_peer_eof=os.isatty(stdin),
+                on_listening=listening,
+            )
+        except NetcatError as exc:
+            raise CliError(f"nc: {exc}") from None
+        finally:
+            await source.aclose()
+    return EXIT_OK
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from aionetstack.apps.demo import run_demo
+
+    mtu = args.mtu
+    size = int(args.size * 1_000_000)
+    interactive = sys.stderr.isatty()
+    width = 0
+
+    def progress(done: int, seconds: float) -> None:
+        nonlocal width
+        rate = done / seconds / 1e6 if seconds > 0 else 0.0
+        percent = 100.0 * done / size if size else 100.0
+        line = f"{done / 1e6:9.1f} / {size / 1e6:.1f} MB  {percent:5.1f}%  {rate:8.1f} MB/s  {seconds:6.1f} s"
+        # One line that updates in place (\r); padded so a shorter line hides a longer one.
+        sys.stderr.write("\r" + line.ljust(width))
+        width = max(width, len(line))
+        sys.stderr.flush()
+
+    try:
+        async with asyncio.timeout(args.timeout):
+            result = await run_demo(
+                size,
+                loss=args.loss,
+                delay=args.delay / 1000.0,
+                mtu=mtu,
+                seed=args.seed,
+                pcap=args.pcap,
+                progress=None if args.quiet else progress,
+                progress_interval=0.1 if interactive else 0.5,
+            )
+    except TimeoutError:
+        raise CliError(f"demo: gave up after {args.timeout:g} s (try a smaller --size)") from None
+    finally:
+        if width:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2, sort_keys=True, default=str))
+    else:
+        print(_summary(result, args, mtu))
+    if not result.sha256_ok:
+        raise CliError("demo: the server's SHA-256 does not match what was sent")
+    return EXIT_OK
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def _summary(result: Any, args: argparse.Namespace, mtu: int) -> str:
+    info = result.tcp_info
+    srtt = info.get("srtt")
+    lines = [
+        f"transferred   {result.bytes} bytes in {result.seconds:.3f} s "
+        f"= {result.megabytes_per_second:.1f} MB/s",
+        f"sha256        {result.sha256} ({'match' if result.sha256_ok else 'MISMATCH'})",
+        f"wire          mtu {mtu}, loss {args.loss:.2%}, delay {args.delay:g} ms each way, seed {args.seed}",
+        f"retransmits   {result.retransmissions} (timeout {info['retransmits_rto']}, "
+        f"fast {info['retransmits_fast']}, recovery {info['retransmits_recovery']}; "
+        f"{info['rto_events']} RTO events)",
+        f"tcp           segments sent {info['segments_sent']}, cwnd {info['cwnd']}, "
+        + (f"srtt {srtt * 1000:.2f} ms" if srtt is not None else "no RTT sample"),
+    ]
+    for side, stats in result.impairment.items():
+        shown = ", ".join(f"{k} {v}" for k, v in stats.items() if v)
+        lines.append(f"impairment    {side} link: {shown or 'nothing'}")
+    for name, stats in (("client", result.client_statistics), ("server", result.server_statistics)):
+        counters = " ".join(f"{k}={v}" for k, v in _flatten(stats) if v)  # zeros say nothing
+        lines.append(f"{name} stack  {counters}")
+    if result.pcap_frames is not None:
+        lines.append(f"pcap          {args.pcap} ({result.pcap_frames} frames)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if choice == "asyncio":
+        return asyncio.SelectorEventLoop
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise CliError(
+                "--loop uvloop: uvloop is not installed (pip install uvloop)", EXIT_USAGE
+            ) from None
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+def _describe_os_error(exc: OSError) -> str:
+    # OSError(errno, text) from our links already says what and why; a bare one gets its filename.
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    if exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (the console script passes it to ``sys.exit``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        _check_serve_ports(parser, args)
+        _check_gateway(parser, args)
+    elif args.command == "nc":
+        _check_nc(parser, args)
+        _check_gateway(parser, args)
+    command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.run
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
+            return runner.run(command(args))
+    except CliError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        print(f"{PROG}: {_describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # stdout's reader went away (`aionetstack nc ... | head`): nothing more to say to anyone.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except OSError as exc:
+        # Run-time failures a user can act on: device busy, address in use, no route...
+        print(f"{PROG}: {_describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

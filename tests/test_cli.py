@@ -1,0 +1,276 @@
+"""The command line, as a user runs it: ``python -m aionetstack ...`` in a subprocess.
+
+No root needed: ``--help``, argument mistakes and ``demo`` (two in-memory stacks). The TAP
+commands against the kernel are in tests/interop/test_kernel_cli.py. The pcap written by
+``demo --pcap`` is read back by scapy, an independent reader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aionetstack import cli
+from aionetstack.link import tap
+
+TIMEOUT = 60.0
+
+
+def run(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """``python -m aionetstack ARGS`` with captured text output, bounded in time."""
+    return subprocess.run(
+        [sys.executable, "-m", "aionetstack", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int, *needles: str) -> None:
+    """Failed with ``status``; the last stderr line says why (with each needle); no traceback."""
+    assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    for needle in needles:
+        assert needle in last, last
+    if status == 1:
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+# -- help -----------------------------------------------------------------------------------------
+
+
+def test_help_lists_the_subcommands() -> None:
+    result = run("--help")
+    assert result.returncode == 0, result.stderr
+    for command in ("serve", "nc", "demo"):
+        assert command in result.stdout
+    assert result.stdout.startswith("usage: aionetstack")
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [
+        (
+            "serve",
+            [
+                "--tap",
+                "--ip",
+                "--mac",
+                "--mtu",
+                "--gateway",
+                "--echo",
+                "--discard",
+                "--http",
+                "--udp-echo",
+                "--pcap",
+            ],
+        ),
+        ("nc", ["--tap", "--ip", "--mtu", "--gateway", "-l", "-u", "HOST", "PORT"]),
+        ("demo", ["--pcap", "--loss", "--delay", "--size"]),
+    ],
+)
+def test_each_subcommand_has_help(command: str, options: list[str]) -> None:
+    result = run(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: aionetstack {command}")
+    for option in options:
+        assert option in result.stdout, option
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"aionetstack {cli.__version__}"
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("aionetstack")
+    if not script.exists():
+        pytest.skip("the console script is not installed next to this interpreter")
+    result = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert result.returncode == 0
+    assert "serve" in result.stdout
+
+
+# -- user mistakes --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["serve"], ["--tap", "required"]),
+        (["serve", "--tap", "t0", "--ip", "10.0.0.300/24"], ["--ip", "not an IPv4 address"]),
+        (["serve", "--tap", "t0", "--ip", "10.0.0.2"], ["--ip", "needs a prefix length"]),
+        (["serve", "--tap", "t0", "--ip", "10.0.0.255/24"], ["--ip", "cannot be a host address"]),
+        (["serve", "--tap", "a-name-far-too-long", "--ip", "10.0.0.2/24"], ["--tap", "1-15 characters"]),
+        (["serve", "--tap", "t0", "--ip", "10.0.0.2/24", "--http", "70000"], ["--http", "out of range"]),
+        (
+            ["serve", "--tap", "t0", "--ip", "10.0.0.2/24", "--echo", "80", "--http", "80"],
+            ["both use TCP port 80"],
+        ),
+        (
+            ["serve", "--tap", "t0", "--ip", "10.0.0.2/24", "--mac", "01:00:5e:00:00:01"],
+            ["--mac", "multicast"],
+        ),
+        (["serve", "--tap", "t0", "--ip", "10.0.0.2/24", "--mac", "zz:00"], ["--mac", "not a MAC address"]),
+        (["serve", "--tap", "t0", "--ip", "10.0.0.2/24", "--mtu", "40"], ["--mtu", "68..65535"]),
+        (
+            ["serve", "--tap", "t0", "--ip", "10.0.0.2/24", "--gateway", "nowhere"],
+            ["--gateway", "not an IPv4"],
+        ),
+        (["nc", "--tap", "t0", "--ip", "10.0.0.2/24", "9"], ["needs HOST and PORT"]),
+        (["nc", "--tap", "t0", "--ip", "10.0.0.2/24", "10.0.0.1", "0"], ["port 0"]),
+        (["nc", "--tap", "t0", "--ip", "10.0.0.2/24", "example.com", "80"], ["HOST", "not an IPv4 address"]),
+        (["demo", "--loss", "1.5"], ["--loss", "below 1"]),
+        (["demo", "--loss", "lots"], ["--loss", "not a probability"]),
+        (["demo", "--delay", "-3"], ["--delay", ">= 0"]),
+        (["demo", "--size", "big"], ["--size", "not a number"]),
+        (["frobnicate"], ["invalid choice"]),
+    ],
+)
+def test_argument_mistakes_are_usage_errors(args: list[str], needles: list[str]) -> None:
+    assert_one_line_error(run(*args), 2, *needles)
+
+
+def test_gateway_off_the_subnet_is_a_usage_error() -> None:
+    result = run("serve", "--tap", "t0", "--ip", "10.0.0.2/24", "--gateway", "10.9.9.9")
+    assert_one_line_error(result, 2, "--gateway 10.9.9.9 is not on 10.0.0.0/24")
+
+
+def test_missing_tun_device_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(tap, "TUN_DEVICE_PATH", str(tmp_path / "no-such-tun"))
+    status = cli.main(["serve", "--tap", "antcli0", "--ip", "10.0.0.2/24", "--http", "80"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert out == ""  # never "ready"
+    assert len(err.strip().splitlines()) == 1
+    assert "no-such-tun is missing" in err
+
+
+def test_no_permission_names_cap_net_admin() -> None:
+    """Run as an unprivileged user: the TAP device cannot be opened, and the message says what is needed."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() == 0 and setpriv is not None:
+        argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    elif os.geteuid() != 0:
+        argv = []
+    else:
+        pytest.skip("running as root without setpriv to drop the privilege")
+    result = subprocess.run(
+        [*argv, sys.executable, "-m", "aionetstack", "serve", "--tap", "antnoperm0", "--ip", "10.0.0.2/24"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    if "ModuleNotFoundError" in result.stderr or "Permission denied: '" in result.stderr:
+        pytest.skip("the unprivileged user cannot read this checkout")
+    assert_one_line_error(result, 1, "CAP_NET_ADMIN")
+    assert result.stdout == ""
+
+
+# -- demo -----------------------------------------------------------------------------------------
+
+
+def test_demo_moves_data_and_summarises() -> None:
+    result = run("demo", "--size", "4")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "transferred   4000000 bytes" in out
+    assert "(match)" in out
+    assert "retransmits   " in out
+    assert "client stack" in out
+    assert "server stack" in out
+    assert "tcp.active-opens=1" in out
+    assert "tcp.passive-opens=1" in out
+    # Progress is one line on stderr, updated in place with carriage returns (text mode turned
+    # them into newlines above, so look at the bytes).
+    raw = subprocess.run(
+        [sys.executable, "-m", "aionetstack", "demo", "--size", "4"],
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    assert b"MB/s" in raw.stderr
+    assert raw.stderr.startswith(b"\r")
+    assert raw.stderr.count(b"\n") == 1
+    assert raw.stderr.endswith(b"\n")
+
+
+def test_demo_json_counts_add_up() -> None:
+    result = run("demo", "--size", "2", "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    summary = json.loads(result.stdout)
+    assert summary["bytes"] == 2_000_000
+    assert summary["sha256_ok"] is True
+    assert summary["tcp_info"]["bytes_acked"] == 2_000_000
+    assert summary["server_statistics"]["tcp"]["passive-opens"] == 1
+    assert summary["megabytes_per_second"] > 0
+    assert summary["impairment"] == {}
+
+
+def test_demo_with_loss_and_delay_retransmits_and_still_matches() -> None:
+    result = run(
+        "demo",
+        "--size",
+        "0.2",
+        "--mtu",
+        "1500",
+        "--loss",
+        "3%",
+        "--delay",
+        "5",
+        "--seed",
+        "3",
+        "--json",
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["sha256_ok"] is True
+    lost = sum(side["lost"] for side in summary["impairment"].values())
+    assert lost > 0
+    assert summary["retransmissions"] > 0
+    # 5 ms each way: no round trip can be shorter than 10 ms.
+    assert summary["tcp_info"]["srtt"] >= 0.010
+
+
+def test_demo_pcap_reads_back_in_scapy(tmp_path: Path) -> None:
+    scapy_all = pytest.importorskip("scapy.all")
+    pcap = tmp_path / "demo.pcap"
+    result = run("demo", "--size", "0.2", "--mtu", "1500", "--pcap", str(pcap), "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    packets = scapy_all.rdpcap(str(pcap))
+    assert len(packets) == summary["pcap_frames"] > 0
+    ip, tcp = scapy_all.IP, scapy_all.TCP
+    segments = [p for p in packets if p.haslayer(tcp)]
+    assert segments[0][tcp].flags == "S"
+    assert segments[0][ip].src == "10.0.0.1"
+    # Every byte the client sent is in the capture (once per sequence number, should a loaded
+    # machine have caused a spurious retransmission).
+    sent = {(p[tcp].seq, len(p[tcp].payload)) for p in segments if p[ip].src == "10.0.0.1"}
+    assert sum(length for _, length in sent) == 200_000
+    # The capture carries the checksums a NIC would have put on (the wire itself offloads them).
+    for packet in segments[:50]:
+        rebuilt = ip(bytes(packet[ip]))
+        del rebuilt[ip].chksum
+        del rebuilt[tcp].chksum
+        rebuilt = ip(bytes(rebuilt))
+        assert rebuilt[tcp].chksum == packet[tcp].chksum
+        assert rebuilt[ip].chksum == packet[ip].chksum
