@@ -41,6 +41,7 @@ class TcpConfig:
     mss: int | None = None  #: clamp our advertised MSS (None: from the route's MTU)
     backlog: int = 128  #: default accept-queue length
     syn_backlog: int = 256  #: SYN_RECEIVED entries per listener
+    syn_cookies: bool = True  #: answer with SYN cookies (RFC 4987) when the SYN queue is full
     congestion_control: str = "newreno"
 
     def __attrs_post_init__(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import struct
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from aionetstack.transport.tcp.connection import (
 )
 from aionetstack.transport.tcp.isn import IsnGenerator
 from aionetstack.transport.tcp.seq import MASK
+from aionetstack.transport.tcp.syncookie import SynCookies
 from aionetstack.wire import Buffer
 from aionetstack.wire.checksum import internet_checksum, ones_complement_sum, pseudo_header_sum
 from aionetstack.wire.icmp import (
@@ -51,6 +53,16 @@ class TcpLayer:
         self.connections: dict[Key, TcpConnection] = {}
         self.listeners: dict[tuple[bytes, int], TcpListener] = {}
         self.isn = IsnGenerator()
+        self.cookies = SynCookies()
+        self.ts_offset = int.from_bytes(os.urandom(4), "big")  # the TSval clock of SYN-cookie answers
+        config = stack.tcp_config
+        self.receive_wscale = 0  # the window scale every connection of this stack offers (RFC 7323 §2.3)
+        while (
+            config.window_scaling
+            and self.receive_wscale < 14
+            and (65535 << self.receive_wscale) < config.receive_buffer
+        ):
+            self.receive_wscale += 1
         self.challenge = ChallengeAckLimiter(stack.tcp_config.challenge_ack_limit)
         self._dirty: dict[TcpConnection, None] = {}  # connections with input to hand up / output to send
         self._in_batch = False
@@ -139,7 +151,8 @@ class TcpLayer:
             if flags & RST:
                 return
             if flags & ACK:
-                self._reset_for(header, seg)
+                if not listener.cookie_ack(seg, key, now):
+                    self._reset_for(header, seg)
                 return
             if flags & SYN:
                 listener.syn_received(seg, key, now)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from aionetstack.wire.tcp import TcpSegment
+from aionetstack.transport.tcp.connection import TcpConnection
+from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp_options
 
 if TYPE_CHECKING:
     from aionetstack.server import Server
@@ -44,7 +45,10 @@ class TcpListener:
             counters["tcp.listen-overflows"] += 1
             return
         if len(self.half_open) >= self.syn_backlog:
-            counters["tcp.syn-queue-drops"] += 1
+            if self.layer.stack.tcp_config.syn_cookies:
+                self._send_cookie(seg, key, now)  # RFC 4987 §3.6: stateless under a flood
+            else:
+                counters["tcp.syn-queue-drops"] += 1
             return
         layer = self.layer
         try:
@@ -59,6 +63,102 @@ class TcpListener:
         counters["tcp.passive-opens"] += 1
         conn.accept(seg, now)
         layer.mark(conn)
+
+    def _send_cookie(self, seg: TcpSegment, key: Key, now: float) -> None:
+        """A SYN-ACK whose ISN is a cookie; nothing is remembered (RFC 4987 §3.6)."""
+        layer = self.layer
+        config = layer.stack.tcp_config
+        try:
+            iface, _ = layer.stack.ip.route(key[2])
+        except OSError:
+            layer.counters["tcp.dropped.no-route-for-syn"] += 1
+            return
+        our_mss = iface.link.mtu - 40 if config.mss is None else min(iface.link.mtu - 40, config.mss)
+        isn = layer.cookies.make(key[0], key[1], key[2], key[3], seg.seq, seg.mss or 536, now)
+        timestamp = None
+        wscale = None
+        sack = False
+        if config.timestamps and seg.timestamp is not None:
+            if config.window_scaling and seg.wscale is not None:
+                wscale = layer.receive_wscale
+            sack = config.sack and seg.sack_permitted
+            clock = (int(now * 1000) + layer.ts_offset) & 0xFFFFFFFF
+            timestamp = (
+                layer.cookies.encode_timestamp(clock, seg.wscale if wscale is not None else None, sack),
+                seg.timestamp[0],
+            )
+        options = build_tcp_options(mss=our_mss, wscale=wscale, sack_permitted=sack, timestamp=timestamp)
+        layer.counters["tcp.syncookies-sent"] += 1
+        layer._send(
+            key[0],
+            key[1],
+            key[2],
+            key[3],
+            isn,
+            (seg.seq + 1) & 0xFFFFFFFF,
+            SYN | ACK,
+            min(config.receive_buffer, 65535),
+            options,
+            b"",
+        )
+        layer.stack.schedule_output()
+
+    def cookie_ack(self, seg: TcpSegment, key: Key, now: float) -> bool:
+        """The final ACK of a cookie handshake: rebuild the connection, or False (RFC 4987 §3.6)."""
+        from aionetstack.transports import TcpTransport
+
+        layer = self.layer
+        config = layer.stack.tcp_config
+        if not config.syn_cookies or seg.flags & (SYN | RST | FIN):
+            return False
+        peer_isn = (seg.seq - 1) & 0xFFFFFFFF
+        isn = (seg.ack - 1) & 0xFFFFFFFF
+        peer_mss = layer.cookies.check(key[0], key[1], key[2], key[3], peer_isn, isn, now)
+        if peer_mss is None:
+            layer.counters["tcp.syncookies-failed"] += 1
+            return False
+        if len(self.accept_queue) >= self.backlog:
+            layer.counters["tcp.listen-overflows"] += 1
+            return True  # valid, but no room: drop it; the client retransmits
+        wscale: int | None = None
+        sack = False
+        timestamp = None
+        if seg.timestamp is not None and config.timestamps:
+            wscale, sack = layer.cookies.decode_timestamp(seg.timestamp[1])
+            timestamp = (seg.timestamp[0], 0)
+        try:
+            iface, _ = layer.stack.ip.route(key[2])
+        except OSError:
+            return False
+        conn = TcpConnection(
+            config, (key[0], key[1]), (key[2], key[3]), isn, iface.link.mtu - 40, layer.challenge
+        )
+        conn.ts_offset = layer.ts_offset  # the cookie's TSval came from this clock
+        # Rebuild the SYN the cookie stands for, take it as a passive open, and drop the SYN-ACK that
+        # would repeat what was already sent; then the ACK completes the handshake as usual.
+        syn = TcpSegment(
+            key[3],
+            key[1],
+            peer_isn,
+            0,
+            SYN,
+            seg.window,
+            mss=peer_mss,
+            wscale=wscale,
+            sack_permitted=sack,
+            timestamp=timestamp,
+        )
+        conn.accept(syn, now)
+        conn.outbox.clear()
+        conn.receive(seg, now)
+        layer.register(conn)
+        transport = TcpTransport(layer.stack, conn, None)
+        transport._listener = self
+        self.half_open.add(transport)
+        layer.counters["tcp.syncookies-accepted"] += 1
+        layer.counters["tcp.passive-opens"] += 1
+        layer.mark(conn)
+        return True
 
     def established(self, transport: TcpTransport) -> None:
         self.half_open.discard(transport)
