@@ -131,6 +131,7 @@ class TcpConnection:
         "keepalive_at",
         "keepalive_probes",
         "last_ack_sent",
+        "last_oow_ack_at",
         "last_received_at",
         "local_ip",
         "local_port",
@@ -224,6 +225,7 @@ class TcpConnection:
         self.ts_recent = 0
         self.ts_offset = int.from_bytes(os.urandom(4), "big")  # RFC 7323 §5.4: a random clock offset
         self.last_ack_sent = 0
+        self.last_oow_ack_at = -1.0
         self.syn_options = b""
         self.nodelay = config.nodelay
         self.sbuf = bytearray()
@@ -372,9 +374,12 @@ class TcpConnection:
         self.sack_ok = config.sack and syn.sack_permitted
         mss = self.send_mss
         self.cc = congestion.create(config.congestion_control, mss, config.initial_window)
-        self.rcv_mss = min(self.mss_base, self.peer_mss)
+        # What a full-sized segment from the peer carries: its timestamps come off the MSS too
+        # (RFC 7323 §3.2), else "every second full-sized segment" (RFC 5681 §4.2) never comes.
+        self.rcv_mss = min(self.mss_base, self.peer_mss) - (_TS_OPTION_LENGTH if self.ts_ok else 0)
 
     def _send_syn(self, now: float, flags: int) -> None:
+        self.rtt_time = now  # times the handshake (a sample only if sent once: RFC 6298 §3)
         options = self.syn_options
         if self.ts_ok or (flags == SYN and self.config.timestamps):
             # Refresh TSval on a retransmitted SYN so its RTT sample is honest (RFC 7323 §4).
@@ -402,11 +407,18 @@ class TcpConnection:
         if self.fin_queued or (self.state not in _CAN_SEND and self.state not in (SYN_SENT, SYN_RECEIVED)):
             raise BrokenPipeError(errno.EPIPE, "cannot send after the connection was shut down for writing")
         sbuf = self.sbuf
-        if self.sbuf_off and self.sbuf_off >= len(sbuf) // 2:
-            # Compact lazily: deleting the acknowledged head on every ACK would move the whole buffer.
-            del sbuf[: self.sbuf_off]
+        try:
+            if self.sbuf_off and self.sbuf_off >= len(sbuf) // 2:
+                # Compact lazily: deleting the acknowledged head on every ACK would move the whole buffer.
+                del sbuf[: self.sbuf_off]
+                self.sbuf_off = 0
+            sbuf += data
+        except BufferError:
+            # A segment not yet transmitted still views the buffer (payloads are memoryviews, not
+            # copies), so it cannot be resized: move to a new buffer and leave the old one to it.
+            self.sbuf = sbuf = bytearray(memoryview(sbuf)[self.sbuf_off :])
             self.sbuf_off = 0
-        sbuf += data
+            sbuf += data
 
     def shutdown(self, now: float) -> None:
         """CLOSE for the sending side (RFC 9293 §3.10.4): FIN after every queued byte."""
@@ -457,7 +469,9 @@ class TcpConnection:
         if self.state not in _CAN_RECEIVE:
             return
         # RFC 9293 §3.8.6.2.2: announce the larger window once it grows by min(buffer/2, MSS).
-        free = self.rcv_buffer - self.received_bytes
+        # Only as much as the window field can say (RFC 7323 §2.3): without scaling a 1 MiB buffer
+        # is still a 64 KiB window, and counting the rest would send an "update" on every read.
+        free = min(self.rcv_buffer - self.received_bytes, 65535 << self.rcv_wscale)
         if self.rcv_nxt + free - self.rcv_adv >= min(self.rcv_buffer // 2, self.rcv_mss):
             if self.rcv_adv - self.rcv_nxt < self.rcv_mss:
                 self.stats["window_updates"] += 1
@@ -487,7 +501,28 @@ class TcpConnection:
         if self.ts_ok and ts is not None and not flags & RST:
             if self.ts_recent and 0 < ((self.ts_recent - ts[0]) & MASK) < 0x80000000:
                 self.stats["paws_rejected"] += 1
-                self._send_ack_now_if_allowed(now, challenge=False)
+                self._dupack(now, seg)
+                return
+
+        # The peer's SYN again in SYN-RECEIVED (SEG.SEQ = IRS): its SYN lies below RCV.NXT, so the
+        # acceptability test below would only answer a bare ACK, which a SYN-SENT peer drops.
+        if state == SYN_RECEIVED and flags & SYN and seq == self.irs and not flags & RST:
+            if not flags & ACK:
+                self._send_syn(now, SYN | ACK)  # it lost our SYN-ACK: say it again (as Linux does)
+                return
+            if unwrap(seg.ack, self.snd_una) == self.snd_max:
+                # Simultaneous open (RFC 9293 §3.10.7.3, figure 8 line 6): the peer's SYN-ACK repeats
+                # the SYN we hold and acknowledges ours, which completes our handshake too.
+                self.state = ESTABLISHED if not self.fin_queued else FIN_WAIT_1
+                self.snd_una = self.snd_max
+                self.snd_wnd = seg.window  # RFC 7323 §2.2: the window of a SYN is never scaled
+                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+                self.snd_wl1 = seq
+                self.snd_wl2 = self.snd_una
+                self.retransmits = 0
+                self.rto_at = None
+                self.events |= EV_CONNECTED
+                self.ack_now = True
                 return
 
         # RFC 9293 §3.10.7.4 first: the acceptability test, four cases on length and window.
@@ -511,7 +546,7 @@ class TcpConnection:
                     self.time_wait_at = now + self.config.time_wait
                 if seq < rcv_nxt and length:
                     self.stats["out_of_order_segments"] += 1
-                self._send_ack_now_if_allowed(now, challenge=False)
+                self._dupack(now, seg)
             return
 
         # Second: RST (RFC 5961 §3.2: reset only on an exact match, challenge otherwise).
@@ -549,8 +584,11 @@ class TcpConnection:
                 self.snd_wl1 = seq
                 self.snd_wl2 = ack
                 self.events |= EV_CONNECTED
-                if self.rtt.samples == 0 and self.retransmits == 0 and self.rtt_time:
-                    self.rtt.sample(now - self.rtt_time)
+                if self.retransmits == 0:
+                    if not self.ts_ok:  # (with timestamps the TSecr gives the sample below)
+                        self.rtt.sample(now - self.rtt_time)  # the SYN-ACK, sent once (RFC 6298 §3)
+                else:
+                    self.rtt.handshake_retransmitted()
             else:
                 self._send_reset(seg.ack)
                 return
@@ -582,6 +620,9 @@ class TcpConnection:
             fin_seq = seq + length
             if fin_seq >= self.rcv_nxt:
                 self.peer_fin_seq = fin_seq
+                if fin_seq > self.rcv_nxt:
+                    # Out of order, beyond a hole: a duplicate ACK at once (RFC 5681 §4.2).
+                    self.ack_now = True
         if (
             self.peer_fin_seq is not None
             and self.peer_fin_seq == self.rcv_nxt
@@ -632,6 +673,8 @@ class TcpConnection:
             if self.retransmits == 0:
                 # Karn's rule (RFC 6298 §3): only a SYN sent once gives an RTT sample.
                 self.rtt.sample(now - (self.rto_at - self.rtt.current()) if self.rto_at else 0.0)
+            else:
+                self.rtt.handshake_retransmitted()
             self.retransmits = 0
             self.rto_at = None
             self.state = ESTABLISHED if not self.fin_queued else FIN_WAIT_1
@@ -665,6 +708,10 @@ class TcpConnection:
             if window and self.persist_at is not None:
                 self.persist_at = None
                 self.persist_backoff = 0
+            elif not window and ack == snd_una:
+                # RFC 1122 §4.2.2.17: a peer that answers our probes with a zero window is alive; the
+                # connection stays open however long that lasts (no retransmission give-up).
+                self.retransmits = 0
         if ack > snd_una:
             acked = ack - snd_una
             self.snd_una = ack
@@ -676,7 +723,12 @@ class TcpConnection:
                 self.sbuf_off += data_acked
                 self.sbuf_seq += data_acked
                 if self.sbuf_off == len(self.sbuf):
-                    self.sbuf.clear()
+                    try:
+                        self.sbuf.clear()
+                    except BufferError:
+                        # A retransmission still in the outbox views it (several segments arrive
+                        # before the caller transmits): drop our reference instead of resizing.
+                        self.sbuf = bytearray()
                     self.sbuf_off = 0
                 stats["bytes_acked"] += data_acked
                 self.events |= EV_SEND_SPACE
@@ -687,7 +739,7 @@ class TcpConnection:
                 rtt = ((self.ts_clock(now) - ts[1]) & MASK) / 1000.0
                 if rtt < 1000:
                     self.rtt.sample(rtt)
-            elif self.rtt_seq is not None and ack > self.rtt_seq:
+            elif self.rtt_seq is not None and ack >= self.rtt_seq:  # the timed segment's end acked
                 rtt = now - self.rtt_time
                 self.rtt.sample(rtt)
                 self.rtt_seq = None
@@ -729,6 +781,8 @@ class TcpConnection:
             and not seg.flags & (SYN | FIN)
             and self.snd_max > snd_una
             and not window_changed
+            # A zero window answers a window probe: the peer is full, nothing was lost.
+            and window
         ):
             # RFC 5681 §2: a duplicate ACK.
             self.dupacks += 1
@@ -865,8 +919,10 @@ class TcpConnection:
         adv = self.rcv_adv
         if right < adv:
             right = adv  # RFC 9293 §3.8.6.2.2: do not shrink the window
-        elif right - adv < min(self.rcv_buffer // 2, self.rcv_mss) and adv > rcv_nxt:
-            right = adv  # receiver SWS avoidance: hold back a small increase
+        elif right - adv < min(self.rcv_buffer // 2, self.rcv_mss):
+            # Receiver SWS avoidance (RFC 9293 §3.8.6.2.2): hold back a small increase, a closed
+            # window included (offering a few bytes of a zero window is the silly window itself).
+            right = adv
         scale = self.rcv_wscale
         value = (right - rcv_nxt + (1 << scale) - 1) >> scale if right - rcv_nxt > 0 else 0
         if value > 65535:
@@ -884,14 +940,41 @@ class TcpConnection:
         self.delack_at = None
         self.stats["segments_sent"] += 1
 
+    def _ack_seq(self) -> int:
+        """SEG.SEQ of a pure ACK: the highest sequence sent (BSD's snd_max), kept in the peer's window.
+
+        Not SND.NXT: an RTO rewinds it (go-back-N) below what the peer already holds, and an ACK
+        with SEG.SEQ < RCV.NXT fails the peer's acceptability test (RFC 9293 §3.10.7.4), so its
+        ACK field is dropped; when both ends rewind, neither ever learns of the other's progress.
+        """
+        snd_max = self.snd_max
+        wnd_end = self.snd_una + self.snd_wnd
+        if snd_max <= wnd_end:
+            return snd_max
+        return wnd_end if wnd_end > self.snd_nxt else self.snd_nxt  # as Linux's tcp_acceptable_seq
+
     def _send_ack_now_if_allowed(self, now: float, challenge: bool) -> None:
-        self._emit(self.snd_nxt, ACK, b"", self._ack_options(now))
+        self._emit(self._ack_seq(), ACK, b"", self._ack_options(now))
+
+    def _dupack(self, now: float, seg: TcpSegment) -> None:
+        """The ACK owed for an unacceptable segment (RFC 9293 §3.10.7.4, RFC 7323 §5.3 R1).
+
+        Answering every unacceptable *pure* ACK lets two ends that disagree (a reordered ACK with an
+        old TSval, a stale ACK below RCV.NXT) ping-pong ACKs forever, and duplication on the path
+        multiplies them into a storm. As Linux does (tcp_oow_rate_limited), such answers go out at
+        most once per 0.5 s; a segment with data, SYN or FIN is always answered.
+        """
+        if not seg.payload and not seg.flags & (SYN | FIN):
+            if now - self.last_oow_ack_at < 0.5:
+                return
+            self.last_oow_ack_at = now
+        self._send_ack_now_if_allowed(now, challenge=False)
 
     def _challenge_ack(self, now: float) -> None:
         """RFC 5961 §3.2/§4.2/§5.2: answer with an ACK, within the stack's rate limit (§7)."""
         if self.challenge.allow(now):
             self.stats["challenge_acks"] += 1
-            self._emit(self.snd_nxt, ACK, b"", self._ack_options(now))
+            self._emit(self._ack_seq(), ACK, b"", self._ack_options(now))
 
     def _send_reset(self, ack32: int) -> None:
         """RFC 9293 §3.10.7.3: <SEQ=SEG.ACK><CTL=RST> for an unacceptable ACK."""
@@ -906,8 +989,12 @@ class TcpConnection:
         """Resend the first unacknowledged segment (fast retransmit, partial ACK)."""
         seq = self.snd_una
         options = self._ack_options(now)
+        # Never past SND.MAX: bytes not sent before would go out without advancing SND.MAX, and the
+        # peer's ACK for them would then look like an ACK of unsent data (RFC 5961 §5.2: dropped).
         length = min(
-            self.send_mss - (len(options) - (_TS_OPTION_LENGTH if self.ts_ok else 0)), self.snd_end - seq
+            self.send_mss - (len(options) - (_TS_OPTION_LENGTH if self.ts_ok else 0)),
+            self.snd_end - seq,
+            self.snd_max - seq,
         )
         flags = ACK
         if length <= 0:
@@ -946,18 +1033,15 @@ class TcpConnection:
             available = snd_end - snd_nxt
             if available <= 0:
                 # Only the FIN may be left (RFC 9293 §3.10.4): it needs no window.
-                if (
-                    fin_queued
-                    and snd_nxt == snd_end
-                    and self.snd_max <= snd_end + (0 if snd_nxt < self.snd_max else 0)
-                ):
-                    if snd_nxt == snd_end and (self.snd_max <= snd_end or snd_nxt < self.snd_max):
-                        self._emit(snd_nxt, ACK | FIN, b"", options)
-                        self.snd_nxt = snd_end + 1
-                        if self.snd_max < self.snd_nxt:
-                            self.snd_max = self.snd_nxt
-                        if self.rto_at is None:
-                            self.rto_at = now + self.rtt.current()
+                # Sent once when new (SND.MAX <= end) and again after an RTO rewound SND.NXT to it
+                # (SND.NXT < SND.MAX): a lone FIN is retransmitted like data (RFC 9293 §3.8.1).
+                if fin_queued and snd_nxt == snd_end and (self.snd_max <= snd_end or snd_nxt < self.snd_max):
+                    self._emit(snd_nxt, ACK | FIN, b"", options)
+                    self.snd_nxt = snd_end + 1
+                    if self.snd_max < self.snd_nxt:
+                        self.snd_max = self.snd_nxt
+                    if self.rto_at is None:
+                        self.rto_at = now + self.rtt.current()
                 return
             window_end = self.snd_una + min(self.snd_wnd, cc.cwnd)
             room = window_end - snd_nxt
@@ -972,8 +1056,10 @@ class TcpConnection:
             if length < room_for_payload:
                 if length < available:
                     # RFC 9293 §3.8.6.2.1 sender SWS: a window-limited runt only if it is half the max window
-                    # or nothing is outstanding (lest we stall with a tiny window).
-                    if length < self.max_snd_wnd // 2 and self.snd_una != self.snd_max:
+                    # or nothing is outstanding (lest we stall with a tiny window). "Outstanding" is
+                    # SND.NXT > SND.UNA: after an RTO rewound SND.NXT the retransmission must go out
+                    # (RFC 6298 §5.4) even as a runt, or a lost window update deadlocks us.
+                    if length < self.max_snd_wnd // 2 and snd_nxt != self.snd_una:
                         return
                 elif (
                     not self.nodelay
@@ -1074,6 +1160,13 @@ class TcpConnection:
             self.snd_nxt = self.snd_end  # only the FIN was outstanding
         self.rto_at = now + self.rtt.current()
         self._send_data(now)
+        if self.snd_nxt == self.snd_una < self.snd_end:
+            # The window (zero, or shrunk below the head) let nothing out. RFC 9293 §3.8.6.1 and
+            # RFC 1122 §4.2.2.17: keep probing it, so the first unacknowledged octet goes out anyway
+            # (as Linux always resends the head); else a lost window update leaves both ends waiting.
+            self.stats["zero_window_probes"] += 1
+            self._emit(self.snd_una, ACK, self._payload(self.snd_una, 1), self._ack_options(now))
+            self.snd_nxt = self.snd_una + 1
         self.rto_at = now + self.rtt.current()
 
     def _timeout_error(self, doing: str) -> TimeoutError:
@@ -1085,7 +1178,8 @@ class TcpConnection:
         if (
             self.snd_wnd > 0
             or self.snd_end <= self.snd_una
-            or self.state not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, LAST_ACK)
+            # CLOSING too: the peer's FIN may arrive while our data still waits behind its zero window.
+            or self.state not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK)
         ):
             return
         seq = self.snd_una

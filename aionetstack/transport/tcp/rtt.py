@@ -36,6 +36,13 @@ class RttEstimator:
         self.rto = min(max(self.srtt + max(0.001, 4 * self.rttvar), self.rto_min), self.rto_max)
         self.backoff = 0
 
+    def handshake_retransmitted(self) -> None:
+        """RFC 6298 §5.7: the SYN (or SYN-ACK) timed out and no RTT was measured, so the RTO starts
+        data transfer at 3 s (not the backed-off SYN timer, nor 1 s)."""
+        if self.samples == 0:
+            self.rto = min(max(self.rto, 3.0), self.rto_max)
+            self.backoff = 0
+
     def current(self) -> float:
         """The RTO with backoff applied (RFC 6298 §5.5), capped (§2.5)."""
         return min(self.rto * (1 << self.backoff), self.rto_max)

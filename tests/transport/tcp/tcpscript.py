@@ -89,7 +89,10 @@ class Out:
         return self.raw[20 : self.seg.header_length]
 
     def __repr__(self) -> str:
-        return f"<{self.at:.4f} {self.flags} seq={self.seq} ack={self.ack} win={self.win} len={len(self.payload)} {self.seg!r}>"
+        return (
+            f"<{self.at:.4f} {self.flags} seq={self.seq} ack={self.ack} win={self.win} "
+            f"len={len(self.payload)} {self.seg!r}>"
+        )
 
 
 class TcpScript:
@@ -278,11 +281,13 @@ class TcpScript:
         ts: Any = _UNSET,
         sack: Any = _UNSET,
         no_options: bool = False,
+        options: bytes | None = None,
     ) -> Out:
         """Take the next segment we sent and check the given fields (``ANY`` matches anything).
 
         ``ts=(val, ecr)``; ``sack=[(l, r), ...]`` relative to the peer's ISS, ``sack=None`` for none.
-        ``mss``/``wscale``/``ts`` of ``None`` assert the option is absent.
+        ``mss``/``wscale``/``ts`` of ``None`` assert the option is absent; ``options`` compares the
+        raw option bytes (e.g. ``build_tcp_options(...)``), layout and padding included.
         """
         assert self.pending, f"expected a segment at {self.now:.4f}, nothing was sent"
         out = self.pending.popleft()
@@ -302,6 +307,8 @@ class TcpScript:
             assert out.payload == payload, f"payload differs {where}"
         if at is not None:
             assert abs(out.at - at) < 1e-6, f"sent at {out.at}, expected {at} {where}"
+        if options is not None:
+            assert out.options == options, f"options {out.options.hex()} != {options.hex()} {where}"
         if no_options:
             assert out.options == b"", f"options present {out.options!r} {where}"
         for name, want in (("mss", mss), ("wscale", wscale), ("sack_permitted", sack_ok)):

@@ -220,7 +220,7 @@ def test_mixed_options_lossy() -> None:
     run_transfer(path, 300_000, 300_000)
 
 
-@settings(max_examples=12, deadline=None, derandomize=True, database=None)
+@settings(max_examples=30, deadline=None, derandomize=True, database=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     loss=st.sampled_from([0.0, 0.01, 0.05]),
@@ -228,7 +228,67 @@ def test_mixed_options_lossy() -> None:
     reorder=st.sampled_from([0.0, 0.05, 0.2]),
     wrap=st.booleans(),
 )
-def test_impaired_transfer_property(seed: int, loss: float, duplicate: float, reorder: float, wrap: bool) -> None:
+def test_impaired_transfer_property(
+    seed: int, loss: float, duplicate: float, reorder: float, wrap: bool
+) -> None:
+    """2 MB both ways over a seeded impaired path; ISNs near the wrap half of the time."""
     iss = 2**32 - 3000 if wrap else 77
-    path = VirtualPath(seed, loss=loss, duplicate=duplicate, reorder=reorder, jitter=0.002, iss_a=iss, iss_b=iss + 5)
-    run_transfer(path, 2_000_000 if loss == 0 else 500_000, 300_000)
+    path = VirtualPath(
+        seed, loss=loss, duplicate=duplicate, reorder=reorder, jitter=0.002, iss_a=iss, iss_b=iss + 5
+    )
+    run_transfer(path, 2_000_000, 2_000_000)
+
+
+CONFIGS = st.builds(
+    TcpConfig,
+    time_wait=st.just(1.0),
+    timestamps=st.booleans(),
+    sack=st.booleans(),
+    window_scaling=st.booleans(),
+    nodelay=st.booleans(),
+    receive_buffer=st.sampled_from([1024, 4096, 20_000, 1 << 16, 1 << 20]),
+    mss=st.sampled_from([None, 536, 100]),
+    initial_window=st.sampled_from([1, 4, 10]),
+    delayed_ack=st.sampled_from([0.04, 0.2]),
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    config_a=CONFIGS,
+    config_b=CONFIGS,
+    loss=st.sampled_from([0.0, 0.01, 0.1]),
+    duplicate=st.sampled_from([0.0, 0.1]),
+    reorder=st.sampled_from([0.0, 0.2, 0.5]),
+    delay=st.sampled_from([0.001, 0.01, 0.1]),
+    read_every=st.sampled_from([0.0, 0.05, 0.5]),
+    chunk=st.sampled_from([1, 1000, 65536]),
+    size_b=st.sampled_from([0, 1, 50_000]),
+)
+def test_mixed_configurations_property(
+    seed: int,
+    config_a: TcpConfig,
+    config_b: TcpConfig,
+    loss: float,
+    duplicate: float,
+    reorder: float,
+    delay: float,
+    read_every: float,
+    chunk: int,
+    size_b: int,
+) -> None:
+    """Small buffers (zero windows, persist), slow readers, tiny MSS, options on one side only."""
+    path = VirtualPath(
+        seed,
+        loss=loss,
+        duplicate=duplicate,
+        reorder=reorder,
+        delay=delay,
+        jitter=delay / 5,
+        iss_a=seed & 0xFFFFFFFF,
+        iss_b=(seed * 7919) & 0xFFFFFFFF,
+        config=config_a,
+        config_b=config_b,
+    )
+    run_transfer(path, 60_000, size_b, chunk=chunk, read_every=read_every, limit=3000.0)

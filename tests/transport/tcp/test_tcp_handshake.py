@@ -11,6 +11,7 @@ from tcpscript import TcpScript
 
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.connection import EV_CLOSED, EV_CONNECTED, TcpState
+from aionetstack.wire.tcp import build_tcp_options
 
 # Our default receive buffer (1 MiB) needs a shift of 5 to be advertised whole (RFC 7323 §2.3).
 OUR_WSCALE = 5
@@ -20,11 +21,18 @@ def test_passive_open_all_options() -> None:
     t = TcpScript()
     t.at(0.0).send_syn(win=64240, mss=1460, wscale=7, sack_ok=True, ts=(100, 0))
     # RFC 7323 §2.2: the window of a SYN/SYN-ACK is never scaled; §3.2: TSecr echoes the SYN's TSval.
-    synack = t.expect("S.", seq=0, ack=1, win=65535, mss=1460, wscale=OUR_WSCALE, sack_ok=True, ts=(10_000, 100))
+    synack = t.expect(
+        "S.", seq=0, ack=1, win=65535, mss=1460, wscale=OUR_WSCALE, sack_ok=True, ts=(10_000, 100)
+    )
     # An independent parser (scapy) reads the same options, well formed and in Linux's order.
     opts = dict(t.scapy(synack).options)
     assert opts["MSS"] == 1460 and opts["WScale"] == OUR_WSCALE and opts["Timestamp"] == (10_000, 100)
     assert "SAckOK" in opts
+    # Byte for byte: MSS, SACK-permitted + TS, NOP + WS (the layout Linux sends; 20 bytes).
+    assert synack.options == build_tcp_options(
+        mss=1460, wscale=OUR_WSCALE, sack_permitted=True, timestamp=(10_000, 100)
+    )
+    assert len(synack.options) == 20
     assert t.conn.state == TcpState.SYN_RECEIVED
     t.at(0.05).inject(".", 1, 1, win=500, ts=(105, 10_000))
     t.expect_nothing()
@@ -50,7 +58,10 @@ def test_active_open_all_options() -> None:
     syn = t.expect("S", seq=0, ack=0, win=65535, mss=1460, wscale=OUR_WSCALE, sack_ok=True, ts=(10_000, 0))
     assert dict(t.scapy(syn).options)["WScale"] == OUR_WSCALE
     t.at(0.1).inject("S.", 0, 1, win=65535, mss=1460, wscale=7, sack_ok=True, ts=(700, 10_000))
-    t.expect(".", seq=1, ack=1, win=32768, ts=(10_100, 700), mss=None, wscale=None, sack_ok=False)
+    # The ACK carries only NOP NOP TS (RFC 7323 Appendix A layout).
+    t.expect(
+        ".", seq=1, ack=1, win=32768, options=b"\x01\x01\x08\x0a" + (10_100).to_bytes(4) + (700).to_bytes(4)
+    )
     assert t.conn.state == TcpState.ESTABLISHED and t.conn.events & EV_CONNECTED
     # RTT measured from the SYN-ACK (RFC 6298 §2.2: SRTT = R, RTTVAR = R/2).
     assert t.conn.info()["srtt"] == pytest.approx(0.1)
@@ -156,7 +167,9 @@ def test_syn_retransmission_backoff_and_timeout() -> None:
     t.run_timers_until_closed(1000.0)
     for at in (1.0, 3.0, 7.0):
         # The same SYN again, options and all (TSval refreshed: RFC 7323 §4).
-        t.expect("S", seq=0, at=at, mss=1460, wscale=OUR_WSCALE, sack_ok=True, ts=(10_000 + int(at * 1000), 0))
+        t.expect(
+            "S", seq=0, at=at, mss=1460, wscale=OUR_WSCALE, sack_ok=True, ts=(10_000 + int(at * 1000), 0)
+        )
     t.expect_nothing()
     assert t.conn.state == TcpState.CLOSED and t.now == pytest.approx(15.0)
     assert isinstance(t.conn.error, TimeoutError) and t.conn.events & EV_CLOSED

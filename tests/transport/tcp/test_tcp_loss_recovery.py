@@ -206,7 +206,9 @@ def test_four_sack_blocks_without_timestamps() -> None:
     for left in (1001, 3001, 5001, 7001, 9001):
         t.inject(".", left, 1, payload=b"s" * 1000)
         out = t.drain()[-1]
-    assert [((a - t.peer_iss) & 0xFFFFFFFF, (b - t.peer_iss) & 0xFFFFFFFF) for a, b in out.seg.sack_blocks] == [
+    assert [
+        ((a - t.peer_iss) & 0xFFFFFFFF, (b - t.peer_iss) & 0xFFFFFFFF) for a, b in out.seg.sack_blocks
+    ] == [
         (9001, 10001),
         (7001, 8001),
         (5001, 6001),

@@ -35,8 +35,9 @@ class CongestionControl:
         raise NotImplementedError
 
     def on_recovery_end(self, in_flight: int, now: float) -> None:
-        """Fast recovery ended by a full ACK (RFC 6582 §3.2 step 3)."""
-        self.cwnd = max(min(self.ssthresh, in_flight + self.mss), self.mss)
+        """Fast recovery ended by a full ACK (RFC 6582 §3.2 step 3, option 1):
+        cwnd = min(ssthresh, max(FlightSize, SMSS) + SMSS)."""
+        self.cwnd = min(self.ssthresh, max(in_flight, self.mss) + self.mss)
 
     def on_timeout(self, in_flight: int, now: float) -> None:
         """The retransmission timer expired (RFC 5681 §3.1 eq. 4): one segment, ssthresh halved."""
