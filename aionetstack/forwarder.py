@@ -99,7 +99,9 @@ class TcpForwardRequest:
 class TcpForwarder:
     """Hands every SYN that no connection or listener takes to ``handler`` (see the module docs)."""
 
-    def __init__(self, stack: Stack, handler: Callable[[TcpForwardRequest], Awaitable[Any]], max_pending: int = 1024) -> None:
+    def __init__(
+        self, stack: Stack, handler: Callable[[TcpForwardRequest], Awaitable[Any]], max_pending: int = 1024
+    ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending={max_pending} must be at least 1")
         self.stack = stack
@@ -118,7 +120,9 @@ class TcpForwarder:
         counters["forwarder.tcp.requests"] += 1
         request = TcpForwardRequest(self, header, segment, key)
         self.pending[key] = request
-        task = self.stack.loop.create_task(self._run(request), name=f"aionetstack-forward-{request.destination}")
+        task = self.stack.loop.create_task(
+            self._run(request), name=f"aionetstack-forward-{request.destination}"
+        )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -244,7 +248,9 @@ class UdpForwarder:
             await self.handler(flow)
         except Exception:
             self.stack.counters["forwarder.udp.handler-errors"] += 1
-            logger.exception("aionetstack forwarder: UDP handler failed for %s -> %s", flow.source, flow.destination)
+            logger.exception(
+                "aionetstack forwarder: UDP handler failed for %s -> %s", flow.source, flow.destination
+            )
         finally:
             flow.close()
 

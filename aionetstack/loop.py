@@ -52,7 +52,9 @@ class _StackLoopMixin:
 
     _adopted: dict[int, tuple[Any, _PendingProtocol]]
 
-    async def create_connection(self, protocol_factory: Callable[[], Any], host: Any = None, port: Any = None, **kwargs: Any) -> Any:
+    async def create_connection(
+        self, protocol_factory: Callable[[], Any], host: Any = None, port: Any = None, **kwargs: Any
+    ) -> Any:
         sock = kwargs.pop("sock", None)
         if sock is not None:
             return await self._adopt(sock, protocol_factory, **kwargs)
@@ -104,37 +106,61 @@ class _StackLoopMixin:
             raise
         return ssl_protocol._app_transport, app_protocol
 
-    async def create_server(self, protocol_factory: Callable[[], Any], host: Any = None, port: Any = None, **kwargs: Any) -> Any:
+    async def create_server(
+        self, protocol_factory: Callable[[], Any], host: Any = None, port: Any = None, **kwargs: Any
+    ) -> Any:
         if kwargs.get("sock") is not None:
             raise ValueError("sock= names a kernel socket; this loop's servers run over aionetstack")
         return await self._stack().create_server(protocol_factory, host, port, **kwargs)
 
-    async def create_datagram_endpoint(self, protocol_factory: Callable[[], Any], local_addr: Any = None, remote_addr: Any = None, **kwargs: Any) -> Any:
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory: Callable[[], Any],
+        local_addr: Any = None,
+        remote_addr: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         if kwargs.get("sock") is not None:
             raise ValueError("sock= names a kernel socket; this loop's endpoints run over aionetstack")
         kwargs.pop("family", None)
         kwargs.pop("proto", None)
         kwargs.pop("flags", None)
-        return await self._stack().create_datagram_endpoint(protocol_factory, local_addr, remote_addr, **kwargs)
+        return await self._stack().create_datagram_endpoint(
+            protocol_factory, local_addr, remote_addr, **kwargs
+        )
 
-    async def getaddrinfo(self, host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0) -> list[Any]:
+    async def getaddrinfo(
+        self, host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+    ) -> list[Any]:
         if family not in (0, socket.AF_INET, socket.AF_UNSPEC):
             raise socket.gaierror(socket.EAI_FAMILY, "aionetstack resolves IPv4 (AF_INET) only")
         if isinstance(host, bytes):
             host = host.decode("idna")
         if isinstance(port, str):
             port = int(port) if port.isdigit() else socket.getservbyname(port)
-        address = await self._stack().resolve_address_async((host, port or 0), passive=bool(flags & socket.AI_PASSIVE))
+        address = await self._stack().resolve_address_async(
+            (host, port or 0), passive=bool(flags & socket.AI_PASSIVE)
+        )
         ip = socket.inet_ntoa(address[0])
         types = [type] if type else [socket.SOCK_STREAM, socket.SOCK_DGRAM]
         return [
-            (socket.AF_INET, t, proto or (socket.IPPROTO_TCP if t == socket.SOCK_STREAM else socket.IPPROTO_UDP), "", (ip, address[1]))
+            (
+                socket.AF_INET,
+                t,
+                proto or (socket.IPPROTO_TCP if t == socket.SOCK_STREAM else socket.IPPROTO_UDP),
+                "",
+                (ip, address[1]),
+            )
             for t in types
         ]
 
     async def sock_connect(self, sock: Any, address: Any) -> None:
         """Connect over the stack on behalf of a fresh kernel socket (see the module docstring)."""
-        if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM or sock.family != socket.AF_INET:
+        if (
+            not isinstance(sock, socket.socket)
+            or sock.type != socket.SOCK_STREAM
+            or sock.family != socket.AF_INET
+        ):
             raise RuntimeError("sock_connect() on this loop takes an unconnected AF_INET TCP socket only")
         try:
             sock.getpeername()
@@ -149,7 +175,9 @@ class _StackLoopMixin:
         self._adopted[id(sock)] = (transport, buffered)
 
     async def sock_accept(self, sock: Any) -> Any:
-        raise RuntimeError("sock_accept() accepts on a kernel socket; this loop's network is aionetstack (use create_server)")
+        raise RuntimeError(
+            "sock_accept() accepts on a kernel socket; this loop's network is aionetstack (use create_server)"
+        )
 
     async def create_unix_connection(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("Unix sockets are the kernel's; this loop's network is aionetstack")
@@ -186,7 +214,9 @@ class _PendingProtocol(asyncio.Protocol):
             protocol.connection_lost(self.lost[0])
 
 
-def loop_factory(stack: Stack, base: type[asyncio.AbstractEventLoop] | None = None) -> Callable[[], asyncio.AbstractEventLoop]:
+def loop_factory(
+    stack: Stack, base: type[asyncio.AbstractEventLoop] | None = None
+) -> Callable[[], asyncio.AbstractEventLoop]:
     """A factory for ``asyncio.Runner(loop_factory=...)``: loops of ``base`` (uvloop's if installed,
     else asyncio's) whose network calls go to ``stack``."""
     base_class = base or _default_base()
@@ -200,7 +230,13 @@ def loop_factory(stack: Stack, base: type[asyncio.AbstractEventLoop] | None = No
     return factory
 
 
-def run(main: Coroutine[Any, Any, T], *, stack: Stack, debug: bool | None = None, base: type[asyncio.AbstractEventLoop] | None = None) -> T:
+def run(
+    main: Coroutine[Any, Any, T],
+    *,
+    stack: Stack,
+    debug: bool | None = None,
+    base: type[asyncio.AbstractEventLoop] | None = None,
+) -> T:
     """Like ``asyncio.run(main)``, with the loop's network calls going to ``stack``.
 
     The stack is started inside the new loop, is the current stack while ``main`` runs, and is

@@ -45,7 +45,14 @@ class _Answer(asyncio.DatagramProtocol):
 class StubResolver:
     """Asks ``nameservers`` (``"10.0.0.53"`` or ``("10.0.0.53", 53)``) for A records."""
 
-    def __init__(self, stack: Stack, nameservers: list[str | tuple[str, int]], *, timeout: float = 2.0, attempts: int = 2) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        nameservers: list[str | tuple[str, int]],
+        *,
+        timeout: float = 2.0,
+        attempts: int = 2,
+    ) -> None:
         if not nameservers:
             raise ValueError("StubResolver needs at least one nameserver")
         self.stack = stack
@@ -81,7 +88,9 @@ class StubResolver:
         query.id = self._random.randrange(1 << 16)  # RFC 5452 §9.2: an unpredictable ID
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dns.message.Message] = loop.create_future()
-        transport, _ = await self.stack.create_datagram_endpoint(lambda: _Answer(query.id, future), remote_addr=server)
+        transport, _ = await self.stack.create_datagram_endpoint(
+            lambda: _Answer(query.id, future), remote_addr=server
+        )
         try:
             transport.sendto(query.to_wire())
             async with asyncio.timeout(self.timeout):
@@ -91,7 +100,9 @@ class StubResolver:
         if answer.rcode() == dns.rcode.NXDOMAIN:
             raise socket.gaierror(socket.EAI_NONAME, f"{name!r} does not exist (NXDOMAIN)")
         if answer.rcode() != dns.rcode.NOERROR:
-            raise OSError(errno.EPROTO, f"DNS server {server[0]} answered {dns.rcode.to_text(answer.rcode())}")
+            raise OSError(
+                errno.EPROTO, f"DNS server {server[0]} answered {dns.rcode.to_text(answer.rcode())}"
+            )
         addresses: list[str] = []
         ttl = 300
         for rrset in answer.answer:

@@ -27,7 +27,7 @@ async def _transfer(
     size: int,
     done: asyncio.Future[tuple[int, str]],
 ) -> float:
-    reader, writer = await open_conn()
+    _reader, writer = await open_conn()
     digest = hashlib.sha256()
     start = time.perf_counter()
     sent = 0
@@ -45,7 +45,9 @@ async def _transfer(
     return elapsed
 
 
-def _sink(done: asyncio.Future[tuple[int, str]]) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+def _sink(
+    done: asyncio.Future[tuple[int, str]],
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         digest = hashlib.sha256()
         count = 0
@@ -87,7 +89,9 @@ def run(loop_name: str, coro_factory: Callable[[], Awaitable[float]]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=256, help="megabytes to move (default 256)")
     parser.add_argument("--loop", choices=["asyncio", "uvloop", "both"], default="both")
     args = parser.parse_args()
@@ -98,7 +102,10 @@ def main() -> None:
     for loop_name in loops:
         k = size / run(loop_name, lambda: kernel(size)) / 1e6
         print(f"{loop_name:8} {'kernel TCP, loopback 127.0.0.1':34} {k:9.1f} {'1.00x':>10}", flush=True)
-        for label, mtu, offload in (("ours, pipe MTU 65535, offload", 65535, True), ("ours, pipe MTU 1500, checksums", 1500, False)):
+        for label, mtu, offload in (
+            ("ours, pipe MTU 65535, offload", 65535, True),
+            ("ours, pipe MTU 1500, checksums", 1500, False),
+        ):
             v = size / run(loop_name, lambda mtu=mtu, offload=offload: ours(size, mtu, offload)) / 1e6
             print(f"{loop_name:8} {label:34} {v:9.1f} {v / k:9.2f}x", flush=True)
 

@@ -25,7 +25,9 @@ from aionetstack.forwarder import TcpForwardRequest, UdpFlow
 from aionetstack.link import TunLink
 
 
-async def socks5_connect(proxy: tuple[str, int], host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def socks5_connect(
+    proxy: tuple[str, int], host: str, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """RFC 1928 CONNECT, no authentication, through kernel sockets."""
     reader, writer = await asyncio.open_connection(*proxy)
     writer.write(b"\x05\x01\x00")  # version 5, one method: no authentication
@@ -115,11 +117,17 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tun", required=True, help="TUN device name (created if missing)")
-    parser.add_argument("--ip", required=True, help="the stack's address on the TUN, with prefix (10.9.0.1/24)")
+    parser.add_argument(
+        "--ip", required=True, help="the stack's address on the TUN, with prefix (10.9.0.1/24)"
+    )
     parser.add_argument("--mtu", type=int, default=None)
-    parser.add_argument("--socks5", type=lambda s: (s.rsplit(":", 1)[0], int(s.rsplit(":", 1)[1])), default=None)
+    parser.add_argument(
+        "--socks5", type=lambda s: (s.rsplit(":", 1)[0], int(s.rsplit(":", 1)[1])), default=None
+    )
     return parser.parse_args(argv)
 
 

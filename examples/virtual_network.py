@@ -45,7 +45,10 @@ async def main(pcap_path: Path) -> None:
         answer = await reader.read()
         assert answer.decode() == hashlib.sha256(payload).hexdigest(), "the bytes arrived changed"
         info = writer.get_extra_info("tcp_info")
-        print(f"1 MiB to host4 intact; retransmissions: rto={info['retransmits_rto']} fast={info['retransmits_fast']}")
+        print(
+            f"1 MiB to host4 intact; retransmissions: "
+            f"rto={info['retransmits_rto']} fast={info['retransmits_fast']}"
+        )
         writer.close()
         server.close()
     finally:

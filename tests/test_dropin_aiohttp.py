@@ -64,7 +64,9 @@ async def _exercise(scheme: str, client_ssl: ssl.SSLContext | None) -> dict[str,
             async for chunk in response.content.iter_chunked(1 << 16):
                 digest.update(chunk)
         results["stream"] = digest.hexdigest()
-        async with session.ws_connect(f"{'wss' if scheme == 'https' else 'ws'}://app.test:8443/ws", ssl=client_ssl) as ws:
+        async with session.ws_connect(
+            f"{'wss' if scheme == 'https' else 'ws'}://app.test:8443/ws", ssl=client_ssl
+        ) as ws:
             await ws.send_str("over aionetstack")
             results["ws"] = (await ws.receive()).data
     return results

@@ -66,8 +66,10 @@ async def test_a_request_not_taken_is_reset_never_leaked(behaviour: str) -> None
             await client.open_connection("203.0.113.5", 22)
         assert not forwarder.tcp.connections
         assert not forwarder.tcp_forwarder.pending  # type: ignore[union-attr]
-        key = "forwarder.tcp.handler-errors" if behaviour == "raises" else (
-            "forwarder.tcp.unhandled" if behaviour == "returns" else "forwarder.tcp.rejected"
+        key = (
+            "forwarder.tcp.handler-errors"
+            if behaviour == "raises"
+            else ("forwarder.tcp.unhandled" if behaviour == "returns" else "forwarder.tcp.rejected")
         )
         assert forwarder.counters[key] == 1
 
@@ -79,7 +81,7 @@ async def test_pending_requests_are_bounded_and_counted() -> None:
 
     async def slow_handler(request: TcpForwardRequest) -> None:
         await release.wait()
-        reader, writer = await request.accept()
+        _reader, writer = await request.accept()
         writer.write(b"late but fine")
 
     async with client, forwarder:

@@ -62,7 +62,10 @@ def test_runner_with_loop_factory_and_kernel_socket_calls_refused() -> None:
             srv.close()
             with pytest.raises(ValueError, match="kernel socket"), socket.socket() as sock:
                 await loop.create_connection(asyncio.Protocol, sock=sock)  # never sock_connect()ed here
-            with pytest.raises(RuntimeError, match="TCP socket only"), socket.socket(type=socket.SOCK_DGRAM) as udp:
+            with (
+                pytest.raises(RuntimeError, match="TCP socket only"),
+                socket.socket(type=socket.SOCK_DGRAM) as udp,
+            ):
                 await loop.sock_connect(udp, ("10.0.0.2", 1))
             await asyncio.sleep(0)  # timers and the rest stay the ordinary loop's
         await server.close()

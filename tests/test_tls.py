@@ -40,7 +40,9 @@ async def _upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     writer.close()
 
 
-async def test_open_connection_with_ssl_verifies_and_exchanges(contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
+async def test_open_connection_with_ssl_verifies_and_exchanges(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
     server_ctx, client_ctx = contexts
     client, server = await _pair()
     async with client, server, await server.start_server(_upper, "10.0.0.2", 443, ssl=server_ctx):

@@ -52,9 +52,13 @@ def test_curl_through_the_forwarder_gets_the_bytes_intact() -> None:
         fwd.ip("link", "set", veth_a, "up")
         server.ip("addr", "add", uplink.cidr(2), "dev", veth_b)
         server.ip("link", "set", veth_b, "up")
-        http_server = subprocess.Popen(server.command(sys.executable, "-c", SERVER.format(size=SIZE, host=uplink.host(2))))
+        http_server = subprocess.Popen(
+            server.command(sys.executable, "-c", SERVER.format(size=SIZE, host=uplink.host(2)))
+        )
         forwarder = subprocess.Popen(
-            fwd.command(sys.executable, str(ROOT / "examples" / "tun2socks.py"), "--tun", tun, "--ip", tunnet.cidr(1)),
+            fwd.command(
+                sys.executable, str(ROOT / "examples" / "tun2socks.py"), "--tun", tun, "--ip", tunnet.cidr(1)
+            ),
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -69,12 +73,25 @@ def test_curl_through_the_forwarder_gets_the_bytes_intact() -> None:
             client.ip("route", "add", "default", "dev", tun)
             deadline = time.monotonic() + 10
             while True:  # the kernel HTTP server may still be starting
-                result = client.run(curl, "-sS", "--max-time", "30", "-o", "-", f"http://{uplink.host(2)}:8000/", check=False, text=False)
+                result = client.run(
+                    curl,
+                    "-sS",
+                    "--max-time",
+                    "30",
+                    "-o",
+                    "-",
+                    f"http://{uplink.host(2)}:8000/",
+                    check=False,
+                    text=False,
+                )
                 if result.returncode == 0 or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
             assert result.returncode == 0, result.stderr
-            assert hashlib.sha256(result.stdout).hexdigest() == hashlib.sha256(bytes(range(256)) * (SIZE // 256)).hexdigest()
+            assert (
+                hashlib.sha256(result.stdout).hexdigest()
+                == hashlib.sha256(bytes(range(256)) * (SIZE // 256)).hexdigest()
+            )
         finally:
             forwarder.send_signal(signal.SIGTERM)
             out, _ = forwarder.communicate(timeout=20)
