@@ -308,8 +308,9 @@ class Reassembler:
         if not by_source:
             del self._by_source[source]
         self.held_bytes -= dgram.received
-        remaining = self._per_source[source] - dgram.received
+        # A datagram of empty fragments holds no bytes and may never have had an entry here.
+        remaining = self._per_source.get(source, 0) - dgram.received
         if remaining:
             self._per_source[source] = remaining
         else:
-            del self._per_source[source]
+            self._per_source.pop(source, None)

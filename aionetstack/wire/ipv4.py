@@ -34,6 +34,7 @@ FLAG_MF = 0x2000
 _OFFSET_MASK = 0x1FFF
 
 _HEADER = struct.Struct("!BBHHHBBH4s4s")
+_WORDS = struct.Struct("!10H")
 
 
 @attrs.define(slots=True)
@@ -83,8 +84,15 @@ def parse_ipv4(buf: Buffer, offset: int = 0, verify_checksum: bool = True) -> Ip
         raise MalformedPacket(
             "ipv4-bad-length", f"total {total_length}, header {header_length}, have {available}"
         )
-    if verify_checksum and not checksum_ok(memoryview(buf)[offset : offset + header_length]):
-        raise MalformedPacket("ipv4-bad-checksum")
+    if verify_checksum:
+        # RFC 1071: the header sums to 0xFFFF. For the usual 20 bytes, add the ten words directly.
+        if header_length == IPV4_HEADER_LENGTH:
+            total = sum(_WORDS.unpack_from(buf, offset))
+            valid = total != 0 and total % 0xFFFF == 0
+        else:
+            valid = checksum_ok(memoryview(buf)[offset : offset + header_length])
+        if not valid:
+            raise MalformedPacket("ipv4-bad-checksum")
     if flags_frag & 0x8000:
         # RFC 791 §3.1: the reserved flag bit must be zero.
         raise MalformedPacket("ipv4-reserved-flag")
