@@ -22,7 +22,7 @@ async def test_an_idle_connection_costs_no_cpu_and_at_most_one_timer(monkeypatch
     loop = asyncio.get_running_loop()
     async with two_stacks(timeout=24 * 3600) as net:
         server = await net.server.start_server(lambda r, w: None, "10.0.0.2", 80)
-        reader, writer = await net.client.open_connection("10.0.0.2", 80)
+        _reader, writer = await net.client.open_connection("10.0.0.2", 80)
         writer.write(b"x")
         await writer.drain()
         await asyncio.sleep(1)  # let delayed ACKs and the like settle
@@ -92,7 +92,7 @@ async def test_time_wait_holds_one_timer_each_and_does_not_slow_new_connections(
 async def test_sending_is_event_driven_many_segments_per_event() -> None:
     async with two_stacks(mtu=1500) as net:
         server = await net.server.start_server(lambda r, w: None, "10.0.0.2", 80)
-        reader, writer = await net.client.open_connection("10.0.0.2", 80)
+        _reader, writer = await net.client.open_connection("10.0.0.2", 80)
         conn = writer.get_extra_info("connection")
         layer = net.client.tcp
         batches: list[int] = []
