@@ -418,7 +418,14 @@ class Ipv4Layer:
             # RFC 1112 §6.4: multicast group to 01:00:5e + low 23 bits.
             mac = b"\x01\x00\x5e" + bytes([destination[1] & 0x7F, destination[2], destination[3]])
         else:
-            mac = iface.neighbours.lookup(next_hop, self.stack.loop.time())
+            neighbours = iface.neighbours
+            now = self.stack.loop.time()
+            mac = neighbours.lookup(next_hop, now)
+            if mac is not None and neighbours.needs_refresh(next_hop, now):
+                # RFC 1122 §2.3.2.1: keep using a stale entry, but check it with a unicast request.
+                self.send_arp_request(iface, next_hop, unicast_to=mac)
+                neighbours.mark_probing(next_hop, now)
+                self.stack.arm_network_timer()
         if mac is not None:
             self.stack.emit(link, b"".join((_ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV4), *parts)))
             return
@@ -441,12 +448,18 @@ class Ipv4Layer:
         link = iface.link
         self.stack.emit(link, _ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV4) + ip_packet)
 
-    def send_arp_request(self, iface: Interface, target: bytes, *, gratuitous: bool = False) -> None:
-        """Broadcast a who-has (RFC 826); a gratuitous one announces our own address (RFC 5227 §3)."""
+    def send_arp_request(
+        self, iface: Interface, target: bytes, *, gratuitous: bool = False, unicast_to: bytes | None = None
+    ) -> None:
+        """Broadcast a who-has (RFC 826); a gratuitous one announces our own address (RFC 5227 §3).
+
+        ``unicast_to`` re-checks a cached entry by asking that MAC directly (RFC 1122 §2.3.2.1).
+        """
         source = target if gratuitous else (iface.source_for(target) or b"\x00\x00\x00\x00")
         self.counters["arp.requests-sent"] += 1
         request = build_arp(ARP_REQUEST, iface.link.mac, source, _ZERO_MAC, target)
-        self.stack.emit(iface.link, build_ethernet(BROADCAST_MAC, iface.link.mac, ETHERTYPE_ARP) + request)
+        destination = unicast_to or BROADCAST_MAC
+        self.stack.emit(iface.link, build_ethernet(destination, iface.link.mac, ETHERTYPE_ARP) + request)
 
     # ------------------------------------------------------------------ timers
 
