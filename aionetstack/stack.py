@@ -21,6 +21,7 @@ from aionetstack.link.endpoint import LinkEndpoint, LinkKind
 from aionetstack.network.icmp import IcmpLayer
 from aionetstack.network.interface import Interface, LoopbackLink
 from aionetstack.network.ipv4 import Ipv4Layer, new_neighbour_cache
+from aionetstack.network.pmtu import PmtuCache
 from aionetstack.network.route import RouteTable
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.layer import TcpLayer
@@ -36,15 +37,16 @@ __all__ = ["Stack", "StackOptions", "current_stack"]
 
 logger = logging.getLogger("aionetstack")
 
-_current: contextvars.ContextVar[Stack] = contextvars.ContextVar("aionetstack_current_stack")
+_current: contextvars.ContextVar[Stack | None] = contextvars.ContextVar("aionetstack_current_stack", default=None)
 
 
 def current_stack() -> Stack:
-    """The stack of the innermost ``async with stack:`` (or :meth:`Stack.make_current`)."""
-    try:
-        return _current.get()
-    except LookupError:
-        raise RuntimeError("no current aionetstack Stack: use 'async with stack:' or pass stack=") from None
+    """The stack of the innermost ``async with stack:`` (or ``with stack.as_current():``)."""
+    stack = _current.get()
+    if stack is None or stack._closed:
+        # A closed stack is never current, even if a context copied before its exit still names it.
+        raise RuntimeError("no current aionetstack Stack: use 'async with stack:' or pass stack=")
+    return stack
 
 
 @attrs.define(slots=True)
@@ -63,6 +65,10 @@ class StackOptions:
     reassembly_bytes_total: int = 16 << 20
     icmp_error_rate: float = 1000.0  #: tokens per second (RFC 1812 §4.3.2.8)
     icmp_error_burst: int = 50
+    #: RFC 1191: TCP sends with DF set and learns the path MTU from ICMP "fragmentation needed"
+    #: (Linux ip_no_pmtu_disc = 0); False sends without DF and lets routers fragment.
+    path_mtu_discovery: bool = True
+    pmtu_timeout: float = 600.0  #: RFC 1191 §6.3: learnt path MTUs age out after ten minutes
 
 
 class Stack:
@@ -100,8 +106,9 @@ class Stack:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed = False
-        self._context_tokens: list[contextvars.Token[Stack]] = []
+        self._context_tokens: list[contextvars.Token[Stack | None]] = []
         self._pending_announcements: list[tuple[Interface, bytes]] = []
+        self.pmtu = PmtuCache(self.options.pmtu_timeout)  #: path MTUs learnt (RFC 1191), by destination
         self.ip = Ipv4Layer(self)
         self.icmp = IcmpLayer(self)
         self.udp = UdpLayer(self)
@@ -175,7 +182,13 @@ class Stack:
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._context_tokens:
-            _current.reset(self._context_tokens.pop())
+            token = self._context_tokens.pop()
+            try:
+                _current.reset(token)
+            except ValueError:
+                # Exited in another context than entered (an async fixture's teardown): current_stack()
+                # ignores closed stacks, so what that context still holds is harmless.
+                pass
         await self.close()
 
     # ------------------------------------------------------------------ configuration

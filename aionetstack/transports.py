@@ -191,8 +191,11 @@ class TcpTransport(asyncio.Transport):
             self._eof_pending = True
         if (events & (EV_DATA | EV_EOF)) and self._protocol is not None and self._connected:
             self._deliver()
-        if events & EV_SEND_SPACE and self._protocol_paused:
-            self._maybe_resume_protocol()
+        if events & EV_SEND_SPACE:
+            # ACKs freed space: let the send buffer follow cwnd (Linux's tcp_new_space), then resume.
+            conn.expand_send_buffer()
+            if self._protocol_paused:
+                self._maybe_resume_protocol()
         if events & EV_CLOSED and conn.state == _CLOSED:
             error = conn.error
             waiter = self._waiter
@@ -330,7 +333,7 @@ class TcpTransport(asyncio.Transport):
             return
         conn.send(data)
         self._layer.mark(conn)
-        if not self._protocol_paused and conn.send_buffered > conn.config.send_buffer + self._high_water:
+        if not self._protocol_paused and conn.send_buffered > conn.snd_buffer + self._high_water:
             self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Any) -> None:
@@ -348,9 +351,10 @@ class TcpTransport(asyncio.Transport):
         return True
 
     def get_write_buffer_size(self) -> int:
-        """Bytes beyond what the connection's send buffer (the 'kernel' buffer) holds."""
+        """Bytes beyond what the connection's send buffer (the 'kernel' buffer, which grows with
+        cwnd up to ``TcpConfig.send_buffer_max``) holds."""
         conn = self._conn
-        extra = conn.send_buffered - conn.config.send_buffer
+        extra = conn.send_buffered - conn.snd_buffer
         return extra if extra > 0 else 0
 
     def get_write_buffer_limits(self) -> tuple[int, int]:

@@ -11,32 +11,47 @@ from __future__ import annotations
 import argparse
 import math
 
-from aionetstack.testing.netsim import simulate
+from aionetstack.testing.netsim import SimResult, simulate
 
 RTTS = (0.001, 0.010, 0.100)
 LOSSES = (0.0, 0.001, 0.01, 0.05)
 
 
-def table(rate: float = 1.25e6, seed: int = 1) -> str:
+def grid(rate: float = 1.25e6, seed: int = 1) -> list[tuple[float, float, SimResult]]:
+    """Every cell of the table: ``(rtt, loss, result)``."""
+    return [
+        (rtt, loss, simulate(rtt=rtt, loss=loss, rate=rate, duration=max(5.0, 200 * rtt), seed=seed))
+        for rtt in RTTS
+        for loss in LOSSES
+    ]
+
+
+def table(
+    rate: float = 1.25e6, seed: int = 1, cells: list[tuple[float, float, SimResult]] | None = None
+) -> str:
+    """The regression table as text (``cells`` from :func:`grid`, computed if not given)."""
     lines = [
         f"bottleneck {rate * 8 / 1e6:.0f} Mbit/s, queue = max(BDP, 64 packets), MSS 1448, seed {seed}",
-        f"{'rtt ms':>6} {'loss %':>6} {'goodput MB/s':>12} {'of link':>7} {'x Mathis':>8} {'rto':>5} {'fast':>5} {'recov':>5} {'qdrop':>5} intact",
+        f"{'rtt ms':>6} {'loss %':>6} {'goodput MB/s':>12} {'of link':>7} {'x Mathis':>8} {'rto':>5} {'fast':>5} {'recov':>5} {'tlp':>4} {'spur':>4} {'qdrop':>5} intact",
     ]
-    for rtt in RTTS:
-        for loss in LOSSES:
-            r = simulate(rtt=rtt, loss=loss, rate=rate, duration=max(5.0, 200 * rtt), seed=seed)
-            ratio = "-" if math.isinf(r.mathis) else f"{min(r.goodput, r.rate) / r.mathis:.2f}"
-            lines.append(
-                f"{rtt * 1000:6.0f} {loss * 100:6.1f} {r.goodput / 1e6:12.3f} {r.link_fraction:7.2f} {ratio:>8} "
-                f"{r.retransmits['retransmits_rto']:5d} {r.retransmits['retransmits_fast']:5d} "
-                f"{r.retransmits['retransmits_recovery']:5d} {r.dropped_queue:5d} {'yes' if r.intact else 'NO'}"
-            )
+    for rtt, loss, r in cells if cells is not None else grid(rate, seed):
+        ratio = "-" if math.isinf(r.mathis) else f"{min(r.goodput, r.rate) / r.mathis:.2f}"
+        lines.append(
+            f"{rtt * 1000:6.0f} {loss * 100:6.1f} {r.goodput / 1e6:12.3f} {r.link_fraction:7.2f} {ratio:>8} "
+            f"{r.retransmits['retransmits_rto']:5d} {r.retransmits['retransmits_fast']:5d} "
+            f"{r.retransmits['retransmits_recovery']:5d} {r.retransmits['retransmits_tlp']:4d} "
+            f"{r.info['spurious_retransmits']:4d} {r.dropped_queue:5d} {'yes' if r.intact else 'NO'}"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=1.25e6, help="bottleneck bytes per second (default 10 Mbit/s)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rate", type=float, default=1.25e6, help="bottleneck bytes per second (default 10 Mbit/s)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     print(table(args.rate, args.seed))

@@ -44,6 +44,8 @@ class SimResult:
     mathis: float  #: the Mathis et al. estimate for Reno, MSS/RTT * 1.22/sqrt(p), bytes/s
     segments_sent: int
     retransmits: dict[str, int]
+    info: dict[str, Any]  #: the sender's ``info()`` at the end
+    reordered: int
     dropped_random: int
     dropped_queue: int
     intact: bool
@@ -57,7 +59,18 @@ def mathis_estimate(mss: int, rtt: float, loss: float) -> float:
 
 
 class _Sim:
-    def __init__(self, rtt: float, loss: float, rate: float, queue: int, seed: int, config: TcpConfig, mtu: int) -> None:
+    def __init__(
+        self,
+        rtt: float,
+        loss: float,
+        rate: float,
+        queue: int,
+        seed: int,
+        config: TcpConfig,
+        mtu: int,
+        reorder: float = 0.0,
+        reorder_delay: float = 0.0,
+    ) -> None:
         self.now = 0.0
         self.events: list[tuple[float, int, Callable[[], None]]] = []
         self.counter = 0
@@ -70,6 +83,9 @@ class _Sim:
         self.random = random.Random(seed)
         self.dropped_random = 0
         self.dropped_queue = 0
+        self.reorder = reorder
+        self.reorder_delay = reorder_delay
+        self.reordered = 0
         mss = mtu - 40
         self.sender = TcpConnection(config, _A, _B, 1_000_000, mss)
         self.receiver = TcpConnection(config, _B, _A, 3_000_000_000, mss)
@@ -87,7 +103,9 @@ class _Sim:
         conn.output(self.now)
         outbox, conn.outbox = conn.outbox, []
         for seq, ack, flags, window, options, payload in outbox:
-            wire = build_tcp(conn.local_port, conn.remote_port, seq, ack, flags, window, options) + bytes(payload)
+            wire = build_tcp(conn.local_port, conn.remote_port, seq, ack, flags, window, options) + bytes(
+                payload
+            )
             if conn is self.sender:
                 self._enter_bottleneck(wire)
             else:
@@ -97,16 +115,18 @@ class _Sim:
             # Check integrity: the sender writes the byte pattern i % 251.
             start = self.expected_offset
             expected = bytes((start + i) % 251 for i in range(len(data))) if len(data) < 4096 else None
-            if expected is not None and data != expected:
-                self.checksum_ok = False
-            elif expected is None and (data[0] != start % 251 or data[-1] != (start + len(data) - 1) % 251):
+            if (expected is not None and data != expected) or (
+                expected is None and (data[0] != start % 251 or data[-1] != (start + len(data) - 1) % 251)
+            ):
                 self.checksum_ok = False
             self.expected_offset += len(data)
             self.delivered += len(data)
             self.delivered_at.append((self.now, self.delivered))
             conn.output(self.now)
             for seq, ack, flags, window, options, payload in conn.outbox:
-                wire = build_tcp(conn.local_port, conn.remote_port, seq, ack, flags, window, options) + bytes(payload)
+                wire = build_tcp(conn.local_port, conn.remote_port, seq, ack, flags, window, options) + bytes(
+                    payload
+                )
                 self.at(self.now + self.delay, lambda w=wire: self._arrive(self.sender, w))
             conn.outbox = []
         self._arm(conn)
@@ -125,7 +145,12 @@ class _Sim:
             if self.random.random() < self.loss and not parse_tcp(w).flags & SYN:
                 self.dropped_random += 1
                 return
-            self.at(self.now + self.delay, lambda: self._arrive(self.receiver, w))
+            delay = self.delay
+            if self.reorder and self.random.random() < self.reorder:
+                # Held back after the bottleneck: later segments overtake it (reordering, no loss).
+                self.reordered += 1
+                delay += self.reorder_delay
+            self.at(self.now + delay, lambda: self._arrive(self.receiver, w))
 
         self.at(self.link_free_at, leave)
 
@@ -194,12 +219,25 @@ def simulate(
     mtu: int = 1500,
     queue: int | None = None,
     config: TcpConfig | None = None,
+    reorder: float = 0.0,
+    reorder_delay: float = 0.0,
 ) -> SimResult:
     """Run one bulk transfer for ``duration`` virtual seconds; goodput is measured after ``warmup``
-    (default: a tenth of the run, time enough for slow start)."""
+    (default: a tenth of the run, time enough for slow start). ``reorder`` of the segments that
+    cross the bottleneck are delayed ``reorder_delay`` more, so later ones overtake them."""
     cfg = config or TcpConfig(receive_buffer=4 << 20, send_buffer=4 << 20)
     bdp = rate * rtt
-    sim = _Sim(rtt, loss, rate, int(queue if queue is not None else max(bdp, 64 * 1500)), seed, cfg, mtu)
+    sim = _Sim(
+        rtt,
+        loss,
+        rate,
+        int(queue if queue is not None else max(bdp, 64 * 1500)),
+        seed,
+        cfg,
+        mtu,
+        reorder,
+        reorder_delay,
+    )
     sim.run(duration)
     warm = duration / 10 if warmup is None else warmup
     base = 0
@@ -208,7 +246,10 @@ def simulate(
             base = total
     goodput = (sim.delivered - base) / max(duration - warm, 1e-9)
     info: dict[str, Any] = sim.sender.info()
-    retransmits = {k: int(info[k]) for k in ("retransmits_rto", "retransmits_fast", "retransmits_recovery")}
+    retransmits = {
+        k: int(info[k])
+        for k in ("retransmits_rto", "retransmits_fast", "retransmits_recovery", "retransmits_tlp")
+    }
     return SimResult(
         rtt=rtt,
         loss=loss,
@@ -220,6 +261,8 @@ def simulate(
         mathis=mathis_estimate(sim.sender.send_mss, rtt, loss),
         segments_sent=int(info["segments_sent"]),
         retransmits=retransmits,
+        info=info,
+        reordered=sim.reordered,
         dropped_random=sim.dropped_random,
         dropped_queue=sim.dropped_queue,
         intact=sim.checksum_ok,

@@ -185,6 +185,11 @@ async def test_syns_that_go_unanswered_time_out() -> None:
         async with await net.server.start_server(handler, SERVER_IP, 80):
             _, writer = await net.client.open_connection(SERVER_IP, 80)  # ARP is now resolved
             writer.close()
+            # Keep that ARP entry fresh for the whole test: a stale one would be re-probed, and a host
+            # that drops everything would fail ARP (EHOSTUNREACH) before the SYNs time out.
+            for iface in net.client.interfaces:
+                if iface.neighbours is not None:
+                    iface.neighbours.reachable_time = 3600.0
             net.server_link.loss = 1.0  # type: ignore[attr-defined]  # the server's answers vanish
             start = loop.time()
             with pytest.raises(TimeoutError) as raised:

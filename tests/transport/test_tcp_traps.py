@@ -112,3 +112,25 @@ async def test_sending_is_event_driven_many_segments_per_event() -> None:
         assert conn.info()["bytes_acked"] == 200_000
         writer.close()
         server.close()
+
+
+@pytest.mark.looptime
+async def test_a_new_syn_reuses_the_servers_time_wait_rfc_6191() -> None:
+    async with two_stacks() as net:
+
+        async def hello_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"bye")
+            writer.close()  # the server closes first: its side keeps TIME_WAIT
+
+        server = await net.server.start_server(hello_and_close, "10.0.0.2", 80)
+        for attempt in range(3):
+            # The same 4-tuple each time: the client binds the same port.
+            reader, writer = await net.client.open_connection("10.0.0.2", 80, local_addr=("10.0.0.1", 40000))
+            assert await reader.read() == b"bye"
+            writer.close()
+            await writer.wait_closed()
+            await asyncio.sleep(0.5)
+            states = [c.state for c in net.server.tcp.connections.values()]
+            assert states == [TcpState.TIME_WAIT], states
+            assert net.server.counters["tcp.time-wait-reused"] == attempt
+        server.close()

@@ -23,8 +23,18 @@ class TcpConfig:
     time_wait: float = 60.0
     delayed_ack: float = 0.04  #: delayed-ACK timer (Linux's minimum ATO); RFC 1122 §4.2.3.2 says < 0.5 s
     quick_ack_segments: int = 16  #: ACK at once for the first segments of a connection (as Linux's quickack)
-    receive_buffer: int = 1 << 20  #: bytes we buffer for the application, i.e. our largest window
-    send_buffer: int = 1 << 20  #: bytes the connection holds before the transport counts them as its buffer
+    #: Bytes we buffer for the application at first, i.e. our first window; auto-tuning (Linux's
+    #: tcp_rcv_space_adjust, "DRS") grows it to twice what the application reads per RTT.
+    receive_buffer: int = 1 << 20
+    #: Auto-tuning's ceiling (Linux's tcp_rmem[2] is 6 MiB): the window scale is chosen from it at
+    #: SYN time (RFC 7323 §2.3) so that the window can grow. 0 (the default) means the same as
+    #: ``receive_buffer``, i.e. no auto-tuning: a fixed buffer, as a Linux socket with SO_RCVBUF set,
+    #: and the window scale and wire behaviour of a fixed buffer.
+    receive_buffer_max: int = 0
+    #: Bytes the connection holds before the transport counts them as its (asyncio) write buffer;
+    #: it grows to twice the congestion window (Linux's tcp_sndbuf_expand) up to ``send_buffer_max``.
+    send_buffer: int = 1 << 20
+    send_buffer_max: int = 4 << 20  #: Linux tcp_wmem[2]
     out_of_order_limit: int = 1 << 20  #: bytes of out-of-order data kept
     initial_window: int = 10  #: RFC 6928
     window_scaling: bool = True  #: RFC 7323 §2
@@ -42,7 +52,10 @@ class TcpConfig:
     backlog: int = 128  #: default accept-queue length
     syn_backlog: int = 256  #: SYN_RECEIVED entries per listener
     syn_cookies: bool = True  #: answer with SYN cookies (RFC 4987) when the SYN queue is full
-    congestion_control: str = "newreno"
+    #: RFC 9438 CUBIC, Linux's default; "newreno" (RFC 5681/6582) selectable per stack or per connection
+    congestion_control: str = "cubic"
+    rack: bool = True  #: RFC 8985 RACK as the loss detector when SACK is on (else RFC 6675 DupThresh)
+    tlp: bool = True  #: RFC 8985 §7 tail loss probes (with SACK)
 
     def __attrs_post_init__(self) -> None:
         if self.rto_min <= 0 or self.rto_initial < self.rto_min or self.rto_max < self.rto_initial:
@@ -53,3 +66,12 @@ class TcpConfig:
             raise ValueError("receive_buffer and send_buffer must be at least 1024 bytes")
         if self.receive_buffer > (65535 << 14):
             raise ValueError("receive_buffer cannot exceed 2**30 (RFC 7323 §2.3: window scale at most 14)")
+        # A ceiling below the start means "no growth": raise it to the start rather than refuse.
+        if self.receive_buffer_max < self.receive_buffer:
+            self.receive_buffer_max = self.receive_buffer
+        if self.send_buffer_max < self.send_buffer:
+            self.send_buffer_max = self.send_buffer
+        if self.receive_buffer_max > (65535 << 14):
+            raise ValueError(
+                "receive_buffer_max cannot exceed 2**30 (RFC 7323 §2.3: window scale at most 14)"
+            )

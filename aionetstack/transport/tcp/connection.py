@@ -17,8 +17,10 @@ from typing import Protocol
 
 from aionetstack.transport.tcp import congestion
 from aionetstack.transport.tcp.config import TcpConfig
+from aionetstack.transport.tcp.rack import Rack, probe_timeout
 from aionetstack.transport.tcp.receiver import OutOfOrderQueue
 from aionetstack.transport.tcp.rtt import RttEstimator
+from aionetstack.transport.tcp.sack import Scoreboard, SentSegment
 from aionetstack.transport.tcp.seq import MASK, unwrap
 from aionetstack.wire import Buffer
 from aionetstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment, build_tcp_options
@@ -116,11 +118,13 @@ class TcpConnection:
     __slots__ = (
         "ack_now",
         "app_closed",
+        "board",
         "cc",
         "challenge",
         "config",
         "counters",
         "delack_at",
+        "dsack",
         "dupacks",
         "error",
         "events",
@@ -144,19 +148,30 @@ class TcpConnection:
         "peer_mss",
         "persist_at",
         "persist_backoff",
+        "pmtu_mss",
         "quick_acks",
+        "rack",
         "rcv_adv",
         "rcv_buffer",
         "rcv_mss",
         "rcv_nxt",
+        "rcv_rtt",
+        "rcv_rtt_seq",
+        "rcv_rtt_time",
         "rcv_wscale",
+        "rcvq_seq",
+        "rcvq_space",
+        "rcvq_time",
         "received",
         "received_bytes",
         "recover",
         "remote_ip",
         "remote_port",
+        "reo_at",
         "retransmits",
         "rto_at",
+        "rto_recovery",
+        "rto_undo_tsval",
         "rtt",
         "rtt_seq",
         "rtt_time",
@@ -164,6 +179,7 @@ class TcpConnection:
         "sbuf",
         "sbuf_off",
         "sbuf_seq",
+        "snd_buffer",
         "snd_max",
         "snd_nxt",
         "snd_una",
@@ -175,10 +191,17 @@ class TcpConnection:
         "stats",
         "syn_options",
         "time_wait_at",
+        "tlp_at",
+        "tlp_end",
+        "tlp_rearm",
+        "tlp_retrans",
         "ts_offset",
         "ts_ok",
         "ts_recent",
         "unacked_bytes",
+        "undo_cwnd",
+        "undo_retrans",
+        "undo_ssthresh",
         "user_data",
         "ws_ok",
     )
@@ -213,9 +236,20 @@ class TcpConnection:
         self.rcv_buffer = config.receive_buffer
         self.rcv_wscale = 0
         if config.window_scaling:
-            # RFC 7323 §2.3: the smallest shift that lets the window cover the whole buffer.
-            while (65535 << self.rcv_wscale) < self.rcv_buffer and self.rcv_wscale < 14:
+            # RFC 7323 §2.3: the smallest shift that lets the window cover the whole buffer — the
+            # largest auto-tuning may grow it to, since the shift is fixed by the SYN.
+            while (65535 << self.rcv_wscale) < config.receive_buffer_max and self.rcv_wscale < 14:
                 self.rcv_wscale += 1
+        # Receive-buffer auto-tuning (Linux's DRS, tcp_rcv_space_adjust): the receiver's RTT
+        # estimate, and what the application consumed since the measurement began at rcvq_time.
+        self.rcv_rtt: float | None = None
+        self.rcv_rtt_seq: int | None = None
+        self.rcv_rtt_time = 0.0
+        self.rcvq_space = 0
+        self.rcvq_seq = 0
+        self.rcvq_time = 0.0
+        self.snd_buffer = config.send_buffer  # grows with cwnd (expand_send_buffer)
+        self.pmtu_mss = 65535 - 40  # RFC 1191: the path MTU minus headers; lowered by set_path_mtu
         self.mss_base = mss if config.mss is None else min(mss, config.mss)
         self.peer_mss = _DEFAULT_MSS
         self.rcv_mss = min(self.mss_base, _DEFAULT_MSS)
@@ -251,6 +285,20 @@ class TcpConnection:
         self.in_recovery = False
         self.recover = iss
         self.cc = congestion.create(config.congestion_control, self.mss_base, config.initial_window)
+        # SACK-based recovery (RFC 6675) with RACK-TLP (RFC 8985): set up once SACK is agreed.
+        self.board: Scoreboard | None = None
+        self.rack: Rack | None = None
+        self.dsack: tuple[int, int] | None = None  # a duplicate to report first (RFC 2883 §4)
+        self.reo_at: float | None = None  # RACK's reordering timer (RFC 8985 §6.3)
+        self.tlp_at: float | None = None  # the probe timeout (RFC 8985 §7.2)
+        self.tlp_end: int | None = None  # TLP.end_seq: an episode is open (RFC 8985 §7.3)
+        self.tlp_retrans = False  # TLP.is_retrans
+        self.tlp_rearm = False
+        self.rto_recovery = False  # recovering after a timeout (Linux's CA_Loss)
+        self.rto_undo_tsval: int | None = None  # Eifel (RFC 3522): TSval of the first RTO retransmission
+        self.undo_cwnd = 0  # cwnd and ssthresh before the latest reduction, to undo a spurious one
+        self.undo_ssthresh = 0
+        self.undo_retrans = -1  # retransmissions of this episode not yet shown spurious by D-SACK
         self.rto_at: float | None = None
         self.delack_at: float | None = None
         self.persist_at: float | None = None
@@ -280,6 +328,17 @@ class TcpConnection:
             "keepalive_probes": 0,
             "delayed_acks": 0,
             "window_updates": 0,
+            "retransmits_tlp": 0,
+            "tlp_probes": 0,
+            "tlp_recoveries": 0,
+            "rack_reorder_timeouts": 0,
+            "sack_blocks_received": 0,
+            "sack_blocks_invalid": 0,
+            "dsacks_received": 0,
+            "dsacks_sent": 0,
+            "spurious_retransmits": 0,
+            "spurious_rto": 0,
+            "undo_events": 0,
         }
 
     # ------------------------------------------------------------------ derived values
@@ -287,7 +346,7 @@ class TcpConnection:
     @property
     def send_mss(self) -> int:
         """Payload bytes in a full-sized segment: MSS minus per-segment option overhead (RFC 6691)."""
-        mss = min(self.peer_mss, self.mss_base)
+        mss = min(self.peer_mss, self.mss_base, self.pmtu_mss)
         return mss - _TS_OPTION_LENGTH if self.ts_ok else mss
 
     @property
@@ -315,7 +374,15 @@ class TcpConnection:
     def next_deadline(self) -> float | None:
         """The earliest time ``on_timer`` has work, or None."""
         best: float | None = None
-        for at in (self.rto_at, self.delack_at, self.persist_at, self.keepalive_at, self.time_wait_at):
+        for at in (
+            self.rto_at,
+            self.delack_at,
+            self.persist_at,
+            self.keepalive_at,
+            self.time_wait_at,
+            self.tlp_at,
+            self.reo_at,
+        ):
             if at is not None and (best is None or at < best):
                 best = at
         return best
@@ -372,8 +439,13 @@ class TcpConnection:
             self.rcv_wscale = 0
         self.ts_ok = config.timestamps and syn.timestamp is not None
         self.sack_ok = config.sack and syn.sack_permitted
+        if self.sack_ok:
+            # RFC 6675 / RFC 8985: with SACK, recovery runs off the scoreboard, not NewReno.
+            self.board = Scoreboard()
+            self.rack = Rack()
         mss = self.send_mss
-        self.cc = congestion.create(config.congestion_control, mss, config.initial_window)
+        # Recreated for the agreed MSS, keeping a per-connection choice (set_congestion_control).
+        self.cc = congestion.create(self.cc.name, mss, config.initial_window)
         # What a full-sized segment from the peer carries: its timestamps come off the MSS too
         # (RFC 7323 §3.2), else "every second full-sized segment" (RFC 5681 §4.2) never comes.
         self.rcv_mss = min(self.mss_base, self.peer_mss) - (_TS_OPTION_LENGTH if self.ts_ok else 0)
@@ -461,7 +533,10 @@ class TcpConnection:
         chunks = self.received
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
+        taken = self.received_bytes
         self.received_bytes = 0
+        if self.rcv_buffer < self.config.receive_buffer_max:
+            self._rcv_space_adjust(taken)
         self._maybe_window_update()
         return data
 
@@ -546,6 +621,9 @@ class TcpConnection:
                     self.time_wait_at = now + self.config.time_wait
                 if seq < rcv_nxt and length:
                     self.stats["out_of_order_segments"] += 1
+                    if self.sack_ok:
+                        # RFC 2883 §4: report the duplicate in a D-SACK block, first in the ACK.
+                        self.dsack = (seq, seq + length)
                 self._dupack(now, seg)
             return
 
@@ -585,7 +663,11 @@ class TcpConnection:
                 self.snd_wl2 = ack
                 self.events |= EV_CONNECTED
                 if self.retransmits == 0:
-                    if not self.ts_ok:  # (with timestamps the TSecr gives the sample below)
+                    if self.board is not None:
+                        # The SYN-ACK as the scoreboard's first segment: its exact send time gives the
+                        # sample below (the millisecond TSecr would depend on the clock's phase).
+                        self.board.on_send(self.iss, self.iss + 1, self.rtt_time)
+                    elif not self.ts_ok:  # (with timestamps the TSecr gives the sample below)
                         self.rtt.sample(now - self.rtt_time)  # the SYN-ACK, sent once (RFC 6298 §3)
                 else:
                     self.rtt.handshake_retransmitted()
@@ -607,6 +689,8 @@ class TcpConnection:
         state = self.state
         if length:
             if state in _CAN_RECEIVE and not self.app_closed:
+                if self.rcv_buffer < self.config.receive_buffer_max:
+                    self._rcv_rtt_measure(ts, length, now)  # for receive-buffer auto-tuning
                 self._receive_data(seg.payload, seq, length, now)
             elif self.app_closed:
                 # RFC 1122 §4.2.2.13: data after CLOSE gets a reset.
@@ -712,11 +796,14 @@ class TcpConnection:
                 # RFC 1122 §4.2.2.17: a peer that answers our probes with a zero window is alive; the
                 # connection stays open however long that lasts (no retransmission give-up).
                 self.retransmits = 0
+        board = self.board
         if ack > snd_una:
             acked = ack - snd_una
             self.snd_una = ack
             if self.snd_nxt < ack:
                 self.snd_nxt = ack
+            if self.rto_undo_tsval is not None:
+                self._eifel_check(seg, now)
             # Free acknowledged data (the FIN's sequence number is not in the buffer).
             data_acked = min(ack, self.snd_end) - self.sbuf_seq
             if data_acked > 0:
@@ -733,9 +820,15 @@ class TcpConnection:
                 stats["bytes_acked"] += data_acked
                 self.events |= EV_SEND_SPACE
             # RTT: timestamps when on (RFC 7323 §4), else one timed segment with Karn's rule (RFC 6298 §3).
+            # With the scoreboard, first the send time of the newest segment this ACK covers that was
+            # sent once: exact, where the millisecond TSecr is not (as Linux prefers its skb times).
             ts = seg.timestamp
-            rtt: float | None = None
-            if self.ts_ok and ts is not None and ts[1]:
+            rtt: float | None = board.rtt_sample(ack, now) if board is not None else None
+            if rtt is not None:
+                self.rtt.sample(rtt)
+            elif self.ts_ok and ts is not None and ts[1] and board is None:
+                # (With the scoreboard a retransmitted segment gives no sample, Karn's rule: RFC 6298
+                # §3. The millisecond TSecr would make the sample depend on the clock's phase.)
                 rtt = ((self.ts_clock(now) - ts[1]) & MASK) / 1000.0
                 if rtt < 1000:
                     self.rtt.sample(rtt)
@@ -745,7 +838,13 @@ class TcpConnection:
                 self.rtt_seq = None
             self.retransmits = 0
             in_flight = self.snd_max - ack
-            if self.in_recovery:
+            if board is not None:
+                # SACK recovery (RFC 6675) runs in _sack_ack below; the window grows outside fast
+                # recovery only — in slow start after a timeout too (RFC 5681 §3.1).
+                self.tlp_rearm = True
+                if not self.in_recovery or self.rto_recovery:
+                    self.cc.on_ack(acked, in_flight, now, rtt)
+            elif self.in_recovery:
                 if ack >= self.recover:
                     # RFC 6582 §3.2 step 3: a full acknowledgment ends fast recovery.
                     self.in_recovery = False
@@ -763,7 +862,7 @@ class TcpConnection:
             # RFC 6298 §5.2/5.3: stop the timer when all is acked, else restart it.
             if self.snd_una >= self.snd_max:
                 self.rto_at = None
-            elif not self.in_recovery:
+            elif not self.in_recovery or board is not None:
                 self.rto_at = now + self.rtt.current()
             # Our FIN acknowledged?
             if self.fin_queued and ack == self.snd_end + 1:
@@ -787,7 +886,9 @@ class TcpConnection:
             # RFC 5681 §2: a duplicate ACK.
             self.dupacks += 1
             stats["dupacks_received"] += 1
-            if self.in_recovery:
+            if board is not None:
+                pass  # RFC 6675: with SACK the scoreboard decides (_sack_ack), not the count
+            elif self.in_recovery:
                 self.cc.cwnd += self.cc.mss  # RFC 5681 §3.2 step 4: inflate for each segment that left
             elif self.dupacks == 3 and ack > self.recover:
                 # RFC 6582 §3.2 step 2 / RFC 5681 §3.2: fast retransmit, enter fast recovery.
@@ -798,6 +899,8 @@ class TcpConnection:
                 self._retransmit_head(now, "retransmits_fast")
                 self.cc.cwnd = self.cc.ssthresh + 3 * self.cc.mss
                 self.rto_at = now + self.rtt.current()
+        if board is not None and self.state != CLOSED:
+            self._sack_ack(seg, ack, snd_una, now)
 
     def _receive_data(self, payload: Buffer, seq: int, length: int, now: float) -> None:
         """RFC 9293 §3.10.7.4 seventh step, with the out-of-order queue and ACK policy."""
@@ -842,12 +945,18 @@ class TcpConnection:
         elif seq < rcv_nxt:
             # Overlaps what we have: keep the new tail (the acceptability test let it in).
             skip = rcv_nxt - seq
+            if self.sack_ok:
+                self.dsack = (seq, rcv_nxt)  # RFC 2883 §4.1.1: the duplicated part, in a D-SACK block
             self._receive_data(payload[skip:], rcv_nxt, length - skip, now)
         else:
             stats["out_of_order_segments"] += 1
-            self.ooo.insert(seq, bytes(payload))
-            # RFC 5681 §4.2: an out-of-order segment is ACKed at once (a duplicate ACK, with SACK).
-            self.ack_now = True
+            fresh = self.ooo.insert(seq, bytes(payload))
+            if not fresh and self.sack_ok and self.ooo.covers(seq, seq + length):
+                self.dsack = (seq, seq + length)  # RFC 2883 §4.1.2: a duplicate above RCV.NXT
+            # RFC 5681 §4.2: an out-of-order segment is ACKed at once — one duplicate ACK for
+            # every such segment, even several in one batch (the sender counts them, RFC 5681
+            # §3.2; a flag would merge them into one), each with the SACK blocks of that moment.
+            self._send_ack_now_if_allowed(now, challenge=False)
 
     def _receive_fin(self, now: float) -> None:
         """RFC 9293 §3.10.7.4 eighth step."""
@@ -872,6 +981,7 @@ class TcpConnection:
         self.persist_at = None
         self.keepalive_at = None
         self.delack_at = None
+        self.tlp_at = self.reo_at = None
         self.time_wait_at = now + self.config.time_wait  # RFC 9293 §3.10.7.4: 2 MSL
         self.events |= EV_CLOSED
 
@@ -881,6 +991,7 @@ class TcpConnection:
         self.state = CLOSED
         self.error = error
         self.rto_at = self.delack_at = self.persist_at = self.keepalive_at = self.time_wait_at = None
+        self.tlp_at = self.reo_at = None
         self.events |= EV_CLOSED
 
     def icmp_error(self, exc: OSError, hard: bool) -> None:
@@ -893,6 +1004,115 @@ class TcpConnection:
         else:
             self.error = exc  # soft: reported if the connection later times out
 
+    # ------------------------------------------------------------------ path MTU and buffer sizing
+
+    def set_path_mtu(self, mtu: int, now: float) -> bool:
+        """Size segments to a path MTU (RFC 1191); True when that lowered the send MSS.
+
+        The caller (the layer) has checked the ICMP quotes a segment we sent (RFC 5927 §4.1) and
+        clamped ``mtu`` to the stack's minimum. A larger MTU (an aged-out estimate, RFC 1191 §6.3)
+        just lets later segments grow.
+        """
+        old = self.send_mss
+        self.pmtu_mss = mtu - 40  # RFC 9293 §3.7.1 / RFC 6691: minus the fixed IP and TCP headers
+        new = self.send_mss
+        if new == old:
+            return False
+        self.cc.set_mss(new)
+        if new > old:
+            return False
+        self.stats["pmtu_reductions"] = self.stats.get("pmtu_reductions", 0) + 1
+        if self.state >= ESTABLISHED and self.snd_una < self.snd_max and self.snd_una < self.snd_end:
+            # RFC 1191 §6.4: the too-big segments were dropped at the router, so resend them now in
+            # the new size rather than wait for the RTO; it is no sign of congestion, so cwnd and
+            # ssthresh stay (as Linux's tcp_simple_retransmit). Go back to SND.UNA as an RTO would.
+            self.snd_nxt = self.snd_una
+            self.rtt_seq = None  # Karn's rule (RFC 6298 §3): these are retransmissions
+            self.dupacks = 0
+            self.rto_at = now + self.rtt.current()
+        return True
+
+    def _rcv_rtt_measure(self, ts: tuple[int, int] | None, length: int, now: float) -> None:
+        """The receiver's RTT estimate, which auto-tuning needs (Linux's tcp_rcv_rtt_measure[_ts]).
+
+        With timestamps, a full-sized segment's TSecr echoes our clock at the ACK that released it
+        (RFC 7323 §4); the samples are smoothed with the gain of RFC 6298 §2.3. Without them, the
+        time to receive one advertised window is an upper bound of the RTT: keep the least.
+        """
+        if ts is not None and self.ts_ok:
+            if not ts[1] or length < self.rcv_mss:
+                return
+            sample = ((self.ts_clock(now) - ts[1]) & MASK) / 1000.0
+            if sample >= 1000.0:
+                return  # an echo from before a wrap or a bogus one
+            if sample < 0.001:
+                sample = 0.001  # our timestamp clock ticks in milliseconds
+            prev = self.rcv_rtt
+            self.rcv_rtt = sample if prev is None else prev + (sample - prev) / 8
+            return
+        rcv_nxt = self.rcv_nxt
+        mark = self.rcv_rtt_seq
+        if mark is not None and rcv_nxt >= mark:
+            sample = now - self.rcv_rtt_time
+            if sample < 0.001:
+                sample = 0.001
+            if self.rcv_rtt is None or sample < self.rcv_rtt:
+                self.rcv_rtt = sample
+        if mark is None or rcv_nxt >= mark:
+            window = self.rcv_adv - rcv_nxt
+            self.rcv_rtt_seq = rcv_nxt + (window if window > self.rcv_mss else self.rcv_mss)
+            self.rcv_rtt_time = now
+
+    def _rcv_space_adjust(self, taken: int) -> None:
+        """Receive-buffer auto-tuning, as Linux's tcp_rcv_space_adjust (dynamic right-sizing).
+
+        Once per receiver RTT, compare what the application consumed in it with the last such
+        figure; when it grew, the sender is limited by our window, so offer about twice the
+        measured bandwidth-delay product (more while it is still growing, as in slow start), up to
+        ``receive_buffer_max``. The buffer never shrinks, so the right edge never moves left
+        (RFC 9293 §3.8.6.2.2). The application reads what just arrived: its clock is the arrival.
+        """
+        now = self.last_received_at
+        copied_seq = self.rcv_nxt
+        space = self.rcvq_space
+        if space == 0:
+            # Linux's tcp_init_buffer_space: start from an initial window's worth.
+            self.rcvq_space = min(self.rcv_buffer, max(self.config.initial_window, 2) * self.rcv_mss)
+            self.rcvq_seq = copied_seq - taken
+            self.rcvq_time = now
+            return
+        rtt = self.rcv_rtt
+        if rtt is None or now - self.rcvq_time < rtt:
+            return
+        copied = copied_seq - self.rcvq_seq
+        if copied > space:
+            window = 2 * copied + 16 * self.rcv_mss
+            window += 2 * (window * (copied - space) // space)
+            limit = self.config.receive_buffer_max
+            if window > limit:
+                window = limit
+            if window > self.rcv_buffer:
+                self.rcv_buffer = window
+                self.stats["rcv_buffer_grown"] = self.stats.get("rcv_buffer_grown", 0) + 1
+            self.rcvq_space = copied
+        self.rcvq_seq = copied_seq
+        self.rcvq_time = now
+
+    def expand_send_buffer(self) -> int:
+        """Grow the send buffer to twice the congestion window (Linux's tcp_sndbuf_expand).
+
+        Called when ACKs free send space (as Linux's tcp_new_space); never past ``send_buffer_max``,
+        never shrinking, and not while the congestion window is full (more queued bytes would not
+        leave any sooner). Returns the limit in force, ``snd_buffer``.
+        """
+        buf = self.snd_buffer
+        cwnd = self.cc.cwnd
+        want = 2 * cwnd
+        if want > buf and self.snd_max - self.snd_una < cwnd:
+            limit = self.config.send_buffer_max
+            self.snd_buffer = buf = want if want < limit else limit
+        return buf
+
     # ------------------------------------------------------------------ sending
 
     def _ack_options(self, now: float) -> bytes:
@@ -900,11 +1120,17 @@ class TcpConnection:
             ts = (self.ts_clock(now), self.ts_recent)
         else:
             ts = None
-        blocks = ()
+        blocks: tuple[tuple[int, int], ...] = ()
+        limit = 3 if self.ts_ok else 4  # RFC 2018 §3: what fits in 40 option bytes
+        dsack = self.dsack
+        if dsack is not None:
+            # RFC 2883 §4: the D-SACK block first, reported once, then the usual blocks.
+            self.dsack = None
+            self.stats["dsacks_sent"] += 1
+            blocks = ((dsack[0] & MASK, dsack[1] & MASK),)
+            limit -= 1
         if self.sack_ok and self.ooo.bytes:
-            blocks = tuple(
-                (left & MASK, right & MASK) for left, right in self.ooo.sack_blocks(3 if self.ts_ok else 4)
-            )
+            blocks += tuple((left & MASK, right & MASK) for left, right in self.ooo.sack_blocks(limit))
         if ts is None and not blocks:
             return b""
         return build_tcp_options(timestamp=ts, sack_blocks=blocks)
@@ -1016,13 +1242,20 @@ class TcpConnection:
             if self.ack_now and state != SYN_SENT:
                 self._send_ack_now_if_allowed(now, challenge=False)
             return
+        board = self.board
+        if board is not None and board.lost_pending:
+            self._sack_retransmit(now)  # RFC 6675 §5 NextSeg rule 1 before new data (rule 2)
         if self.fin_queued or state in _CAN_SEND:
             self._send_data(now)
         if self.ack_now:
             self._send_ack_now_if_allowed(now, challenge=False)
+        if self.tlp_rearm:
+            self._arm_tlp(now)
 
     def _send_data(self, now: float) -> None:
         cc = self.cc
+        board = self.board
+        had_dsack = self.dsack is not None
         options = self._ack_options(now)
         room_for_payload = self.send_mss - (len(options) - (_TS_OPTION_LENGTH if self.ts_ok else 0))
         snd_end = self.snd_end
@@ -1037,13 +1270,21 @@ class TcpConnection:
                 # (SND.NXT < SND.MAX): a lone FIN is retransmitted like data (RFC 9293 §3.8.1).
                 if fin_queued and snd_nxt == snd_end and (self.snd_max <= snd_end or snd_nxt < self.snd_max):
                     self._emit(snd_nxt, ACK | FIN, b"", options)
+                    if board is not None:
+                        board.on_send(snd_nxt, snd_end + 1, now)
+                        self.tlp_rearm = True
                     self.snd_nxt = snd_end + 1
                     if self.snd_max < self.snd_nxt:
                         self.snd_max = self.snd_nxt
                     if self.rto_at is None:
                         self.rto_at = now + self.rtt.current()
                 return
-            window_end = self.snd_una + min(self.snd_wnd, cc.cwnd)
+            if board is None:
+                window_end = self.snd_una + min(self.snd_wnd, cc.cwnd)
+            else:
+                # RFC 6675 §5 / Linux: with SACK, what the congestion window limits is the pipe
+                # (SACKed and lost segments have left the network), not SND.NXT - SND.UNA.
+                window_end = min(self.snd_una + self.snd_wnd, snd_nxt + cc.cwnd - self.pipe)
             room = window_end - snd_nxt
             if room <= 0:
                 if self.snd_wnd == 0 and self.snd_max == self.snd_una and self.persist_at is None:
@@ -1076,6 +1317,14 @@ class TcpConnection:
                     flags |= FIN  # piggyback the FIN on the last segment
             payload = self._payload(snd_nxt, length)
             self._emit(snd_nxt, flags, payload, options)
+            if had_dsack:
+                # RFC 2883 §4: a D-SACK is reported once, not on every segment of this flush.
+                had_dsack = False
+                options = self._ack_options(now)
+                room_for_payload = self.send_mss - (len(options) - (_TS_OPTION_LENGTH if self.ts_ok else 0))
+            if board is not None:
+                board.on_send(snd_nxt, snd_nxt + length + (1 if flags & FIN else 0), now)
+                self.tlp_rearm = True
             if snd_nxt < self.snd_max:
                 stats["retransmits_rto"] += 1
             else:
@@ -1090,6 +1339,300 @@ class TcpConnection:
                 self.rto_at = now + self.rtt.current()
             if flags & FIN:
                 return
+
+    # ------------------------------------------------------------------ SACK recovery, RACK-TLP, undo
+
+    @property
+    def pipe(self) -> int:
+        """RFC 6675 §4 SetPipe(): octets believed in the network (SACKed and lost ones are not)."""
+        board = self.board
+        flight = self.snd_max - self.snd_una
+        if board is None:
+            return flight
+        return flight - board.sacked_bytes - board.lost_bytes + board.retrans_bytes
+
+    def set_congestion_control(self, name: str) -> None:
+        """Choose this connection's congestion control by name (as Linux's ``TCP_CONGESTION``)."""
+        old = self.cc
+        cc = congestion.create(name, old.mss, self.config.initial_window)
+        if self.state >= ESTABLISHED:
+            cc.cwnd, cc.ssthresh = old.cwnd, old.ssthresh  # carry the learned window over
+        self.cc = cc
+
+    def _sack_ack(self, seg: TcpSegment, ack: int, old_una: int, now: float) -> None:
+        """Feed one ACK to the scoreboard and RACK, then detect losses (RFC 6675 §5, RFC 8985 §6.2)."""
+        board = self.board
+        rack = self.rack
+        assert board is not None and rack is not None
+        stats = self.stats
+        delivered: list[SentSegment] = []
+        if ack > old_una:
+            board.on_cumulative_ack(ack, delivered)
+        dsack: tuple[int, int] | None = None
+        blocks = seg.sack_blocks
+        if blocks:
+            snd_una = self.snd_una
+            snd_max = self.snd_max
+            first = True
+            for left32, right32 in blocks:
+                stats["sack_blocks_received"] += 1
+                left = unwrap(left32, snd_una)
+                right = unwrap(right32, snd_una)
+                if left >= right or right > snd_max:
+                    # RFC 2018 §3 / RFC 6675 §4: a block must describe data we sent; drop it.
+                    stats["sack_blocks_invalid"] += 1
+                    first = False
+                    continue
+                if first:
+                    first = False
+                    # RFC 2883 §4: the first block is a D-SACK if it lies below the cumulative ACK
+                    # or inside the second block.
+                    second = blocks[1] if len(blocks) > 1 else None
+                    if right <= ack or (
+                        second is not None
+                        and unwrap(second[0], snd_una) <= left
+                        and right <= unwrap(second[1], snd_una)
+                    ):
+                        dsack = (left, right)
+                        continue
+                if right <= snd_una:
+                    stats["sack_blocks_invalid"] += 1  # RFC 6675 §4: below SND.UNA, not a D-SACK
+                    continue
+                board.on_sack_block(max(left, snd_una), right, delivered)
+        if dsack is not None:
+            self._on_dsack(dsack, now)
+        # RFC 8985 §7.4.2: how a tail loss probe episode ends.
+        tlp_end = self.tlp_end
+        if tlp_end is not None and ack >= tlp_end:
+            if not self.tlp_retrans or (dsack is not None and dsack[0] < tlp_end <= dsack[1]):
+                self.tlp_end = None  # new data, or the D-SACK says the probe was a duplicate: no loss
+            elif ack > tlp_end:
+                # The probe repaired a loss that nothing else saw: respond as to any loss.
+                self.tlp_end = None
+                stats["tlp_recoveries"] += 1
+                if not self.in_recovery:
+                    self.cc.on_congestion(self.snd_max - self.snd_una, now)
+            elif ack == old_una and not delivered:
+                self.tlp_end = None  # a plain duplicate ACK: both copies arrived
+        # RFC 6675 §5: an ACK at or past RecoveryPoint ends recovery.
+        if self.in_recovery and self.snd_una >= self.recover:
+            self.in_recovery = False
+            if not self.rto_recovery:
+                self.cc.on_recovery_end(self.snd_max - self.snd_una, now)
+            self.rto_recovery = False
+            rack.on_recovery_end()
+        if len(delivered) > 1:
+            # In sequence order: blocks of one ACK come most-recent first (RFC 2018 §4), which is
+            # not reordering (RFC 8985 §6.2 step 3 compares with what earlier ACKs delivered).
+            delivered.sort(key=lambda d: d.start)
+        for d in delivered:
+            rack.update(d, now)
+        if board.sacked_bytes or board.retrans_bytes or self.in_recovery or self.reo_at is not None:
+            self._sack_detect(now)
+
+    def _sack_detect(self, now: float) -> None:
+        """Mark lost segments: RACK (RFC 8985 §6.2) or DupThresh (RFC 6675 §4 IsLost); maybe recover."""
+        board = self.board
+        rack = self.rack
+        assert board is not None and rack is not None
+        mss = self.send_mss
+        if self.config.rack:
+            srtt = self.rtt.srtt or 0.0
+            reo_wnd = rack.reo_wnd(self.in_recovery, rack.sacked_enough(board, mss), srtt)
+            _, timeout = rack.detect_loss(board, now, reo_wnd)
+            # RFC 8985 §6.3: wake up when the oldest not-yet-lost segment's time is up.
+            self.reo_at = now + timeout if timeout > 0 else None
+        else:
+            board.mark_lost_dupthresh(mss)
+        if board.lost_pending and not self.in_recovery and self.snd_una >= self.recover:
+            self._enter_sack_recovery(now)
+
+    def _enter_sack_recovery(self, now: float) -> None:
+        """RFC 6675 §5 step (4): RecoveryPoint = HighData, reduce, retransmit the first loss at once."""
+        board = self.board
+        assert board is not None
+        cc = self.cc
+        self.stats["fast_retransmit_events"] += 1
+        self.in_recovery = True
+        self.rto_recovery = False
+        self.recover = self.snd_max
+        self.undo_cwnd, self.undo_ssthresh, self.undo_retrans = cc.cwnd, cc.ssthresh, 0
+        cc.on_congestion(self.snd_max - self.snd_una, now)
+        self.tlp_at = None  # RFC 8985 §7.2: no probes during recovery
+        for seg in board:
+            if seg.lost and not seg.retrans and not seg.sacked:
+                # RFC 6675 §5 (4.2): the first segment presumed dropped goes out whatever the pipe.
+                self._retransmit_segment(seg, now, "retransmits_fast")
+                break
+
+    def _sack_retransmit(self, now: float) -> None:
+        """RFC 6675 §5 (C) NextSeg rule 1: resend lost holes, once each, while cwnd - pipe allows."""
+        board = self.board
+        assert board is not None
+        mss = self.send_mss
+        cwnd = self.cc.cwnd
+        for seg in [s for s in board if s.lost and not s.retrans and not s.sacked]:
+            if cwnd - self.pipe < min(mss, seg.end - seg.start):
+                return
+            cause = "retransmits_rto" if self.rto_recovery else "retransmits_recovery"
+            self._retransmit_segment(seg, now, cause)
+
+    def _retransmit_segment(self, seg: SentSegment, now: float, cause: str) -> None:
+        """Send ``seg`` again, cut to today's segment size (RFC 1191 §3: a smaller MSS splits it)."""
+        board = self.board
+        assert board is not None
+        options = self._ack_options(now)
+        room = self.send_mss - (len(options) - (_TS_OPTION_LENGTH if self.ts_ok else 0))
+        start = seg.start
+        snd_end = self.snd_end
+        data_end = seg.end if seg.end <= snd_end else snd_end
+        length = data_end - start if data_end > start else 0
+        if length > room:
+            board.split(seg, start + room)
+            length = room
+        flags = ACK | PSH if length and data_end == snd_end else ACK
+        if self.fin_queued and seg.end > snd_end:
+            flags |= FIN  # the segment carried our FIN (RFC 9293 §3.10.4)
+        self._emit(start, flags, self._payload(start, length) if length else b"", options)
+        board.on_retransmit(seg, now)
+        self.stats[cause] += 1
+        self.rtt_seq = None  # Karn's rule (RFC 6298 §3)
+        if self.undo_retrans >= 0:
+            self.undo_retrans += 1
+        if self.rto_at is None:
+            self.rto_at = now + self.rtt.current()
+
+    def _on_dsack(self, block: tuple[int, int], now: float) -> None:
+        """RFC 2883 §5 / RFC 3708: a duplicate arrived; if we retransmitted it, that was spurious."""
+        rack = self.rack
+        board = self.board
+        assert rack is not None and board is not None
+        stats = self.stats
+        stats["dsacks_received"] += 1
+        rack.on_dsack(self.snd_una, self.snd_max)  # RFC 8985 §6.2 step 4: widen the reordering window
+        covered = board.is_covered(block[0], block[1])
+        if block[1] <= self.snd_una or (covered is not None and covered.ever_retrans):
+            stats["spurious_retransmits"] += 1
+            if self.undo_retrans > 0:
+                self.undo_retrans -= 1
+                if self.undo_retrans == 0:
+                    # Every retransmission of the episode was a duplicate (RFC 3708 §3): the loss was
+                    # not one, so undo the reduction as Linux's DSACK undo does.
+                    self._undo(now)
+
+    def _undo(self, now: float) -> None:
+        cc = self.cc
+        stats = self.stats
+        stats["undo_events"] += 1
+        if cc.cwnd < self.undo_cwnd:
+            cc.cwnd = self.undo_cwnd
+        if cc.ssthresh < self.undo_ssthresh:
+            cc.ssthresh = self.undo_ssthresh
+        self.undo_retrans = -1
+
+    def _eifel_check(self, seg: TcpSegment, now: float) -> None:
+        """RFC 3522 §3.2 (Eifel detection): was the timeout spurious? RFC 4015 §3 (response): undo."""
+        tsval = self.rto_undo_tsval
+        self.rto_undo_tsval = None
+        ts = seg.timestamp
+        if tsval is None or ts is None or not ts[1]:
+            return
+        if not 0 < ((tsval - ts[1]) & MASK) < 0x80000000:
+            return  # the echo is of the retransmission (or later): the timeout was real
+        # The first ACK after the timeout echoes an older TSval: it answers the original transmission.
+        self.stats["spurious_rto"] += 1
+        self._undo(now)
+        board = self.board
+        if board is not None:
+            board.clear_lost()  # what was not yet resent is not lost: do not resend it
+            if self.rto_recovery:
+                self.in_recovery = False
+                self.rto_recovery = False
+        else:
+            # RFC 4015 §3.1 step (4): resume with new data instead of going back N.
+            if self.snd_nxt < self.snd_max:
+                self.snd_nxt = self.snd_max
+
+    def _arm_tlp(self, now: float) -> None:
+        """RFC 8985 §7.2: (re)start the probe timer after new data went out or new data was acked."""
+        self.tlp_rearm = False
+        board = self.board
+        if (
+            board is None
+            or not self.config.tlp
+            or self.in_recovery
+            or self.tlp_end is not None
+            or self.snd_max <= self.snd_una
+            or self.rtt.srtt is None
+            or self.state < ESTABLISHED
+        ):
+            self.tlp_at = None
+            return
+        rto_left = self.rto_at - now if self.rto_at is not None else self.rtt.current()
+        pto = probe_timeout(self.rtt.srtt, len(board), rto_left)
+        self.tlp_at = now + pto if pto < rto_left else None
+
+    def _on_tlp(self, now: float) -> None:
+        """RFC 8985 §7.3: send a probe — new data if the windows allow, else the last segment again."""
+        board = self.board
+        if board is None or self.in_recovery or self.snd_max <= self.snd_una or self.state == TIME_WAIT:
+            return
+        stats = self.stats
+        snd_nxt = self.snd_nxt
+        available = self.snd_end - snd_nxt
+        options = self._ack_options(now)
+        room = self.send_mss - (len(options) - (_TS_OPTION_LENGTH if self.ts_ok else 0))
+        rwnd_room = self.snd_una + self.snd_wnd - snd_nxt
+        if available > 0 and rwnd_room >= min(room, available) and snd_nxt == self.snd_max:
+            length = min(room, available)
+            flags = ACK | PSH if length == available else ACK
+            if self.fin_queued and length == available:
+                flags |= FIN
+            self._emit(snd_nxt, flags, self._payload(snd_nxt, length), options)
+            end = snd_nxt + length + (1 if flags & FIN else 0)
+            board.on_send(snd_nxt, end, now)
+            stats["bytes_sent"] += length
+            self.snd_nxt = self.snd_max = end
+            self.tlp_retrans = False
+        else:
+            seg = board.last_unsacked()
+            if seg is None:
+                return
+            self._retransmit_segment(seg, now, "retransmits_tlp")
+            self.tlp_retrans = True
+        stats["tlp_probes"] += 1
+        self.tlp_end = self.snd_max
+        self.rto_at = now + self.rtt.current()  # RFC 8985 §7.3: the RTO guards the probe
+
+    def _sack_rto(self, now: float) -> None:
+        """RFC 6675 §5.1 with RFC 5681 §3.1: after a timeout every unSACKed segment is presumed lost
+        and resent from the scoreboard (SACKed data is not resent), one segment per cwnd."""
+        board = self.board
+        assert board is not None
+        cc = self.cc
+        if self.retransmits == 1:
+            if not self.in_recovery:
+                self.undo_cwnd, self.undo_ssthresh = cc.cwnd, cc.ssthresh
+            self.undo_retrans = 0
+            # Eifel (RFC 3522 §3.1): remember the TSval this retransmission carries.
+            self.rto_undo_tsval = self.ts_clock(now) if self.ts_ok else None
+        cc.on_timeout(self.snd_max - self.snd_una, now)
+        self.recover = self.snd_max  # RFC 6675 §5.1: RecoveryPoint = HighData
+        self.in_recovery = True
+        self.rto_recovery = True
+        self.dupacks = 0
+        self.tlp_at = self.reo_at = self.tlp_end = None
+        head = board.first()
+        if head is not None and head.sacked:
+            # The head was SACKed yet the timer expired: the receiver reneged. RFC 2018 §8: SACK
+            # information is advisory; resend from the head as if nothing had been SACKed.
+            board.forget_sacks()
+        board.mark_all_lost()
+        for seg in board:
+            if not seg.sacked:
+                self._retransmit_segment(seg, now, "retransmits_rto")
+                break
+        self.rto_at = now + self.rtt.current()
 
     def _persist_interval(self) -> float:
         config = self.config
@@ -1118,6 +1661,13 @@ class TcpConnection:
             self._on_keepalive(now)
             if self.state == CLOSED:
                 return
+        if self.tlp_at is not None and now >= self.tlp_at:
+            self.tlp_at = None
+            self._on_tlp(now)  # RFC 8985 §7.3
+        if self.reo_at is not None and now >= self.reo_at:
+            self.reo_at = None
+            self.stats["rack_reorder_timeouts"] += 1
+            self._sack_detect(now)  # RFC 8985 §6.3: the reordering window ran out
         if self.delack_at is not None and now >= self.delack_at:
             self.delack_at = None
             if self.state >= ESTABLISHED and self.last_ack_sent != self.rcv_nxt:
@@ -1150,6 +1700,13 @@ class TcpConnection:
         if self.retransmits > config.max_retransmissions:
             self._terminate(self._timeout_error("waiting for an acknowledgment"))
             return
+        if self.board is not None and len(self.board):
+            self._sack_rto(now)
+            return
+        if self.retransmits == 1:
+            self.undo_cwnd, self.undo_ssthresh = self.cc.cwnd, self.cc.ssthresh
+            # Eifel (RFC 3522 §3.1): the TSval our retransmission (sent just below) carries.
+            self.rto_undo_tsval = self.ts_clock(now) if self.ts_ok else None
         self.cc.on_timeout(self.snd_max - self.snd_una, now)
         # RFC 6582 §3.2 step 4: after a timeout, recover = highest sequence sent.
         self.recover = self.snd_max

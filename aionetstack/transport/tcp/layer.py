@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import struct
 from typing import TYPE_CHECKING
 
 from aionetstack.errors import MalformedPacket
+from aionetstack.network.pmtu import MIN_PMTU, next_lower_plateau
 from aionetstack.transport.ports import pick_ephemeral_port
 from aionetstack.transport.tcp.connection import (
     ChallengeAckLimiter,
@@ -42,6 +44,7 @@ _TIME_WAIT = TcpState.TIME_WAIT
 _CLOSED = TcpState.CLOSED
 
 Key = tuple[bytes, int, bytes, int]
+_NO_PMTU = 65535 - 40  # TcpConnection.pmtu_mss before any path MTU was learnt
 
 
 class TcpLayer:
@@ -54,13 +57,15 @@ class TcpLayer:
         self.listeners: dict[tuple[bytes, int], TcpListener] = {}
         self.isn = IsnGenerator()
         self.cookies = SynCookies()
-        self.ts_offset = int.from_bytes(os.urandom(4), "big")  # the TSval clock of SYN-cookie answers
+        self._ts_key = os.urandom(16)
         config = stack.tcp_config
-        self.receive_wscale = 0  # the window scale every connection of this stack offers (RFC 7323 §2.3)
+        # The window scale every connection of this stack offers (RFC 7323 §2.3): from the largest
+        # buffer auto-tuning may reach, as each connection computes it.
+        self.receive_wscale = 0
         while (
             config.window_scaling
             and self.receive_wscale < 14
-            and (65535 << self.receive_wscale) < config.receive_buffer
+            and (65535 << self.receive_wscale) < config.receive_buffer_max
         ):
             self.receive_wscale += 1
         self.challenge = ChallengeAckLimiter(stack.tcp_config.challenge_ack_limit)
@@ -82,7 +87,17 @@ class TcpLayer:
         iface, _ = self.stack.ip.route(remote[0])
         mss = iface.link.mtu - 40  # RFC 9293 §3.7.1: MTU minus fixed IP and TCP headers
         iss = self.isn.isn(local[0], local[1], remote[0], remote[1], now)
-        return TcpConnection(config, local, remote, iss, mss, self.challenge)
+        conn = TcpConnection(config, local, remote, iss, mss, self.challenge)
+        conn.ts_offset = self.ts_offset_for(local[0], remote[0])
+        self._sync_pmtu(conn, now)  # start with what the path taught earlier connections (RFC 1191 §6.2)
+        return conn
+
+    def ts_offset_for(self, local_ip: bytes, remote_ip: bytes) -> int:
+        """The TSval clock offset for a pair of hosts: random to outsiders (RFC 7323 §5.4), yet the
+        same for every connection between the two, so a new incarnation's timestamps are newer
+        than the old one's and RFC 6191 can reuse a TIME-WAIT (as Linux's tsoffset does)."""
+        digest = hashlib.blake2s(local_ip + remote_ip, key=self._ts_key, digest_size=4).digest()
+        return int.from_bytes(digest, "big")
 
     def connect(
         self, local_ip: bytes, local_port: int, remote: tuple[bytes, int], now: float
@@ -189,6 +204,8 @@ class TcpLayer:
 
     def register(self, conn: TcpConnection) -> None:
         self.connections[(conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)] = conn
+        if self.stack.pmtu:
+            self._sync_pmtu(conn, self.stack.loop.time())
 
     # ------------------------------------------------------------------ output
 
@@ -205,6 +222,7 @@ class TcpLayer:
         options: bytes,
         payload: Buffer,
         owner: object = None,
+        dont_fragment: bool = False,
     ) -> None:
         ip = self.stack.ip
         header_length = 20 + len(options)
@@ -234,6 +252,7 @@ class TcpLayer:
             (header, options, payload) if options else (header, payload),  # type: ignore[arg-type]
             owner=owner,
             path=path,
+            dont_fragment=dont_fragment,
         )
         self.counters["tcp.segments-sent"] += 1
 
@@ -245,10 +264,29 @@ class TcpLayer:
         conn.outbox = []
         src, sport, dst, dport = conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port
         owner = conn.user_data
+        stack = self.stack
+        # RFC 1191 §3: TCP segments go with DF set (path MTU discovery), unless the path claimed an
+        # MTU below our minimum: then they go at that minimum without DF, as Linux's locked PMTU.
+        df = stack.options.path_mtu_discovery and not (stack.pmtu and stack.pmtu.locked(dst))
         try:
             for seq, ack, flags, window, options, payload in outbox:
-                self._send(src, sport, dst, dport, seq, ack, flags, window, options, payload, owner)
+                self._send(src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df)
         except OSError as exc:
+            if exc.errno == errno.EMSGSIZE:
+                # DF and a datagram over the first hop's MTU (the route moved to a smaller link since
+                # the connection sized its segments): take that MTU as the path's and resend.
+                self.counters["tcp.pmtu-local-reductions"] += 1
+                try:
+                    route_mtu = stack.ip.route(dst)[0].link.mtu
+                except OSError:
+                    route_mtu = MIN_PMTU
+                now = stack.loop.time()
+                # Into the cache too, or the next flush would "age" it back up (_sync_pmtu).
+                route_mtu = stack.pmtu.update(dst, route_mtu, now)
+                if conn.set_path_mtu(route_mtu, now):
+                    self.counters["tcp.pmtu-reductions"] += 1
+                self._dirty[conn] = None
+                return
             # No route or unreachable: a connection in the handshake fails at once.
             if conn.state in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED):
                 conn.icmp_error(exc, hard=True)
@@ -274,10 +312,13 @@ class TcpLayer:
         if not dirty:
             return
         now = self.stack.loop.time()
+        pmtu = self.stack.pmtu
         while dirty:
             conns = list(dirty)
             dirty.clear()
             for conn in conns:
+                if pmtu or conn.pmtu_mss != _NO_PMTU:
+                    self._sync_pmtu(conn, now)
                 shell = conn.user_data
                 if shell is not None:
                     shell.process(now)  # type: ignore[attr-defined]
@@ -285,6 +326,25 @@ class TcpLayer:
                     conn.output(now)
                     self.transmit(conn)
                     self.after_events(conn)
+
+    def _sync_pmtu(self, conn: TcpConnection, now: float) -> None:
+        """Bring a connection's MSS in line with the stack's PMTU cache for its destination.
+
+        Lowers it when another connection to the same host learnt a smaller PMTU (RFC 1191 §6.2:
+        the estimate belongs to the path, not the connection) and raises it again once the entry
+        aged out (RFC 1191 §6.3), up to the route's MTU.
+        """
+        mtu = self.stack.pmtu.get(conn.remote_ip, now)
+        if mtu is None:
+            if conn.pmtu_mss == _NO_PMTU:
+                return
+            mtu = _NO_PMTU + 40
+        elif mtu == conn.pmtu_mss + 40:
+            return
+        if conn.set_path_mtu(mtu, now):
+            self.counters["tcp.pmtu-reductions"] += 1
+        elif mtu == _NO_PMTU + 40:
+            self.counters["tcp.pmtu-expired"] += 1
 
     def after_events(self, conn: TcpConnection) -> None:
         """Drop a connection that reached CLOSED from the table."""
@@ -323,18 +383,56 @@ class TcpLayer:
         conn = self.connections.get((source, sport, destination, dport))
         if conn is None:
             return
+        frag_needed = icmp_type == ICMP_DEST_UNREACHABLE and code == UNREACH_FRAGMENTATION_NEEDED
         # RFC 5927 §4.1: the quoted sequence number must lie in the window of data we sent.
         if ports_at + 8 <= end:
             seq = struct.unpack_from("!I", buf, ports_at + 4)[0]
             if ((seq - conn.snd_una) & MASK) > ((conn.snd_max - conn.snd_una) & MASK):
                 self.counters["tcp.icmp-out-of-window"] += 1
                 return
+        elif frag_needed:
+            # Without the sequence number a forged "too big" cannot be told from a real one.
+            self.counters["tcp.icmp-out-of-window"] += 1
+            return
         self.counters["tcp.icmp-errors"] += 1
-        if icmp_type == ICMP_DEST_UNREACHABLE and code == UNREACH_FRAGMENTATION_NEEDED:
-            return  # path MTU discovery is TCP part 2's work; we never set DF yet
+        if frag_needed:
+            self._fragmentation_needed(conn, mtu, buf, ports_at, end)
+            return
         hard = icmp_type == ICMP_DEST_UNREACHABLE and code in (UNREACH_PORT, UNREACH_PROTOCOL)
         conn.icmp_error(exc, hard)
         self.mark(conn)
+
+    def _fragmentation_needed(
+        self, conn: TcpConnection, mtu: int, buf: Buffer, ports_at: int, end: int
+    ) -> None:
+        """RFC 1191: a router dropped a segment of ours with DF set; lower the path MTU and resend."""
+        counters = self.counters
+        stack = self.stack
+        now = stack.loop.time()
+        # The size of the datagram the router refused: from the quoted IPv4 header (we send no IP
+        # options, so it starts 20 bytes before the TCP header), else what we send at most.
+        quote = ports_at - 20
+        if quote >= 0 and buf[quote] == 0x45:
+            refused = struct.unpack_from("!H", buf, quote + 2)[0]
+        else:
+            refused = min(conn.mss_base, conn.pmtu_mss) + 40
+        if mtu == 0:
+            # RFC 1191 §5: a router from before RFC 1191 says 0; guess the next plateau (§7) down.
+            mtu = next_lower_plateau(refused)
+            counters["tcp.pmtu-plateau-guesses"] += 1
+        current = conn.pmtu_mss + 40
+        if mtu == current:
+            return  # one more message about the same flight: already applied
+        if mtu >= refused or mtu > current:
+            # RFC 1191 §3: a "too big" message never raises the estimate; one that claims the
+            # datagram it refused would have fitted tells us nothing.
+            counters["tcp.pmtu-ignored"] += 1
+            return
+        counters["tcp.pmtu-messages"] += 1
+        pmtu = stack.pmtu.update(conn.remote_ip, mtu, now)  # never below MIN_PMTU
+        if conn.set_path_mtu(pmtu, now):
+            counters["tcp.pmtu-reductions"] += 1
+            self.mark(conn)
 
     # ------------------------------------------------------------------ shutdown
 

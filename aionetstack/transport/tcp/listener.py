@@ -82,7 +82,7 @@ class TcpListener:
             if config.window_scaling and seg.wscale is not None:
                 wscale = layer.receive_wscale
             sack = config.sack and seg.sack_permitted
-            clock = (int(now * 1000) + layer.ts_offset) & 0xFFFFFFFF
+            clock = (int(now * 1000) + layer.ts_offset_for(key[0], key[2])) & 0xFFFFFFFF
             timestamp = (
                 layer.cookies.encode_timestamp(clock, seg.wscale if wscale is not None else None, sack),
                 seg.timestamp[0],
@@ -133,7 +133,7 @@ class TcpListener:
         conn = TcpConnection(
             config, (key[0], key[1]), (key[2], key[3]), isn, iface.link.mtu - 40, layer.challenge
         )
-        conn.ts_offset = layer.ts_offset  # the cookie's TSval came from this clock
+        conn.ts_offset = layer.ts_offset_for(key[0], key[2])  # the cookie's TSval came from this clock
         # Rebuild the SYN the cookie stands for, take it as a passive open, and drop the SYN-ACK that
         # would repeat what was already sent; then the ACK completes the handshake as usual.
         syn = TcpSegment(

@@ -57,6 +57,16 @@ class OutOfOrderQueue:
         self._touch(start)
         return True
 
+    def covers(self, start: int, end: int) -> bool:
+        """True if ``[start, end)`` is held entirely (a duplicate, for D-SACK: RFC 2883 §4)."""
+        i = bisect.bisect_right(self._ends, start)
+        starts, ends = self._starts, self._ends
+        cursor = start
+        while cursor < end and i < len(starts) and starts[i] <= cursor:
+            cursor = ends[i]
+            i += 1
+        return cursor >= end
+
     def _touch(self, start: int) -> None:
         recent = self._recent
         if start in recent:

@@ -22,7 +22,8 @@ def established(config: TcpConfig | None = None, *, ts: bool = True, win: int = 
 
 
 def test_nagle_full_segment_goes_at_once_small_waits() -> None:
-    t = established()
+    # No tail loss probe (RFC 8985 §7) here: with SRTT 0 it would probe at 2 ms, before the ACKs.
+    t = established(TcpConfig(tlp=False))
     t.write(b"a" * 100)
     t.expect("P.", seq=1, length=100)  # nothing outstanding: sent at once
     t.write(b"b" * FULL)
@@ -112,7 +113,8 @@ def test_immediate_ack_for_out_of_order_and_hole_fill() -> None:
 
 
 def test_zero_window_persist_probes_with_backoff_then_resume() -> None:
-    t = TcpScript(TcpConfig(rto_min=0.2))
+    # No tail loss probe (RFC 8985 §7) here: with SRTT 0 it would probe at 2 ms, before the ACK.
+    t = TcpScript(TcpConfig(rto_min=0.2, tlp=False))
     t.at(0.0).establish_passive(wscale=None)  # RTT sample 0: RTO = rto_min = 0.2
     t.write(b"p" * 2 * FULL)
     t.expect(seq=1, length=FULL)

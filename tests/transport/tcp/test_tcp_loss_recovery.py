@@ -115,7 +115,7 @@ def test_rto_collapses_cwnd_and_goes_back_from_snd_una() -> None:
 
 
 def test_fast_retransmit_and_newreno_recovery() -> None:
-    t = established()
+    t = established(TcpConfig(congestion_control="newreno"))  # RFC 5681 arithmetic (CUBIC is the default)
     flight = 10 * MSS
     t.write(b"f" * flight)
     outs = t.drain()

@@ -63,9 +63,11 @@ def test_out_of_order_segment_does_not_update_ts_recent() -> None:
 
 
 def test_rtt_from_tsecr() -> None:
-    """RFC 7323 §4.1 / RFC 6298 §2: RTT samples come from TSecr, fed to the RFC 6298 estimator."""
+    """RFC 7323 §4.1 / RFC 6298 §2: RTT samples come from TSecr, fed to the RFC 6298 estimator.
+
+    Without SACK: with it, the scoreboard's exact per-segment send times give the samples instead."""
     t = TcpScript()
-    t.at(0.0).send_syn()
+    t.at(0.0).send_syn(sack_ok=False)
     t.expect("S.", ts=(10_000, 100))
     t.at(0.1).inject(".", 1, 1, ts=(110, 10_000))  # R = 0.1: SRTT = 0.1, RTTVAR = 0.05
     info = t.conn.info()

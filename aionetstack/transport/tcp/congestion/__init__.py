@@ -1,13 +1,14 @@
 """Congestion control, pluggable: one class per algorithm, all with the interface in ``base``."""
 
 from aionetstack.transport.tcp.congestion.base import CongestionControl
+from aionetstack.transport.tcp.congestion.cubic import Cubic
 from aionetstack.transport.tcp.congestion.newreno import NewReno
 
-ALGORITHMS: dict[str, type[CongestionControl]] = {"newreno": NewReno, "reno": NewReno}
+ALGORITHMS: dict[str, type[CongestionControl]] = {"cubic": Cubic, "newreno": NewReno, "reno": NewReno}
 
 
 def create(name: str, mss: int, initial_window: int) -> CongestionControl:
-    """A new controller by name (``"newreno"``)."""
+    """A new controller by name (``"cubic"``, ``"newreno"``)."""
     try:
         cls = ALGORITHMS[name.lower()]
     except KeyError:
@@ -17,4 +18,4 @@ def create(name: str, mss: int, initial_window: int) -> CongestionControl:
     return cls(mss, initial_window)
 
 
-__all__ = ["ALGORITHMS", "CongestionControl", "NewReno", "create"]
+__all__ = ["ALGORITHMS", "CongestionControl", "Cubic", "NewReno", "create"]

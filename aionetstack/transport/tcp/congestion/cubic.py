@@ -92,7 +92,11 @@ class Cubic(CongestionControl):
                         self._in_css = True
                         self._css_baseline = self._round_min_rtt
                         self._css_rounds = 0
-                elif self._in_css and self._round_samples >= N_RTT_SAMPLE and self._round_min_rtt < self._css_baseline:
+                elif (
+                    self._in_css
+                    and self._round_samples >= N_RTT_SAMPLE
+                    and self._round_min_rtt < self._css_baseline
+                ):
                     # RFC 9406 §4.2: the delay fell back: it was a false alarm, resume slow start.
                     self._in_css = False
                     self._css_baseline = float("inf")
@@ -124,7 +128,7 @@ class Cubic(CongestionControl):
                 self._w_max = cwnd_seg
             self._cwnd_epoch = cwnd_seg
             self._w_est = cwnd_seg
-        t = now - self._epoch_start
+        t = round(now - self._epoch_start, 6)  # to the microsecond: replayable at any absolute time
         rtt_estimate = self.min_rtt or 0.0
         segments_acked = acked / mss
         # RFC 9438 §4.3: the Reno-friendly estimate grows by ALPHA per window's worth of ACKs.

@@ -1,0 +1,87 @@
+"""The TCP regression table (benchmarks/simulate.py) as a snapshot, and issue 4's targets per cell.
+
+The grid (RTT 1/10/100 ms x random loss 0/0.1/1/5 % on a 10 Mbit/s bottleneck) runs in virtual
+time in a few seconds. A change in TCP behaviour shows as a diff of ``regression_table.txt``;
+after reviewing it, rewrite the file with ``UPDATE_SNAPSHOT=1 pytest tests/sim``.
+
+Targets (issue 4, "Done when"): at 0 % loss, at least 95 % of the link rate after slow start; at
+loss p and RTT R, goodput at least 1.5x the Mathis et al. estimate MSS/R x 1.22/sqrt(p) where the
+link allows it (1.5x Mathis below the link rate), else at least 90 % of the link. A cell we do not
+reach is an xfail carrying the measured figure — the target is not lowered.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAPSHOT = Path(__file__).with_name("regression_table.txt")
+RATE = 1.25e6
+
+
+def _load_benchmark() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("simulate_benchmark", ROOT / "benchmarks" / "simulate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+BENCH = _load_benchmark()
+
+
+@pytest.fixture(scope="module")
+def cells() -> list[tuple[float, float, Any]]:
+    return BENCH.grid(RATE, 1)
+
+
+def test_table_matches_snapshot(cells: list[tuple[float, float, Any]]) -> None:
+    text = BENCH.table(RATE, 1, cells) + "\n"
+    if os.environ.get("UPDATE_SNAPSHOT"):
+        SNAPSHOT.write_text(text)
+    assert text == SNAPSHOT.read_text(), "TCP behaviour changed: review the diff, then UPDATE_SNAPSHOT=1"
+
+
+def test_every_transfer_arrived_intact(cells: list[tuple[float, float, Any]]) -> None:
+    assert all(r.intact for _, _, r in cells)
+
+
+# Cells that miss the target today, with what they measure (seed 1). See the module docstring.
+_SHORT: dict[tuple[float, float], str] = {
+    (0.100, 0.0): "0.94 of the link: slow-start overshoot (HyStart++ CSS) loses ~740 segments at 100 ms",
+    (0.010, 0.05): "0.88x Mathis (0.56 of the link); needs 1.5x = 0.95 of the link at 5 % loss",
+    (0.100, 0.001): "1.36x Mathis (0.61 of the link)",
+    (0.100, 0.01): "1.02x Mathis (0.14 of the link): CUBIC is in its Reno-friendly region here",
+}
+
+
+def _params() -> list[Any]:
+    out = []
+    for rtt in BENCH.RTTS:
+        for loss in BENCH.LOSSES:
+            marks = []
+            if (rtt, loss) in _SHORT:
+                marks.append(pytest.mark.xfail(reason=_SHORT[(rtt, loss)], strict=True))
+            out.append(pytest.param(rtt, loss, id=f"rtt{rtt * 1000:.0f}ms-loss{loss * 100:g}%", marks=marks))
+    return out
+
+
+@pytest.mark.parametrize(("rtt", "loss"), _params())
+def test_target(cells: list[tuple[float, float, Any]], rtt: float, loss: float) -> None:
+    result = next(r for c_rtt, c_loss, r in cells if c_rtt == rtt and c_loss == loss)
+    if loss == 0:
+        assert result.link_fraction >= 0.95
+        return
+    target = 1.5 * result.mathis
+    if target < RATE:
+        assert result.goodput >= target, f"{result.goodput / result.mathis:.2f}x Mathis"
+    else:
+        assert result.link_fraction >= 0.90
