@@ -37,7 +37,9 @@ __all__ = ["Stack", "StackOptions", "current_stack"]
 
 logger = logging.getLogger("aionetstack")
 
-_current: contextvars.ContextVar[Stack | None] = contextvars.ContextVar("aionetstack_current_stack", default=None)
+_current: contextvars.ContextVar[Stack | None] = contextvars.ContextVar(
+    "aionetstack_current_stack", default=None
+)
 
 
 def current_stack() -> Stack:
@@ -303,11 +305,15 @@ class Stack:
         addresses = await self.resolver.resolve(addr[0])
         return ipaddress.IPv4Address(addresses[0]).packed, addr[1]
 
-    def set_nameservers(self, nameservers: list[str | tuple[str, int]], *, timeout: float = 2.0, attempts: int = 2) -> None:
+    def set_nameservers(
+        self, nameservers: list[str | tuple[str, int]], *, timeout: float = 2.0, attempts: int = 2
+    ) -> None:
         """Resolve names that are neither numeric nor in ``hosts`` with DNS over this stack's UDP."""
         from aionetstack.resolver import StubResolver
 
-        self.resolver = StubResolver(self, nameservers, timeout=timeout, attempts=attempts) if nameservers else None
+        self.resolver = (
+            StubResolver(self, nameservers, timeout=timeout, attempts=attempts) if nameservers else None
+        )
 
     # ------------------------------------------------------------------ statistics
 
@@ -504,7 +510,9 @@ class Stack:
 
         if self.udp_forwarder is not None:
             self.udp_forwarder.close()
-        self.udp_forwarder = UdpForwarder(self, handler, max_flows, idle_timeout) if handler is not None else None
+        self.udp_forwarder = (
+            UdpForwarder(self, handler, max_flows, idle_timeout) if handler is not None else None
+        )
 
     async def ping(self, host: str, *, timeout: float = 1.0, size: int = 56, ttl: int | None = None) -> float:
         """Send one ICMP echo request to ``host``; the round-trip time in seconds.

@@ -11,7 +11,8 @@ __all__ = ["TcpConfig"]
 class TcpConfig:
     """Every knob of our TCP. Pass one to ``Stack(tcp=TcpConfig(...))``."""
 
-    #: RFC 6298 §2: initial RTO 1 s; Linux's 200 ms floor (RFC 6298 says 1 s, Linux and most stacks use 200 ms).
+    #: RFC 6298 §2: initial RTO 1 s. The floor is Linux's 200 ms (RFC 6298 §2.4 says 1 s; Linux and
+    #: most stacks use 200 ms).
     rto_initial: float = 1.0
     rto_min: float = 0.2
     rto_max: float = 120.0
@@ -60,7 +61,8 @@ class TcpConfig:
     def __attrs_post_init__(self) -> None:
         if self.rto_min <= 0 or self.rto_initial < self.rto_min or self.rto_max < self.rto_initial:
             raise ValueError(
-                f"need 0 < rto_min <= rto_initial <= rto_max, got {self.rto_min}, {self.rto_initial}, {self.rto_max}"
+                "need 0 < rto_min <= rto_initial <= rto_max, "
+                f"got {self.rto_min}, {self.rto_initial}, {self.rto_max}"
             )
         if self.receive_buffer < 1024 or self.send_buffer < 1024:
             raise ValueError("receive_buffer and send_buffer must be at least 1024 bytes")
