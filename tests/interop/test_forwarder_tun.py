@@ -39,8 +39,40 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("{host}", 8000), H).serve_forever()
 """
 
+# A minimal SOCKS5 proxy (RFC 1928: no authentication, CONNECT to an IPv4 address) that says
+# which destinations it was asked for, so the test can tell the forwarder really used it.
+SOCKS5 = """
+import asyncio, socket, struct
+async def pipe(r, w):
+    try:
+        while data := await r.read(65536):
+            w.write(data)
+            await w.drain()
+        w.write_eof()
+    except OSError:
+        pass
+async def handle(r, w):
+    n = (await r.readexactly(2))[1]
+    await r.readexactly(n)
+    w.write(b"\\x05\\x00")
+    ver, cmd, _, atyp = await r.readexactly(4)
+    host = socket.inet_ntoa(await r.readexactly(4))
+    port = struct.unpack("!H", await r.readexactly(2))[0]
+    print("CONNECT", host, port, flush=True)
+    ur, uw = await asyncio.open_connection(host, port)
+    w.write(b"\\x05\\x00\\x00\\x01" + bytes(4) + bytes(2))
+    await asyncio.gather(pipe(r, uw), pipe(ur, w))
+    w.close()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 1080)
+    print("listening", flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+"""
 
-def test_curl_through_the_forwarder_gets_the_bytes_intact() -> None:
+
+@pytest.mark.parametrize("upstream", ["direct", "socks5"])
+def test_curl_through_the_forwarder_gets_the_bytes_intact(upstream: str) -> None:
     require_interop()
     curl = require_tool("curl", "curl")
     with NetNS() as fwd, NetNS() as client, NetNS() as server:
@@ -55,9 +87,24 @@ def test_curl_through_the_forwarder_gets_the_bytes_intact() -> None:
         http_server = subprocess.Popen(
             server.command(sys.executable, "-c", SERVER.format(size=SIZE, host=uplink.host(2)))
         )
+        extra: list[str] = []
+        socks = None
+        if upstream == "socks5":
+            fwd.ip("link", "set", "lo", "up")
+            socks = subprocess.Popen(
+                fwd.command(sys.executable, "-c", SOCKS5), stdout=subprocess.PIPE, text=True
+            )
+            assert socks.stdout is not None and socks.stdout.readline().strip() == "listening"
+            extra = ["--socks5", "127.0.0.1:1080"]
         forwarder = subprocess.Popen(
             fwd.command(
-                sys.executable, str(ROOT / "examples" / "tun2socks.py"), "--tun", tun, "--ip", tunnet.cidr(1)
+                sys.executable,
+                str(ROOT / "examples" / "tun2socks.py"),
+                "--tun",
+                tun,
+                "--ip",
+                tunnet.cidr(1),
+                *extra,
             ),
             stdout=subprocess.PIPE,
             text=True,
@@ -97,6 +144,10 @@ def test_curl_through_the_forwarder_gets_the_bytes_intact() -> None:
             out, _ = forwarder.communicate(timeout=20)
             http_server.kill()
             http_server.wait()
+            if socks is not None:
+                socks.kill()
+                socks_output = socks.communicate(timeout=10)[0]
+                assert f"CONNECT {uplink.host(2)} 8000" in socks_output  # the bytes went through the proxy
         counters = json.loads(out.strip().splitlines()[-1])
         assert counters["forwarder"]["tcp"]["accepted"] >= 1
         print(f"\nforwarder counters: {counters['forwarder']}")
