@@ -1,6 +1,6 @@
 """Link endpoints: the in-memory wire and switch, TAP/TUN devices, and the pcap and impairment wrappers."""
 
-from aionetstack.link.endpoint import LinkCapabilities, LinkEndpoint, LinkKind, NetworkDispatcher
+from aionetstack.link.endpoint import LinkCapabilities, LinkEndpoint, LinkKind, LinkWrapper, NetworkDispatcher
 from aionetstack.link.impair import ImpairedLink
 from aionetstack.link.pcap import PcapLink
 from aionetstack.link.pipe import PipeEndpoint, pipe, random_mac
@@ -23,6 +23,7 @@ __all__ = [
     "LinkEndpoint",
     "LinkKind",
     "LinkStats",
+    "LinkWrapper",
     "NetworkDispatcher",
     "PcapLink",
     "PipeEndpoint",

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from aionetstack.wire import Buffer
 
-__all__ = ["LinkCapabilities", "LinkEndpoint", "LinkKind", "NetworkDispatcher"]
+__all__ = ["LinkCapabilities", "LinkEndpoint", "LinkKind", "LinkWrapper", "NetworkDispatcher"]
 
 
 class LinkKind(enum.Enum):
@@ -108,3 +108,56 @@ class LinkEndpoint:
 
     def __repr__(self) -> str:
         return f"<{self.name} mtu={self.mtu} kind={self.kind.value}>"
+
+
+class LinkWrapper(LinkEndpoint):
+    """A link that wraps another (as smoltcp's device decorators do): it looks like ``inner``
+    from above (MTU, MAC, kind, capabilities, writability) and is ``inner``'s dispatcher below.
+
+    Subclasses override ``write`` and ``deliver_frames`` to do their work on the frames; the
+    defaults pass everything through, so wrappers compose in any order.
+    """
+
+    def __init__(self, inner: LinkEndpoint) -> None:
+        super().__init__()
+        self.inner = inner
+
+    @property
+    def mtu(self) -> int:  # type: ignore[override]
+        return self.inner.mtu
+
+    @property
+    def mac(self) -> bytes:  # type: ignore[override]
+        return self.inner.mac
+
+    @property
+    def kind(self) -> LinkKind:  # type: ignore[override]
+        return self.inner.kind
+
+    @property
+    def capabilities(self) -> LinkCapabilities:  # type: ignore[override]
+        return self.inner.capabilities
+
+    @property
+    def writable(self) -> bool:
+        return self.inner.writable
+
+    def write(self, frames: Sequence[Buffer]) -> None:
+        if not self.closed:
+            self.inner.write(frames)
+
+    def deliver_frames(self, link: LinkEndpoint, frames: Sequence[Buffer]) -> None:
+        """NetworkDispatcher side: what ``inner`` received goes up as ours."""
+        if self.dispatcher is not None:
+            self.dispatcher.deliver_frames(self, frames)
+
+    def link_writable(self, link: LinkEndpoint, writable: bool) -> None:
+        """NetworkDispatcher side: ``inner``'s writability is ours."""
+        if self.dispatcher is not None:
+            self.dispatcher.link_writable(self, writable)
+
+    def pause_reading(self) -> None:
+        self.inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.inner.resume_reading()

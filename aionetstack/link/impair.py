@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from aionetstack.link.endpoint import LinkCapabilities, LinkEndpoint, LinkKind
+from aionetstack.link.endpoint import LinkEndpoint, LinkWrapper
 from aionetstack.wire import Buffer
 
 __all__ = ["ImpairedLink"]
@@ -97,7 +97,7 @@ def _seconds(name: str, value: float) -> float:
     return float(value)
 
 
-class ImpairedLink(LinkEndpoint):
+class ImpairedLink(LinkWrapper):
     """Wrap ``inner`` and impair the frames it writes (``direction="egress"``, the default), the
     frames it delivers up (``"ingress"``) or both.
 
@@ -129,7 +129,7 @@ class ImpairedLink(LinkEndpoint):
         direction: Direction = "egress",
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(inner)
         self.loss = _probability("loss", loss)
         self.duplicate = _probability("duplicate", duplicate)
         self.reorder = _probability("reorder", reorder)
@@ -150,7 +150,6 @@ class ImpairedLink(LinkEndpoint):
                 f"corrupt={corrupt!r} on a link with checksum offload would go undetected (nobody "
                 "verifies checksums there): build the pipe with checksum_offload=False"
             )
-        self.inner = inner
         self.seed = seed
         self._loop = loop
         self._timed = self.delay > 0 or self.jitter > 0 or rate is not None
@@ -170,26 +169,6 @@ class ImpairedLink(LinkEndpoint):
         inner.attach(self)
 
     # -- looking like the inner link -------------------------------------------------------
-
-    @property
-    def mtu(self) -> int:  # type: ignore[override]
-        return self.inner.mtu
-
-    @property
-    def mac(self) -> bytes:  # type: ignore[override]
-        return self.inner.mac
-
-    @property
-    def kind(self) -> LinkKind:  # type: ignore[override]
-        return self.inner.kind
-
-    @property
-    def capabilities(self) -> LinkCapabilities:  # type: ignore[override]
-        return self.inner.capabilities
-
-    @property
-    def writable(self) -> bool:
-        return self.inner.writable
 
     @property
     def name(self) -> str:
@@ -218,11 +197,6 @@ class ImpairedLink(LinkEndpoint):
             self._send_up(frames)
         else:
             self._impair(self._ingress, frames)
-
-    def link_writable(self, link: LinkEndpoint, writable: bool) -> None:
-        """NetworkDispatcher side: ``inner``'s writability is ours."""
-        if self.dispatcher is not None:
-            self.dispatcher.link_writable(self, writable)
 
     def _send_down(self, frames: Sequence[Buffer]) -> None:
         if self.closed:

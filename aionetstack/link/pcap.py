@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
 from aionetstack.errors import MalformedPacket
-from aionetstack.link.endpoint import LinkCapabilities, LinkEndpoint, LinkKind
+from aionetstack.link.endpoint import LinkEndpoint, LinkKind, LinkWrapper
 from aionetstack.wire import Buffer
 from aionetstack.wire.checksum import internet_checksum, transport_checksum
 from aionetstack.wire.ethernet import ETHERNET_HEADER_LENGTH, ETHERTYPE_IPV4, parse_ethernet
@@ -91,7 +91,7 @@ def _fill(buf: bytearray, view: memoryview, ip_offset: int, ip: Ipv4Header) -> N
         buf[at : at + 2] = csum.to_bytes(2, "big")
 
 
-class PcapLink(LinkEndpoint):
+class PcapLink(LinkWrapper):
     """Wrap ``inner`` and record every frame written through it or delivered up from it.
 
     ``path_or_file`` is a path (opened, written with buffering, closed by :meth:`close`) or a
@@ -113,10 +113,9 @@ class PcapLink(LinkEndpoint):
         snaplen: int = 262144,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__()
+        super().__init__(inner)
         if snaplen <= 0:
             raise ValueError(f"snaplen={snaplen} must be positive")
-        self.inner = inner
         self.nanosecond = nanosecond
         self.snaplen = snaplen
         self.clock = clock
@@ -138,26 +137,6 @@ class PcapLink(LinkEndpoint):
     # -- looking like the inner link -------------------------------------------------------
 
     @property
-    def mtu(self) -> int:  # type: ignore[override]
-        return self.inner.mtu
-
-    @property
-    def mac(self) -> bytes:  # type: ignore[override]
-        return self.inner.mac
-
-    @property
-    def kind(self) -> LinkKind:  # type: ignore[override]
-        return self.inner.kind
-
-    @property
-    def capabilities(self) -> LinkCapabilities:  # type: ignore[override]
-        return self.inner.capabilities
-
-    @property
-    def writable(self) -> bool:
-        return self.inner.writable
-
-    @property
     def name(self) -> str:
         return f"pcap({self.inner.name})"
 
@@ -169,12 +148,6 @@ class PcapLink(LinkEndpoint):
         self._record(frames)
         self.inner.write(frames)
 
-    def pause_reading(self) -> None:
-        self.inner.pause_reading()
-
-    def resume_reading(self) -> None:
-        self.inner.resume_reading()
-
     # -- frames up (we are the inner link's dispatcher) -----------------------------------
 
     def deliver_frames(self, link: LinkEndpoint, frames: Sequence[Buffer]) -> None:
@@ -185,11 +158,6 @@ class PcapLink(LinkEndpoint):
             self.dropped += len(frames)
             return
         dispatcher.deliver_frames(self, frames)
-
-    def link_writable(self, link: LinkEndpoint, writable: bool) -> None:
-        """NetworkDispatcher side: ``inner``'s writability is ours."""
-        if self.dispatcher is not None:
-            self.dispatcher.link_writable(self, writable)
 
     # -- the file --------------------------------------------------------------------------
 
