@@ -149,6 +149,10 @@ class TcpConnection:
         "persist_at",
         "persist_backoff",
         "pmtu_mss",
+        "prr_active",
+        "prr_delivered",
+        "prr_out",
+        "prr_recover_fs",
         "quick_acks",
         "rack",
         "rcv_adv",
@@ -165,6 +169,7 @@ class TcpConnection:
         "received",
         "received_bytes",
         "recover",
+        "recovery_tsval",
         "remote_ip",
         "remote_port",
         "reo_at",
@@ -299,6 +304,12 @@ class TcpConnection:
         self.undo_cwnd = 0  # cwnd and ssthresh before the latest reduction, to undo a spurious one
         self.undo_ssthresh = 0
         self.undo_retrans = -1  # retransmissions of this episode not yet shown spurious by D-SACK
+        self.recovery_tsval: int | None = None  # TSval of the fast recovery's first retransmission
+        # Proportional Rate Reduction (RFC 6937 §3) during SACK fast recovery.
+        self.prr_active = False
+        self.prr_delivered = 0  # prr_delivered: octets delivered to the receiver since recovery began
+        self.prr_out = 0  # prr_out: octets sent since recovery began
+        self.prr_recover_fs = 1  # RecoverFS: the flight size when recovery began
         self.rto_at: float | None = None
         self.delack_at: float | None = None
         self.persist_at: float | None = None
@@ -1160,6 +1171,8 @@ class TcpConnection:
         window = self._window()
         rcv_nxt = self.rcv_nxt
         self.outbox.append((seq & MASK, rcv_nxt & MASK, flags, window, options, payload))
+        if self.prr_active:
+            self.prr_out += len(payload)  # RFC 6937 §3: prr_out counts every octet sent in recovery
         self.last_ack_sent = rcv_nxt
         self.ack_now = False
         self.unacked_bytes = 0
@@ -1366,6 +1379,7 @@ class TcpConnection:
         assert board is not None and rack is not None
         stats = self.stats
         delivered: list[SentSegment] = []
+        sacked_before = board.sacked_bytes
         if ack > old_una:
             board.on_cumulative_ack(ack, delivered)
         dsack: tuple[int, int] | None = None
@@ -1417,8 +1431,10 @@ class TcpConnection:
         # RFC 6675 §5: an ACK at or past RecoveryPoint ends recovery.
         if self.in_recovery and self.snd_una >= self.recover:
             self.in_recovery = False
-            if not self.rto_recovery:
-                self.cc.on_recovery_end(self.snd_max - self.snd_una, now)
+            if self.prr_active:
+                # RFC 6937 §3: on leaving recovery, cwnd = ssthresh (PRR has brought it there).
+                self.cc.cwnd = max(self.cc.ssthresh, 2 * self.send_mss)
+                self.prr_active = False
             self.rto_recovery = False
             rack.on_recovery_end()
         if len(delivered) > 1:
@@ -1429,6 +1445,10 @@ class TcpConnection:
             rack.update(d, now)
         if board.sacked_bytes or board.retrans_bytes or self.in_recovery or self.reo_at is not None:
             self._sack_detect(now)
+        if self.prr_active and self.in_recovery:
+            # RFC 6937 §3: DeliveredData = change in SND.UNA + change in SACKed octets.
+            delivered_data = (ack - old_una if ack > old_una else 0) + board.sacked_bytes - sacked_before
+            self._prr_update(delivered_data if delivered_data > 0 else 0)
 
     def _sack_detect(self, now: float) -> None:
         """Mark lost segments: RACK (RFC 8985 §6.2) or DupThresh (RFC 6675 §4 IsLost); maybe recover."""
@@ -1457,6 +1477,12 @@ class TcpConnection:
         self.rto_recovery = False
         self.recover = self.snd_max
         self.undo_cwnd, self.undo_ssthresh, self.undo_retrans = cc.cwnd, cc.ssthresh, 0
+        self.recovery_tsval = self.ts_clock(now) if self.ts_ok else None
+        # RFC 6937 §3: at the start of recovery, prr_delivered = prr_out = 0, RecoverFS = the flight.
+        self.prr_active = True
+        self.prr_delivered = 0
+        self.prr_out = 0
+        self.prr_recover_fs = max(self.snd_max - self.snd_una, 1)
         cc.on_congestion(self.snd_max - self.snd_una, now)
         self.tlp_at = None  # RFC 8985 §7.2: no probes during recovery
         for seg in board:
@@ -1464,6 +1490,27 @@ class TcpConnection:
                 # RFC 6675 §5 (4.2): the first segment presumed dropped goes out whatever the pipe.
                 self._retransmit_segment(seg, now, "retransmits_fast")
                 break
+
+    def _prr_update(self, delivered: int) -> None:
+        """RFC 6937 §3 on an ACK in fast recovery: cwnd = pipe + sndcnt, so the window comes down
+        to ssthresh in step with deliveries instead of all at once (Linux's tcp_cwnd_reduction)."""
+        cc = self.cc
+        mss = self.send_mss
+        self.prr_delivered += delivered
+        pipe = self.pipe
+        ssthresh = cc.ssthresh
+        if pipe > ssthresh:
+            # Proportional part: send ssthresh/RecoverFS of what was delivered (CEIL, in octets).
+            recover_fs = self.prr_recover_fs
+            sndcnt = -(-self.prr_delivered * ssthresh // recover_fs) - self.prr_out
+        else:
+            # PRR-SSRB (slow-start reduction bound): grow back toward ssthresh by at most one
+            # segment more than was delivered.
+            limit = max(self.prr_delivered - self.prr_out, delivered) + mss
+            sndcnt = min(ssthresh - pipe, limit)
+        if sndcnt < 0:
+            sndcnt = 0
+        cc.cwnd = pipe + sndcnt
 
     def _sack_retransmit(self, now: float) -> None:
         """RFC 6675 §5 (C) NextSeg rule 1: resend lost holes, once each, while cwnd - pipe allows."""
@@ -1524,10 +1571,8 @@ class TcpConnection:
         cc = self.cc
         stats = self.stats
         stats["undo_events"] += 1
-        if cc.cwnd < self.undo_cwnd:
-            cc.cwnd = self.undo_cwnd
-        if cc.ssthresh < self.undo_ssthresh:
-            cc.ssthresh = self.undo_ssthresh
+        self.prr_active = False  # the reduction is undone: PRR no longer steers cwnd
+        cc.undo(self.undo_cwnd, self.undo_ssthresh)
         self.undo_retrans = -1
 
     def _eifel_check(self, seg: TcpSegment, now: float) -> None:
@@ -1569,8 +1614,10 @@ class TcpConnection:
             self.tlp_at = None
             return
         rto_left = self.rto_at - now if self.rto_at is not None else self.rtt.current()
+        # RFC 8985 §7.2: PTO at most the time left on the RTO; then the probe goes out in the
+        # RTO's place (as Linux's loss-probe timer replaces its RTO timer), and re-arms it (§7.3).
         pto = probe_timeout(self.rtt.srtt, len(board), rto_left)
-        self.tlp_at = now + pto if pto < rto_left else None
+        self.tlp_at = now + pto
 
     def _on_tlp(self, now: float) -> None:
         """RFC 8985 §7.3: send a probe — new data if the windows allow, else the last segment again."""
@@ -1614,8 +1661,16 @@ class TcpConnection:
             if not self.in_recovery:
                 self.undo_cwnd, self.undo_ssthresh = cc.cwnd, cc.ssthresh
             self.undo_retrans = 0
-            # Eifel (RFC 3522 §3.1): remember the TSval this retransmission carries.
-            self.rto_undo_tsval = self.ts_clock(now) if self.ts_ok else None
+            if self.in_recovery and not self.rto_recovery and self.recovery_tsval is not None:
+                # Eifel (RFC 3522 §3.1) takes the TSval of the *first* retransmission of the episode:
+                # here the fast retransmission (as Linux's retrans_stamp). Only an ACK echoing an
+                # older TSval shows that recovery and timeout were both spurious; an echo of the fast
+                # retransmission means the loss was real and the (restored) reduction stands.
+                self.rto_undo_tsval = self.recovery_tsval
+            else:
+                # Eifel (RFC 3522 §3.1): remember the TSval this retransmission carries.
+                self.rto_undo_tsval = self.ts_clock(now) if self.ts_ok else None
+        self.prr_active = False
         cc.on_timeout(self.snd_max - self.snd_una, now)
         self.recover = self.snd_max  # RFC 6675 §5.1: RecoveryPoint = HighData
         self.in_recovery = True
@@ -1648,6 +1703,10 @@ class TcpConnection:
             self.state = CLOSED  # RFC 9293 §3.10.8: TIME-WAIT timeout deletes the TCB
             self.events |= EV_CLOSED
             return
+        if self.tlp_at is not None and now >= self.tlp_at:
+            # First: a probe due with the RTO goes in its place (RFC 8985 §7.2) and re-arms it.
+            self.tlp_at = None
+            self._on_tlp(now)  # RFC 8985 §7.3
         if self.rto_at is not None and now >= self.rto_at:
             self.rto_at = None
             self._on_retransmission_timeout(now)
@@ -1661,9 +1720,6 @@ class TcpConnection:
             self._on_keepalive(now)
             if self.state == CLOSED:
                 return
-        if self.tlp_at is not None and now >= self.tlp_at:
-            self.tlp_at = None
-            self._on_tlp(now)  # RFC 8985 §7.3
         if self.reo_at is not None and now >= self.reo_at:
             self.reo_at = None
             self.stats["rack_reorder_timeouts"] += 1

@@ -32,8 +32,12 @@ class RttEstimator:
         else:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
-        # RFC 6298 §2.4 floors the RTO (we use Linux's 200 ms); G is our clock's ~0 granularity.
-        self.rto = min(max(self.srtt + max(0.001, 4 * self.rttvar), self.rto_min), self.rto_max)
+        # RFC 6298 §2.3: RTO = SRTT + max(G, K*RTTVAR); G is our clock's ~0 granularity. The floor
+        # of §2.4 goes on the variance term, as Linux's tcp_rtt_estimator does (its rttvar is at
+        # least tcp_rto_min): RTO >= SRTT + 200 ms. Flooring the sum instead lets the RTO sit at
+        # SRTT once a standing queue makes RTTVAR small, and then a fast retransmission, which
+        # queues behind a full buffer for a whole SRTT, always times out (spurious RTOs at 100 ms).
+        self.rto = min(self.srtt + max(0.001, 4 * self.rttvar, self.rto_min), self.rto_max)
         self.backoff = 0
 
     def handshake_retransmitted(self) -> None:

@@ -63,16 +63,19 @@ def test_rto_after_syn_timeout_is_three_seconds() -> None:
 
 
 def test_rto_minimum() -> None:
-    """RFC 6298 §2.4 floors the RTO (our floor, as Linux's, is 0.2 s)."""
+    """RFC 6298 §2.4 floors the RTO (our floor, as Linux's, is 0.2 s), on the variance term of
+    §2.3 as Linux's tcp_rtt_estimator does: RTO = SRTT + max(4*RTTVAR, 0.2)."""
     t = established()
     t.write(b"a" * 100)
     t.at(0.01).inject(".", 1, 101)
-    assert t.conn.info()["rto"] == pytest.approx(0.2)
+    srtt = t.conn.rtt.srtt
+    assert srtt is not None and srtt < 0.02
+    assert t.conn.info()["rto"] == pytest.approx(srtt + 0.2)
     t.write(b"b" * 100)
     t.expect("P.", seq=1)
     t.expect("P.", seq=101, at=0.01)
     t.at(0.5)
-    t.expect("P.", seq=101, at=0.21)
+    t.expect("P.", seq=101, at=0.21 + srtt)
 
 
 def test_rto_gives_up_after_max_retransmissions() -> None:

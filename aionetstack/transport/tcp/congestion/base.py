@@ -39,6 +39,14 @@ class CongestionControl:
         cwnd = min(ssthresh, max(FlightSize, SMSS) + SMSS)."""
         self.cwnd = min(self.ssthresh, max(in_flight, self.mss) + self.mss)
 
+    def undo(self, cwnd: int, ssthresh: int) -> None:
+        """The last reduction was spurious (RFC 3522/RFC 4015 Eifel, RFC 3708 D-SACK): go back to
+        ``cwnd`` and ``ssthresh`` as they were before it, never lower than now."""
+        if self.cwnd < cwnd:
+            self.cwnd = cwnd
+        if self.ssthresh < ssthresh:
+            self.ssthresh = ssthresh
+
     def on_timeout(self, in_flight: int, now: float) -> None:
         """The retransmission timer expired (RFC 5681 §3.1 eq. 4): one segment, ssthresh halved."""
         self.ssthresh = max(in_flight // 2, 2 * self.mss)

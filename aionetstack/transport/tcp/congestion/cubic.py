@@ -26,13 +26,17 @@ class Cubic(CongestionControl):
     name = "cubic"
     __slots__ = (
         "_acked_total",
+        "_after_timeout",
         "_css_baseline",
         "_css_rounds",
         "_cwnd_epoch",
+        "_cwnd_prior",
         "_epoch_start",
         "_in_css",
         "_k",
         "_last_round_min_rtt",
+        "_prior_hystart",
+        "_prior_w_max",
         "_round_end",
         "_round_min_rtt",
         "_round_samples",
@@ -59,6 +63,10 @@ class Cubic(CongestionControl):
         self._in_css = False
         self._css_baseline = float("inf")
         self._css_rounds = 0
+        self._cwnd_prior = 0.0  # RFC 9438 §4.3 cwnd_prior: the window when ssthresh was last set
+        self._after_timeout = False
+        self._prior_w_max = 0.0  # W_max and HyStart++ before the latest reduction, for undo
+        self._prior_hystart = True
 
     # ------------------------------------------------------------------ slow start (HyStart++)
 
@@ -94,10 +102,13 @@ class Cubic(CongestionControl):
                         self._css_rounds = 0
                 elif (
                     self._in_css
+                    and self._css_rounds > 0
                     and self._round_samples >= N_RTT_SAMPLE
                     and self._round_min_rtt < self._css_baseline
                 ):
-                    # RFC 9406 §4.2: the delay fell back: it was a false alarm, resume slow start.
+                    # RFC 9406 §4.2: the delay fell back in a CSS round (one that began in CSS, not
+                    # the slow-start round whose samples set the baseline, whose later ACKs can see
+                    # the queue drain between slow-start bursts): a false alarm, resume slow start.
                     self._in_css = False
                     self._css_baseline = float("inf")
         increase = min(acked, L * mss)
@@ -121,6 +132,11 @@ class Cubic(CongestionControl):
         if self._epoch_start is None:
             # RFC 9438 §4.2: a new epoch begins with the first ACK in congestion avoidance.
             self._epoch_start = now
+            if self._after_timeout:
+                # RFC 9438 §4.8: the first congestion avoidance after a timeout starts with K = 0
+                # and W_max = the window at the start of this stage.
+                self._after_timeout = False
+                self._w_max = cwnd_seg
             if cwnd_seg < self._w_max:
                 self._k = ((self._w_max - cwnd_seg) / C) ** (1 / 3)
             else:
@@ -131,8 +147,10 @@ class Cubic(CongestionControl):
         t = round(now - self._epoch_start, 6)  # to the microsecond: replayable at any absolute time
         rtt_estimate = self.min_rtt or 0.0
         segments_acked = acked / mss
-        # RFC 9438 §4.3: the Reno-friendly estimate grows by ALPHA per window's worth of ACKs.
-        alpha = ALPHA if self._w_est < self._w_max else 1.0
+        # RFC 9438 §4.3: the Reno-friendly estimate grows by alpha_cubic per window's worth of ACKs
+        # until it reaches cwnd_prior (the window before the last reduction; not W_max, which fast
+        # convergence lowers), then by 1 as Reno does.
+        alpha = ALPHA if self._w_est < self._cwnd_prior else 1.0
         self._w_est += alpha * segments_acked / cwnd_seg
         # RFC 9438 §4.2 eq. 1 at t + RTT: where the window should be one RTT from now.
         offset = t + rtt_estimate - self._k
@@ -148,6 +166,9 @@ class Cubic(CongestionControl):
     def on_congestion(self, in_flight: int, now: float) -> None:
         mss = self.mss
         cwnd_seg = self.cwnd / mss
+        self._prior_w_max = self._w_max
+        self._prior_hystart = self.hystart
+        self._cwnd_prior = cwnd_seg
         # RFC 9438 §4.7 fast convergence: release bandwidth for newer flows.
         if cwnd_seg < self._w_max:
             self._w_max = cwnd_seg * (1 + BETA) / 2
@@ -159,7 +180,20 @@ class Cubic(CongestionControl):
         self._epoch_start = None
         self.hystart = False  # RFC 9406 §4.2: HyStart++ only for the initial slow start
 
+    def undo(self, cwnd: int, ssthresh: int) -> None:
+        """A spurious reduction undone: the window, W_max, and (had it been the initial slow start)
+        HyStart++ come back (RFC 9406 §4.2 applies it to the initial slow start, which an undone
+        reduction never ended — as Linux's CUBIC, whose HyStart runs again once the undo restores
+        an infinite ssthresh)."""
+        super().undo(cwnd, ssthresh)
+        if self._prior_w_max > self._w_max:
+            self._w_max = self._prior_w_max
+        self.hystart = self._prior_hystart
+        self._after_timeout = False
+        self._epoch_start = None  # RFC 9438 §4.2: a new epoch from the restored window
+
     def on_timeout(self, in_flight: int, now: float) -> None:
         # RFC 9438 §4.8: a timeout reduces like a congestion event, then one segment.
         self.on_congestion(in_flight, now)
         self.cwnd = self.mss
+        self._after_timeout = True
