@@ -5,15 +5,16 @@
 Prints, for each event loop: the kernel's asyncio-streams figure over loopback (127.0.0.1), ours
 on an in-memory pipe with MTU 65,535 and checksum offload, and ours on a pipe with MTU 1,500 and
 checksums computed and verified — with the ratio to the kernel's figure from the same run, so the
-ratio means something on a noisy machine. Every run checks a sha256 of all bytes.
+ratio means something on a noisy machine. Every run checks a CRC-32 of all bytes on both ends (the
+tests use sha256; here a 6 GB/s checksum keeps the measurement about the transport, not the hash).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 
 import aionetstack
@@ -25,43 +26,43 @@ CHUNK = bytes(range(256)) * 256  # 64 KiB per write, as a bulk sender would
 async def _transfer(
     open_conn: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]],
     size: int,
-    done: asyncio.Future[tuple[int, str]],
+    done: asyncio.Future[tuple[int, int]],
 ) -> float:
     _reader, writer = await open_conn()
-    digest = hashlib.sha256()
+    crc = 0
     start = time.perf_counter()
     sent = 0
     while sent < size:
         writer.write(CHUNK)
-        digest.update(CHUNK)
+        crc = zlib.crc32(CHUNK, crc)
         sent += len(CHUNK)
         await writer.drain()
     writer.write_eof()
-    received, their_digest = await done
+    received, their_crc = await done
     elapsed = time.perf_counter() - start
     writer.close()
-    if received != sent or their_digest != digest.hexdigest():
+    if received != sent or their_crc != crc:
         raise RuntimeError(f"integrity check failed: sent {sent}, received {received}")
     return elapsed
 
 
 def _sink(
-    done: asyncio.Future[tuple[int, str]],
+    done: asyncio.Future[tuple[int, int]],
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        digest = hashlib.sha256()
+        crc = 0
         count = 0
         while data := await reader.read(1 << 20):
-            digest.update(data)
+            crc = zlib.crc32(data, crc)
             count += len(data)
-        done.set_result((count, digest.hexdigest()))
+        done.set_result((count, crc))
         writer.close()
 
     return sink
 
 
 async def kernel(size: int) -> float:
-    done: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+    done: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
     server = await asyncio.start_server(_sink(done), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
@@ -69,7 +70,7 @@ async def kernel(size: int) -> float:
 
 
 async def ours(size: int, mtu: int, offload: bool) -> float:
-    done: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+    done: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
     left, right = pipe(mtu=mtu, checksum_offload=offload)
     async with aionetstack.Stack() as a, aionetstack.Stack() as b:
         a.add_interface(left, "10.0.0.1/24")
@@ -97,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     size = args.size << 20
     loops = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
-    print(f"bulk transfer of {args.size} MB, one connection, sha256-checked")
+    print(f"bulk transfer of {args.size} MB, one connection, CRC-32-checked")
     print(f"{'loop':8} {'path':34} {'MB/s':>9} {'vs kernel':>10}")
     for loop_name in loops:
         k = size / run(loop_name, lambda: kernel(size)) / 1e6
