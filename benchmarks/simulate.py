@@ -32,7 +32,8 @@ def table(
     """The regression table as text (``cells`` from :func:`grid`, computed if not given)."""
     lines = [
         f"bottleneck {rate * 8 / 1e6:.0f} Mbit/s, queue = max(BDP, 64 packets), MSS 1448, seed {seed}",
-        f"{'rtt ms':>6} {'loss %':>6} {'goodput MB/s':>12} {'of link':>7} {'x Mathis':>8} {'rto':>5} {'fast':>5} {'recov':>5} {'tlp':>4} {'spur':>4} {'qdrop':>5} intact",
+        f"{'rtt ms':>6} {'loss %':>6} {'goodput MB/s':>12} {'of link':>7} {'x Mathis':>8} "
+        f"{'rto':>5} {'fast':>5} {'recov':>5} {'tlp':>4} {'spur':>4} {'qdrop':>5} intact",
     ]
     for rtt, loss, r in cells if cells is not None else grid(rate, seed):
         ratio = "-" if math.isinf(r.mathis) else f"{min(r.goodput, r.rate) / r.mathis:.2f}"

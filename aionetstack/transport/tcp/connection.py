@@ -584,11 +584,16 @@ class TcpConnection:
 
         # RFC 7323 §5.3 PAWS: a segment whose TSval is older than TS.Recent is a stale duplicate.
         ts = seg.timestamp
-        if self.ts_ok and ts is not None and not flags & RST:
-            if self.ts_recent and 0 < ((self.ts_recent - ts[0]) & MASK) < 0x80000000:
-                self.stats["paws_rejected"] += 1
-                self._dupack(now, seg)
-                return
+        if (
+            self.ts_ok
+            and ts is not None
+            and not flags & RST
+            and self.ts_recent
+            and 0 < ((self.ts_recent - ts[0]) & MASK) < 0x80000000
+        ):
+            self.stats["paws_rejected"] += 1
+            self._dupack(now, seg)
+            return
 
         # The peer's SYN again in SYN-RECEIVED (SEG.SEQ = IRS): its SYN lies below RCV.NXT, so the
         # acceptability test below would only answer a bare ACK, which a SYN-SENT peer drops.
@@ -1127,10 +1132,7 @@ class TcpConnection:
     # ------------------------------------------------------------------ sending
 
     def _ack_options(self, now: float) -> bytes:
-        if self.ts_ok:
-            ts = (self.ts_clock(now), self.ts_recent)
-        else:
-            ts = None
+        ts = (self.ts_clock(now), self.ts_recent) if self.ts_ok else None
         blocks: tuple[tuple[int, int], ...] = ()
         limit = 3 if self.ts_ok else 4  # RFC 2018 §3: what fits in 40 option bytes
         dsack = self.dsack

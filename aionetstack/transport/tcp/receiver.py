@@ -1,4 +1,7 @@
-"""The out-of-order queue of a TCP receiver and the SACK blocks it describes (RFC 9293 §3.10.7.4, RFC 2018)."""
+"""The out-of-order queue of a TCP receiver and the SACK blocks it describes.
+
+RFC 9293 §3.10.7.4 (segments beyond RCV.NXT), RFC 2018 (SACK), RFC 2883 (D-SACK).
+"""
 
 from __future__ import annotations
 
