@@ -858,7 +858,7 @@ class TcpConnection:
                 # SACK recovery (RFC 6675) runs in _sack_ack below; the window grows outside fast
                 # recovery only — in slow start after a timeout too (RFC 5681 §3.1).
                 self.tlp_rearm = True
-                if not self.in_recovery or self.rto_recovery:
+                if (not self.in_recovery or self.rto_recovery) and self._cwnd_limited(snd_una):
                     self.cc.on_ack(acked, in_flight, now, rtt)
             elif self.in_recovery:
                 if ack >= self.recover:
@@ -874,7 +874,8 @@ class TcpConnection:
                     self.rto_at = now + self.rtt.current()
             else:
                 self.dupacks = 0
-                self.cc.on_ack(acked, in_flight, now, rtt)
+                if self._cwnd_limited(snd_una):
+                    self.cc.on_ack(acked, in_flight, now, rtt)
             # RFC 6298 §5.2/5.3: stop the timer when all is acked, else restart it.
             if self.snd_una >= self.snd_max:
                 self.rto_at = None
@@ -917,6 +918,12 @@ class TcpConnection:
                 self.rto_at = now + self.rtt.current()
         if board is not None and self.state != CLOSED:
             self._sack_ack(seg, ack, snd_una, now)
+
+    def _cwnd_limited(self, prior_una: int) -> bool:
+        """RFC 7661 §4.3 (as Linux's tcp_is_cwnd_limited): grow cwnd only when the flight before this
+        ACK used at least half of it, so an application- or receiver-limited sender does not inflate a
+        window it never tested (a 32 MB cwnd over a 1 MB receive window was the symptom)."""
+        return (self.snd_max - prior_una) * 2 >= self.cc.cwnd
 
     def _receive_data(self, payload: Buffer, seq: int, length: int, now: float) -> None:
         """RFC 9293 §3.10.7.4 seventh step, with the out-of-order queue and ACK policy."""

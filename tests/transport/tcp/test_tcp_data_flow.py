@@ -198,3 +198,26 @@ def test_receiver_sws_avoidance() -> None:
     # The application reads it all: a window update at once (RFC 9293 §3.8.6.2.2).
     assert len(t.read()) == 3996
     t.expect(".", seq=1, ack=4097, win=4096)
+
+
+# ---------------------------------------------------------------- congestion window validation
+
+
+def test_an_application_limited_sender_does_not_grow_cwnd() -> None:
+    # RFC 7661 §4.3: ACKs for a flight far below cwnd must not inflate it (a window never tested).
+    t = established(TcpConfig(nodelay=True, tlp=False))
+    initial = t.conn.cc.cwnd
+    seq = 1
+    for i in range(200):  # 200 round trips of one small write each
+        t.at(0.01 * (i + 1)).write(b"z" * 100)
+        t.drain()
+        seq += 100
+        t.inject(".", 1, seq, ts=(100 + i, 10_000 + 10 * (i + 1)))
+        t.drain()
+    assert t.conn.cc.cwnd == initial
+
+    # A sender that fills its window does grow it (slow start, RFC 5681 §3.1).
+    t.write(b"w" * (initial * 4))
+    sent = sum(len(out.payload) for out in t.drain())
+    t.at(3.0).inject(".", 1, seq + sent, ts=(400, 12_000))
+    assert t.conn.cc.cwnd > initial
