@@ -74,6 +74,9 @@ async def test_bulk_both_ways_over_a_bad_wire(corrupt: float, size: int) -> None
     start = loop.time()
     async with two_stacks(mtu=1500, checksum_offload=False, impair=impair) as net:
         client_info, server_info = await transfer_both_ways(net, size)
+        for name, info in (("client", client_info), ("server", server_info)):
+            keys = ("fast_retransmit_events", "rto_events", "tlp_probes", "rack_reorder_timeouts", "spurious_rto")
+            print(f"{name}: " + " ".join(f"{k}={info[k]}" for k in keys))
         for info in (client_info, server_info):
             # Loss recovery ran (with SACK: RFC 6675 recovery, RACK-TLP loss detection) ...
             assert info["fast_retransmit_events"] > 0 and info["retransmits_fast"] > 0
@@ -81,9 +84,9 @@ async def test_bulk_both_ways_over_a_bad_wire(corrupt: float, size: int) -> None
             # ... and the receive side saw the disorder the wire made.
             assert info["out_of_order_segments"] > 0
             assert info["bytes_received"] == size
-        # The timers behind recovery fired somewhere: an RFC 6298 RTO or an RFC 8985 §7 tail loss probe
-        # (with RACK-TLP the data itself rarely needs the timeout, so one end may never have used it).
-        assert sum(i["rto_events"] + i["tlp_probes"] for i in (client_info, server_info)) > 0
+        # The retransmission timer fired too (RFC 6298): with RACK-TLP most losses never need it, so
+        # one end may not have used it in a given run; the connection as a whole did.
+        assert sum(i["rto_events"] for i in (client_info, server_info)) > 0
         for link in (net.client_link, net.server_link):
             assert isinstance(link, ImpairedLink)
             stats = link.stats
