@@ -75,7 +75,13 @@ async def test_bulk_both_ways_over_a_bad_wire(corrupt: float, size: int) -> None
     async with two_stacks(mtu=1500, checksum_offload=False, impair=impair) as net:
         client_info, server_info = await transfer_both_ways(net, size)
         for name, info in (("client", client_info), ("server", server_info)):
-            keys = ("fast_retransmit_events", "rto_events", "tlp_probes", "rack_reorder_timeouts", "spurious_rto")
+            keys = (
+                "fast_retransmit_events",
+                "rto_events",
+                "tlp_probes",
+                "rack_reorder_timeouts",
+                "spurious_rto",
+            )
             print(f"{name}: " + " ".join(f"{k}={info[k]}" for k in keys))
         for info in (client_info, server_info):
             # Loss recovery ran (with SACK: RFC 6675 recovery, RACK-TLP loss detection) ...
