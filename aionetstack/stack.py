@@ -348,6 +348,7 @@ class Stack:
     def deliver_frames(self, link: LinkEndpoint, frames: Sequence[Buffer]) -> None:
         """Take a batch from a link; pause the link when the queue passes its limit (never drop)."""
         if self._closed:
+            self.counters["link.dropped.stack-closed"] += len(frames)  # nothing is lost silently
             return
         self._inbound.append((link, frames))
         self._inbound_frames += len(frames)
