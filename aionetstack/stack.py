@@ -27,6 +27,7 @@ from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.layer import TcpLayer
 from aionetstack.transport.udp import UdpLayer, UdpTransport, create_datagram_endpoint
 from aionetstack.wire import Buffer
+from aionetstack.wire.ipv4 import parse_ip
 
 if TYPE_CHECKING:
     from aionetstack.forwarder import TcpForwarder, TcpForwardRequest, UdpFlow, UdpForwarder
@@ -116,7 +117,7 @@ class Stack:
         self.udp = UdpLayer(self)
         self.tcp = TcpLayer(self)
         self.loopback = Interface("lo", 0, LoopbackLink())
-        self.loopback.addresses.append(ipaddress.IPv4Interface("127.0.0.1/8"))
+        self.loopback.add_address(ipaddress.IPv4Interface("127.0.0.1/8"))
         self.interfaces.append(self.loopback)
         self._iface_by_link[self.loopback.link] = self.loopback
         self.loopback.link.attach(self)
@@ -223,7 +224,7 @@ class Stack:
         packed = value.ip.packed
         if packed in self.local_addresses:
             raise OSError(errno.EADDRINUSE, f"{value.ip} is already an address of stack {self.name}")
-        iface.addresses.append(value)
+        iface.add_address(value)
         self.local_addresses[packed] = iface
         self.routes.add(str(value.network), iface)
         if iface.link.kind is LinkKind.ETHERNET and self._loop is not None:
@@ -242,7 +243,7 @@ class Stack:
 
         Without ``interface``, the gateway must be on a connected subnet.
         """
-        gw = self._parse_ip(gateway) if gateway is not None else None
+        gw = parse_ip(gateway) if gateway is not None else None
         if interface is None:
             if gw is None:
                 raise ValueError("add_route() needs a gateway or an interface")
@@ -255,15 +256,8 @@ class Stack:
     def set_default_gateway(self, gateway: str) -> None:
         self.add_route("0.0.0.0/0", gateway)
 
-    @staticmethod
-    def _parse_ip(text: str) -> bytes:
-        try:
-            return socket.inet_aton(text) if text.count(".") == 3 else ipaddress.IPv4Address(text).packed
-        except (OSError, ValueError):
-            raise ValueError(f"{text!r} is not an IPv4 address") from None
-
     def addresses_of(self, iface: Interface) -> set[bytes]:
-        return {a.ip.packed for a in iface.addresses}
+        return iface.own
 
     def is_broadcast(self, destination: bytes) -> bool:
         return any(i.is_broadcast(destination) for i in self.interfaces)

@@ -403,13 +403,7 @@ class TcpTransport(asyncio.Transport):
 
     def abort(self) -> None:
         """Reset the connection at once (RST), dropping queued data."""
-        conn = self._conn
-        if conn.state != _CLOSED:
-            conn.abort(self._loop.time())
-            self._layer.transmit(conn)
-            self._layer.mark(conn)
-        self._closing = True
-        self._connection_lost(None)
+        self._force_close(None)
 
     def is_closing(self) -> bool:
         return self._closing

@@ -121,6 +121,7 @@ class LinkWrapper(LinkEndpoint):
     def __init__(self, inner: LinkEndpoint) -> None:
         super().__init__()
         self.inner = inner
+        inner.attach(self)
 
     @property
     def mtu(self) -> int:  # type: ignore[override]

@@ -166,7 +166,6 @@ class ImpairedLink(LinkWrapper):
             self._ingress = _DelayLine(random.Random(seed), self._send_up)
         elif direction == "both":
             self._ingress = _DelayLine(random.Random(f"ingress:{seed}"), self._send_up)
-        inner.attach(self)
 
     # -- looking like the inner link -------------------------------------------------------
 

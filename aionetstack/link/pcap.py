@@ -23,7 +23,7 @@ from aionetstack.link.endpoint import LinkEndpoint, LinkKind, LinkWrapper
 from aionetstack.wire import Buffer
 from aionetstack.wire.checksum import internet_checksum, transport_checksum
 from aionetstack.wire.ethernet import ETHERNET_HEADER_LENGTH, ETHERTYPE_IPV4, parse_ethernet
-from aionetstack.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, Ipv4Header, parse_ipv4
+from aionetstack.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, Ipv4Header, parse_ipv4, set_ipv4_checksum
 
 __all__ = ["LINKTYPE_ETHERNET", "LINKTYPE_RAW", "PcapLink", "fill_checksums"]
 
@@ -60,10 +60,7 @@ def fill_checksums(frame: Buffer, ip_offset: int) -> Buffer:
 
 
 def _fill(buf: bytearray, view: memoryview, ip_offset: int, ip: Ipv4Header) -> None:
-    header_end = ip_offset + ip.header_length
-    # RFC 791 §3.1: the header checksum is computed with the checksum field taken as zero.
-    buf[ip_offset + 10 : ip_offset + 12] = b"\x00\x00"
-    buf[ip_offset + 10 : ip_offset + 12] = internet_checksum(view[ip_offset:header_end]).to_bytes(2, "big")
+    set_ipv4_checksum(buf, ip_offset, ip.header_length)
     if ip.is_fragment:
         return
     start, end = ip.payload_offset, ip.payload_end
@@ -132,7 +129,6 @@ class PcapLink(LinkWrapper):
         magic = PCAP_MAGIC_NANOSECONDS if nanosecond else PCAP_MAGIC_MICROSECONDS
         # Version 2.4, thiszone 0 (UTC), sigfigs 0, as every current writer does.
         self._write_bytes(_GLOBAL_HEADER.pack(magic, 2, 4, 0, 0, snaplen, linktype))
-        inner.attach(self)
 
     # -- looking like the inner link -------------------------------------------------------
 

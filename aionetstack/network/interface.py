@@ -19,17 +19,28 @@ __all__ = ["Interface", "LoopbackLink"]
 class Interface:
     """One network interface of a :class:`~aionetstack.Stack`.
 
-    ``addresses`` holds :class:`ipaddress.IPv4Interface` values (address with prefix).
+    ``addresses`` holds :class:`ipaddress.IPv4Interface` values (address with prefix); add to it
+    with :meth:`add_address`, which keeps the packed sets the per-packet checks use.
     """
 
-    __slots__ = ("addresses", "index", "link", "name", "neighbours")
+    __slots__ = ("addresses", "broadcasts", "index", "link", "name", "neighbours", "own")
 
     def __init__(self, name: str, index: int, link: LinkEndpoint) -> None:
         self.name = name
         self.index = index
         self.link = link
         self.addresses: list[ipaddress.IPv4Interface] = []
+        #: Our addresses and directed broadcasts (RFC 922), as 4-byte values, for per-packet tests.
+        self.own: set[bytes] = set()
+        self.broadcasts: set[bytes] = {b"\xff\xff\xff\xff"}  # the limited broadcast (RFC 919)
         self.neighbours: NeighbourCache = None  # type: ignore[assignment]  # set by the stack on Ethernet links
+
+    def add_address(self, address: ipaddress.IPv4Interface) -> None:
+        self.addresses.append(address)
+        self.own.add(address.ip.packed)
+        network = address.network
+        if network.prefixlen < 31:  # RFC 3021: /31 and /32 have no broadcast address
+            self.broadcasts.add(network.broadcast_address.packed)
 
     @property
     def mac(self) -> bytes:
@@ -54,13 +65,7 @@ class Interface:
 
     def is_broadcast(self, destination: bytes) -> bool:
         """Limited broadcast or the directed broadcast of one of our subnets (RFC 919, RFC 922)."""
-        if destination == b"\xff\xff\xff\xff":
-            return True
-        for address in self.addresses:
-            net = address.network
-            if net.prefixlen < 31 and destination == net.broadcast_address.packed:
-                return True
-        return False
+        return destination in self.broadcasts
 
     def __repr__(self) -> str:
         addrs = ", ".join(str(a) for a in self.addresses)

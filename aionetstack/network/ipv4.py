@@ -20,7 +20,6 @@ from aionetstack.network.neighbour import NeighbourCache, ResolveAction
 from aionetstack.network.reassembly import Reassembler
 from aionetstack.wire import Buffer
 from aionetstack.wire.arp import ARP_REPLY, ARP_REQUEST, build_arp, parse_arp
-from aionetstack.wire.checksum import internet_checksum
 from aionetstack.wire.ethernet import (
     BROADCAST_MAC,
     ETHERNET_HEADER_LENGTH,
@@ -44,6 +43,7 @@ from aionetstack.wire.ipv4 import (
     Ipv4Header,
     format_ip,
     parse_ipv4,
+    set_ipv4_checksum,
 )
 
 if TYPE_CHECKING:
@@ -201,8 +201,7 @@ class Ipv4Layer:
             head = bytearray(buf[offset : offset + header_length])
             head[2:4] = total.to_bytes(2, "big")
             head[6:8] = b"\x40\x00" if header.dont_fragment else b"\x00\x00"
-            head[10:12] = b"\x00\x00"
-            head[10:12] = internet_checksum(head).to_bytes(2, "big")
+            set_ipv4_checksum(head, 0, header_length)
             buf = b"".join((head, whole))
             offset = 0
             header = parse_ipv4(buf, 0, verify_checksum=False)
@@ -240,8 +239,7 @@ class Ipv4Layer:
             return
         packet = bytearray(buf[offset : header.payload_end])
         packet[8] = header.ttl - 1
-        packet[10:12] = b"\x00\x00"
-        packet[10:12] = internet_checksum(memoryview(packet)[: header.header_length]).to_bytes(2, "big")
+        set_ipv4_checksum(packet, 0, header.header_length)
         mtu = out.link.mtu
         if len(packet) <= mtu:
             pieces: list[bytearray] = [packet]
@@ -348,13 +346,6 @@ class Ipv4Layer:
             counters["ip.fragments-sent"] += 1
             self._link_output(iface, next_hop, destination, (header, piece), owner)
 
-    def output_packet(self, destination: bytes, packet: Buffer, dont_fragment: bool = False) -> None:
-        """Send an already-built IP packet (forwarding); it must fit the outgoing MTU."""
-        iface, next_hop = self.route(destination)
-        if len(packet) > iface.link.mtu:
-            raise OSError(errno.EMSGSIZE, "forwarded datagram exceeds the outgoing MTU")
-        self._link_output(iface, next_hop, destination, (packet,), None)
-
     def _header(
         self,
         source: bytes,
@@ -421,11 +412,13 @@ class Ipv4Layer:
             neighbours = iface.neighbours
             now = self.stack.loop.time()
             mac = neighbours.lookup(next_hop, now)
-            if mac is not None and neighbours.needs_refresh(next_hop, now):
-                # RFC 1122 §2.3.2.1: keep using a stale entry, but check it with a unicast request.
-                self.send_arp_request(iface, next_hop, unicast_to=mac)
-                neighbours.mark_probing(next_hop, now)
-                self.stack.arm_network_timer()
+            if neighbours.stale_seen:
+                neighbours.stale_seen = False
+                if mac is not None and neighbours.needs_refresh(next_hop, now):
+                    # RFC 1122 §2.3.2.1: keep using a stale entry, but check it with a unicast request.
+                    self.send_arp_request(iface, next_hop, unicast_to=mac)
+                    neighbours.mark_probing(next_hop, now)
+                    self.stack.arm_network_timer()
         if mac is not None:
             self.stack.emit(link, b"".join((_ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV4), *parts)))
             return
@@ -550,8 +543,7 @@ def fragment_packet(packet: bytearray, header_length: int, mtu: int) -> list[byt
         out[0] = 0x40 | (hl // 4)
         out[2:4] = (hl + len(piece)).to_bytes(2, "big")
         out[6:8] = (keep | (0x2000 if more else 0) | ((base + position) >> 3)).to_bytes(2, "big")
-        out[10:12] = b"\x00\x00"
-        out[10:12] = internet_checksum(out).to_bytes(2, "big")
+        set_ipv4_checksum(out, 0, hl)
         out += piece
         pieces.append(out)
         position += len(piece)

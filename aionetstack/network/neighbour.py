@@ -92,6 +92,7 @@ class NeighbourCache:
         "queue_limit",
         "reachable_time",
         "retransmit_interval",
+        "stale_seen",
         "stale_time",
         "stats",
     )
@@ -130,6 +131,9 @@ class NeighbourCache:
         # still in the table and its `deadline` equals the item's. seq keeps entries uncompared.
         self._heap: list[tuple[float, int, _Entry]] = []
         self._counter = itertools.count()
+        #: Set when :meth:`lookup` answered from a STALE entry, so a caller on the per-packet path
+        #: asks :meth:`needs_refresh` only then; the caller clears it.
+        self.stale_seen = False
         self.stats: dict[str, int] = {
             "requests_needed": 0,  # new resolutions started (first request of each)
             "retransmits": 0,  # requests repeated by poll(), resolutions and re-probes
@@ -163,6 +167,8 @@ class NeighbourCache:
             return None
         if not self._age(entry, now):
             return None
+        if not entry.probing:
+            self.stale_seen = True  # a STALE entry was used: the caller may re-check it (needs_refresh)
         return entry.mac
 
     def enqueue(self, ip: bytes, packet: object, now: float) -> ResolveAction:

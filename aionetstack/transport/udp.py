@@ -108,7 +108,8 @@ class UdpLayer:
     ) -> None:
         length = UDP_HEADER_LENGTH + len(data)
         stack = self.stack
-        iface, _ = stack.ip.route(destination, source)
+        path = stack.ip.route(destination, source)
+        iface = path[0]
         checksum = 0
         link = iface.link
         if not link.checksum_offload or length + 20 > link.mtu:
@@ -120,7 +121,7 @@ class UdpLayer:
             )
             checksum = internet_checksum(data, pseudo) or 0xFFFF  # RFC 768: 0 is sent as all ones
         header = _HEADER.pack(sport, dport, length, checksum)
-        stack.ip.output(source, destination, PROTO_UDP, (header, data), owner=owner)
+        stack.ip.output(source, destination, PROTO_UDP, (header, data), owner=owner, path=path)
         self.counters["udp.sent"] += 1
         if not link.writable and isinstance(owner, UdpTransport) and owner not in self._paused:
             # The link is holding frames for a receiver that paused it: flow control reaches

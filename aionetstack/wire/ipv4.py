@@ -23,6 +23,7 @@ __all__ = [
     "format_ip",
     "parse_ip",
     "parse_ipv4",
+    "set_ipv4_checksum",
 ]
 
 IPV4_HEADER_LENGTH = 20
@@ -114,6 +115,14 @@ def parse_ipv4(buf: Buffer, offset: int = 0, verify_checksum: bool = True) -> Ip
         offset + header_length,
         offset + total_length,
     )
+
+
+def set_ipv4_checksum(packet: bytearray, offset: int = 0, header_length: int = IPV4_HEADER_LENGTH) -> None:
+    """Recompute the header checksum of the IPv4 header at ``offset`` in place (RFC 791 §3.1:
+    computed with the checksum field taken as zero)."""
+    packet[offset + 10 : offset + 12] = b"\x00\x00"
+    value = internet_checksum(memoryview(packet)[offset : offset + header_length])
+    packet[offset + 10 : offset + 12] = value.to_bytes(2, "big")
 
 
 def build_ipv4(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from aionetstack import Stack, StackOptions
-from aionetstack.link import LinkEndpoint, Switch, pipe
+from aionetstack.link import LinkEndpoint, LinkWrapper, Switch, pipe
 from aionetstack.wire import Buffer
 from aionetstack.wire.arp import ARP_REPLY, ARP_REQUEST, build_arp, parse_arp
 from aionetstack.wire.checksum import internet_checksum
@@ -25,42 +25,21 @@ from aionetstack.wire.ipv4 import PROTO_ICMP, PROTO_UDP, parse_ipv4
 # ---------------------------------------------------------------------------------------- helpers
 
 
-class Recording(LinkEndpoint):
+class Recording(LinkWrapper):
     """Wraps a link and keeps a copy of every frame that goes out (``sent``) and comes in (``received``)."""
 
     def __init__(self, inner: LinkEndpoint) -> None:
-        super().__init__()
-        self.inner = inner
-        self.mtu = inner.mtu
-        self.mac = inner.mac
-        self.kind = inner.kind
-        self.capabilities = inner.capabilities
+        super().__init__(inner)
         self.sent: list[bytes] = []
         self.received: list[bytes] = []
-        inner.attach(self)
-
-    @property
-    def writable(self) -> bool:
-        return self.inner.writable
 
     def write(self, frames: Sequence[Buffer]) -> None:
         self.sent.extend(bytes(f) for f in frames)
         self.inner.write(frames)
 
-    def pause_reading(self) -> None:
-        self.inner.pause_reading()
-
-    def resume_reading(self) -> None:
-        self.inner.resume_reading()
-
     def deliver_frames(self, link: LinkEndpoint, frames: Sequence[Buffer]) -> None:
         self.received.extend(bytes(f) for f in frames)
-        if self.dispatcher is not None:
-            self.dispatcher.deliver_frames(self, frames)
-
-    def link_writable(self, link: LinkEndpoint, writable: bool) -> None:
-        if self.dispatcher is not None:
-            self.dispatcher.link_writable(self, writable)
+        super().deliver_frames(link, frames)
 
     def close(self) -> None:
         self.inner.close()

@@ -81,15 +81,16 @@ class TcpLayer:
         return any(key[1] == port and (key[0] == address or address == ANY) for key in self.connections)
 
     def new_connection(
-        self, local: tuple[bytes, int], remote: tuple[bytes, int], now: float
+        self, local: tuple[bytes, int], remote: tuple[bytes, int], now: float, iss: int | None = None
     ) -> TcpConnection:
+        """A connection on the route to ``remote``; ``iss`` given only by a SYN cookie (RFC 4987)."""
         config = self.stack.tcp_config
         iface, _ = self.stack.ip.route(remote[0])
         mss = iface.link.mtu - 40  # RFC 9293 §3.7.1: MTU minus fixed IP and TCP headers
-        iss = self.isn.isn(local[0], local[1], remote[0], remote[1], now)
+        if iss is None:
+            iss = self.isn.isn(local[0], local[1], remote[0], remote[1], now)
         conn = TcpConnection(config, local, remote, iss, mss, self.challenge)
         conn.ts_offset = self.ts_offset_for(local[0], remote[0])
-        self._sync_pmtu(conn, now)  # start with what the path taught earlier connections (RFC 1191 §6.2)
         return conn
 
     def ts_offset_for(self, local_ip: bytes, remote_ip: bytes) -> int:
@@ -205,6 +206,7 @@ class TcpLayer:
     def register(self, conn: TcpConnection) -> None:
         self.connections[(conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)] = conn
         if self.stack.pmtu:
+            # Start with what the path taught earlier connections (RFC 1191 §6.2).
             self._sync_pmtu(conn, self.stack.loop.time())
 
     # ------------------------------------------------------------------ output

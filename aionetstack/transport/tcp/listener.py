@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from aionetstack.transport.tcp.connection import TcpConnection
 from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp_options
 
 if TYPE_CHECKING:
     from aionetstack.server import Server
+    from aionetstack.transport.tcp.connection import TcpConnection
     from aionetstack.transport.tcp.layer import Key, TcpLayer
     from aionetstack.transports import TcpTransport
 
@@ -32,7 +32,6 @@ class TcpListener:
         self.accepting = True
 
     def syn_received(self, seg: TcpSegment, key: Key, now: float) -> None:
-        from aionetstack.transports import TcpTransport
 
         counters = self.layer.counters
         queued = len(self.accept_queue)
@@ -56,12 +55,19 @@ class TcpListener:
         except OSError:
             counters["tcp.dropped.no-route-for-syn"] += 1
             return
+        conn.accept(seg, now)
+        self._track(conn)
+
+    def _track(self, conn: TcpConnection) -> None:
+        """A passive open under way: demultiplex to it and hand it to the server once established."""
+        from aionetstack.transports import TcpTransport
+
+        layer = self.layer
         layer.register(conn)
         transport = TcpTransport(layer.stack, conn, None)
         transport._listener = self
         self.half_open.add(transport)
-        counters["tcp.passive-opens"] += 1
-        conn.accept(seg, now)
+        layer.counters["tcp.passive-opens"] += 1
         layer.mark(conn)
 
     def _send_cookie(self, seg: TcpSegment, key: Key, now: float) -> None:
@@ -105,7 +111,6 @@ class TcpListener:
 
     def cookie_ack(self, seg: TcpSegment, key: Key, now: float) -> bool:
         """The final ACK of a cookie handshake: rebuild the connection, or False (RFC 4987 §3.6)."""
-        from aionetstack.transports import TcpTransport
 
         layer = self.layer
         config = layer.stack.tcp_config
@@ -127,13 +132,10 @@ class TcpListener:
             wscale, sack = layer.cookies.decode_timestamp(seg.timestamp[1])
             timestamp = (seg.timestamp[0], 0)
         try:
-            iface, _ = layer.stack.ip.route(key[2])
+            # The same TSval clock as the cookie's (ts_offset_for), and the cookie as our ISN.
+            conn = layer.new_connection((key[0], key[1]), (key[2], key[3]), now, iss=isn)
         except OSError:
             return False
-        conn = TcpConnection(
-            config, (key[0], key[1]), (key[2], key[3]), isn, iface.link.mtu - 40, layer.challenge
-        )
-        conn.ts_offset = layer.ts_offset_for(key[0], key[2])  # the cookie's TSval came from this clock
         # Rebuild the SYN the cookie stands for, take it as a passive open, and drop the SYN-ACK that
         # would repeat what was already sent; then the ACK completes the handshake as usual.
         syn = TcpSegment(
@@ -151,13 +153,8 @@ class TcpListener:
         conn.accept(syn, now)
         conn.outbox.clear()
         conn.receive(seg, now)
-        layer.register(conn)
-        transport = TcpTransport(layer.stack, conn, None)
-        transport._listener = self
-        self.half_open.add(transport)
         layer.counters["tcp.syncookies-accepted"] += 1
-        layer.counters["tcp.passive-opens"] += 1
-        layer.mark(conn)
+        self._track(conn)
         return True
 
     def established(self, transport: TcpTransport) -> None:
