@@ -19,7 +19,7 @@ from aionetstack.transport.tcp.connection import TcpConnection
 
 KIB = 1024
 RATE = 4e6  # bytes/s
-RTT = 0.05  # BDP = 200 kB: three times the 64 KiB start
+RTT = 0.05  # BDP = 200 kB: three times the 64 KiB start, 1.5 times the default 128 KiB
 
 
 def _run(config: TcpConfig) -> float:
@@ -37,6 +37,19 @@ def test_netsim_a_64k_window_grows_to_the_link_rate_a_fixed_one_does_not() -> No
     assert fixed < 0.35
     # Tuned: after the first second the window covers the BDP.
     assert tuned > 0.9, (tuned, fixed)
+
+
+def test_defaults_auto_tune_as_linux_and_a_chosen_size_is_fixed() -> None:
+    """Linux's defaults: start at tcp_rmem[1] (128 KiB), auto-tune up to tcp_rmem[2] (6 MiB); an
+    application that picks a size (SO_RCVBUF) gets exactly that, with no auto-tuning."""
+    default = TcpConfig()
+    assert (default.receive_buffer, default.receive_buffer_max) == (128 * KIB, 6 << 20)
+    chosen = TcpConfig(receive_buffer=1 << 20)
+    assert chosen.receive_buffer_max == 1 << 20
+    grow_from_chosen = TcpConfig(receive_buffer=256 * KIB, receive_buffer_max=4 << 20)
+    assert grow_from_chosen.receive_buffer_max == 4 << 20
+    # With the defaults, a path whose BDP is 1.5x the first window still reaches the link rate.
+    assert _run(TcpConfig()) > 0.9
 
 
 def test_window_scale_comes_from_the_maximum_buffer() -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["TcpConfig"]
+__all__ = ["DEFAULT_RECEIVE_BUFFER", "DEFAULT_RECEIVE_BUFFER_MAX", "TcpConfig"]
+
+DEFAULT_RECEIVE_BUFFER = 128 << 10  # Linux's tcp_rmem[1]
+DEFAULT_RECEIVE_BUFFER_MAX = 6 << 20  # Linux's tcp_rmem[2]
 
 
 @attrs.define(slots=True)
@@ -24,13 +27,14 @@ class TcpConfig:
     time_wait: float = 60.0
     delayed_ack: float = 0.04  #: delayed-ACK timer (Linux's minimum ATO); RFC 1122 §4.2.3.2 says < 0.5 s
     quick_ack_segments: int = 16  #: ACK at once for the first segments of a connection (as Linux's quickack)
-    #: Bytes we buffer for the application at first, i.e. our first window; auto-tuning (Linux's
-    #: tcp_rcv_space_adjust, "DRS") grows it to twice what the application reads per RTT.
-    receive_buffer: int = 1 << 20
-    #: Auto-tuning's ceiling (Linux's tcp_rmem[2] is 6 MiB): the window scale is chosen from it at
-    #: SYN time (RFC 7323 §2.3) so that the window can grow. 0 (the default) means the same as
-    #: ``receive_buffer``, i.e. no auto-tuning: a fixed buffer, as a Linux socket with SO_RCVBUF set,
-    #: and the window scale and wire behaviour of a fixed buffer.
+    #: Bytes we buffer for the application at first, i.e. our first window (Linux's tcp_rmem[1],
+    #: 128 KiB); auto-tuning (Linux's tcp_rcv_space_adjust, "DRS") grows it to twice what the
+    #: application reads per RTT, up to ``receive_buffer_max``.
+    receive_buffer: int = DEFAULT_RECEIVE_BUFFER
+    #: Auto-tuning's ceiling (Linux's tcp_rmem[2], 6 MiB); the window scale is chosen from it at SYN
+    #: time (RFC 7323 §2.3) so that the window can grow. 0 (the default): 6 MiB when
+    #: ``receive_buffer`` is left at its default, else ``receive_buffer`` — setting the buffer fixes
+    #: it, as SO_RCVBUF turns auto-tuning off on Linux. Equal to ``receive_buffer``: no auto-tuning.
     receive_buffer_max: int = 0
     #: Bytes the connection holds before the transport counts them as its (asyncio) write buffer;
     #: it grows to twice the congestion window (Linux's tcp_sndbuf_expand) up to ``send_buffer_max``.
@@ -68,6 +72,10 @@ class TcpConfig:
             raise ValueError("receive_buffer and send_buffer must be at least 1024 bytes")
         if self.receive_buffer > (65535 << 14):
             raise ValueError("receive_buffer cannot exceed 2**30 (RFC 7323 §2.3: window scale at most 14)")
+        if self.receive_buffer_max == 0:
+            # As Linux: auto-tuning unless the application chose a buffer size (SOCK_RCVBUF_LOCK).
+            tuned = self.receive_buffer == DEFAULT_RECEIVE_BUFFER
+            self.receive_buffer_max = DEFAULT_RECEIVE_BUFFER_MAX if tuned else self.receive_buffer
         # A ceiling below the start means "no growth": raise it to the start rather than refuse.
         if self.receive_buffer_max < self.receive_buffer:
             self.receive_buffer_max = self.receive_buffer

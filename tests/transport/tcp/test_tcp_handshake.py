@@ -13,8 +13,9 @@ from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.connection import EV_CLOSED, EV_CONNECTED, TcpState
 from aionetstack.wire.tcp import build_tcp_options
 
-# Our default receive buffer (1 MiB) needs a shift of 5 to be advertised whole (RFC 7323 §2.3).
-OUR_WSCALE = 5
+# Our default receive buffer may auto-tune up to 6 MiB, which needs a shift of 7 to be advertised
+# whole (RFC 7323 §2.3) — the shift Linux offers with its default tcp_rmem.
+OUR_WSCALE = 7
 
 
 def test_passive_open_all_options() -> None:
@@ -48,8 +49,8 @@ def test_passive_open_all_options() -> None:
     t.expect_nothing()  # RFC 896: the 104-byte tail waits while full segments are unacknowledged
     t.at(0.1).inject(".", 1, 2897, win=500, ts=(110, 10_050))
     t.expect("P.", seq=2897, ack=1, length=104, ts=(10_100, 110))
-    # Our window after the handshake is scaled: 1 MiB free >> 5 = 32768, i.e. more than 64 KiB.
-    assert first.win == 32768 and first.win << OUR_WSCALE > 65535
+    # Our window after the handshake is scaled: 128 KiB free >> 7 = 1024, i.e. more than 64 KiB.
+    assert first.win == 1024 and first.win << OUR_WSCALE > 65535
 
 
 def test_active_open_all_options() -> None:
@@ -60,7 +61,7 @@ def test_active_open_all_options() -> None:
     t.at(0.1).inject("S.", 0, 1, win=65535, mss=1460, wscale=7, sack_ok=True, ts=(700, 10_000))
     # The ACK carries only NOP NOP TS (RFC 7323 Appendix A layout).
     t.expect(
-        ".", seq=1, ack=1, win=32768, options=b"\x01\x01\x08\x0a" + (10_100).to_bytes(4) + (700).to_bytes(4)
+        ".", seq=1, ack=1, win=1024, options=b"\x01\x01\x08\x0a" + (10_100).to_bytes(4) + (700).to_bytes(4)
     )
     assert t.conn.state == TcpState.ESTABLISHED and t.conn.events & EV_CONNECTED
     # RTT measured from the SYN-ACK (RFC 6298 §2.2: SRTT = R, RTTVAR = R/2).
