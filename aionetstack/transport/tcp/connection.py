@@ -18,12 +18,15 @@ from typing import Protocol
 from aionetstack.transport.tcp import congestion
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.rack import Rack, probe_timeout
+from aionetstack.transport.tcp.rate import DeliveryRateEstimator
 from aionetstack.transport.tcp.receiver import OutOfOrderQueue
 from aionetstack.transport.tcp.rtt import RttEstimator
 from aionetstack.transport.tcp.sack import Scoreboard, SentSegment
 from aionetstack.transport.tcp.seq import MASK, unwrap
 from aionetstack.wire import Buffer
 from aionetstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment, build_tcp_options
+
+_PACING_BURST = 0.001  # seconds of data a paced sender may send back to back
 
 __all__ = [
     "EV_CLOSED",
@@ -135,6 +138,7 @@ class TcpConnection:
         "keepalive_at",
         "keepalive_probes",
         "last_ack_sent",
+        "last_delivery_rate",
         "last_oow_ack_at",
         "last_received_at",
         "local_ip",
@@ -144,6 +148,8 @@ class TcpConnection:
         "nodelay",
         "ooo",
         "outbox",
+        "pace_at",
+        "pace_release",
         "peer_fin_seq",
         "peer_mss",
         "persist_at",
@@ -155,6 +161,7 @@ class TcpConnection:
         "prr_recover_fs",
         "quick_acks",
         "rack",
+        "rate",
         "rcv_adv",
         "rcv_buffer",
         "rcv_mss",
@@ -293,6 +300,14 @@ class TcpConnection:
         # SACK-based recovery (RFC 6675) with RACK-TLP (RFC 8985): set up once SACK is agreed.
         self.board: Scoreboard | None = None
         self.rack: Rack | None = None
+        # Delivery-rate samples (draft-cheng-iccrg-delivery-rate-estimation) off the scoreboard.
+        self.rate: DeliveryRateEstimator | None = None
+        self.last_delivery_rate = 0.0  # bytes/s of the latest valid rate sample (tcpi_delivery_rate)
+        # Pacing, when the congestion control sets a pacing_rate: when what was sent so far would
+        # have finished leaving at that rate, and, while the sender waits on it, the time it may
+        # go on (a timer, in next_deadline).
+        self.pace_at = 0.0
+        self.pace_release: float | None = None
         self.dsack: tuple[int, int] | None = None  # a duplicate to report first (RFC 2883 §4)
         self.reo_at: float | None = None  # RACK's reordering timer (RFC 8985 §6.3)
         self.tlp_at: float | None = None  # the probe timeout (RFC 8985 §7.2)
@@ -396,6 +411,9 @@ class TcpConnection:
         ):
             if at is not None and (best is None or at < best):
                 best = at
+        release = self.pace_release
+        if release is not None and (best is None or release < best):
+            best = release
         return best
 
     # ------------------------------------------------------------------ opening
@@ -454,6 +472,7 @@ class TcpConnection:
             # RFC 6675 / RFC 8985: with SACK, recovery runs off the scoreboard, not NewReno.
             self.board = Scoreboard()
             self.rack = Rack()
+            self.rate = DeliveryRateEstimator()
         mss = self.send_mss
         # Recreated for the agreed MSS, keeping a per-connection choice (set_congestion_control).
         self.cc = congestion.create(self.cc.name, mss, config.initial_window)
@@ -1283,10 +1302,22 @@ class TcpConnection:
         snd_end = self.snd_end
         fin_queued = self.fin_queued
         stats = self.stats
+        rate = self.rate
+        pacing_rate = cc.pacing_rate
+        if pacing_rate:
+            # Bursts of up to about 1 ms of data (at least two segments) between gaps, as Linux's
+            # TSO autosizing under pacing: a timer per segment would cost more than it shapes.
+            slack = max(2 * self.send_mss, pacing_rate * _PACING_BURST) / pacing_rate
         while True:
             snd_nxt = self.snd_nxt
             available = snd_end - snd_nxt
             if available <= 0:
+                if rate is not None and not fin_queued and board is not None and not board.lost_pending:
+                    pipe = self.pipe
+                    if pipe < cc.cwnd:
+                        # draft-cheng-iccrg-delivery-rate-estimation §3.4: the application, not the
+                        # network, limits this flight; its rate samples must not read as capacity.
+                        rate.on_app_limited(pipe)
                 # Only the FIN may be left (RFC 9293 §3.10.4): it needs no window.
                 # Sent once when new (SND.MAX <= end) and again after an RTO rewound SND.NXT to it
                 # (SND.NXT < SND.MAX): a lone FIN is retransmitted like data (RFC 9293 §3.8.1).
@@ -1312,6 +1343,9 @@ class TcpConnection:
                 if self.snd_wnd == 0 and self.snd_max == self.snd_una and self.persist_at is None:
                     # RFC 9293 §3.8.6.1: a zero window with data to send starts the persist timer.
                     self.persist_at = now + self._persist_interval()
+                return
+            if pacing_rate and self.pace_at - slack > now:
+                self.pace_release = self.pace_at - slack  # wait out the gap (on_timer sends on)
                 return
             length = available if available < room_for_payload else room_for_payload
             if length > room:
@@ -1345,8 +1379,14 @@ class TcpConnection:
                 options = self._ack_options(now)
                 room_for_payload = self.send_mss - (len(options) - (_TS_OPTION_LENGTH if self.ts_ok else 0))
             if board is not None:
-                board.on_send(snd_nxt, snd_nxt + length + (1 if flags & FIN else 0), now)
+                nothing_in_flight = rate is not None and self.pipe == 0
+                sent = board.on_send(snd_nxt, snd_nxt + length + (1 if flags & FIN else 0), now)
+                if sent is not None and rate is not None:
+                    rate.on_send(sent, now, nothing_in_flight)
                 self.tlp_rearm = True
+            if pacing_rate:
+                # The next segment leaves when this one would have at the pacing rate.
+                self.pace_at = (self.pace_at if self.pace_at > now else now) + (length + 52) / pacing_rate
             if snd_nxt < self.snd_max:
                 stats["retransmits_rto"] += 1
             else:
@@ -1389,6 +1429,11 @@ class TcpConnection:
         stats = self.stats
         delivered: list[SentSegment] = []
         sacked_before = board.sacked_bytes
+        lost_before = board.lost_bytes
+        rate = self.rate
+        if rate is not None:
+            # The pipe before this ACK: SND.UNA has moved already, what it covered is not in flight.
+            rate.start_ack(self.pipe + (ack - old_una if ack > old_una else 0))
         if ack > old_una:
             board.on_cumulative_ack(ack, delivered)
         dsack: tuple[int, int] | None = None
@@ -1444,6 +1489,8 @@ class TcpConnection:
                 # RFC 6937 §3: on leaving recovery, cwnd = ssthresh (PRR has brought it there).
                 self.cc.cwnd = max(self.cc.ssthresh, 2 * self.send_mss)
                 self.prr_active = False
+            elif self.cc.owns_cwnd:
+                self.cc.on_recovery_end(self.pipe, now)
             self.rto_recovery = False
             rack.on_recovery_end()
         if len(delivered) > 1:
@@ -1452,8 +1499,16 @@ class TcpConnection:
             delivered.sort(key=lambda d: d.start)
         for d in delivered:
             rack.update(d, now)
+            if rate is not None:
+                rate.on_delivered(d, d.end - d.start, now)
         if board.sacked_bytes or board.retrans_bytes or self.in_recovery or self.reo_at is not None:
             self._sack_detect(now)
+        if rate is not None:
+            sample = rate.finish(max(board.lost_bytes - lost_before, 0))
+            if sample.delivery_rate:
+                self.last_delivery_rate = sample.delivery_rate
+            if sample.newly_acked and self.cc.owns_cwnd:
+                self.cc.on_rate_sample(sample, rate.delivered, self.pipe, now)
         if self.prr_active and self.in_recovery:
             # RFC 6937 §3: DeliveredData = change in SND.UNA + change in SACKed octets.
             delivered_data = (ack - old_una if ack > old_una else 0) + board.sacked_bytes - sacked_before
@@ -1488,7 +1543,9 @@ class TcpConnection:
         self.undo_cwnd, self.undo_ssthresh, self.undo_retrans = cc.cwnd, cc.ssthresh, 0
         self.recovery_tsval = self.ts_clock(now) if self.ts_ok else None
         # RFC 6937 §3: at the start of recovery, prr_delivered = prr_out = 0, RecoverFS = the flight.
-        self.prr_active = True
+        # A controller that owns cwnd (BBR) runs its own recovery instead (Linux: no PRR with
+        # cong_control).
+        self.prr_active = not cc.owns_cwnd
         self.prr_delivered = 0
         self.prr_out = 0
         self.prr_recover_fs = max(self.snd_max - self.snd_una, 1)
@@ -1550,6 +1607,9 @@ class TcpConnection:
         if self.fin_queued and seg.end > snd_end:
             flags |= FIN  # the segment carried our FIN (RFC 9293 §3.10.4)
         self._emit(start, flags, self._payload(start, length) if length else b"", options)
+        if self.rate is not None:
+            # draft-cheng §3.2: a retransmission is stamped like a first transmission.
+            self.rate.on_send(seg, now, self.pipe == 0)
         board.on_retransmit(seg, now)
         self.stats[cause] += 1
         self.rtt_seq = None  # Karn's rule (RFC 6298 §3)
@@ -1646,7 +1706,10 @@ class TcpConnection:
                 flags |= FIN
             self._emit(snd_nxt, flags, self._payload(snd_nxt, length), options)
             end = snd_nxt + length + (1 if flags & FIN else 0)
-            board.on_send(snd_nxt, end, now)
+            nothing_in_flight = self.pipe == 0
+            sent = board.on_send(snd_nxt, end, now)
+            if sent is not None and self.rate is not None:
+                self.rate.on_send(sent, now, nothing_in_flight)
             stats["bytes_sent"] += length
             self.snd_nxt = self.snd_max = end
             self.tlp_retrans = False
@@ -1733,6 +1796,8 @@ class TcpConnection:
             self.reo_at = None
             self.stats["rack_reorder_timeouts"] += 1
             self._sack_detect(now)  # RFC 8985 §6.3: the reordering window ran out
+        if self.pace_release is not None and now >= self.pace_release:
+            self.pace_release = None  # the pacing gap is over: output() below sends on
         if self.delack_at is not None and now >= self.delack_at:
             self.delack_at = None
             if self.state >= ESTABLISHED and self.last_ack_sent != self.rcv_nxt:
@@ -1855,6 +1920,8 @@ class TcpConnection:
             "timestamps": self.ts_ok,
             "sack": self.sack_ok,
             "in_flight": self.in_flight,
+            "delivery_rate": self.last_delivery_rate,
+            "pacing_rate": self.cc.pacing_rate,
             "unacked_retransmits": self.retransmits,
             "send_buffered": self.send_buffered,
             "receive_buffered": self.received_bytes,

@@ -24,7 +24,19 @@ DUP_THRESH = 3  # RFC 6675 §2 / RFC 5681 §3.2: DupThresh
 class SentSegment:
     """One transmitted segment: ``[start, end)`` (a FIN counts as one octet at the end)."""
 
-    __slots__ = ("end", "ever_retrans", "lost", "retrans", "sacked", "start", "xmit_time")
+    __slots__ = (
+        "app_limited",
+        "delivered",
+        "delivered_time",
+        "end",
+        "ever_retrans",
+        "first_sent_time",
+        "lost",
+        "retrans",
+        "sacked",
+        "start",
+        "xmit_time",
+    )
 
     def __init__(self, start: int, end: int, now: float) -> None:
         self.start = start
@@ -34,6 +46,11 @@ class SentSegment:
         self.lost = False
         self.retrans = False  # a retransmission of it is in flight (Linux's TCPCB_SACKED_RETRANS)
         self.ever_retrans = False  # sent more than once: its RTT sample is ambiguous (RFC 6298 §3)
+        # Delivery-rate stamps (draft-cheng-iccrg-delivery-rate-estimation §3.2), set by .rate.
+        self.delivered = 0
+        self.delivered_time = now
+        self.first_sent_time = now
+        self.app_limited = False
 
     def __repr__(self) -> str:
         marks = "".join(c for c, on in (("S", self.sacked), ("L", self.lost), ("R", self.retrans)) if on)
@@ -106,16 +123,18 @@ class Scoreboard:
         if seg.retrans:
             self.retrans_bytes -= length
 
-    def on_send(self, start: int, end: int, now: float) -> None:
-        """New data (or the FIN) went out for the first time."""
+    def on_send(self, start: int, end: int, now: float) -> SentSegment | None:
+        """New data (or the FIN) went out for the first time: its record (None if already held)."""
         segs = self._segs
         if len(segs) > self._head:
             tail = segs[-1].end
             if end <= tail:
-                return
+                return None
             if start < tail:
                 start = tail
-        segs.append(SentSegment(start, end, now))
+        seg = SentSegment(start, end, now)
+        segs.append(seg)
+        return seg
 
     def on_retransmit(self, seg: SentSegment, now: float) -> None:
         seg.xmit_time = now
@@ -181,6 +200,12 @@ class Scoreboard:
             seg.lost,
             seg.retrans,
             seg.ever_retrans,
+        )
+        tail.delivered, tail.delivered_time, tail.first_sent_time, tail.app_limited = (
+            seg.delivered,
+            seg.delivered_time,
+            seg.first_sent_time,
+            seg.app_limited,
         )
         seg.end = at
         self._segs.insert(i + 1, tail)

@@ -7,6 +7,15 @@ from aionetstack.transport.tcp.congestion.newreno import NewReno
 ALGORITHMS: dict[str, type[CongestionControl]] = {"cubic": Cubic, "newreno": NewReno, "reno": NewReno}
 
 
+def register(cls: type[CongestionControl]) -> type[CongestionControl]:
+    """Make ``cls`` selectable by its ``name`` (``TcpConfig(congestion_control=...)``,
+    ``set_congestion_control``); usable as a class decorator."""
+    if not isinstance(cls, type) or not issubclass(cls, CongestionControl) or cls.name == "base":
+        raise TypeError(f"{cls!r} is not a named CongestionControl subclass")
+    ALGORITHMS[cls.name.lower()] = cls
+    return cls
+
+
 def create(name: str, mss: int, initial_window: int) -> CongestionControl:
     """A new controller by name (``"cubic"``, ``"newreno"``)."""
     try:
@@ -18,4 +27,4 @@ def create(name: str, mss: int, initial_window: int) -> CongestionControl:
     return cls(mss, initial_window)
 
 
-__all__ = ["ALGORITHMS", "CongestionControl", "Cubic", "NewReno", "create"]
+__all__ = ["ALGORITHMS", "CongestionControl", "Cubic", "NewReno", "create", "register"]

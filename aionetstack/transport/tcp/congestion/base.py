@@ -1,10 +1,25 @@
 """The interface every congestion controller implements.
 
 The connection owns loss detection and recovery; it tells the controller what happened, and
-reads ``cwnd`` and ``ssthresh`` back. Adding an algorithm is one file with one class.
+reads ``cwnd`` and ``ssthresh`` back. Adding an algorithm is one file with one class, registered
+with :func:`aionetstack.transport.tcp.congestion.register`.
+
+Two kinds fit (Linux's ``tcp_congestion_ops``):
+
+* loss-based (NewReno, CUBIC): ``on_ack`` grows the window, ``on_congestion``/``on_timeout``
+  shrink it, and the connection runs PRR (RFC 6937) during recovery;
+* model-based (BBR): ``owns_cwnd = True`` (Linux's ``cong_control``). The controller gets a
+  delivery-rate sample (:class:`~aionetstack.transport.tcp.rate.RateSample`) on every ACK, in
+  recovery too, sets ``cwnd`` itself (no PRR), and may set ``pacing_rate``: the connection then
+  sends new data no faster than that.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aionetstack.transport.tcp.rate import RateSample
 
 __all__ = ["CongestionControl"]
 
@@ -13,7 +28,10 @@ class CongestionControl:
     """Slow start and congestion avoidance; subclasses override what differs."""
 
     name = "base"
-    __slots__ = ("cwnd", "mss", "ssthresh")
+    #: True: the controller sets cwnd on every ACK from rate samples, in recovery too; the
+    #: connection runs no PRR (as Linux skips tcp_cwnd_reduction for a ``cong_control`` module).
+    owns_cwnd = False
+    __slots__ = ("cwnd", "mss", "pacing_rate", "ssthresh")
 
     def __init__(self, mss: int, initial_window: int) -> None:
         self.mss = mss
@@ -22,6 +40,8 @@ class CongestionControl:
             min(initial_window * mss, max(2 * mss, 14600)) if initial_window == 10 else initial_window * mss
         )
         self.ssthresh = 1 << 30  # RFC 5681 §3.1: arbitrarily high at first
+        #: Bytes per second the connection may send new data at; None: no pacing (ACK clocking).
+        self.pacing_rate: float | None = None
 
     def set_mss(self, mss: int) -> None:
         self.mss = mss
@@ -29,6 +49,11 @@ class CongestionControl:
     def on_ack(self, acked: int, in_flight: int, now: float, rtt: float | None) -> None:
         """New data was cumulatively acknowledged outside recovery."""
         raise NotImplementedError
+
+    def on_rate_sample(self, sample: RateSample, delivered: int, in_flight: int, now: float) -> None:
+        """Every ACK that acknowledged or SACKed data, after loss detection (with SACK only):
+        ``delivered`` is the connection's running total of delivered bytes, ``in_flight`` the pipe
+        (RFC 6675) after this ACK. Loss-based controllers ignore it."""
 
     def on_congestion(self, in_flight: int, now: float) -> None:
         """Loss detected by duplicate ACKs (RFC 5681 §3.2 step 2): set ssthresh and cwnd."""
