@@ -302,7 +302,8 @@ class TcpConnection:
         self.rack: Rack | None = None
         # Delivery-rate samples (draft-cheng-iccrg-delivery-rate-estimation) off the scoreboard.
         self.rate: DeliveryRateEstimator | None = None
-        self.last_delivery_rate = 0.0  # bytes/s of the latest valid rate sample (tcpi_delivery_rate)
+        # bytes/s of the latest valid rate sample (tcpi_delivery_rate), with a rate-based controller
+        self.last_delivery_rate = 0.0
         # Pacing, when the congestion control sets a pacing_rate: when what was sent so far would
         # have finished leaving at that rate, and, while the sender waits on it, the time it may
         # go on (a timer, in next_deadline).
@@ -472,10 +473,10 @@ class TcpConnection:
             # RFC 6675 / RFC 8985: with SACK, recovery runs off the scoreboard, not NewReno.
             self.board = Scoreboard()
             self.rack = Rack()
-            self.rate = DeliveryRateEstimator()
         mss = self.send_mss
         # Recreated for the agreed MSS, keeping a per-connection choice (set_congestion_control).
         self.cc = congestion.create(self.cc.name, mss, config.initial_window)
+        self._start_rate_sampling()
         # What a full-sized segment from the peer carries: its timestamps come off the MSS too
         # (RFC 7323 §3.2), else "every second full-sized segment" (RFC 5681 §4.2) never comes.
         self.rcv_mss = min(self.mss_base, self.peer_mss) - (_TS_OPTION_LENGTH if self.ts_ok else 0)
@@ -1379,7 +1380,8 @@ class TcpConnection:
                 options = self._ack_options(now)
                 room_for_payload = self.send_mss - (len(options) - (_TS_OPTION_LENGTH if self.ts_ok else 0))
             if board is not None:
-                nothing_in_flight = rate is not None and self.pipe == 0
+                # draft-cheng §3.2 "no packets in flight": Linux tests packets_out (SND.MAX = SND.UNA).
+                nothing_in_flight = self.snd_max == self.snd_una
                 sent = board.on_send(snd_nxt, snd_nxt + length + (1 if flags & FIN else 0), now)
                 if sent is not None and rate is not None:
                     rate.on_send(sent, now, nothing_in_flight)
@@ -1420,6 +1422,13 @@ class TcpConnection:
         if self.state >= ESTABLISHED:
             cc.cwnd, cc.ssthresh = old.cwnd, old.ssthresh  # carry the learned window over
         self.cc = cc
+        self._start_rate_sampling()
+
+    def _start_rate_sampling(self) -> None:
+        """Delivery-rate samples for a controller that runs on them (``owns_cwnd``), off the SACK
+        scoreboard. Loss-based controllers do without: the bookkeeping costs per segment."""
+        if self.rate is None and self.board is not None and self.cc.owns_cwnd:
+            self.rate = DeliveryRateEstimator()
 
     def _sack_ack(self, seg: TcpSegment, ack: int, old_una: int, now: float) -> None:
         """Feed one ACK to the scoreboard and RACK, then detect losses (RFC 6675 §5, RFC 8985 §6.2)."""
@@ -1609,7 +1618,7 @@ class TcpConnection:
         self._emit(start, flags, self._payload(start, length) if length else b"", options)
         if self.rate is not None:
             # draft-cheng §3.2: a retransmission is stamped like a first transmission.
-            self.rate.on_send(seg, now, self.pipe == 0)
+            self.rate.on_send(seg, now, self.snd_max == self.snd_una)
         board.on_retransmit(seg, now)
         self.stats[cause] += 1
         self.rtt_seq = None  # Karn's rule (RFC 6298 §3)
@@ -1706,7 +1715,7 @@ class TcpConnection:
                 flags |= FIN
             self._emit(snd_nxt, flags, self._payload(snd_nxt, length), options)
             end = snd_nxt + length + (1 if flags & FIN else 0)
-            nothing_in_flight = self.pipe == 0
+            nothing_in_flight = self.snd_max == self.snd_una
             sent = board.on_send(snd_nxt, end, now)
             if sent is not None and self.rate is not None:
                 self.rate.on_send(sent, now, nothing_in_flight)
