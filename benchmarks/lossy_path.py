@@ -1,14 +1,15 @@
 """Linux's TCP and ours across the simulator's lossy path, in real time: the oracle for issue 4's table.
 
     sudo python benchmarks/lossy_path.py [--rtt MS ...] [--loss PCT ...] [--duration S] [--seed N]
+                                         [--cc cubic|bbr]
 
 ``benchmarks/simulate.py`` runs our TCP across a model path in virtual time. This runs the *same*
 path model (a 10 Mbit/s bottleneck with a drop-tail queue of max(BDP, 64 packets), random loss
 after it on the data direction only, RTT/2 of delay each way) in real time, in this process,
 between two TUN devices, and puts real TCP senders on it:
 
-* ``linux``: the kernel's CUBIC, from one network namespace to a receiver in another;
-* ``ours``: our stack (its defaults: CUBIC, SACK, RACK-TLP) sending to the same kernel receiver;
+* ``linux``: the kernel's TCP (CUBIC, or ``--cc``), from one network namespace to a receiver in another;
+* ``ours``: our stack (SACK, RACK-TLP, the same congestion control) sending to the same kernel receiver;
 * ``sim``: our stack in the virtual-time simulator on the same cell (what the regression table shows).
 
 Each figure is goodput after a warm-up of a tenth of the run, as a multiple of the Mathis et al.
@@ -40,6 +41,7 @@ import aionetstack  # noqa: E402
 from aionetstack.link.endpoint import LinkEndpoint, LinkKind  # noqa: E402
 from aionetstack.link.pipe import pipe  # noqa: E402
 from aionetstack.testing.netsim import mathis_estimate, simulate  # noqa: E402
+from aionetstack.transport.tcp.config import TcpConfig  # noqa: E402
 from aionetstack.wire import Buffer  # noqa: E402
 from tests.interop.netns import NetNS, Subnet, interop_unavailable  # noqa: E402
 
@@ -68,13 +70,14 @@ RECEIVER = textwrap.dedent(
     """
 )
 
-# The kernel sender: CUBIC (whatever the namespace's default), send for the duration, report retransmits.
+# The kernel sender: the congestion control asked for, send for the duration, report retransmits.
 SENDER = textwrap.dedent(
     """
     import json, socket, struct, sys, time
     host, port, duration = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    sock = socket.create_connection((host, port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"cubic")
+    sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, sys.argv[4].encode())
+    sock.connect((host, port))
     chunk = bytes(1 << 16)
     end = time.monotonic() + duration
     while time.monotonic() < end:
@@ -192,8 +195,8 @@ async def _receiver_result(proc: asyncio.subprocess.Process, timeout: float) -> 
     return json.loads(out)
 
 
-async def run_linux(rtt: float, loss: float, duration: float, seed: int) -> dict[str, float]:
-    """The kernel's CUBIC from namespace A to namespace B across :class:`LossyPath`."""
+async def run_linux(rtt: float, loss: float, duration: float, seed: int, cc: str) -> dict[str, float]:
+    """The kernel's TCP (congestion control ``cc``) from namespace A to B across :class:`LossyPath`."""
     subnet = Subnet.random()
     with NetNS() as ns_a, NetNS() as ns_b:
         link_a, _ = ns_a.add_tun(subnet=subnet, kernel_host=1)
@@ -210,6 +213,7 @@ async def run_linux(rtt: float, loss: float, duration: float, seed: int) -> dict
                 subnet.host(2),
                 str(PORT),
                 str(duration),
+                cc,
                 stdout=asyncio.subprocess.PIPE,
             )
             sent, _ = await asyncio.wait_for(sender.communicate(), duration + 60)
@@ -221,14 +225,14 @@ async def run_linux(rtt: float, loss: float, duration: float, seed: int) -> dict
             path.close()
 
 
-async def run_ours(rtt: float, loss: float, duration: float, seed: int) -> dict[str, float]:
-    """Our stack (defaults) sending to the kernel receiver in namespace B across :class:`LossyPath`."""
+async def run_ours(rtt: float, loss: float, duration: float, seed: int, cc: str) -> dict[str, float]:
+    """Our stack (congestion control ``cc``) sending to the kernel receiver in namespace B."""
     subnet = Subnet.random()
     with NetNS() as ns_b:
         link_b, _ = ns_b.add_tun(subnet=subnet, kernel_host=2)
         ours, wire_end = pipe(1500, kind=LinkKind.IP, checksum_offload=False)
         path = LossyPath(wire_end, link_b, rtt=rtt, loss=loss, rate=RATE, seed=seed)
-        stack = aionetstack.Stack()
+        stack = aionetstack.Stack(tcp=aionetstack.TcpConfig(congestion_control=cc))
         stack.add_interface(ours, subnet.cidr(1))
         try:
             receiver = await _start_receiver(ns_b, duration / 10)
@@ -253,8 +257,9 @@ async def run_ours(rtt: float, loss: float, duration: float, seed: int) -> dict[
             await stack.close()
 
 
-def run_sim(rtt: float, loss: float, duration: float, seed: int) -> dict[str, float]:
-    r = simulate(rtt=rtt, loss=loss, rate=RATE, duration=duration, seed=seed)
+def run_sim(rtt: float, loss: float, duration: float, seed: int, cc: str) -> dict[str, float]:
+    config = TcpConfig(receive_buffer=4 << 20, send_buffer=4 << 20, congestion_control=cc)
+    r = simulate(rtt=rtt, loss=loss, rate=RATE, duration=duration, seed=seed, config=config)
     return {"goodput": r.goodput, "retransmits": sum(r.retransmits.values()), "dropped": r.dropped_random}
 
 
@@ -262,7 +267,7 @@ async def main_async(args: argparse.Namespace) -> None:
     print(
         f"path: {RATE * 8 / 1e6:.0f} Mbit/s bottleneck, queue max(BDP, 64 packets), loss on the data "
         f"direction; {args.duration:.0f} s per run, goodput after {args.duration / 10:.0f} s; "
-        f"seed {args.seed}"
+        f"seed {args.seed}; congestion control {args.cc}"
     )
     print(f"{'rtt ms':>6} {'loss %':>6} {'Mathis MB/s':>11}   {'linux':>15}   {'ours':>15}   {'sim':>15}")
     for rtt_ms in args.rtt:
@@ -272,11 +277,11 @@ async def main_async(args: argparse.Namespace) -> None:
             cells = []
             for name in ("linux", "ours", "sim"):
                 if name == "linux":
-                    r = await run_linux(rtt, loss, args.duration, args.seed)
+                    r = await run_linux(rtt, loss, args.duration, args.seed, args.cc)
                 elif name == "ours":
-                    r = await run_ours(rtt, loss, args.duration, args.seed)
+                    r = await run_ours(rtt, loss, args.duration, args.seed, args.cc)
                 else:
-                    r = run_sim(rtt, loss, args.duration, args.seed)
+                    r = run_sim(rtt, loss, args.duration, args.seed, args.cc)
                 ratio = r["goodput"] / mathis if loss else r["goodput"] / RATE
                 unit = "x" if loss else "L"
                 cells.append(f"{r['goodput'] / 1e6:6.3f} {ratio:4.2f}{unit} r{int(r['retransmits']):<4d}")
@@ -300,6 +305,7 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per run (default 30)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cc", default="cubic", help="congestion control, both stacks (default cubic)")
     args = parser.parse_args()
     reason = interop_unavailable()
     if reason is not None:
