@@ -1387,8 +1387,10 @@ class TcpConnection:
                     rate.on_send(sent, now, nothing_in_flight)
                 self.tlp_rearm = True
             if pacing_rate:
-                # The next segment leaves when this one would have at the pacing rate.
-                self.pace_at = (self.pace_at if self.pace_at > now else now) + (length + 52) / pacing_rate
+                # The next segment leaves when this one (IP and TCP headers too) would have at the
+                # pacing rate.
+                wire = length + 40 + len(options)
+                self.pace_at = (self.pace_at if self.pace_at > now else now) + wire / pacing_rate
             if snd_nxt < self.snd_max:
                 stats["retransmits_rto"] += 1
             else:
@@ -1619,6 +1621,12 @@ class TcpConnection:
         if self.rate is not None:
             # draft-cheng §3.2: a retransmission is stamped like a first transmission.
             self.rate.on_send(seg, now, self.snd_max == self.snd_una)
+        pacing_rate = self.cc.pacing_rate
+        if pacing_rate:
+            # Retransmissions go out at once but take their share of the pacing budget (as
+            # every transmission does in Linux's pacing), so new data plus repairs keep the rate.
+            wire = length + 40 + len(options)
+            self.pace_at = (self.pace_at if self.pace_at > now else now) + wire / pacing_rate
         board.on_retransmit(seg, now)
         self.stats[cause] += 1
         self.rtt_seq = None  # Karn's rule (RFC 6298 §3)
