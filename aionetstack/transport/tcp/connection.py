@@ -366,6 +366,7 @@ class TcpConnection:
             "spurious_retransmits": 0,
             "spurious_rto": 0,
             "undo_events": 0,
+            "congestion_control_fallbacks": 0,  # a rate-based controller without SACK: CUBIC runs
         }
 
     # ------------------------------------------------------------------ derived values
@@ -1424,12 +1425,26 @@ class TcpConnection:
         if self.state >= ESTABLISHED:
             cc.cwnd, cc.ssthresh = old.cwnd, old.ssthresh  # carry the learned window over
         self.cc = cc
-        self._start_rate_sampling()
+        if self.state >= ESTABLISHED:
+            self._start_rate_sampling()
 
     def _start_rate_sampling(self) -> None:
         """Delivery-rate samples for a controller that runs on them (``owns_cwnd``), off the SACK
-        scoreboard. Loss-based controllers do without: the bookkeeping costs per segment."""
-        if self.rate is None and self.board is not None and self.cc.owns_cwnd:
+        scoreboard. Loss-based controllers do without: the bookkeeping costs per segment.
+
+        Called once the SYNs have said whether SACK is on. Without SACK there is no scoreboard to
+        sample, so a rate-based controller would never move its window: the connection falls back
+        to CUBIC, the default, and counts it (``info()["congestion_control"]`` says which runs).
+        """
+        cc = self.cc
+        if not cc.owns_cwnd:
+            return
+        if self.board is None:
+            fallback = congestion.create("cubic", cc.mss, self.config.initial_window)
+            fallback.cwnd, fallback.ssthresh = cc.cwnd, cc.ssthresh
+            self.cc = fallback
+            self.stats["congestion_control_fallbacks"] += 1
+        elif self.rate is None:
             self.rate = DeliveryRateEstimator()
 
     def _sack_ack(self, seg: TcpSegment, ack: int, old_una: int, now: float) -> None:

@@ -1,10 +1,16 @@
 """Congestion control, pluggable: one class per algorithm, all with the interface in ``base``."""
 
 from aionetstack.transport.tcp.congestion.base import CongestionControl
+from aionetstack.transport.tcp.congestion.bbr import Bbr
 from aionetstack.transport.tcp.congestion.cubic import Cubic
 from aionetstack.transport.tcp.congestion.newreno import NewReno
 
-ALGORITHMS: dict[str, type[CongestionControl]] = {"cubic": Cubic, "newreno": NewReno, "reno": NewReno}
+ALGORITHMS: dict[str, type[CongestionControl]] = {
+    "bbr": Bbr,
+    "cubic": Cubic,
+    "newreno": NewReno,
+    "reno": NewReno,
+}
 
 
 def register(cls: type[CongestionControl]) -> type[CongestionControl]:
@@ -27,4 +33,4 @@ def create(name: str, mss: int, initial_window: int) -> CongestionControl:
     return cls(mss, initial_window)
 
 
-__all__ = ["ALGORITHMS", "CongestionControl", "Cubic", "NewReno", "create", "register"]
+__all__ = ["ALGORITHMS", "Bbr", "CongestionControl", "Cubic", "NewReno", "create", "register"]
