@@ -421,9 +421,12 @@ async def test_we_download_20mb_from_a_kernel_server(
     figure(record_property, "nc_download_MBps", n / elapsed / MB, "MB/s")
 
 
+@pytest.mark.parametrize("congestion_control", ["cubic", "bbr"])
 async def test_we_upload_10mb_to_a_kernel_server(
-    peer: Peer, record_property: Callable[[str, object], None]
+    peer: Peer, record_property: Callable[[str, object], None], congestion_control: str
 ) -> None:
+    """The kernel hashes what we send; with BBR our sender paces from its rate samples too."""
+    peer.stack.tcp_config.congestion_control = congestion_control  # for connections made from now
     body = random.Random(7).randbytes(10 * MB)
     proc, port = await start_kernel_program(peer.ns, KERNEL_HASHER, peer.kernel)
     answer = bytearray()
@@ -442,7 +445,7 @@ async def test_we_upload_10mb_to_a_kernel_server(
     total, digest = answer.decode().split()
     assert int(total) == len(body)
     assert digest == hashlib.sha256(body).hexdigest()
-    figure(record_property, "nc_upload_MBps", len(body) / elapsed / MB, "MB/s")
+    figure(record_property, f"nc_upload_{congestion_control}_MBps", len(body) / elapsed / MB, "MB/s")
 
 
 class _Collector(asyncio.DatagramProtocol):
