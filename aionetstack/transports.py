@@ -38,6 +38,7 @@ __all__ = ["TcpSocketOptions", "TcpTransport", "create_connection"]
 ANY = b"\x00\x00\x00\x00"
 _CLOSED = TcpState.CLOSED
 _TIME_WAIT = TcpState.TIME_WAIT
+_TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)  # Linux's value where Python lacks the name
 
 
 class TcpSocketOptions:
@@ -45,7 +46,8 @@ class TcpSocketOptions:
 
     Code written for kernel sockets can keep calling ``setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)``
     and ``setsockopt(SOL_SOCKET, SO_KEEPALIVE, 1)`` (and ``TCP_KEEPIDLE``/``TCP_KEEPINTVL``/
-    ``TCP_KEEPCNT``); other options raise ``OSError(ENOPROTOOPT)``. It is not a real socket.
+    ``TCP_KEEPCNT``, and ``TCP_CONGESTION`` with a name such as ``b"bbr"``); other options raise
+    ``OSError(ENOPROTOOPT)``. It is not a real socket.
     """
 
     __slots__ = ("_transport",)
@@ -60,6 +62,16 @@ class TcpSocketOptions:
     def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
         conn = self._transport._conn
         config = conn.config
+        if level == socket.IPPROTO_TCP and option == _TCP_CONGESTION:
+            if not isinstance(value, (bytes, bytearray)):
+                raise TypeError(f"TCP_CONGESTION takes the algorithm's name as bytes, got {value!r}")
+            name = bytes(value).split(b"\0", 1)[0].decode("ascii", "replace")
+            try:
+                conn.set_congestion_control(name)
+            except ValueError as exc:
+                raise OSError(errno.ENOENT, str(exc)) from None  # as Linux: no such algorithm
+            self._transport._layer.mark(conn)  # a new window or pacing rate may let data go
+            return
         v = int.from_bytes(value, "little") if isinstance(value, bytes) else int(value)
         if level == socket.IPPROTO_TCP and option == socket.TCP_NODELAY:
             self._transport.set_nodelay(bool(v))
@@ -77,8 +89,11 @@ class TcpSocketOptions:
             )
         _ = config
 
-    def getsockopt(self, level: int, option: int, buflen: int | None = None) -> int:
+    def getsockopt(self, level: int, option: int, buflen: int | None = None) -> int | bytes:
         conn = self._transport._conn
+        if level == socket.IPPROTO_TCP and option == _TCP_CONGESTION:
+            # As Linux: the name, NUL-padded to buflen (16, TCP_CA_NAME_MAX, without one).
+            return conn.cc.name.encode().ljust(buflen or 16, b"\0")[: buflen or 16]
         if level == socket.IPPROTO_TCP and option == socket.TCP_NODELAY:
             return int(conn.nodelay)
         if level == socket.SOL_SOCKET and option == socket.SO_KEEPALIVE:

@@ -8,6 +8,7 @@ also run on uvloop (real time: looptime patches only asyncio's own loop).
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import socket
 import time
@@ -426,6 +427,15 @@ async def test_extra_info_and_socket_options() -> None:
             with pytest.raises(OSError) as raised:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             assert raised.value.errno == 92  # ENOPROTOOPT
+            # TCP_CONGESTION, as on Linux: by name, read back NUL-padded, unknown names ENOENT.
+            tcp_congestion = getattr(socket, "TCP_CONGESTION", 13)
+            assert sock.getsockopt(socket.IPPROTO_TCP, tcp_congestion, 16) == b"cubic".ljust(16, b"\0")
+            sock.setsockopt(socket.IPPROTO_TCP, tcp_congestion, b"bbr")
+            assert writer.get_extra_info("tcp_info")["congestion_control"] == "bbr"
+            assert sock.getsockopt(socket.IPPROTO_TCP, tcp_congestion, 3) == b"bbr"
+            with pytest.raises(OSError) as raised:
+                sock.setsockopt(socket.IPPROTO_TCP, tcp_congestion, b"vegas")
+            assert raised.value.errno == errno.ENOENT and "vegas" in str(raised.value)
             writer.close()
             await writer.wait_closed()
 
