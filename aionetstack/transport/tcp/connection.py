@@ -477,7 +477,7 @@ class TcpConnection:
         mss = self.send_mss
         # Recreated for the agreed MSS, keeping a per-connection choice (set_congestion_control).
         self.cc = congestion.create(self.cc.name, mss, config.initial_window)
-        self._start_rate_sampling()
+        self._controller_chosen()
         # What a full-sized segment from the peer carries: its timestamps come off the MSS too
         # (RFC 7323 §3.2), else "every second full-sized segment" (RFC 5681 §4.2) never comes.
         self.rcv_mss = min(self.mss_base, self.peer_mss) - (_TS_OPTION_LENGTH if self.ts_ok else 0)
@@ -1426,17 +1426,21 @@ class TcpConnection:
             cc.cwnd, cc.ssthresh = old.cwnd, old.ssthresh  # carry the learned window over
         self.cc = cc
         if self.state >= ESTABLISHED:
-            self._start_rate_sampling()
+            self._controller_chosen()
 
-    def _start_rate_sampling(self) -> None:
-        """Delivery-rate samples for a controller that runs on them (``owns_cwnd``), off the SACK
-        scoreboard. Loss-based controllers do without: the bookkeeping costs per segment.
+    def _controller_chosen(self) -> None:
+        """The congestion control is set and the SYNs have said whether SACK is on: seed the
+        controller from the ISS (RFC 6528: unpredictable per connection in real use, fixed in a
+        simulation, so a run replays), and give one that runs on delivery-rate samples
+        (``owns_cwnd``) its estimator off the SACK scoreboard. Loss-based controllers do without
+        samples: the bookkeeping costs per segment.
 
-        Called once the SYNs have said whether SACK is on. Without SACK there is no scoreboard to
-        sample, so a rate-based controller would never move its window: the connection falls back
-        to CUBIC, the default, and counts it (``info()["congestion_control"]`` says which runs).
+        Without SACK there is no scoreboard to sample, so a rate-based controller would never move
+        its window: the connection falls back to CUBIC, the default, and counts it
+        (``info()["congestion_control"]`` says which runs).
         """
         cc = self.cc
+        cc.seed(self.iss)
         if not cc.owns_cwnd:
             return
         if self.board is None:

@@ -50,6 +50,10 @@ class CongestionControl:
         """New data was cumulatively acknowledged outside recovery."""
         raise NotImplementedError
 
+    def seed(self, value: int) -> None:
+        """Connection-specific randomness (the connection's ISS), for a controller that makes
+        random choices, so that connections differ and a simulated run replays exactly."""
+
     def on_rate_sample(self, sample: RateSample, delivered: int, in_flight: int, now: float) -> None:
         """Every ACK that acknowledged or SACKed data, after loss detection (with SACK only):
         ``delivered`` is the connection's running total of delivered bytes, ``in_flight`` the pipe

@@ -106,7 +106,8 @@ class Bbr(CongestionControl):
 
     ``mode`` is one of :data:`STARTUP`, :data:`DRAIN`, :data:`PROBE_BW`, :data:`PROBE_RTT`;
     ``btl_bw`` (bytes/s of payload) and ``rt_prop`` (seconds, ``inf`` before a sample) are the model.
-    ``seed`` seeds the ProbeBW starting phase (draft §4.3.4.2), so a run replays exactly.
+    ``seed`` seeds the ProbeBW starting phase (draft §4.3.4.2), so a run replays exactly; the
+    connection reseeds it per connection with :meth:`seed`.
     """
 
     name = "bbr"
@@ -400,6 +401,11 @@ class Bbr(CongestionControl):
             self._init_pacing_rate(sample.rtt)
         self._set_pacing_rate(self.pacing_gain)
         self._set_cwnd(sample, in_flight)
+
+    def seed(self, value: int) -> None:
+        """draft-cardwell-iccrg-bbr-congestion-control-00 §4.3.4.2: the random ProbeBW phase must
+        differ between connections; the connection's ISS seeds it."""
+        self._rng.seed(value)
 
     def on_ack(self, acked: int, in_flight: int, now: float, rtt: float | None) -> None:
         """Rate samples drive BBR; a cumulative ACK only seeds the first pacing rate."""
