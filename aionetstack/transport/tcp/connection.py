@@ -1651,7 +1651,11 @@ class TcpConnection:
         self.rtt_seq = None  # Karn's rule (RFC 6298 §3)
         if self.undo_retrans >= 0:
             self.undo_retrans += 1
-        if self.rto_at is None:
+        if self.rto_at is None or (start <= self.snd_una and cause != "retransmits_rto"):
+            # RFC 6298 §5: a segment MUST NOT be retransmitted (by the timer) less than one RTO
+            # after its previous transmission. The timer resends the head first, so resending the
+            # head restarts it (as Linux's tcp_xmit_retransmit_queue does); else a head lost twice
+            # and repaired by RACK is sent a third time by a timer armed before the repair.
             self.rto_at = now + self.rtt.current()
 
     def _on_dsack(self, block: tuple[int, int], now: float) -> None:

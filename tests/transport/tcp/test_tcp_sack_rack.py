@@ -107,6 +107,26 @@ def test_three_sacked_segments_mark_the_hole_lost_at_once_and_recovery_resends_e
     assert not t.conn.in_recovery  # RecoveryPoint acknowledged (RFC 6675 §5)
 
 
+def test_the_timer_never_resends_the_head_within_one_rto_of_its_fast_retransmission() -> None:
+    """RFC 6298 §5: a segment MUST NOT be retransmitted less than one RTO after its previous
+    transmission. The timer armed when the flight left would fire soon after RACK resent the
+    head; resending the head restarts it (as Linux does), so the repair gets a whole RTO."""
+    t = established()
+    flight(t, 8)
+    armed_at_send = t.conn.rto_at
+    assert armed_at_send is not None
+    seg = [101 + i * FULL for i in range(9)]
+    t.at(0.4).inject(".", 1, 101, sack=[(seg[1], seg[5])], ts=(120, t.ts_now()))
+    resent = [o for o in t.drain() if o.seq == seg[0]]
+    assert len(resent) == 1 and resent[0].at == 0.4
+    rto = t.conn.rtt.current()
+    assert armed_at_send < 0.4 + rto  # the old timer would have fired too early ...
+    assert t.conn.rto_at == 0.4 + rto  # ... the restarted one fires one RTO after the resend
+    t.at(0.4 + rto - 0.001)
+    assert not [o for o in t.drain() if o.seq == seg[0]]
+    assert t.conn.info()["rto_events"] == 0
+
+
 def test_sack_blocks_outside_the_window_are_ignored() -> None:
     t = established()
     flight(t, 2)
