@@ -83,6 +83,11 @@ async def test_real_client_connects_and_transfers_during_a_syn_flood() -> None:
             flood_memory = tracemalloc.get_traced_memory()[0] - baseline
             tracemalloc.stop()
             listener = next(iter(server.tcp.listeners.values()))
+            print(
+                f"flood: 20000 spoofed SYNs, SYN queue {len(listener.half_open)}, "
+                f"cookies sent {server.counters['tcp.syncookies-sent']}, "
+                f"memory grown {flood_memory / 1024:.0f} KiB"
+            )
             assert len(listener.half_open) <= 64  # the SYN queue stayed bounded
             assert server.counters["tcp.syncookies-sent"] >= 19_000
             assert flood_memory < 8 << 20  # no state per spoofed SYN beyond the bounded queue
