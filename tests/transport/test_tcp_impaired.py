@@ -147,3 +147,19 @@ async def test_without_sack_fast_retransmit_and_rto_both_fire_and_bytes_arrive()
             assert info["bytes_received"] == 5_000_000
         both = {key: client_info[key] + server_info[key] for key in ("fast_retransmit_events", "rto_events")}
         assert both["fast_retransmit_events"] > 0 and both["rto_events"] > 0, both
+
+
+@pytest.mark.looptime(noop_cycles=1)
+async def test_bbr_both_ways_over_the_bad_wire() -> None:
+    """BBR on both ends (rate samples, pacing, its own recovery) over the same bad wire: every
+    byte arrives, loss recovery ran, and BBR stayed in charge (no fallback: SACK was agreed)."""
+    config = aionetstack.TcpConfig(congestion_control="bbr")
+    async with two_stacks(
+        mtu=1500, checksum_offload=False, impair=BAD_WIRE, tcp=config, server_tcp=config
+    ) as net:
+        client_info, server_info = await transfer_both_ways(net, 5_000_000)
+    for info in (client_info, server_info):
+        assert info["congestion_control"] == "bbr" and info["congestion_control_fallbacks"] == 0
+        assert info["bytes_received"] == 5_000_000
+        assert info["fast_retransmit_events"] > 0 and info["retransmits_recovery"] > 0
+        assert info["pacing_rate"] and info["delivery_rate"] > 0
