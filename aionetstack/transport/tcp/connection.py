@@ -123,6 +123,7 @@ class TcpConnection:
         "app_closed",
         "board",
         "cc",
+        "cc_seed",
         "challenge",
         "config",
         "counters",
@@ -297,6 +298,7 @@ class TcpConnection:
         self.in_recovery = False
         self.recover = iss
         self.cc = congestion.create(config.congestion_control, self.mss_base, config.initial_window)
+        self.cc_seed = 0  # for the controller's random choices; the stack numbers its connections
         # SACK-based recovery (RFC 6675) with RACK-TLP (RFC 8985): set up once SACK is agreed.
         self.board: Scoreboard | None = None
         self.rack: Rack | None = None
@@ -1346,9 +1348,16 @@ class TcpConnection:
                     # RFC 9293 §3.8.6.1: a zero window with data to send starts the persist timer.
                     self.persist_at = now + self._persist_interval()
                 return
-            if pacing_rate and self.pace_at - slack > now:
-                self.pace_release = self.pace_at - slack  # wait out the gap (on_timer sends on)
-                return
+            if pacing_rate:
+                # A gap is never longer than one segment at today's rate: a rate that was tiny
+                # when the last segment left (an early, bad estimate) must not hold back the next
+                # one after the controller has raised it.
+                longest = slack + (room_for_payload + 40 + len(options)) / pacing_rate
+                if self.pace_at > now + longest:
+                    self.pace_at = now + longest
+                if self.pace_at - slack > now:
+                    self.pace_release = self.pace_at - slack  # wait out the gap (on_timer sends on)
+                    return
             length = available if available < room_for_payload else room_for_payload
             if length > room:
                 length = room
@@ -1430,8 +1439,9 @@ class TcpConnection:
 
     def _controller_chosen(self) -> None:
         """The congestion control is set and the SYNs have said whether SACK is on: seed the
-        controller from the ISS (RFC 6528: unpredictable per connection in real use, fixed in a
-        simulation, so a run replays), and give one that runs on delivery-rate samples
+        controller with ``cc_seed`` (the stack numbers its connections: each differs, and a run
+        replays, which the random ISS and ephemeral port would not let it), and give one that
+        runs on delivery-rate samples
         (``owns_cwnd``) its estimator off the SACK scoreboard. Loss-based controllers do without
         samples: the bookkeeping costs per segment.
 
@@ -1440,7 +1450,7 @@ class TcpConnection:
         (``info()["congestion_control"]`` says which runs).
         """
         cc = self.cc
-        cc.seed(self.iss)
+        cc.seed(self.cc_seed)
         if not cc.owns_cwnd:
             return
         if self.board is None:

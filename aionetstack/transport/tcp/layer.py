@@ -69,6 +69,7 @@ class TcpLayer:
         ):
             self.receive_wscale += 1
         self.challenge = ChallengeAckLimiter(stack.tcp_config.challenge_ack_limit)
+        self.connections_made = 0  # numbers connections: each one's congestion-control seed
         self._dirty: dict[TcpConnection, None] = {}  # connections with input to hand up / output to send
         self._in_batch = False
         self._waiting_for_link: dict[TcpConnection, None] = {}
@@ -91,6 +92,8 @@ class TcpLayer:
             iss = self.isn.isn(local[0], local[1], remote[0], remote[1], now)
         conn = TcpConnection(config, local, remote, iss, mss, self.challenge)
         conn.ts_offset = self.ts_offset_for(local[0], remote[0])
+        self.connections_made += 1
+        conn.cc_seed = self.connections_made
         return conn
 
     def ts_offset_for(self, local_ip: bytes, remote_ip: bytes) -> int:

@@ -113,6 +113,10 @@ class DeliveryRateEstimator:
 
     def on_delivered(self, seg: SentSegment, length: int, now: float) -> None:
         """draft-cheng §3.3 UpdateRateSample: ``seg`` (``length`` bytes) was acked or SACKed."""
+        if seg.delivered_time < 0:
+            # Never stamped: the SYN the scoreboard holds for its RTT sample. One octet over the
+            # handshake's RTT is no rate (Linux skips an skb without a delivered_mstamp too).
+            return
         self.delivered += length
         self.delivered_time = now
         rs = self.sample

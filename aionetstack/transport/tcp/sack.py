@@ -46,9 +46,10 @@ class SentSegment:
         self.lost = False
         self.retrans = False  # a retransmission of it is in flight (Linux's TCPCB_SACKED_RETRANS)
         self.ever_retrans = False  # sent more than once: its RTT sample is ambiguous (RFC 6298 §3)
-        # Delivery-rate stamps (draft-cheng-iccrg-delivery-rate-estimation §3.2), set by .rate.
+        # Delivery-rate stamps (draft-cheng-iccrg-delivery-rate-estimation §3.2), set by .rate;
+        # a delivered_time below zero means "never stamped" (the handshake's SYN), not sampled.
         self.delivered = 0
-        self.delivered_time = now
+        self.delivered_time = -1.0
         self.first_sent_time = now
         self.app_limited = False
 

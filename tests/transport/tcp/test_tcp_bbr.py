@@ -138,6 +138,18 @@ def test_first_rtt_sets_initial_pacing_rate() -> None:
 # ---------------------------------------------------------------------- Startup and Drain
 
 
+def test_a_clock_far_from_zero_does_not_start_in_probe_rtt() -> None:
+    """The event loop's clock starts anywhere (the machine's uptime): the RTprop window begins at
+    the first RTT sample, not at time zero, or every connection would open in ProbeRTT."""
+    cc = new_bbr()
+    f = Feeder(cc)
+    f.now = 5000.0
+    f.ack(rate=LINK / 10)
+    assert cc.mode == STARTUP and not cc.rtprop_expired
+    f.ack(rate=LINK / 5, dt=RTPROP)
+    assert cc.mode == STARTUP
+
+
 def test_startup_exits_after_three_rounds_without_25_percent_growth() -> None:
     cc = new_bbr()
     f = Feeder(cc)

@@ -93,6 +93,29 @@ def test_pacing_sends_at_the_pacing_rate_not_the_window(recorder: type[_Recorder
     assert statistics.median(rates) == pytest.approx(LINK / 5 * MSS / (MSS + 52), rel=0.05)
 
 
+class _SlowStart(_Recorder):
+    """Paces at 10 B/s until the first rate sample, then at a fifth of the link."""
+
+    name = "test-slow-start"
+
+    def on_rate_sample(self, sample: RateSample, delivered: int, in_flight: int, now: float) -> None:
+        super().on_rate_sample(sample, delivered, in_flight, now)
+        self.pacing_rate = LINK / 5
+
+
+def test_a_raised_pacing_rate_takes_effect_at_once(
+    recorder: type[_Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first segment paced at 10 B/s would hold the next one back 150 s; once the controller
+    raises the rate, the gap shrinks to one segment at the new rate."""
+    monkeypatch.setitem(congestion.ALGORITHMS, _SlowStart.name, _SlowStart)
+    monkeypatch.setattr(_SlowStart, "pace", 10.0)
+    config = TcpConfig(congestion_control=_SlowStart.name, receive_buffer=4 << 20, send_buffer=4 << 20)
+    result = simulate(rtt=0.01, loss=0.0, rate=LINK, duration=2.0, config=config, warmup=0.5)
+    assert result.info["pacing_rate"] == LINK / 5
+    assert result.goodput == pytest.approx(LINK / 5 * MSS / (MSS + 52), rel=0.05)
+
+
 def test_unpaced_the_same_window_floods_the_queue(recorder: type[_Recorder]) -> None:
     """The control for the test above: without pacing the window goes out at once and drops."""
     recorder.window = 1 << 20
@@ -132,6 +155,17 @@ def test_estimator_takes_the_most_recently_sent_segment_and_the_longer_interval(
     assert sample.interval == pytest.approx(0.12)
     assert sample.newly_acked == 9 * MSS
     assert est.delivered == 10 * MSS
+
+
+def test_an_unstamped_segment_gives_no_sample() -> None:
+    """The SYN the scoreboard holds for its RTT sample was never stamped: one octet over the
+    handshake's RTT is not a delivery rate (it once paced a connection at 34 B/s)."""
+    est = DeliveryRateEstimator()
+    syn = SentSegment(0, 1, 0.0)  # as the connection records its SYN: no on_send stamp
+    est.start_ack(1)
+    est.on_delivered(syn, 1, 0.03)
+    sample = est.finish(0)
+    assert sample.delivery_rate == 0 and sample.newly_acked == 0 and est.delivered == 0
 
 
 def test_app_limited_flight_is_marked_and_then_cleared() -> None:

@@ -51,8 +51,8 @@ class CongestionControl:
         raise NotImplementedError
 
     def seed(self, value: int) -> None:
-        """Connection-specific randomness (the connection's ISS), for a controller that makes
-        random choices, so that connections differ and a simulated run replays exactly."""
+        """A per-connection number (the stack numbers its connections), for a controller that
+        makes random choices: connections differ, and a virtual-time run replays exactly."""
 
     def on_rate_sample(self, sample: RateSample, delivered: int, in_flight: int, now: float) -> None:
         """Every ACK that acknowledged or SACKed data, after loss detection (with SACK only):

@@ -218,7 +218,9 @@ class Bbr(CongestionControl):
     def _update_rt_prop(self, rtt: float | None, now: float) -> None:
         # draft-cardwell-iccrg-bbr-congestion-control-00 §4.1.2.3 (BBRUpdateRTprop): the minimum
         # over 10 s; an expired minimum is replaced by the next sample, whatever its value.
-        self.rtprop_expired = now > self.rtprop_stamp + RTPROP_FILTER_LEN
+        # Before the first sample there is nothing to expire (BBRInit stamps Now(); our clock's
+        # origin is arbitrary — the event loop's — so the first sample starts the window).
+        self.rtprop_expired = self.rt_prop != math.inf and now > self.rtprop_stamp + RTPROP_FILTER_LEN
         if rtt is not None and rtt >= 0 and (rtt <= self.rt_prop or self.rtprop_expired):
             self.rt_prop = rtt
             self.rtprop_stamp = now
@@ -404,7 +406,7 @@ class Bbr(CongestionControl):
 
     def seed(self, value: int) -> None:
         """draft-cardwell-iccrg-bbr-congestion-control-00 §4.3.4.2: the random ProbeBW phase must
-        differ between connections; the connection's ISS seeds it."""
+        differ between connections; the connection seeds it per connection."""
         self._rng.seed(value)
 
     def on_ack(self, acked: int, in_flight: int, now: float, rtt: float | None) -> None:
