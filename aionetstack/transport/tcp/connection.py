@@ -139,7 +139,6 @@ class TcpConnection:
         "keepalive_at",
         "keepalive_probes",
         "last_ack_sent",
-        "last_delivery_rate",
         "last_oow_ack_at",
         "last_received_at",
         "local_ip",
@@ -162,7 +161,6 @@ class TcpConnection:
         "prr_recover_fs",
         "quick_acks",
         "rack",
-        "rate",
         "rcv_adv",
         "rcv_buffer",
         "rcv_mss",
@@ -302,10 +300,6 @@ class TcpConnection:
         # SACK-based recovery (RFC 6675) with RACK-TLP (RFC 8985): set up once SACK is agreed.
         self.board: Scoreboard | None = None
         self.rack: Rack | None = None
-        # Delivery-rate samples (draft-cheng-iccrg-delivery-rate-estimation) off the scoreboard.
-        self.rate: DeliveryRateEstimator | None = None
-        # bytes/s of the latest valid rate sample (tcpi_delivery_rate), with a rate-based controller
-        self.last_delivery_rate = 0.0
         # Pacing, when the congestion control sets a pacing_rate: when what was sent so far would
         # have finished leaving at that rate, and, while the sender waits on it, the time it may
         # go on (a timer, in next_deadline).
@@ -705,7 +699,7 @@ class TcpConnection:
                     if self.board is not None:
                         # The SYN-ACK as the scoreboard's first segment: its exact send time gives the
                         # sample below (the millisecond TSecr would depend on the clock's phase).
-                        self.board.on_send(self.iss, self.iss + 1, self.rtt_time)
+                        self.board.record_syn(self.iss, self.rtt_time)
                     elif not self.ts_ok:  # (with timestamps the TSecr gives the sample below)
                         self.rtt.sample(now - self.rtt_time)  # the SYN-ACK, sent once (RFC 6298 §3)
                 else:
@@ -1306,7 +1300,7 @@ class TcpConnection:
         snd_end = self.snd_end
         fin_queued = self.fin_queued
         stats = self.stats
-        rate = self.rate
+        rate = board.rate if board is not None else None
         pacing_rate = cc.pacing_rate
         if pacing_rate:
             # Bursts of up to about 1 ms of data (at least two segments) between gaps, as Linux's
@@ -1390,17 +1384,10 @@ class TcpConnection:
                 options = self._ack_options(now)
                 room_for_payload = self.send_mss - (len(options) - (_TS_OPTION_LENGTH if self.ts_ok else 0))
             if board is not None:
-                # draft-cheng §3.2 "no packets in flight": Linux tests packets_out (SND.MAX = SND.UNA).
-                nothing_in_flight = self.snd_max == self.snd_una
-                sent = board.on_send(snd_nxt, snd_nxt + length + (1 if flags & FIN else 0), now)
-                if sent is not None and rate is not None:
-                    rate.on_send(sent, now, nothing_in_flight)
+                board.on_send(snd_nxt, snd_nxt + length + (1 if flags & FIN else 0), now)
                 self.tlp_rearm = True
             if pacing_rate:
-                # The next segment leaves when this one (IP and TCP headers too) would have at the
-                # pacing rate.
-                wire = length + 40 + len(options)
-                self.pace_at = (self.pace_at if self.pace_at > now else now) + wire / pacing_rate
+                self._charge_pacing(length + 40 + len(options), now, pacing_rate)
             if snd_nxt < self.snd_max:
                 stats["retransmits_rto"] += 1
             else:
@@ -1426,6 +1413,10 @@ class TcpConnection:
         if board is None:
             return flight
         return flight - board.sacked_bytes - board.lost_bytes + board.retrans_bytes
+
+    def _charge_pacing(self, wire: int, now: float, pacing_rate: float) -> None:
+        """``wire`` bytes left: the next segment may leave when these would have, at the pacing rate."""
+        self.pace_at = (self.pace_at if self.pace_at > now else now) + wire / pacing_rate
 
     def set_congestion_control(self, name: str) -> None:
         """Choose this connection's congestion control by name (as Linux's ``TCP_CONGESTION``)."""
@@ -1458,8 +1449,8 @@ class TcpConnection:
             fallback.cwnd, fallback.ssthresh = cc.cwnd, cc.ssthresh
             self.cc = fallback
             self.stats["congestion_control_fallbacks"] += 1
-        elif self.rate is None:
-            self.rate = DeliveryRateEstimator()
+        elif self.board.rate is None:
+            self.board.rate = DeliveryRateEstimator()
 
     def _sack_ack(self, seg: TcpSegment, ack: int, old_una: int, now: float) -> None:
         """Feed one ACK to the scoreboard and RACK, then detect losses (RFC 6675 §5, RFC 8985 §6.2)."""
@@ -1470,7 +1461,7 @@ class TcpConnection:
         delivered: list[SentSegment] = []
         sacked_before = board.sacked_bytes
         lost_before = board.lost_bytes
-        rate = self.rate
+        rate = board.rate
         if rate is not None:
             # The pipe before this ACK: SND.UNA has moved already, what it covered is not in flight.
             rate.start_ack(self.pipe + (ack - old_una if ack > old_una else 0))
@@ -1545,8 +1536,6 @@ class TcpConnection:
             self._sack_detect(now)
         if rate is not None:
             sample = rate.finish(max(board.lost_bytes - lost_before, 0))
-            if sample.delivery_rate:
-                self.last_delivery_rate = sample.delivery_rate
             if sample.newly_acked and self.cc.owns_cwnd:
                 self.cc.on_rate_sample(sample, rate.delivered, self.pipe, now)
         if self.prr_active and self.in_recovery:
@@ -1647,15 +1636,11 @@ class TcpConnection:
         if self.fin_queued and seg.end > snd_end:
             flags |= FIN  # the segment carried our FIN (RFC 9293 §3.10.4)
         self._emit(start, flags, self._payload(start, length) if length else b"", options)
-        if self.rate is not None:
-            # draft-cheng §3.2: a retransmission is stamped like a first transmission.
-            self.rate.on_send(seg, now, self.snd_max == self.snd_una)
         pacing_rate = self.cc.pacing_rate
         if pacing_rate:
             # Retransmissions go out at once but take their share of the pacing budget (as
             # every transmission does in Linux's pacing), so new data plus repairs keep the rate.
-            wire = length + 40 + len(options)
-            self.pace_at = (self.pace_at if self.pace_at > now else now) + wire / pacing_rate
+            self._charge_pacing(length + 40 + len(options), now, pacing_rate)
         board.on_retransmit(seg, now)
         self.stats[cause] += 1
         self.rtt_seq = None  # Karn's rule (RFC 6298 §3)
@@ -1756,10 +1741,7 @@ class TcpConnection:
                 flags |= FIN
             self._emit(snd_nxt, flags, self._payload(snd_nxt, length), options)
             end = snd_nxt + length + (1 if flags & FIN else 0)
-            nothing_in_flight = self.snd_max == self.snd_una
-            sent = board.on_send(snd_nxt, end, now)
-            if sent is not None and self.rate is not None:
-                self.rate.on_send(sent, now, nothing_in_flight)
+            board.on_send(snd_nxt, end, now)
             stats["bytes_sent"] += length
             self.snd_nxt = self.snd_max = end
             self.tlp_retrans = False
@@ -1953,6 +1935,7 @@ class TcpConnection:
     def info(self) -> dict[str, object]:
         """Per-connection figures in the spirit of Linux's ``TCP_INFO``."""
         rtt = self.rtt
+        estimator = None if self.board is None else self.board.rate
         return {
             "state": self.state.name,
             "srtt": rtt.srtt,
@@ -1970,7 +1953,7 @@ class TcpConnection:
             "timestamps": self.ts_ok,
             "sack": self.sack_ok,
             "in_flight": self.in_flight,
-            "delivery_rate": self.last_delivery_rate,
+            "delivery_rate": 0.0 if estimator is None else estimator.last_rate,
             "pacing_rate": self.cc.pacing_rate,
             "unacked_retransmits": self.retransmits,
             "send_buffered": self.send_buffered,

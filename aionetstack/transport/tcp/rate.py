@@ -69,6 +69,7 @@ class DeliveryRateEstimator:
         "app_limited",
         "delivered",
         "delivered_time",
+        "last_rate",
         "min_rtt",
         "sample",
     )
@@ -80,6 +81,7 @@ class DeliveryRateEstimator:
         #: Non-zero: the flight is application-limited until ``delivered`` passes this mark.
         self.app_limited = 0
         self.min_rtt: float | None = None
+        self.last_rate = 0.0  #: bytes/s of the latest valid sample (Linux's tcpi_delivery_rate)
         self.sample = RateSample()
         self._rs_send_elapsed = 0.0
         self._rs_ack_elapsed = 0.0
@@ -151,7 +153,7 @@ class DeliveryRateEstimator:
         # draft-cheng §3.3: an interval shorter than the minimum RTT is ACK compression, not a rate.
         if interval <= 0 or (self.min_rtt is not None and interval < self.min_rtt):
             return rs
-        rs.delivery_rate = rs.delivered / interval
+        rs.delivery_rate = self.last_rate = rs.delivered / interval
         return rs
 
     def on_app_limited(self, pipe: int) -> None:

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aionetstack.transport.tcp.rate import DeliveryRateEstimator
 
 __all__ = ["DUP_THRESH", "Scoreboard", "SentSegment"]
 
@@ -71,6 +75,7 @@ class Scoreboard:
         "high_sacked",
         "lost_bytes",
         "lost_pending",
+        "rate",
         "retrans_bytes",
         "sacked_bytes",
     )
@@ -83,6 +88,9 @@ class Scoreboard:
         self.lost_pending = 0  # lost, not SACKed, not yet retransmitted: what NextSeg rule 1 sends
         self.retrans_bytes = 0  # retransmissions in flight
         self.high_sacked = 0  # RFC 6675 §2 HighACK's SACK twin: the highest SACKed octet + 1
+        #: Delivery-rate estimation, for a congestion control that runs on it: every segment is
+        #: stamped here as it is sent or resent (draft-cheng-iccrg-delivery-rate-estimation §3.2).
+        self.rate: DeliveryRateEstimator | None = None
 
     # ------------------------------------------------------------------ iteration
 
@@ -124,20 +132,32 @@ class Scoreboard:
         if seg.retrans:
             self.retrans_bytes -= length
 
-    def on_send(self, start: int, end: int, now: float) -> SentSegment | None:
-        """New data (or the FIN) went out for the first time: its record (None if already held)."""
+    def on_send(self, start: int, end: int, now: float) -> None:
+        """New data (or the FIN) went out for the first time."""
         segs = self._segs
-        if len(segs) > self._head:
+        outstanding = len(segs) > self._head
+        if outstanding:
             tail = segs[-1].end
             if end <= tail:
-                return None
+                return
             if start < tail:
                 start = tail
         seg = SentSegment(start, end, now)
         segs.append(seg)
-        return seg
+        if self.rate is not None:
+            # draft-cheng §3.2 "no packets in flight" is Linux's packets_out == 0: an empty board.
+            self.rate.on_send(seg, now, not outstanding)
+
+    def record_syn(self, iss: int, now: float) -> None:
+        """The handshake's SYN as the first record, for its RTT sample only: never stamped for a
+        delivery rate (one octet over the handshake's RTT is no rate)."""
+        self._segs.append(SentSegment(iss, iss + 1, now))
 
     def on_retransmit(self, seg: SentSegment, now: float) -> None:
+        if self.rate is not None:
+            # draft-cheng §3.2: a retransmission is stamped like a first transmission (the board
+            # holds ``seg``, so something is in flight).
+            self.rate.on_send(seg, now, False)
         seg.xmit_time = now
         seg.ever_retrans = True
         if not seg.retrans:
