@@ -179,7 +179,7 @@ def host(name: str, value: Any, *, allow_none: bool = True) -> str | None:
             raise ValueError(f"{name} {value!r} is not a valid IDNA host name") from None
     if value is None and allow_none:
         return None
-    _type_error(name, "a str, bytes" + (" or None" if allow_none else ""), value)
+    _type_error(name, "a str, bytes or None" if allow_none else "a str or bytes", value)
 
 
 def port(name: str, value: Any, *, proto: str | None = None) -> int:
