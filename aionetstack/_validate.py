@@ -215,6 +215,10 @@ def address(
     """A ``(host, port)`` pair; a tuple or list of any other length raises ``length_error``
     (asyncio's ``create_connection`` unpacks ``local_addr`` and says ``ValueError``; its
     ``create_datagram_endpoint`` says ``TypeError``)."""
+    if type(value) is tuple and len(value) == 2:
+        h, p = value
+        if type(h) is str and type(p) is int and 0 <= p <= 65535:
+            return value  # the common case (every sendto), without building the labels below
     if not isinstance(value, tuple | list):
         _type_error(name, "a (host, port) tuple", value)
     if len(value) != 2:
