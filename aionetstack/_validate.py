@@ -260,7 +260,7 @@ class HostTable(dict[str, str]):
         for name, address in dict(*args, **kwargs).items():
             self[name] = address
 
-    def __ior__(self, other: Any) -> HostTable:  # type: ignore[override]
+    def __ior__(self, other: Any) -> HostTable:  # type: ignore[override,misc]
         self.update(other)
         return self
 

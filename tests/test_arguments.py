@@ -1,3 +1,5 @@
+# The calls below pass the wrong types on purpose.
+# mypy: disable-error-code="arg-type,list-item,assignment"
 """A user's bad argument names itself (issue 10 item 9).
 
 Two tables:
@@ -45,7 +47,7 @@ class Env:
     client: Stack
     server: Stack
     iface: Any
-    tcp: asyncio.Transport
+    tcp: Any  #: a TcpTransport
     udp: Any  #: unconnected
     udp_connected: Any
 
@@ -631,7 +633,7 @@ async def test_good_arguments_in_every_accepted_form() -> None:
         shim.setsockopt(socket.IPPROTO_TCP, TCP_KEEPCNT, (5).to_bytes(4, "little"))
         shim.setsockopt(socket.IPPROTO_TCP, TCP_KEEPIDLE, 32767)
         assert shim.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
-        transport.set_keepalive(True, idle=0.5, interval=1, count=127)
+        transport.set_keepalive(True, idle=0.5, interval=1, count=127)  # type: ignore[attr-defined]
         udp, _ = await env.client.create_datagram_endpoint(D, (CLIENT_IP, "0"), family=socket.AF_INET)
         udp.sendto(b"x", ("web.test", "53"))
         assert await env.client.ping("web.test", ttl=1, size=0) >= 0
@@ -702,7 +704,7 @@ async def _udp_action(action: Callable[[Any], Any], **kwargs: Any) -> None:
         transport.close()
 
 
-ASYNCIO_CASES: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+ASYNCIO_CASES: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
     ("open_connection host int", lambda: _open(2130706433)),
     ("open_connection limit 0", lambda: _open("127.0.0.1", limit=0)),
     ("open_connection limit str", lambda: _open("127.0.0.1", limit="x")),
@@ -791,7 +793,7 @@ ASYNCIO_CASES: list[tuple[str, Callable[[], Awaitable[None]]]] = [
 ]
 
 
-def _outcome(make: Callable[[], Awaitable[None]], runner: Callable[[Any], Any]) -> BaseException:
+def _outcome(make: Callable[[], Awaitable[Any]], runner: Callable[[Any], Any]) -> BaseException:
     async def main() -> BaseException | None:
         try:
             await asyncio.wait_for(make(), 10)
@@ -823,7 +825,7 @@ def _on_stack(coro: Any) -> Any:
 
 
 @pytest.mark.parametrize("make", [c[1] for c in ASYNCIO_CASES], ids=[c[0] for c in ASYNCIO_CASES])
-def test_same_exception_type_as_asyncio(make: Callable[[], Awaitable[None]]) -> None:
+def test_same_exception_type_as_asyncio(make: Callable[[], Awaitable[Any]]) -> None:
     theirs = _outcome(make, _on_kernel)
     ours = _outcome(make, _on_stack)
     print(f"asyncio: {type(theirs).__name__}: {theirs}\n   ours: {type(ours).__name__}: {ours}")
@@ -855,3 +857,52 @@ DELIBERATE = [
         "TypeError/ValueError at the call",
     ),
 ]
+
+
+async def test_forwarder_calls_name_their_arguments() -> None:
+    """``TcpForwardRequest.accept(limit=)`` and ``UdpFlow.send(data)``, reached through a flow."""
+    from aionetstack.forwarder import TcpForwardRequest, UdpFlow
+    from aionetstack.link import LinkKind
+
+    tun_side, app_side = pipe(mtu=1500, kind=LinkKind.IP, checksum_offload=False)
+    client, forwarder = Stack("client"), Stack("forwarder")
+    errors: list[BaseException] = []
+
+    async def on_tcp(request: TcpForwardRequest) -> None:
+        try:
+            await request.accept(limit=0)
+        except ValueError as exc:
+            errors.append(exc)
+        await request.accept()  # the good call still works after the refused one
+
+    async def on_udp(flow: UdpFlow) -> None:
+        await flow.recv()
+        for data in ("text", b"x" * 65508):
+            try:
+                flow.send(data)  # type: ignore[arg-type]
+            except (TypeError, ValueError) as exc:
+                errors.append(exc)
+        flow.send(b"pong")
+
+    async with asyncio.timeout(60), client, forwarder:
+        iface = client.add_interface(tun_side, "10.0.0.2/24")
+        client.add_route("0.0.0.0/0", interface=iface)
+        forwarder.add_interface(app_side, "10.0.0.1/24")
+        forwarder.set_tcp_forwarder(on_tcp)
+        forwarder.set_udp_forwarder(on_udp)
+        _, writer = await client.open_connection("198.51.100.7", 443)
+        writer.close()
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        class Client(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                answer.set_result(data)
+
+        udp, _ = await client.create_datagram_endpoint(Client, remote_addr=("198.51.100.8", 53))
+        udp.sendto(b"ping")
+        assert await answer == b"pong"
+        udp.close()
+    assert [type(e) for e in errors] == [ValueError, TypeError, ValueError]
+    assert "limit" in str(errors[0])
+    assert all("data" in str(e) for e in errors[1:])
+    assert forwarder.counters["dropped.internal-error"] == 0
