@@ -36,6 +36,7 @@ __all__ = [
     "attrs_fields",
     "buffer_limits",
     "callable_or_none",
+    "checked_setattr",
     "family",
     "host",
     "instance",
@@ -381,37 +382,58 @@ def _check_type(name: str, options: tuple[Any, ...], value: Any) -> None:
     _type_error(name, " or ".join(_WORDS[o] for o in options), value)
 
 
+def _check_field(cls: type, name: str, value: Any, bounds: Bounds) -> None:
+    label = f"{cls.__name__}({name}=...)"
+    options = _options(_hints(cls).get(name, Any))
+    _check_type(label, options, value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    lo, hi, above = bounds.get(name, (0, None, False))
+    if int in options and float not in options and not above:
+        integer(label, value, lo, hi)  # type: ignore[arg-type]
+    else:
+        number(label, value, lo, hi, above=above)
+
+
 def attrs_fields(instance: Any, bounds: Bounds) -> None:
     """Check every field of an attrs options object: its type from its annotation; a number
     against ``bounds``, or else non-negative and finite. Messages name ``Class(field=...)``."""
     import attrs
 
     cls = type(instance)
-    hints = _hints(cls)
     for field in attrs.fields(cls):
-        value = getattr(instance, field.name)
-        label = f"{cls.__name__}({field.name}=...)"
-        options = _options(hints.get(field.name, Any))
-        _check_type(label, options, value)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        lo, hi, above = bounds.get(field.name, (0, None, False))
-        if int in options and float not in options and not above:
-            integer(label, value, lo, hi)  # type: ignore[arg-type]
-        else:
-            number(label, value, lo, hi, above=above)
+        _check_field(cls, field.name, getattr(instance, field.name), bounds)
+
+
+def checked_setattr(bounds: Bounds) -> Any:
+    """An attrs ``on_setattr`` hook: a field assigned after construction (``config.mss = 10``)
+    is checked as it would be by the constructor (each field alone; attrs' own converters and
+    validators still run first)."""
+    import attrs
+
+    def check(instance: Any, attribute: Any, value: Any) -> Any:
+        _check_field(type(instance), attribute.name, value, bounds)
+        if attribute.name == "congestion_control":
+            _congestion_control(value)
+        return value
+
+    return attrs.setters.pipe(attrs.setters.convert, attrs.setters.validate, check)
+
+
+def _congestion_control(name: str) -> None:
+    from aionetstack.transport.tcp import congestion
+
+    if name.lower() not in congestion.ALGORITHMS:
+        raise ValueError(
+            f"TcpConfig(congestion_control=...) must be one of {', '.join(sorted(congestion.ALGORITHMS))}, "
+            f"got {name!r}"
+        )
 
 
 def tcp_config(config: Any) -> None:
     """Every field of a :class:`~aionetstack.transport.tcp.config.TcpConfig`."""
     attrs_fields(config, TCP_CONFIG_BOUNDS)
-    from aionetstack.transport.tcp import congestion
-
-    if config.congestion_control.lower() not in congestion.ALGORITHMS:
-        raise ValueError(
-            f"TcpConfig(congestion_control=...) must be one of {', '.join(sorted(congestion.ALGORITHMS))}, "
-            f"got {config.congestion_control!r}"
-        )
+    _congestion_control(config.congestion_control)
     if config.persist_max < config.persist_min:
         raise ValueError(
             f"TcpConfig(persist_max=...) must be >= persist_min ({config.persist_min}), "

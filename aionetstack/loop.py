@@ -229,6 +229,9 @@ def loop_factory(
 ) -> Callable[[], asyncio.AbstractEventLoop]:
     """A factory for ``asyncio.Runner(loop_factory=...)``: loops of ``base`` (uvloop's if installed,
     else asyncio's) whose network calls go to ``stack``."""
+    _validate.instance("stack", stack, Stack)
+    if base is not None and not (isinstance(base, type) and issubclass(base, asyncio.AbstractEventLoop)):
+        raise TypeError(f"base must be an asyncio.AbstractEventLoop subclass or None, not {base!r}")
     base_class = base or _default_base()
     loop_class = type(f"AionetstackLoop[{base_class.__name__}]", (_StackLoopMixin, base_class), {})
 

@@ -53,7 +53,7 @@ def current_stack() -> Stack:
     return stack
 
 
-@attrs.define(slots=True)
+@attrs.define(slots=True, on_setattr=_validate.checked_setattr(_validate.STACK_OPTIONS_BOUNDS))
 class StackOptions:
     """Tunables of a :class:`Stack` (defaults follow Linux where it has one)."""
 

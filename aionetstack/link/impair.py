@@ -139,6 +139,7 @@ class ImpairedLink(LinkWrapper):
         if rate is not None:
             _validate.number("rate", rate, 0, above=True)  # bytes per second
         self.rate = rate
+        _validate.instance("loop", loop, asyncio.AbstractEventLoop, none=True)
         if direction not in ("egress", "ingress", "both"):
             raise ValueError(f"direction={direction!r} must be 'egress', 'ingress' or 'both'")
         self.direction = direction

@@ -12,7 +12,7 @@ DEFAULT_RECEIVE_BUFFER = 128 << 10  # Linux's tcp_rmem[1]
 DEFAULT_RECEIVE_BUFFER_MAX = 6 << 20  # Linux's tcp_rmem[2]
 
 
-@attrs.define(slots=True)
+@attrs.define(slots=True, on_setattr=_validate.checked_setattr(_validate.TCP_CONFIG_BOUNDS))
 class TcpConfig:
     """Every knob of our TCP. Pass one to ``Stack(tcp=TcpConfig(...))``."""
 
