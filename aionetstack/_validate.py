@@ -20,7 +20,6 @@ These run once per call (a connect, a bind, a ``sendto``), never per received pa
 
 from __future__ import annotations
 
-import errno
 import math
 import socket
 import sys
@@ -28,7 +27,12 @@ import typing
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from aionetstack.errors import InvalidOptionValue, PortRangeError
+
 __all__ = [
+    "STACK_OPTIONS_BOUNDS",
+    "TCP_CONFIG_BOUNDS",
+    "Bounds",
     "HostTable",
     "InvalidOptionValue",
     "PortRangeError",
@@ -37,33 +41,29 @@ __all__ = [
     "buffer_limits",
     "callable_or_none",
     "checked_setattr",
+    "connection_args",
+    "datagram",
+    "datagram_args",
     "family",
+    "getaddrinfo_args",
     "host",
     "instance",
     "integer",
     "ipv4",
+    "keepalive",
     "mac",
     "mtu",
     "nameservers",
-    "no_unknown_keywords",
     "number",
     "port",
     "probability",
+    "server_args",
+    "sockopt_call",
+    "sockopt_int",
     "stack_options",
     "tcp_config",
     "ttl",
 ]
-
-
-class PortRangeError(OverflowError, ValueError):
-    """A port outside 0..65535: asyncio's ``OverflowError`` and this project's ``ValueError``."""
-
-
-class InvalidOptionValue(OSError, ValueError):
-    """A socket-option value Linux refuses with ``EINVAL``; also a ``ValueError``."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(errno.EINVAL, message)
 
 
 def _kind(value: object) -> str:
@@ -444,12 +444,6 @@ def tcp_config(config: Any) -> None:
 def stack_options(options: Any) -> None:
     """Every field of a :class:`~aionetstack.stack.StackOptions`."""
     attrs_fields(options, STACK_OPTIONS_BOUNDS)
-
-
-def no_unknown_keywords(function: str, kwargs: Mapping[str, Any]) -> None:
-    """What Python says for a keyword a function without ``**kwargs`` does not take."""
-    if kwargs:
-        raise TypeError(f"{function}() got an unexpected keyword argument {next(iter(kwargs))!r}")
 
 
 # ---------------------------------------------------------------------------------------------

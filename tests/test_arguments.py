@@ -30,7 +30,7 @@ import pytest
 
 import aionetstack
 from aionetstack import Stack, StackOptions, TcpConfig
-from aionetstack._validate import InvalidOptionValue, PortRangeError
+from aionetstack.errors import InvalidOptionValue, PortRangeError
 from aionetstack.link import ImpairedLink, PcapLink, Switch, TapLink, TunLink, pipe, set_mtu
 from aionetstack.loop import loop_factory
 
