@@ -20,6 +20,7 @@ These run once per call (a connect, a bind, a ``sendto``), never per received pa
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import socket
 import sys
@@ -49,6 +50,7 @@ __all__ = [
     "host",
     "instance",
     "integer",
+    "interface_address",
     "ipv4",
     "keepalive",
     "mac",
@@ -291,6 +293,19 @@ def ipv4(name: str, value: Any) -> bytes:
         return socket.inet_pton(socket.AF_INET, value)
     except OSError:
         raise ValueError(f"{name} must be an IPv4 address like '10.0.0.1', got {value!r}") from None
+
+
+def interface_address(name: str, value: Any) -> ipaddress.IPv4Interface:
+    """An interface address with its prefix length, ``"10.0.0.1/24"``."""
+    if not isinstance(value, str):
+        _type_error(name, "an IPv4 address with prefix as a str, like '10.0.0.1/24',", value)
+    try:
+        parsed = ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise ValueError(f"{name} {value!r} is not an IPv4 address with prefix like '10.0.0.1/24'") from None
+    if "/" not in value:
+        raise ValueError(f"{name} {value!r} needs a prefix length, like '10.0.0.1/24'")
+    return parsed
 
 
 def buffer_limits(high: Any, low: Any, default_high: int = 64 * 1024) -> tuple[int, int]:

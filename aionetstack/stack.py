@@ -210,6 +210,8 @@ class Stack:
         """
         _validate.instance("link", link, LinkEndpoint)
         _validate.instance("name", name, str, none=True)
+        for i, address in enumerate(addresses):  # all of them before any: no half-made interface
+            _validate.interface_address(f"addresses[{i}]", address)
         if link in self._iface_by_link:
             raise ValueError(f"{link!r} is already an interface of stack {self.name}")
         iface = Interface(name or f"eth{len(self.interfaces) - 1}", len(self.interfaces), link)
@@ -225,13 +227,7 @@ class Stack:
     def add_address(self, iface: Interface, address: str) -> None:
         """Give ``iface`` another address with its prefix, e.g. ``"10.0.1.7/24"``."""
         self._check_interface("iface", iface)
-        _validate.instance("address", address, str)
-        try:
-            value = ipaddress.IPv4Interface(address)
-        except ValueError:
-            raise ValueError(f"{address!r} is not an IPv4 address with prefix like '10.0.0.1/24'") from None
-        if "/" not in address:
-            raise ValueError(f"{address!r} needs a prefix length, like '10.0.0.1/24'")
+        value = _validate.interface_address("address", address)
         packed = value.ip.packed
         if packed in self.local_addresses:
             raise OSError(errno.EADDRINUSE, f"{value.ip} is already an address of stack {self.name}")

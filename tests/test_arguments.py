@@ -145,6 +145,20 @@ CASES: list[tuple[str, Call, type[BaseException], str]] = [
     ("Stack options dict", lambda e: Stack(options={}), TypeError, "options"),
     ("add_interface str", lambda e: e.client.add_interface("eth0"), TypeError, "link"),
     ("add_interface name int", lambda e: e.client.add_interface(pipe()[0], name=5), TypeError, "name"),
+    (
+        "add_interface address int",
+        lambda e: e.client.add_interface(pipe()[0], "10.0.5.1/24", 5),
+        TypeError,
+        "addresses[1]",
+    ),
+    (
+        "add_interface no prefix",
+        lambda e: e.client.add_interface(pipe()[0], "10.0.5.1"),
+        ValueError,
+        "addresses[0]",
+    ),
+    ("add_address no prefix", lambda e: e.client.add_address(e.iface, "10.0.5.1"), ValueError, "address"),
+    ("add_address garbage", lambda e: e.client.add_address(e.iface, "10.0.5.300/24"), ValueError, "address"),
     ("add_address int", lambda e: e.client.add_address(e.iface, 167772161), TypeError, "address"),
     ("add_address no iface", lambda e: e.client.add_address("eth0", "10.0.1.1/24"), TypeError, "iface"),
     (
@@ -608,12 +622,14 @@ CASES: list[tuple[str, Call, type[BaseException], str]] = [
 @pytest.mark.parametrize(("call", "exc_type", "name"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 async def test_bad_argument_names_itself(call: Call, exc_type: type[BaseException], name: str) -> None:
     async with environment() as env:
+        interfaces = list(env.client.interfaces)
         with pytest.raises(exc_type) as raised:
             result = call(env)
             if isinstance(result, Awaitable):
                 await result
         message = str(raised.value)
         assert name in message, f"{message!r} does not name {name!r}"
+        assert env.client.interfaces == interfaces  # a refused call left nothing half-made
         assert env.client.counters["dropped.internal-error"] == 0
 
 
