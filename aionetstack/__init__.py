@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aionetstack import link
+from aionetstack import _validate, link
 from aionetstack.errors import MalformedPacket
 from aionetstack.loop import loop_factory, run
 from aionetstack.server import Server
@@ -42,6 +42,12 @@ __all__ = [
 ]
 
 
+def _stack_of(kwargs: dict[str, Any]) -> Stack:
+    stack = kwargs.pop("stack", None)
+    _validate.instance("stack", stack, Stack, none=True)
+    return stack or current_stack()
+
+
 async def create_connection(
     protocol_factory: Callable[[], asyncio.BaseProtocol],
     host: str | None = None,
@@ -49,7 +55,7 @@ async def create_connection(
     **kwargs: Any,
 ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
     """``loop.create_connection`` on the current stack (``stack=`` to name one)."""
-    stack = kwargs.pop("stack", None) or current_stack()
+    stack = _stack_of(kwargs)
     return await stack.create_connection(protocol_factory, host, port, **kwargs)
 
 
@@ -60,7 +66,7 @@ async def create_server(
     **kwargs: Any,
 ) -> Server:
     """``loop.create_server`` on the current stack (``stack=`` to name one)."""
-    stack = kwargs.pop("stack", None) or current_stack()
+    stack = _stack_of(kwargs)
     return await stack.create_server(protocol_factory, host, port, **kwargs)
 
 
@@ -71,5 +77,5 @@ async def create_datagram_endpoint(
     **kwargs: Any,
 ) -> tuple[UdpTransport, asyncio.DatagramProtocol]:
     """``loop.create_datagram_endpoint`` on the current stack (``stack=`` to name one)."""
-    stack = kwargs.pop("stack", None) or current_stack()
+    stack = _stack_of(kwargs)
     return await stack.create_datagram_endpoint(protocol_factory, local_addr, remote_addr, **kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class MalformedPacket(ValueError):
     """A frame or header could not be parsed.
@@ -14,3 +16,14 @@ class MalformedPacket(ValueError):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+
+
+class PortRangeError(OverflowError, ValueError):
+    """A port outside 0..65535: asyncio's ``OverflowError`` and this project's ``ValueError``."""
+
+
+class InvalidOptionValue(OSError, ValueError):
+    """A socket-option value Linux refuses with ``EINVAL``; also a ``ValueError``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EINVAL, message)

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from aionetstack import _validate
 from aionetstack.wire.ipv4 import Ipv4Header, format_ip
 from aionetstack.wire.tcp import TcpSegment
 
@@ -60,6 +61,7 @@ class TcpForwardRequest:
 
     async def accept(self, *, limit: int = 2**16) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Complete the handshake as ``destination``; the streams of the new connection."""
+        _validate.integer("limit", limit, 1)  # asyncio.StreamReader: "Limit cannot be <= 0"
         if self._accepted:
             raise RuntimeError("this forward request was already accepted")
         self._accepted = True
@@ -102,8 +104,8 @@ class TcpForwarder:
     def __init__(
         self, stack: Stack, handler: Callable[[TcpForwardRequest], Awaitable[Any]], max_pending: int = 1024
     ) -> None:
-        if max_pending < 1:
-            raise ValueError(f"max_pending={max_pending} must be at least 1")
+        _validate.callable_or_none("handler", handler)
+        _validate.integer("max_pending", max_pending, 1)
         self.stack = stack
         self.handler = handler
         self.max_pending = max_pending
@@ -192,6 +194,7 @@ class UdpFlow:
 
     def send(self, data: bytes) -> None:
         """A datagram to the client, from the destination it wrote to."""
+        _validate.datagram("data", data)
         if self._closed:
             raise RuntimeError("this UDP flow is closed")
         key = self._key
@@ -220,6 +223,9 @@ class UdpForwarder:
         max_flows: int = 4096,
         idle_timeout: float = 60.0,
     ) -> None:
+        _validate.callable_or_none("handler", handler)
+        _validate.integer("max_flows", max_flows, 1)
+        _validate.number("idle_timeout", idle_timeout, 0, above=True)
         self.stack = stack
         self.handler = handler
         self.max_flows = max_flows

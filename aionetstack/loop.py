@@ -20,6 +20,7 @@ from asyncio import sslproto
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from aionetstack import _validate
 from aionetstack.stack import Stack, current_stack
 
 __all__ = ["loop_factory", "run"]
@@ -120,6 +121,14 @@ class _StackLoopMixin:
         remote_addr: Any = None,
         **kwargs: Any,
     ) -> Any:
+        _validate.datagram_args(
+            protocol_factory,
+            local_addr,
+            remote_addr,
+            family=kwargs.get("family", 0),
+            proto=kwargs.get("proto", 0),
+            flags=kwargs.get("flags", 0),
+        )
         if kwargs.get("sock") is not None:
             raise ValueError("sock= names a kernel socket; this loop's endpoints run over aionetstack")
         kwargs.pop("family", None)
@@ -132,6 +141,7 @@ class _StackLoopMixin:
     async def getaddrinfo(
         self, host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
     ) -> list[Any]:
+        host, port = _validate.getaddrinfo_args(host, port, family, type, proto, flags)
         if family not in (0, socket.AF_INET, socket.AF_UNSPEC):
             raise socket.gaierror(socket.EAI_FAMILY, "aionetstack resolves IPv4 (AF_INET) only")
         if isinstance(host, bytes):
@@ -219,6 +229,9 @@ def loop_factory(
 ) -> Callable[[], asyncio.AbstractEventLoop]:
     """A factory for ``asyncio.Runner(loop_factory=...)``: loops of ``base`` (uvloop's if installed,
     else asyncio's) whose network calls go to ``stack``."""
+    _validate.instance("stack", stack, Stack)
+    if base is not None and not (isinstance(base, type) and issubclass(base, asyncio.AbstractEventLoop)):
+        raise TypeError(f"base must be an asyncio.AbstractEventLoop subclass or None, not {base!r}")
     base_class = base or _default_base()
     loop_class = type(f"AionetstackLoop[{base_class.__name__}]", (_StackLoopMixin, base_class), {})
 

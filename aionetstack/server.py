@@ -10,6 +10,7 @@ from asyncio import sslproto
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from aionetstack import _validate
 from aionetstack.transport.tcp.listener import TcpListener
 from aionetstack.wire.ipv4 import format_ip
 
@@ -203,19 +204,19 @@ async def create_server(
     start_serving: bool = True,
 ) -> Server:
     """``loop.create_server`` over ``stack``'s TCP (host ``None`` or ``""`` listens on every address)."""
+    hosts, port = _validate.server_args(
+        protocol_factory,
+        host,
+        port,
+        family=family,
+        flags=flags,
+        backlog=backlog,
+        ssl=ssl,
+        ssl_handshake_timeout=ssl_handshake_timeout,
+        ssl_shutdown_timeout=ssl_shutdown_timeout,
+    )
     if sock is not None:
         raise ValueError("sock= names a kernel socket; aionetstack servers cannot use one")
-    if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
-        raise TypeError(f"ssl argument must be an SSLContext or None, not {ssl!r}")
-    if ssl_handshake_timeout is not None and ssl is None:
-        raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
-    if family not in (0, socket.AF_INET):
-        raise OSError(errno.EAFNOSUPPORT, "aionetstack speaks IPv4 only (family=AF_INET)")
-    if port is None:
-        port = 0
-    if not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"port must be 0-65535, not {port!r}")
-    hosts: list[str | None] = [host] if host is None or isinstance(host, str) else list(host)
     addresses = [stack.resolve_host(h, passive=True) for h in hosts]
     server = Server(stack, protocol_factory, ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
     layer = stack.tcp

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from aionetstack import _validate
 from aionetstack.errors import MalformedPacket
 from aionetstack.link.endpoint import LinkEndpoint, LinkKind
 from aionetstack.network.icmp import IcmpLayer
@@ -52,7 +53,7 @@ def current_stack() -> Stack:
     return stack
 
 
-@attrs.define(slots=True)
+@attrs.define(slots=True, on_setattr=_validate.checked_setattr(_validate.STACK_OPTIONS_BOUNDS))
 class StackOptions:
     """Tunables of a :class:`Stack` (defaults follow Linux where it has one)."""
 
@@ -73,6 +74,9 @@ class StackOptions:
     path_mtu_discovery: bool = True
     pmtu_timeout: float = 600.0  #: RFC 1191 §6.3: learnt path MTUs age out after ten minutes
 
+    def __attrs_post_init__(self) -> None:
+        _validate.stack_options(self)  # each field's type and range, naming the field
+
 
 class Stack:
     """A user-space TCP/IP stack: NICs, routes, ARP, IPv4, ICMP, UDP and TCP, on the running loop.
@@ -85,6 +89,9 @@ class Stack:
     def __init__(
         self, name: str | None = None, *, tcp: TcpConfig | None = None, options: StackOptions | None = None
     ) -> None:
+        _validate.instance("name", name, str, none=True)
+        _validate.instance("tcp", tcp, TcpConfig, none=True)
+        _validate.instance("options", options, StackOptions, none=True)
         Stack._count += 1
         self.name = name or f"stack{Stack._count}"
         self.options = options or StackOptions()
@@ -94,7 +101,7 @@ class Stack:
         self._iface_by_link: dict[LinkEndpoint, Interface] = {}
         self.routes = RouteTable()
         self.local_addresses: dict[bytes, Interface] = {}
-        self.hosts: dict[str, str] = {}
+        self.hosts: dict[str, str] = _validate.HostTable()  #: name -> dotted quad, checked as set
         self.resolver: StubResolver | None = None
         self.tcp_forwarder: TcpForwarder | None = None
         self.udp_forwarder: UdpForwarder | None = None
@@ -201,6 +208,10 @@ class Stack:
 
         On an Ethernet link, each address is announced with a gratuitous ARP (RFC 5227 §3).
         """
+        _validate.instance("link", link, LinkEndpoint)
+        _validate.instance("name", name, str, none=True)
+        for i, address in enumerate(addresses):  # all of them before any: no half-made interface
+            _validate.interface_address(f"addresses[{i}]", address)
         if link in self._iface_by_link:
             raise ValueError(f"{link!r} is already an interface of stack {self.name}")
         iface = Interface(name or f"eth{len(self.interfaces) - 1}", len(self.interfaces), link)
@@ -215,12 +226,8 @@ class Stack:
 
     def add_address(self, iface: Interface, address: str) -> None:
         """Give ``iface`` another address with its prefix, e.g. ``"10.0.1.7/24"``."""
-        try:
-            value = ipaddress.IPv4Interface(address)
-        except ValueError:
-            raise ValueError(f"{address!r} is not an IPv4 address with prefix like '10.0.0.1/24'") from None
-        if "/" not in address:
-            raise ValueError(f"{address!r} needs a prefix length, like '10.0.0.1/24'")
+        self._check_interface("iface", iface)
+        value = _validate.interface_address("address", address)
         packed = value.ip.packed
         if packed in self.local_addresses:
             raise OSError(errno.EADDRINUSE, f"{value.ip} is already an address of stack {self.name}")
@@ -243,6 +250,12 @@ class Stack:
 
         Without ``interface``, the gateway must be on a connected subnet.
         """
+        _validate.instance("destination", destination, str)
+        if gateway is not None:
+            _validate.ipv4("gateway", gateway)
+        if interface is not None:
+            self._check_interface("interface", interface)
+        _validate.integer("metric", metric, 0)
         gw = parse_ip(gateway) if gateway is not None else None
         if interface is None:
             if gw is None:
@@ -254,7 +267,13 @@ class Stack:
         self.routes.add(destination, interface, gw, metric)
 
     def set_default_gateway(self, gateway: str) -> None:
+        _validate.ipv4("gateway", gateway)
         self.add_route("0.0.0.0/0", gateway)
+
+    def _check_interface(self, name: str, iface: object) -> None:
+        _validate.instance(name, iface, Interface)
+        if iface not in self.interfaces:
+            raise ValueError(f"{name} {iface!r} is not an interface of stack {self.name}")
 
     def addresses_of(self, iface: Interface) -> set[bytes]:
         return iface.own
@@ -266,20 +285,18 @@ class Stack:
 
     def resolve_address(self, addr: Any, passive: bool = False) -> tuple[bytes, int]:
         """``(host, port)`` to ``(4-byte address, port)``: numeric, ``localhost`` or ``stack.hosts``."""
-        if not isinstance(addr, tuple) or len(addr) < 2:
-            raise TypeError(f"address must be a (host, port) tuple, not {addr!r}")
-        host, port = addr[0], addr[1]
-        if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"port must be 0-65535, not {port!r}")
+        host, port = _validate.address("address", addr)
         return self.resolve_host(host, passive), port
 
     def resolve_host(self, host: str | None, passive: bool = False) -> bytes:
+        host = _validate.host("host", host)
         if host is None or host == "":
             if passive:
                 return b"\x00\x00\x00\x00"
             raise ValueError("a destination host is required")
         if host in self.hosts:
-            host = self.hosts[host]
+            name, host = host, self.hosts[host]
+            _validate.ipv4(f"stack.hosts[{name!r}]", host)  # a plain dict put in place of the table
         if host == "localhost":
             return b"\x7f\x00\x00\x01"
         try:
@@ -303,6 +320,9 @@ class Stack:
         self, nameservers: list[str | tuple[str, int]], *, timeout: float = 2.0, attempts: int = 2
     ) -> None:
         """Resolve names that are neither numeric nor in ``hosts`` with DNS over this stack's UDP."""
+        _validate.nameservers("nameservers", nameservers)
+        _validate.number("timeout", timeout, 0, above=True)
+        _validate.integer("attempts", attempts, 1)
         from aionetstack.resolver import StubResolver
 
         self.resolver = (
@@ -489,6 +509,8 @@ class Stack:
         """
         from aionetstack.forwarder import TcpForwarder
 
+        _validate.callable_or_none("handler", handler)
+        _validate.integer("max_pending", max_pending, 1)
         if self.tcp_forwarder is not None:
             self.tcp_forwarder.close()
         self.tcp_forwarder = TcpForwarder(self, handler, max_pending) if handler is not None else None
@@ -503,6 +525,9 @@ class Stack:
         """Take UDP datagrams to *any* address and port, one ``handler(flow)`` task per flow."""
         from aionetstack.forwarder import UdpForwarder
 
+        _validate.callable_or_none("handler", handler)
+        _validate.integer("max_flows", max_flows, 1)
+        _validate.number("idle_timeout", idle_timeout, 0, above=True)
         if self.udp_forwarder is not None:
             self.udp_forwarder.close()
         self.udp_forwarder = (
@@ -515,8 +540,11 @@ class Stack:
         Raises ``TimeoutError`` with no reply, ``OSError(EHOSTUNREACH)`` when ARP fails or an ICMP
         error comes back, ``OSError(ENETUNREACH)`` when no route leads there.
         """
-        if not 0 <= size <= 65507:
-            raise ValueError(f"size={size} must be 0..65507")
+        _validate.host("host", host, allow_none=False)
+        _validate.number("timeout", timeout, 0, above=True)
+        _validate.integer("size", size, 0, 65507)  # 65535 less the IPv4 and ICMP headers
+        if ttl is not None:
+            _validate.ttl("ttl", ttl)
         self.start()
         return await self.icmp.ping(self.resolve_host(host), timeout=timeout, size=size, ttl=ttl)
 

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from aionetstack import _validate
+
 if TYPE_CHECKING:
     from aionetstack.server import Server
     from aionetstack.stack import Stack
@@ -16,10 +18,11 @@ _DEFAULT_LIMIT = 2**16  # as asyncio.streams
 
 
 def _stack(stack: Stack | None) -> Stack:
+    from aionetstack.stack import Stack, current_stack
+
+    _validate.instance("stack", stack, Stack, none=True)
     if stack is not None:
         return stack
-    from aionetstack.stack import current_stack
-
     return current_stack()
 
 
@@ -32,6 +35,7 @@ async def open_connection(
     **kwds: Any,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """``asyncio.open_connection`` over ``stack`` (default: the current stack)."""
+    _validate.integer("limit", limit, 1)  # asyncio.StreamReader: "Limit cannot be <= 0"
     the_stack = _stack(stack)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
@@ -51,6 +55,8 @@ async def start_server(
     **kwds: Any,
 ) -> Server:
     """``asyncio.start_server`` over ``stack`` (default: the current stack)."""
+    _validate.callable_or_none("client_connected_cb", client_connected_cb)
+    _validate.integer("limit", limit, 1)  # asyncio.StreamReader: "Limit cannot be <= 0"
     the_stack = _stack(stack)
     loop = asyncio.get_running_loop()
 

@@ -17,6 +17,7 @@ from asyncio import sslproto
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from aionetstack import _validate
 from aionetstack.transport.tcp.connection import (
     EV_CLOSED,
     EV_CONNECTED,
@@ -60,6 +61,7 @@ class TcpSocketOptions:
     proto = socket.IPPROTO_TCP
 
     def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
+        _validate.sockopt_call(level, option, value)
         conn = self._transport._conn
         config = conn.config
         if level == socket.IPPROTO_TCP and option == _TCP_CONGESTION:
@@ -72,7 +74,7 @@ class TcpSocketOptions:
                 raise OSError(errno.ENOENT, str(exc)) from None  # as Linux: no such algorithm
             self._transport._layer.mark(conn)  # a new window or pacing rate may let data go
             return
-        v = int.from_bytes(value, "little") if isinstance(value, bytes) else int(value)
+        v = _validate.sockopt_int(value)
         if level == socket.IPPROTO_TCP and option == socket.TCP_NODELAY:
             self._transport.set_nodelay(bool(v))
         elif level == socket.SOL_SOCKET and option == socket.SO_KEEPALIVE:
@@ -90,6 +92,7 @@ class TcpSocketOptions:
         _ = config
 
     def getsockopt(self, level: int, option: int, buflen: int | None = None) -> int | bytes:
+        _validate.sockopt_call(level, option, buflen, getting=True)
         conn = self._transport._conn
         if level == socket.IPPROTO_TCP and option == _TCP_CONGESTION:
             # As Linux: the name, NUL-padded to buflen (16, TCP_CA_NAME_MAX, without one).
@@ -376,12 +379,7 @@ class TcpTransport(asyncio.Transport):
         return (self._low_water, self._high_water)
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        if high is None:
-            high = 64 * 1024 if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        high, low = _validate.buffer_limits(high, low)
         self._high_water, self._low_water = high, low
         self._maybe_pause_protocol()
         self._maybe_resume_protocol()
@@ -473,8 +471,10 @@ class TcpTransport(asyncio.Transport):
     ) -> None:
         """``SO_KEEPALIVE``, with Linux's ``TCP_KEEPIDLE``/``TCP_KEEPINTVL``/``TCP_KEEPCNT``.
 
-        RFC 1122 §4.2.3.6.
+        RFC 1122 §4.2.3.6. Ranges as Linux's: ``idle`` and ``interval`` 1..32767 s (fractions
+        allowed here), ``count`` 1..127.
         """
+        _validate.keepalive(idle, interval, count)
         conn = self._conn
         import attrs
 
@@ -515,16 +515,25 @@ async def create_connection(
     all_errors: bool = False,
 ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
     """``loop.create_connection`` over ``stack``'s TCP, with asyncio's signature and errors."""
+    host, port = _validate.connection_args(
+        protocol_factory,
+        host,
+        port,
+        ssl=ssl,
+        family=family,
+        proto=proto,
+        flags=flags,
+        local_addr=local_addr,
+        server_hostname=server_hostname,
+        ssl_handshake_timeout=ssl_handshake_timeout,
+        ssl_shutdown_timeout=ssl_shutdown_timeout,
+        happy_eyeballs_delay=happy_eyeballs_delay,
+        interleave=interleave,
+    )
     if sock is not None:
         raise ValueError("sock= names a kernel socket; aionetstack connections cannot use one")
     if host is None or port is None:
         raise ValueError("host and port must be specified")
-    if server_hostname is not None and not ssl:
-        raise ValueError("server_hostname is only meaningful with ssl")
-    if ssl_handshake_timeout is not None and not ssl:
-        raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
-    if family not in (0, socket.AF_INET):
-        raise OSError(errno.EAFNOSUPPORT, "aionetstack speaks IPv4 only (family=AF_INET)")
     loop = asyncio.get_running_loop()
     remote = await stack.resolve_address_async((host, port))
     if local_addr is not None:

@@ -119,6 +119,9 @@ class LinkWrapper(LinkEndpoint):
     """
 
     def __init__(self, inner: LinkEndpoint) -> None:
+        from aionetstack import _validate
+
+        _validate.instance("inner", inner, LinkEndpoint)
         super().__init__()
         self.inner = inner
         inner.attach(self)

@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from aionetstack import _validate
 from aionetstack.link.endpoint import LinkEndpoint, LinkWrapper
 from aionetstack.wire import Buffer
 
@@ -86,15 +87,11 @@ class _DelayLine:
 
 
 def _probability(name: str, value: float) -> float:
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name}={value!r} must be a probability between 0 and 1")
-    return float(value)
+    return _validate.probability(name, value)
 
 
 def _seconds(name: str, value: float) -> float:
-    if not 0.0 <= value < math.inf:
-        raise ValueError(f"{name}={value!r} must be a finite, non-negative number of seconds")
-    return float(value)
+    return float(_validate.number(name, value, 0.0))
 
 
 class ImpairedLink(LinkWrapper):
@@ -129,7 +126,7 @@ class ImpairedLink(LinkWrapper):
         direction: Direction = "egress",
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        super().__init__(inner)
+        _validate.instance("inner", inner, LinkEndpoint)  # before anything: a refusal leaves inner alone
         self.loss = _probability("loss", loss)
         self.duplicate = _probability("duplicate", duplicate)
         self.reorder = _probability("reorder", reorder)
@@ -139,9 +136,10 @@ class ImpairedLink(LinkWrapper):
         if reorder_delay is None:
             reorder_delay = delay / 2 if delay > 0 else 0.001
         self.reorder_delay = _seconds("reorder_delay", reorder_delay)
-        if rate is not None and not 0 < rate < math.inf:
-            raise ValueError(f"rate={rate!r} must be a positive number of bytes per second, or None")
+        if rate is not None:
+            _validate.number("rate", rate, 0, above=True)  # bytes per second
         self.rate = rate
+        _validate.instance("loop", loop, asyncio.AbstractEventLoop, none=True)
         if direction not in ("egress", "ingress", "both"):
             raise ValueError(f"direction={direction!r} must be 'egress', 'ingress' or 'both'")
         self.direction = direction
@@ -150,6 +148,7 @@ class ImpairedLink(LinkWrapper):
                 f"corrupt={corrupt!r} on a link with checksum offload would go undetected (nobody "
                 "verifies checksums there): build the pipe with checksum_offload=False"
             )
+        super().__init__(inner)
         self.seed = seed
         self._loop = loop
         self._timed = self.delay > 0 or self.jitter > 0 or rate is not None

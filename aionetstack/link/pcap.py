@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
+from aionetstack import _validate
 from aionetstack.errors import MalformedPacket
 from aionetstack.link.endpoint import LinkEndpoint, LinkKind, LinkWrapper
 from aionetstack.wire import Buffer
@@ -110,9 +111,13 @@ class PcapLink(LinkWrapper):
         snaplen: int = 262144,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        # Checked before wrapping: a refused wrapper must leave ``inner`` as it found it.
+        _validate.instance("inner", inner, LinkEndpoint)
+        if not isinstance(path_or_file, str | os.PathLike) and not hasattr(path_or_file, "write"):
+            raise TypeError(f"path_or_file must be a path or a binary file object, not {path_or_file!r}")
+        _validate.integer("snaplen", snaplen, 1)
+        _validate.callable_or_none("clock", clock)
         super().__init__(inner)
-        if snaplen <= 0:
-            raise ValueError(f"snaplen={snaplen} must be positive")
         self.nanosecond = nanosecond
         self.snaplen = snaplen
         self.clock = clock

@@ -6,6 +6,7 @@ import itertools
 from collections import deque
 from collections.abc import Sequence
 
+from aionetstack import _validate
 from aionetstack.link.endpoint import LinkCapabilities, LinkEndpoint, LinkKind
 from aionetstack.wire import Buffer
 
@@ -84,8 +85,13 @@ def pipe(
     corrupting :class:`~aionetstack.link.impair.ImpairedLink` on the wire. ``kind=LinkKind.IP``
     makes a TUN-like wire of bare IP packets.
     """
-    if not 68 <= mtu <= 65535:
-        raise ValueError(f"mtu={mtu} is out of range: IPv4 needs 68..65535")
+    _validate.mtu("mtu", mtu)
+    _validate.instance("kind", kind, LinkKind)
+    if not isinstance(macs, tuple | list) or len(macs) != 2:
+        raise TypeError(f"macs must be a pair (mac or None, mac or None), not {macs!r}")
+    for i, mac in enumerate(macs):
+        if mac is not None:
+            _validate.mac(f"macs[{i}]", mac)
     left = PipeEndpoint(mtu, macs[0], checksum_offload, kind)
     right = PipeEndpoint(mtu, macs[1], checksum_offload, kind)
     left.peer, right.peer = right, left

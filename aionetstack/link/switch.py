@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from aionetstack import _validate
 from aionetstack.link.endpoint import LinkCapabilities, LinkEndpoint, LinkKind
 from aionetstack.link.pipe import random_mac
 from aionetstack.wire import Buffer
@@ -122,10 +123,9 @@ class Switch:
         aging_time: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not 68 <= mtu <= 65535:
-            raise ValueError(f"mtu={mtu} is out of range: IPv4 needs 68..65535")
-        if not aging_time > 0:
-            raise ValueError(f"aging_time={aging_time} must be a positive number of seconds")
+        _validate.mtu("mtu", mtu)
+        _validate.number("aging_time", aging_time, 0, above=True, finite=False)
+        _validate.callable_or_none("clock", clock)
         self.mtu = mtu
         self.capabilities = LinkCapabilities.CHECKSUM_OFFLOAD if checksum_offload else LinkCapabilities.NONE
         self.aging_time = aging_time
@@ -143,8 +143,8 @@ class Switch:
 
     def port(self, mac: bytes | None = None) -> SwitchPort:
         """Plug in a new NIC (its MAC is ``mac`` or a fresh locally administered one)."""
-        if mac is not None and len(mac) != 6:
-            raise ValueError(f"mac must be 6 bytes, got {len(mac)}")
+        if mac is not None:
+            mac = _validate.mac("mac", mac)
         port = SwitchPort(self, mac or random_mac(), self._next_index)
         self._next_index += 1
         self.ports.append(port)

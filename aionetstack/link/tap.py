@@ -27,6 +27,7 @@ from typing import ClassVar, Self
 
 import attrs
 
+from aionetstack import _validate
 from aionetstack.link.endpoint import LinkCapabilities, LinkEndpoint, LinkKind, NetworkDispatcher
 from aionetstack.wire import Buffer
 
@@ -90,6 +91,7 @@ class LinkStats:
 
 
 def _check_name(name: str) -> bytes:
+    _validate.instance("name", name, str)
     raw = name.encode()
     if not raw or len(raw) >= IFNAMSIZ or "/" in name or any(c.isspace() for c in name):
         raise ValueError(
@@ -159,8 +161,7 @@ def get_mtu(name: str) -> int:
 def set_mtu(name: str, mtu: int) -> None:
     """Set the device's MTU, like ``ip link set NAME mtu MTU``."""
     # RFC 791 §3.2: every IPv4 module must handle 68-octet datagrams without fragmenting.
-    if not 68 <= mtu <= 65535:
-        raise ValueError(f"mtu={mtu} is out of range: IPv4 needs 68..65535")
+    _validate.mtu("mtu", mtu)
     _socket_ioctl(_SIOCSIFMTU, _ifreq(_IFREQ_INT, name, mtu), name, f"set MTU {mtu} on")
 
 
@@ -180,7 +181,9 @@ def _random_local_mac() -> bytes:
 
 
 def _check_mac(mac: bytes | None) -> None:
-    if mac is not None and (len(mac) != 6 or mac[0] & 0x01):
+    if mac is not None:
+        mac = _validate.mac("mac", mac)
+    if mac is not None and mac[0] & 0x01:
         raise ValueError(
             f"mac {bytes(mac).hex(':')!r} must be 6 bytes and unicast (low bit of octet 0 clear)"
         )
@@ -260,8 +263,8 @@ class TunTapLink(LinkEndpoint):
         multi_queue: bool = False,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        if mtu is not None and not 68 <= mtu <= 65535:
-            raise ValueError(f"mtu={mtu} is out of range: IPv4 needs 68..65535")
+        if mtu is not None:
+            _validate.mtu("mtu", mtu)
         flags = self._IFF_KIND | _IFF_NO_PI | (_IFF_MULTI_QUEUE if multi_queue else 0)
         fd = _open_tun(name, flags, create)
         try:
@@ -308,8 +311,8 @@ class TunTapLink(LinkEndpoint):
         fd whose reads and writes carry one whole frame each works, which is also how the link
         is tested against a datagram socket pair. ``mac`` is for a TAP link only.
         """
-        if not 68 <= mtu <= 65535:
-            raise ValueError(f"mtu={mtu} is out of range: IPv4 needs 68..65535")
+        _validate.integer("fd", fd, 0)
+        _validate.mtu("mtu", mtu)
         os.set_blocking(fd, False)
         link = cls.__new__(cls)
         link._setup(fd, device_name, mtu, False, loop)

@@ -8,6 +8,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from aionetstack import _validate
 from aionetstack.errors import MalformedPacket
 from aionetstack.transport.ports import pick_ephemeral_port
 from aionetstack.wire import Buffer
@@ -283,10 +284,7 @@ class UdpTransport(asyncio.DatagramTransport):
         return (self._low_water, self._high_water)
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        high = 64 * 1024 if high is None else high
-        low = high // 4 if low is None else low
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        high, low = _validate.buffer_limits(high, low)
         self._high_water, self._low_water = high, low
 
     def __repr__(self) -> str:
@@ -299,17 +297,19 @@ async def create_datagram_endpoint(
     local_addr: tuple[str, int] | None = None,
     remote_addr: tuple[str, int] | None = None,
     *,
+    family: int = 0,
+    proto: int = 0,
+    flags: int = 0,
     allow_broadcast: bool | None = None,
     reuse_port: bool | None = None,
     sock: object = None,
-    **unsupported: Any,
 ) -> tuple[UdpTransport, asyncio.DatagramProtocol]:
     """Like ``loop.create_datagram_endpoint``, over ``stack``'s UDP."""
+    _validate.datagram_args(
+        protocol_factory, local_addr, remote_addr, family=family, proto=proto, flags=flags
+    )
     if sock is not None:
         raise ValueError("sock= names a kernel socket; aionetstack endpoints cannot use one")
-    for key, value in unsupported.items():
-        if value not in (None, 0, False):
-            raise ValueError(f"create_datagram_endpoint(): {key}={value!r} is not supported over aionetstack")
     remote = await stack.resolve_address_async(remote_addr) if remote_addr is not None else None
     if local_addr is not None:
         local_ip, local_port = await stack.resolve_address_async(local_addr, passive=True)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import attrs
 
+from aionetstack import _validate
+
 __all__ = ["DEFAULT_RECEIVE_BUFFER", "DEFAULT_RECEIVE_BUFFER_MAX", "TcpConfig"]
 
 DEFAULT_RECEIVE_BUFFER = 128 << 10  # Linux's tcp_rmem[1]
 DEFAULT_RECEIVE_BUFFER_MAX = 6 << 20  # Linux's tcp_rmem[2]
 
 
-@attrs.define(slots=True)
+@attrs.define(slots=True, on_setattr=_validate.checked_setattr(_validate.TCP_CONFIG_BOUNDS))
 class TcpConfig:
     """Every knob of our TCP. Pass one to ``Stack(tcp=TcpConfig(...))``."""
 
@@ -63,6 +65,7 @@ class TcpConfig:
     tlp: bool = True  #: RFC 8985 §7 tail loss probes (with SACK)
 
     def __attrs_post_init__(self) -> None:
+        _validate.tcp_config(self)  # each field's type and range, naming the field
         if self.rto_min <= 0 or self.rto_initial < self.rto_min or self.rto_max < self.rto_initial:
             raise ValueError(
                 "need 0 < rto_min <= rto_initial <= rto_max, "
