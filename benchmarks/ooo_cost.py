@@ -103,8 +103,10 @@ def main() -> None:
             for name, value in _round(n, args.batch, config).items():
                 results[n][name].append(value)
     load = os.getloadavg()
-    print(f"out-of-order receive cost, µs per segment (receive + ACK built), {args.rounds} rounds "
-          f"x {args.batch} segments; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(
+        f"out-of-order receive cost, µs per segment (receive + ACK built), {args.rounds} rounds "
+        f"x {args.batch} segments; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
     print(f"{'held':>7} {'kind':>5} {'min':>9} {'median':>9} {'max':>9}")
     for n in (0, args.held):
         for name in ("gap", "dup", "fill"):
