@@ -41,7 +41,7 @@ class TcpConfig:
     send_buffer: int = 1 << 20
     send_buffer_max: int = 4 << 20  #: Linux tcp_wmem[2]
     #: Bytes of out-of-order data kept, counted as what it costs in memory (Linux's truesize):
-    #: payload plus a per-segment and per-hole overhead (about 40 and 280 bytes on CPython), so
+    #: payload plus a per-segment and per-hole overhead (about 48 and 280 bytes on CPython), so
     #: one-byte segments cannot hold more than this.
     out_of_order_limit: int = 1 << 20
     #: Out-of-order segments kept at most (pieces of payload; a peer's segments beyond a hole). At

@@ -54,8 +54,9 @@ class _Block:
         return self.pieces if not front else front[::-1] + self.pieces
 
 
-# What a held piece costs beyond its payload: the bytes object's header and its slot in a list.
-PIECE_OVERHEAD = sys.getsizeof(b"") + 8
+# What a held piece costs beyond its payload: the bytes object's header, the allocator's rounding up
+# to 8 bytes (at worst 7), and its slot in a list.
+PIECE_OVERHEAD = sys.getsizeof(b"") + 7 + 8
 # What a block costs: the object, its two piece lists, its start and end ints (sequence numbers are
 # unbounded ints above 2**30: 32 bytes each), and its slots in the two index lists.
 BLOCK_OVERHEAD = sys.getsizeof(_Block(0, 0, [])) + 2 * sys.getsizeof([]) + 2 * sys.getsizeof(1 << 40) + 2 * 8
