@@ -61,6 +61,9 @@ PIECE_OVERHEAD = sys.getsizeof(b"") + 7 + 8
 # unbounded ints above 2**30: 32 bytes each), and its slots in the two index lists.
 BLOCK_OVERHEAD = sys.getsizeof(_Block(0, 0, [])) + 2 * sys.getsizeof([]) + 2 * sys.getsizeof(1 << 40) + 2 * 8
 
+_DELIVERED = _Block(0, 0, [])  # stands in the index for a delivered block until the head is cut
+_DELIVERED.live = False
+
 _RECENT = 8  # blocks remembered for RFC 2018 §4 ordering (at most 4 are ever reported)
 
 
@@ -71,13 +74,26 @@ class OutOfOrderQueue:
     held pieces (:func:`len`). Sequence numbers are the connection's unbounded ints (see :mod:`.seq`).
     """
 
-    __slots__ = ("_blocks", "_recent", "_starts", "bytes", "limit", "segment_limit", "segments", "truesize")
+    __slots__ = (
+        "_blocks",
+        "_head",
+        "_recent",
+        "_starts",
+        "bytes",
+        "limit",
+        "segment_limit",
+        "segments",
+        "truesize",
+    )
 
     def __init__(self, limit: int, segment_limit: int = 1 << 30) -> None:
         self.limit = limit
         self.segment_limit = segment_limit
         self._starts: list[int] = []  # block starts, sorted: the bisect index
         self._blocks: list[_Block] = []  # the blocks, parallel to _starts
+        # Entries below _head were delivered: the head advances instead of shifting both lists on every
+        # delivery; they are cut off in one go once they are half the list (amortised O(1)).
+        self._head = 0
         self._recent: list[_Block] = []  # blocks touched most recently, newest first (RFC 2018 §4)
         self.bytes = 0  #: payload bytes held
         self.truesize = 0  #: payload plus per-piece and per-block overhead
@@ -88,14 +104,14 @@ class OutOfOrderQueue:
 
     @property
     def block_count(self) -> int:
-        return len(self._blocks)
+        return len(self._blocks) - self._head
 
     def insert(self, start: int, data: bytes) -> bool:
         """Keep ``data`` at ``start``, minus what is already held; False if nothing new (or no room)."""
         end = start + len(data)
-        starts, blocks = self._starts, self._blocks
-        i = bisect.bisect_right(starts, start)  # blocks[:i] start at or before ours
-        lo = i - 1 if i and blocks[i - 1].end >= start else i  # first block we touch (or abut)
+        starts, blocks, head = self._starts, self._blocks, self._head
+        i = bisect.bisect_right(starts, start, head)  # blocks[head:i] start at or before ours
+        lo = i - 1 if i > head and blocks[i - 1].end >= start else i  # first block we touch (or abut)
         hi = bisect.bisect_right(starts, end, i)  # blocks[lo:hi] touch or abut [start, end]
         if lo == hi:
             # A new island: the common case of a segment beyond a hole.
@@ -187,8 +203,8 @@ class OutOfOrderQueue:
 
     def covers(self, start: int, end: int) -> bool:
         """True if ``[start, end)`` is held entirely (a duplicate, for D-SACK: RFC 2883 §4)."""
-        i = bisect.bisect_right(self._starts, start)
-        return bool(i) and self._blocks[i - 1].end >= end
+        i = bisect.bisect_right(self._starts, start, self._head)
+        return i > self._head and self._blocks[i - 1].end >= end
 
     def _touch(self, block: _Block) -> None:
         recent = self._recent
@@ -198,14 +214,17 @@ class OutOfOrderQueue:
 
     def pop_ready(self, rcv_nxt: int) -> tuple[list[bytes], int]:
         """Take the blocks now contiguous with ``rcv_nxt``; returns ``(chunks, new rcv_nxt)``."""
-        starts, blocks = self._starts, self._blocks
-        k = bisect.bisect_right(starts, rcv_nxt)
-        if not k:
+        starts, blocks, head = self._starts, self._blocks, self._head
+        k = bisect.bisect_right(starts, rcv_nxt, head)
+        if k == head:
             return [], rcv_nxt
         chunks: list[bytes] = []
-        for block in blocks[:k]:
+        for j in range(head, k):
+            block = blocks[j]
+            blocks[j] = _DELIVERED  # let its pieces go now, not at the next cut
             block.live = False
             pieces = block.ordered()
+            block.pieces, block.front = [], None
             self.segments -= len(pieces)
             self.bytes -= block.end - block.start
             self.truesize -= block.end - block.start + len(pieces) * PIECE_OVERHEAD + BLOCK_OVERHEAD
@@ -220,13 +239,16 @@ class OutOfOrderQueue:
                         pos += len(piece)
                 chunks.append(pieces[0] if len(pieces) == 1 else b"".join(pieces))
                 rcv_nxt = block.end
-        del starts[:k]
-        del blocks[:k]
+        if k > 64 and 2 * k > len(starts):
+            del starts[:k]
+            del blocks[:k]
+            k = 0
+        self._head = k
         return chunks, rcv_nxt
 
     def blocks(self) -> list[tuple[int, int]]:
         """Held data as merged ``(left, right)`` edges, in sequence order (O(n): not per segment)."""
-        return [(b.start, b.end) for b in self._blocks]
+        return [(b.start, b.end) for b in self._blocks[self._head :]]
 
     def sack_blocks(self, limit: int) -> list[tuple[int, int]]:
         """RFC 2018 §4: the block holding the latest segment first, then other recent ones, then the
@@ -239,7 +261,8 @@ class OutOfOrderQueue:
                     break
         blocks = self._blocks
         k = len(blocks) - 1
-        while len(chosen) < limit and k >= 0:
+        head = self._head
+        while len(chosen) < limit and k >= head:
             block = blocks[k]
             if block not in chosen:
                 chosen.append(block)
@@ -249,6 +272,7 @@ class OutOfOrderQueue:
     def clear(self) -> None:
         for block in self._blocks:
             block.live = False
+        self._head = 0
         self._starts.clear()
         self._blocks.clear()
         self._recent.clear()
