@@ -151,7 +151,7 @@ def test_ten_thousand_one_byte_segments_at_the_window_edge(
     # D-SACK is still reported for a duplicate of a held byte (RFC 2883 §4.1.2), first in the ACK, then
     # the block that holds it (RFC 2883 §4: the second block is the one containing the duplicate).
     dup = offsets[held // 2]
-    dsacks = info["dsacks_sent"]
+    dsacks = conn.stats["dsacks_sent"]
     t.inject(".", dup, 1, payload=stream[dup - 1 : dup])
     out = t.expect(".", ack=1)
     blocks = _sack(t, out.seg.sack_blocks)
