@@ -42,7 +42,13 @@ class TcpConfig:
     #: it grows to twice the congestion window (Linux's tcp_sndbuf_expand) up to ``send_buffer_max``.
     send_buffer: int = 1 << 20
     send_buffer_max: int = 4 << 20  #: Linux tcp_wmem[2]
-    out_of_order_limit: int = 1 << 20  #: bytes of out-of-order data kept
+    #: Bytes of out-of-order data kept, counted as what it costs in memory (Linux's truesize):
+    #: payload plus a per-segment and per-hole overhead (about 48 and 280 bytes on CPython), so
+    #: one-byte segments cannot hold more than this.
+    out_of_order_limit: int = 1 << 20
+    #: Out-of-order segments kept at most (pieces of payload; a peer's segments beyond a hole). At
+    #: either cap a new out-of-order segment is dropped (counted in ``out_of_order_dropped``).
+    out_of_order_segments: int = 4096
     initial_window: int = 10  #: RFC 6928
     window_scaling: bool = True  #: RFC 7323 §2
     timestamps: bool = True  #: RFC 7323 §3
@@ -82,6 +88,8 @@ class TcpConfig:
         # A ceiling below the start means "no growth": raise it to the start rather than refuse.
         if self.receive_buffer_max < self.receive_buffer:
             self.receive_buffer_max = self.receive_buffer
+        if self.out_of_order_limit < 0 or self.out_of_order_segments < 0:
+            raise ValueError("out_of_order_limit and out_of_order_segments must not be negative")
         if self.send_buffer_max < self.send_buffer:
             self.send_buffer_max = self.send_buffer
         if self.receive_buffer_max > (65535 << 14):

@@ -281,7 +281,7 @@ class TcpConnection:
         self.app_closed = False
         self.received: list[bytes] = []
         self.received_bytes = 0
-        self.ooo = OutOfOrderQueue(config.out_of_order_limit)
+        self.ooo = OutOfOrderQueue(config.out_of_order_limit, config.out_of_order_segments)
         self.outbox: list[tuple[int, int, int, int, bytes, Buffer]] = []
         self.events = 0
         self.error: BaseException | None = None
@@ -345,6 +345,7 @@ class TcpConnection:
             "fast_retransmit_events": 0,
             "dupacks_received": 0,
             "out_of_order_segments": 0,
+            "out_of_order_dropped": 0,  # refused at the out-of-order queue's cap (bytes or segments)
             "challenge_acks": 0,
             "paws_rejected": 0,
             "zero_window_probes": 0,
@@ -990,9 +991,16 @@ class TcpConnection:
             self._receive_data(payload[skip:], rcv_nxt, length - skip, now)
         else:
             stats["out_of_order_segments"] += 1
-            fresh = self.ooo.insert(seq, bytes(payload))
-            if not fresh and self.sack_ok and self.ooo.covers(seq, seq + length):
-                self.dsack = (seq, seq + length)  # RFC 2883 §4.1.2: a duplicate above RCV.NXT
+            ooo = self.ooo
+            if not ooo.insert(seq, bytes(payload)):
+                if ooo.covers(seq, seq + length):
+                    if self.sack_ok:
+                        self.dsack = (seq, seq + length)  # RFC 2883 §4.1.2: a duplicate above RCV.NXT
+                else:
+                    # At the cap the new segment is dropped, never what we hold: RFC 9293 §3.10.7.4
+                    # lets a receiver keep out-of-order data or not, and what we have SACKed stays
+                    # (no reneging, RFC 2018 §8), so the sender's scoreboard stays true.
+                    stats["out_of_order_dropped"] += 1
             # RFC 5681 §4.2: an out-of-order segment is ACKed at once — one duplicate ACK for
             # every such segment, even several in one batch (the sender counts them, RFC 5681
             # §3.2; a flag would merge them into one), each with the SACK blocks of that moment.
@@ -1959,6 +1967,8 @@ class TcpConnection:
             "send_buffered": self.send_buffered,
             "receive_buffered": self.received_bytes,
             "out_of_order_bytes": self.ooo.bytes,
+            "out_of_order_held": len(self.ooo),
+            "out_of_order_truesize": self.ooo.truesize,
             **self.stats,
         }
 
