@@ -372,6 +372,40 @@ async def test_asyncio_shaped_calls_turn_nagle_off_and_tcpconfig_keeps_it(
     assert not TcpConnection(aionetstack.TcpConfig(), (bytes(4), 1), (bytes(4), 2), iss=1, mss=1460).nodelay
 
 
+@pytest.mark.looptime
+@pytest.mark.parametrize("nodelay", [None, False])
+async def test_write_write_read_costs_no_delayed_ack_wait(nodelay: bool | None) -> None:
+    """The exchange Nagle and delayed ACKs make slow (the issue's 25 ms): a request written in
+    two pieces, then an answer read. With asyncio's TCP_NODELAY (the default) it costs no wait;
+    with Nagle kept (``nodelay=False``) the second piece waits for the delayed ACK. Virtual time:
+    the wire has no delay, so any time that passes is a timer's."""
+    async with two_stacks(tcp=aionetstack.TcpConfig(nodelay=nodelay), impair={"delay": 0.0005}) as net:
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await reader.readexactly(2):
+                writer.write(b"ok")
+
+        loop = asyncio.get_running_loop()
+        async with await net.server.start_server(handler, SERVER_IP, 99):
+            reader, writer = await net.client.open_connection(SERVER_IP, 99)
+            writer.write(b"a")
+            writer.write(b"b")
+            assert await reader.readexactly(2) == b"ok"
+            start = loop.time()
+            for _ in range(20):
+                writer.write(b"a")
+                await asyncio.sleep(0)
+                writer.write(b"b")
+                assert await reader.readexactly(2) == b"ok"
+            per_exchange = (loop.time() - start) / 20
+            print(f"write-write-read, nodelay={nodelay}: {per_exchange * 1e3:.3f} ms (virtual) an exchange")
+            if nodelay is None:
+                assert per_exchange < 0.005  # one 1 ms round trip, no 40 ms delayed ACK
+            else:
+                assert per_exchange > 0.02  # Nagle held "b" until "a" was ACKed (late)
+            writer.close()
+
+
 # ---------------------------------------------------------------------------------- sendfile
 
 
