@@ -1155,7 +1155,7 @@ class TcpConnection:
         (RFC 9293 §3.8.6.2.2). The application reads what just arrived: its clock is the arrival.
         """
         now = self.last_received_at
-        copied_seq = self.rcv_nxt
+        copied_seq = self.rcv_nxt - self.received_bytes  # what the application has taken
         space = self.rcvq_space
         if space == 0:
             # Linux's tcp_init_buffer_space: start from an initial window's worth.
