@@ -157,6 +157,19 @@ def test_take_received_keeps_what_it_does_not_hand_out() -> None:
     assert conn.take_received() == b"c" * 3000 and conn.received_bytes == 0
 
 
+def test_take_received_from_a_queue_of_one_byte_segments() -> None:
+    """The attacker's shape: the smallest segments, the most of them. Chunks stay bounded and
+    exact, nothing is lost or reordered."""
+    conn = TcpConnection(aionetstack.TcpConfig(), (bytes(4), 1), (bytes(4), 2), iss=1000, mss=1460)
+    conn.received = [bytes([i % 251]) for i in range(300_000)]
+    conn.received_bytes = 300_000
+    first = conn.take_received(MAX_READ)
+    second = conn.take_received(MAX_READ)
+    assert (len(first), len(second)) == (MAX_READ, 300_000 - MAX_READ)
+    assert first + second == bytes(i % 251 for i in range(300_000))
+    assert conn.received == [] and conn.received_bytes == 0
+
+
 # ---------------------------------------------------------------------------------- abort()
 
 
