@@ -148,7 +148,7 @@ class TcpForwarder:
                 request.reject()
             elif writer is not None and not writer.transport.is_closing():
                 if failed:
-                    writer.transport.abort()
+                    writer.transport.reset()  # tell the client the relay failed (RST)
                 else:
                     writer.close()
 

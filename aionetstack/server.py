@@ -98,6 +98,7 @@ class Server(asyncio.AbstractServer):
                 )
             transport.server = self
             self._clients.add(transport)
+            transport.asyncio_defaults()  # TCP_NODELAY, as asyncio sets it on what it accepts
             if self._keep_alive:
                 # Before connection_made, as a kernel listener's SO_KEEPALIVE is inherited on accept.
                 transport.set_keepalive(True)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 import ssl as ssl_module
+import struct
 from asyncio import sslproto
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -42,28 +44,57 @@ _TIME_WAIT = TcpState.TIME_WAIT
 _TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)  # Linux's value where Python lacks the name
 
 
+_LINUX_TCP_MAXSEG = getattr(socket, "TCP_MAXSEG", 2)
+#: States in which the peer's FIN has arrived: a kernel socket is readable (EOF) from then on.
+_PEER_FINISHED = frozenset(
+    {TcpState.CLOSE_WAIT, TcpState.LAST_ACK, TcpState.CLOSING, TcpState.TIME_WAIT, TcpState.CLOSED}
+)
+#: asyncio's selector transport reads at most this much per call (selector_events max_size).
+MAX_READ = 256 * 1024
+
+
+def _option_value(value: int, buflen: int | None) -> int | bytes:
+    # socket.getsockopt with a buffer length returns the option's raw bytes (a C int here).
+    return value if buflen is None else struct.pack("i", value)[:buflen]
+
+
 class TcpSocketOptions:
     """What ``get_extra_info('socket')`` returns: socket-option calls on our connection.
 
-    Code written for kernel sockets can keep calling ``setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)``
-    and ``setsockopt(SOL_SOCKET, SO_KEEPALIVE, 1)`` (and ``TCP_KEEPIDLE``/``TCP_KEEPINTVL``/
-    ``TCP_KEEPCNT``, and ``TCP_CONGESTION`` with a name such as ``b"bbr"``); other options raise
-    ``OSError(ENOPROTOOPT)``. It is not a real socket.
+    Code written for kernel sockets can keep calling ``setsockopt``/``getsockopt`` with
+    ``TCP_NODELAY``, ``SO_KEEPALIVE`` (and ``TCP_KEEPIDLE``/``TCP_KEEPINTVL``/``TCP_KEEPCNT``),
+    ``TCP_CONGESTION`` (a name such as ``b"bbr"``), ``SO_SNDBUF``/``SO_RCVBUF`` (the connection's
+    buffers; as Linux, the value read back is twice the value set, and setting one turns its
+    auto-sizing off), ``SO_LINGER`` (``l_linger`` 0 makes close and abort send RST),
+    ``SO_REUSEADDR``/``SO_REUSEPORT`` (kept and read back: they matter only to a bind, which this
+    connection has done), and read ``SO_TYPE``, ``SO_ERROR``, ``SO_DOMAIN``, ``SO_PROTOCOL``,
+    ``SO_ACCEPTCONN`` and ``TCP_MAXSEG``. Other options raise ``OSError(ENOPROTOOPT)``.
+
+    ``fileno()`` is a real descriptor that polls readable exactly when the kernel socket would:
+    data the protocol has not taken (reading paused), the peer's FIN, or a dead connection, so
+    that connection pools which ``poll()`` an idle connection (httpcore's ``is_socket_readable``)
+    keep a live one and drop a closed one. It is made on the first ``fileno()`` call, never read
+    or written as a socket, and closed with the transport; then ``fileno()`` is -1, as for a
+    kernel socket that asyncio closed. It is not a socket: ``send``/``recv`` do not exist.
     """
 
-    __slots__ = ("_transport",)
+    __slots__ = ("_fd", "_fd_set", "_options", "_peer_fd", "_transport")
 
     def __init__(self, transport: TcpTransport) -> None:
         self._transport = transport
+        self._options: dict[tuple[int, int], int] = {}
+        self._fd = -1
+        self._peer_fd = -1  # the writing end where eventfd is missing (a socketpair)
+        self._fd_set = False
 
     family = socket.AF_INET
     type = socket.SOCK_STREAM
     proto = socket.IPPROTO_TCP
 
-    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
+    def setsockopt(self, level: int, option: int, value: int | bytes | None, optlen: int = 0) -> None:
         _validate.sockopt_call(level, option, value)
-        conn = self._transport._conn
-        config = conn.config
+        transport = self._transport
+        conn = transport._conn
         if level == socket.IPPROTO_TCP and option == _TCP_CONGESTION:
             if not isinstance(value, (bytes, bytearray)):
                 raise TypeError(f"TCP_CONGESTION takes the algorithm's name as bytes, got {value!r}")
@@ -72,35 +103,84 @@ class TcpSocketOptions:
                 conn.set_congestion_control(name)
             except ValueError as exc:
                 raise OSError(errno.ENOENT, str(exc)) from None  # as Linux: no such algorithm
-            self._transport._layer.mark(conn)  # a new window or pacing rate may let data go
+            transport._layer.mark(conn)  # a new window or pacing rate may let data go
             return
+        if level == socket.SOL_SOCKET and option == socket.SO_LINGER:
+            if not isinstance(value, (bytes, bytearray)) or len(value) < 8:
+                raise TypeError("SO_LINGER takes struct.pack('ii', l_onoff, l_linger)")
+            onoff, seconds = struct.unpack("ii", bytes(value[:8]))
+            transport._linger = (1 if onoff else 0, seconds)
+            return
+        assert value is not None  # refused by sockopt_call
         v = _validate.sockopt_int(value)
         if level == socket.IPPROTO_TCP and option == socket.TCP_NODELAY:
-            self._transport.set_nodelay(bool(v))
+            transport.set_nodelay(bool(v))
         elif level == socket.SOL_SOCKET and option == socket.SO_KEEPALIVE:
-            self._transport.set_keepalive(bool(v))
+            transport.set_keepalive(bool(v))
         elif level == socket.IPPROTO_TCP and option == getattr(socket, "TCP_KEEPIDLE", -1):
-            self._transport.set_keepalive(conn.keepalive_at is not None, idle=float(v))
+            transport.set_keepalive(conn.keepalive_at is not None, idle=float(v))
         elif level == socket.IPPROTO_TCP and option == getattr(socket, "TCP_KEEPINTVL", -1):
-            self._transport.set_keepalive(conn.keepalive_at is not None, interval=float(v))
+            transport.set_keepalive(conn.keepalive_at is not None, interval=float(v))
         elif level == socket.IPPROTO_TCP and option == getattr(socket, "TCP_KEEPCNT", -1):
-            self._transport.set_keepalive(conn.keepalive_at is not None, count=v)
+            transport.set_keepalive(conn.keepalive_at is not None, count=v)
+        elif level == socket.SOL_SOCKET and option == socket.SO_RCVBUF:
+            transport._set_buffer(receive=v)
+        elif level == socket.SOL_SOCKET and option == socket.SO_SNDBUF:
+            transport._set_buffer(send=v)
+        elif level == socket.SOL_SOCKET and option in _REUSE_OPTIONS:
+            self._options[(level, option)] = 1 if v else 0
         else:
             raise OSError(
                 errno.ENOPROTOOPT, f"socket option ({level}, {option}) is not supported by aionetstack"
             )
-        _ = config
 
     def getsockopt(self, level: int, option: int, buflen: int | None = None) -> int | bytes:
         _validate.sockopt_call(level, option, buflen, getting=True)
-        conn = self._transport._conn
-        if level == socket.IPPROTO_TCP and option == _TCP_CONGESTION:
-            # As Linux: the name, NUL-padded to buflen (16, TCP_CA_NAME_MAX, without one).
-            return conn.cc.name.encode().ljust(buflen or 16, b"\0")[: buflen or 16]
-        if level == socket.IPPROTO_TCP and option == socket.TCP_NODELAY:
-            return int(conn.nodelay)
-        if level == socket.SOL_SOCKET and option == socket.SO_KEEPALIVE:
-            return int(conn.keepalive_at is not None)
+        transport = self._transport
+        conn = transport._conn
+        config = conn.config
+        if level == socket.IPPROTO_TCP:
+            if option == _TCP_CONGESTION:
+                # As Linux: the name, NUL-padded to buflen (16, TCP_CA_NAME_MAX, without one).
+                return conn.cc.name.encode().ljust(buflen or 16, b"\0")[: buflen or 16]
+            if option == socket.TCP_NODELAY:
+                return _option_value(int(conn.nodelay), buflen)
+            if option == _LINUX_TCP_MAXSEG:
+                return _option_value(conn.send_mss, buflen)
+            if option == getattr(socket, "TCP_KEEPIDLE", -1):
+                return _option_value(int(config.keepalive_idle), buflen)
+            if option == getattr(socket, "TCP_KEEPINTVL", -1):
+                return _option_value(int(config.keepalive_interval), buflen)
+            if option == getattr(socket, "TCP_KEEPCNT", -1):
+                return _option_value(config.keepalive_count, buflen)
+        elif level == socket.SOL_SOCKET:
+            if option == socket.SO_KEEPALIVE:
+                return _option_value(int(conn.keepalive_at is not None), buflen)
+            if option == socket.SO_TYPE:
+                return _option_value(socket.SOCK_STREAM, buflen)
+            if option == getattr(socket, "SO_DOMAIN", -1):
+                return _option_value(socket.AF_INET, buflen)
+            if option == getattr(socket, "SO_PROTOCOL", -1):
+                return _option_value(socket.IPPROTO_TCP, buflen)
+            if option == socket.SO_ACCEPTCONN:
+                return _option_value(0, buflen)
+            if option == socket.SO_ERROR:
+                # As Linux: the pending error once, then 0 (the connection keeps its own record).
+                error = conn.error
+                code = 0
+                if isinstance(error, OSError) and error.errno and not transport._error_read:
+                    transport._error_read = True
+                    code = error.errno
+                return _option_value(code, buflen)
+            if option == socket.SO_RCVBUF:
+                # Linux reports twice the usable size (the other half is its bookkeeping).
+                return _option_value(2 * conn.rcv_buffer, buflen)
+            if option == socket.SO_SNDBUF:
+                return _option_value(2 * conn.snd_buffer, buflen)
+            if option == socket.SO_LINGER:
+                return struct.pack("ii", *transport._linger)[: buflen or 8]
+            if option in _REUSE_OPTIONS:
+                return _option_value(self._options.get((level, option), 0), buflen)
         raise OSError(errno.ENOPROTOOPT, f"socket option ({level}, {option}) is not supported by aionetstack")
 
     def getsockname(self) -> tuple[str, int]:
@@ -109,17 +189,83 @@ class TcpSocketOptions:
     def getpeername(self) -> tuple[str, int]:
         return self._transport.get_extra_info("peername")  # type: ignore[no-any-return]
 
+    def gettimeout(self) -> float:
+        return 0.0  # as asyncio's sockets: non-blocking
+
+    def getblocking(self) -> bool:
+        return False
+
     def fileno(self) -> int:
-        return -1
+        """A descriptor that polls readable when the connection is (see the class docstring)."""
+        if self._fd < 0:
+            if self._transport._lost:
+                return -1  # as a kernel socket asyncio has closed
+            if hasattr(os, "eventfd"):
+                self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            else:  # pragma: no cover - no eventfd outside Linux
+                reader, writer = socket.socketpair()
+                reader.setblocking(False)
+                writer.setblocking(False)
+                self._fd, self._peer_fd = reader.detach(), writer.detach()
+            self.sync_readable()
+        return self._fd
+
+    def sync_readable(self) -> None:
+        """Make the descriptor's readability follow the connection's (called by the transport)."""
+        if self._fd < 0:
+            return
+        transport = self._transport
+        if transport._lost:
+            self.release()
+            return
+        conn = transport._conn
+        readable = bool(conn.received_bytes) or conn.state in _PEER_FINISHED
+        if readable == self._fd_set:
+            return
+        self._fd_set = readable
+        try:
+            if self._peer_fd < 0:
+                if readable:
+                    os.eventfd_write(self._fd, 1)
+                else:
+                    os.eventfd_read(self._fd)
+            elif readable:
+                os.write(self._peer_fd, b"\1")
+            else:
+                os.read(self._fd, 16)
+        except BlockingIOError:  # pragma: no cover - the flag above keeps the fd in step
+            pass
+
+    def release(self) -> None:
+        """Close the descriptor (the transport is closed); ``fileno()`` is -1 from now on."""
+        for fd in (self._fd, self._peer_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._peer_fd = -1
+
+    def __repr__(self) -> str:
+        return f"<aionetstack socket fd={self._fd} {self._transport!r}>"
 
 
-class TcpTransport(asyncio.Transport):
-    """``asyncio.Transport`` on one of our TCP connections."""
+_REUSE_OPTIONS = frozenset(
+    option for option in (socket.SO_REUSEADDR, getattr(socket, "SO_REUSEPORT", None)) if option is not None
+)
+
+
+class TcpTransport(asyncio.transports._FlowControlMixin):
+    """``asyncio.Transport`` on one of our TCP connections.
+
+    A ``_FlowControlMixin``, as asyncio's socket transports are: ``loop.sendfile()`` runs its
+    read-and-write fallback only on one, pausing on ``pause_writing`` as any protocol would.
+    """
 
     _start_tls_compatible = True  # loop.start_tls() may wrap us, as it wraps socket transports
+    # asyncio's loop.sendfile(): no sendfile(2) into a user-space stack, so asyncio reads the file
+    # in chunks and writes them here (constants._SendfileMode.FALLBACK).
+    _sendfile_compatible = asyncio.constants._SendfileMode.FALLBACK
 
     def __init__(self, stack: Stack, conn: TcpConnection, protocol: asyncio.BaseProtocol | None) -> None:
-        super().__init__()
+        super().__init__(loop=stack.loop)
         self._stack = stack
         self._layer = stack.tcp
         self._loop = stack.loop
@@ -142,6 +288,9 @@ class TcpTransport(asyncio.Transport):
         self._connected = False
         self._made = False  # connection_made was called: only then may connection_lost be
         self._write_after_close = 0
+        self._socket: TcpSocketOptions | None = None  # get_extra_info("socket"), made when asked
+        self._linger = (0, 0)  # SO_LINGER (l_onoff, l_linger)
+        self._error_read = False  # SO_ERROR reported the connection's error once
 
     # ------------------------------------------------------------------ driven by the layer
 
@@ -160,6 +309,8 @@ class TcpTransport(asyncio.Transport):
         deadline = conn.next_deadline()
         if deadline is not None and (self._timer is None or deadline < self._timer_at):
             self._arm(deadline)
+        if self._socket is not None:
+            self._socket.sync_readable()
         if conn.state == _CLOSED:
             self._layer.after_events(conn)
 
@@ -191,6 +342,8 @@ class TcpTransport(asyncio.Transport):
             self._timer = None
         if not self._lost and self._protocol is not None and self._connected:
             self._connection_lost(self._conn.error)
+        if self._socket is not None:
+            self._socket.release()
 
     def _handle_events(self, events: int) -> None:
         conn = self._conn
@@ -230,18 +383,28 @@ class TcpTransport(asyncio.Transport):
                 self._connection_lost(error)
 
     def _deliver(self, force: bool = False) -> None:
-        """Data (then EOF) to the protocol, unless reading is paused (RFC 9293 window shrinks)."""
+        """Data (then EOF) to the protocol, unless reading is paused (RFC 9293 window shrinks).
+
+        At most ``MAX_READ`` bytes a call, as asyncio's selector transport reads them, and no
+        further chunk once the protocol pauses reading; what stays queued keeps the window shut.
+        Each chunk is a fresh ``bytes`` (the one join the queue needs anyway): a protocol may keep
+        it, as it keeps what a kernel transport hands it, where a view would alias a buffer.
+        """
         if (self._reading_paused and not force) or self._protocol is None or self._lost:
             return
         conn = self._conn
-        if conn.received_bytes:
-            data = conn.take_received()
+        while conn.received_bytes and not self._lost and (force or not self._reading_paused):
+            data = conn.take_received(MAX_READ)
             if conn.ack_now:
                 self._layer.mark(conn)
             if isinstance(self._protocol, asyncio.BufferedProtocol):
                 self._feed_buffered(data)
             else:
                 self._call("data_received", data)
+        if self._socket is not None:
+            self._socket.sync_readable()
+        if self._lost:
+            return
         if self._eof_pending and not conn.received_bytes and not (self._reading_paused and not force):
             self._eof_pending = False
             try:
@@ -294,6 +457,8 @@ class TcpTransport(asyncio.Transport):
         self._loop.call_soon(self._call_connection_lost, exc)
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
+        if self._socket is not None:
+            self._socket.release()  # as asyncio closes the socket here: fileno() is -1 after
         protocol = self._protocol
         # As asyncio: a protocol whose connection never came up (a failed or cancelled connect)
         # gets no connection_lost without a connection_made before it.
@@ -407,22 +572,45 @@ class TcpTransport(asyncio.Transport):
         if self._closing:
             return
         self._closing = True
-        conn = self._conn
-        conn.close(self._loop.time())
-        self._layer.mark(conn)
+        self._close_socket()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(ConnectionAbortedError(errno.ECONNABORTED, "closed while connecting"))
         self._connection_lost(None)
 
     def abort(self) -> None:
-        """Reset the connection at once (RST), dropping queued data."""
+        """As asyncio's ``abort()`` on a kernel socket: drop this transport's unsent buffer and
+        close the socket, reporting ``connection_lost(None)``.
+
+        The socket's close is the kernel's: what the connection's send buffer already holds is
+        still delivered, then FIN (RFC 9293 §3.10.4). A reset goes only where Linux sends one on
+        close: data received and never read (RFC 2525 §2.17, RFC 9293 §3.10.4), or ``SO_LINGER``
+        with a zero timeout.
+        """
         self._force_close(None)
 
     def is_closing(self) -> bool:
         return self._closing
 
     def _force_close(self, exc: BaseException | None) -> None:
-        """What asyncio's sslproto calls on a fatal TLS error: reset, and report ``exc``."""
+        """asyncio's ``_force_close``, for ``abort()`` and fatal errors (sslproto calls it too):
+        drop the transport's buffer, close the socket, report ``exc``."""
+        conn = self._conn
+        if conn.state != _CLOSED:
+            conn.discard_unsent(conn.snd_buffer)
+            if not self._closing:
+                self._close_socket()
+            elif self._linger == (1, 0):
+                conn.abort(self._loop.time())
+                self._layer.transmit(conn)
+                self._layer.mark(conn)
+        self._closing = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(ConnectionAbortedError(errno.ECONNABORTED, "aborted while connecting"))
+        self._connection_lost(exc)
+
+    def reset(self, exc: BaseException | None = None) -> None:
+        """Reset the connection at once (RFC 9293 §3.10.5 ABORT: RST, queued data dropped), as
+        Linux does to the connections a listener never accepted when it closes."""
         conn = self._conn
         if conn.state != _CLOSED:
             conn.abort(self._loop.time())
@@ -430,6 +618,18 @@ class TcpTransport(asyncio.Transport):
             self._layer.mark(conn)
         self._closing = True
         self._connection_lost(exc)
+
+    def _close_socket(self) -> None:
+        """close(2) on the connection, as Linux's tcp_close: FIN after the send buffer, or RST
+        when received data is unread or ``SO_LINGER`` is on with a zero timeout."""
+        conn = self._conn
+        now = self._loop.time()
+        if self._linger == (1, 0) and conn.state != _CLOSED:
+            conn.abort(now)  # RFC 9293 §3.10.5 ABORT
+            self._layer.transmit(conn)
+        else:
+            conn.close(now)
+        self._layer.mark(conn)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._protocol  # type: ignore[no-any-return]
@@ -448,12 +648,40 @@ class TcpTransport(asyncio.Transport):
         if name == "tcp_info":
             return conn.info()
         if name == "socket":
-            return TcpSocketOptions(self)
+            if self._socket is None:
+                self._socket = TcpSocketOptions(self)
+            return self._socket
         if name == "stack":
             return self._stack
         return default
 
     # ------------------------------------------------------------------ options
+
+    def _set_buffer(self, *, receive: int | None = None, send: int | None = None) -> None:
+        """``SO_RCVBUF``/``SO_SNDBUF``: the connection's buffer, with auto-sizing off (as Linux's
+        SOCK_RCVBUF_LOCK/SOCK_SNDBUF_LOCK). A smaller receive buffer never shrinks the window
+        already offered (RFC 9293 §3.8.6.2.2: ``_window`` keeps the right edge)."""
+        conn = self._conn
+        import attrs
+
+        if receive is not None:
+            size = min(max(receive, 1024), 65535 << 14)
+            conn.config = attrs.evolve(conn.config, receive_buffer=size, receive_buffer_max=size)
+            conn.rcv_buffer = size
+        if send is not None:
+            size = max(send, 1024)
+            conn.config = attrs.evolve(conn.config, send_buffer=size, send_buffer_max=size)
+            conn.snd_buffer = size
+            if self._protocol is not None:
+                self._maybe_pause_protocol()
+                self._maybe_resume_protocol()
+        self._layer.mark(conn)
+
+    def asyncio_defaults(self) -> None:
+        """What asyncio does to every TCP socket it makes or accepts (base_events._set_nodelay):
+        ``TCP_NODELAY`` on, unless ``TcpConfig.nodelay`` says otherwise (``None``: as asyncio)."""
+        if self._conn.config.nodelay is None:
+            self._conn.nodelay = True
 
     def set_nodelay(self, nodelay: bool = True) -> None:
         """``TCP_NODELAY``: turn Nagle's algorithm off (True) or back on (False)."""
@@ -564,6 +792,7 @@ async def create_connection(
         )
     conn = stack.tcp.connect(local_ip, local_port, remote, loop.time())
     transport = TcpTransport(stack, conn, protocol)
+    transport.asyncio_defaults()
     transport._waiter = loop.create_future()
     stack.tcp.mark(conn)
     try:

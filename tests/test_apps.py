@@ -176,6 +176,61 @@ async def test_http_pipelined_requests(stacks: tuple[Stack, Stack], services: Se
     writer.close()
 
 
+async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status, *lines = head[:-4].split(b"\r\n")
+    headers = {name.strip().lower(): value.strip() for name, value in (line.split(b":", 1) for line in lines)}
+    body = await reader.readexactly(int(headers[b"content-length"]))
+    return status, headers, body
+
+
+AB_KEEP_ALIVE = b"Connection: Keep-Alive\r\nHost: t\r\nUser-Agent: ApacheBench/2.3\r\nAccept: */*\r\n\r\n"
+
+
+async def test_http10_keep_alive_as_ab_k_sends_it(
+    stacks: tuple[Stack, Stack], services: ServiceGroup
+) -> None:
+    """``ab -k``: HTTP/1.0 requests with ``Connection: Keep-Alive`` share one connection, each
+    response saying ``Connection: keep-alive`` (RFC 9112 Appendix C.2.2); one without it closes."""
+    reader, writer = await stacks[0].open_connection(SERVER, 80)
+    async with asyncio.timeout(TIMEOUT):
+        for n in (5, 70_000, 0):
+            writer.write(b"GET /bytes/%d HTTP/1.0\r\n" % n + AB_KEEP_ALIVE)
+            status, headers, body = await _read_response(reader)
+            assert status == b"HTTP/1.1 200 OK"
+            assert headers[b"connection"] == b"keep-alive"
+            assert body == pattern_bytes(n)
+        # Pipelined: a POST with a body, a HEAD, then a plain HTTP/1.0 request, which closes.
+        writer.write(
+            b"POST /sha256 HTTP/1.0\r\nContent-Length: 3\r\n" + AB_KEEP_ALIVE + b"abc"
+            b"HEAD /bytes/9 HTTP/1.0\r\n" + AB_KEEP_ALIVE + b"GET / HTTP/1.0\r\n\r\n"
+        )
+        status, headers, body = await _read_response(reader)
+        assert (status, body.strip()) == (b"HTTP/1.1 200 OK", hashlib.sha256(b"abc").hexdigest().encode())
+        assert headers[b"connection"] == b"keep-alive"
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"content-length: 9" in head.lower() and b"connection: keep-alive" in head.lower()
+        status, headers, body = await _read_response(reader)
+        assert headers[b"connection"] == b"close" and body.startswith(b"aionetstack")
+        assert await reader.read() == b""  # the server closed after the plain HTTP/1.0 request
+    writer.close()
+
+
+async def test_http10_keep_alive_error_responses_still_close_when_they_must(
+    stacks: tuple[Stack, Stack], services: ServiceGroup
+) -> None:
+    reader, writer = await stacks[0].open_connection(SERVER, 80)
+    async with asyncio.timeout(TIMEOUT):
+        writer.write(b"GET /missing HTTP/1.0\r\n" + AB_KEEP_ALIVE)
+        status, headers, _ = await _read_response(reader)
+        assert status.startswith(b"HTTP/1.1 404") and headers[b"connection"] == b"keep-alive"
+        writer.write(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n")
+        status, headers, _ = await _read_response(reader)
+        assert headers[b"connection"] == b"close"
+        assert await reader.read() == b""
+    writer.close()
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [

@@ -1,7 +1,8 @@
 """A small HTTP/1.1 server on our TCP streams, for ``aionetstack serve --http`` and the interop tests.
 
 HTTP framing is h11's job (keep-alive, ``Content-Length``, ``Connection: close``, pipelining,
-``Expect: 100-continue``); this module only routes:
+``Expect: 100-continue``), except HTTP/1.0 ``Connection: keep-alive``, which h11 does not keep and
+this module does; otherwise it only routes:
 
 - ``GET /``            200 and a short text;
 - ``GET /bytes/N``     200 and N bytes: 0, 1, ..., 255 repeated, cut at N, streamed a chunk at a
@@ -17,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, cast
 
 import h11
 
@@ -75,13 +76,28 @@ class HttpHandler:
                 if not isinstance(event, h11.Request):
                     return  # h11 yields only Request or ConnectionClosed between cycles
                 self.requests += 1
-                await self._respond(conn, event, reader, writer)
+                responder = conn
+                if _wants_http10_keep_alive(event):
+                    responder = cast(h11.Connection, _Http10KeepAlive(conn, event.method))
+                await self._respond(responder, event, reader, writer)
             except h11.RemoteProtocolError as exc:
                 # RFC 9112 §2.2: a malformed request gets 400 (h11 says which) and the connection closes.
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     status = exc.error_status_hint if 400 <= exc.error_status_hint < 600 else 400
                     await _simple(conn, writer, status, f"bad request: {exc}\n".encode(), close=True)
                 return
+            if responder is not conn:
+                # The HTTP/1.0 request was read whole (h11 calls that MUST_CLOSE for 1.0) and the
+                # response kept the connection: a new parser takes the bytes that followed.
+                if responder.our_state is not h11.DONE or conn.their_state not in (h11.DONE, h11.MUST_CLOSE):
+                    return
+                data, closed = conn.trailing_data
+                conn = h11.Connection(h11.SERVER)
+                if data:
+                    conn.receive_data(data)
+                if closed:
+                    conn.receive_data(b"")  # h11's way to say EOF
+                continue
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
@@ -120,6 +136,71 @@ class HttpHandler:
             await _stream_pattern(conn, writer, int(raw), head=method == b"HEAD")
         else:
             await _reject(conn, reader, writer, 404, b"not found\n")
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    return {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == b"connection"
+        for token in value.split(b",")
+    }
+
+
+def _wants_http10_keep_alive(request: h11.Request) -> bool:
+    """An HTTP/1.0 request asking for a persistent connection (``Connection: keep-alive``, RFC 9112
+    Appendix C.2.2), as ``ab -k`` sends. h11 does not keep HTTP/1.0 connections; we do, as
+    HTTP/1.1 servers do when the response can be delimited (ours always carry Content-Length)."""
+    if request.http_version != b"1.0":
+        return False
+    tokens = _connection_tokens(request.headers)
+    return b"keep-alive" in tokens and b"close" not in tokens
+
+
+class _Http10KeepAlive:
+    """Stands in for the h11 connection while answering one HTTP/1.0 keep-alive request.
+
+    Reading (the request body) goes to the real connection; responses are framed by a second
+    h11 connection that saw an HTTP/1.1 request of the same method, so h11 lets the connection
+    live, and each response says ``Connection: keep-alive`` (RFC 9112 Appendix C.2.2: a 1.0
+    client keeps the connection only when told so).
+    """
+
+    __slots__ = ("_reader", "_sender")
+
+    def __init__(self, reader: h11.Connection, method: bytes) -> None:
+        self._reader = reader
+        self._sender = h11.Connection(h11.SERVER)
+        self._sender.receive_data(method + b" / HTTP/1.1\r\nhost: keep-alive\r\n\r\n")
+        self._sender.next_event()  # the Request
+        self._sender.next_event()  # its (empty) EndOfMessage
+
+    def next_event(self) -> object:
+        return self._reader.next_event()
+
+    def receive_data(self, data: bytes) -> None:
+        self._reader.receive_data(data)
+
+    @property
+    def they_are_waiting_for_100_continue(self) -> bool:
+        return self._reader.they_are_waiting_for_100_continue
+
+    @property
+    def our_state(self) -> object:
+        return self._sender.our_state
+
+    @property
+    def their_state(self) -> object:
+        return self._reader.their_state
+
+    def send(self, event: h11.Event) -> bytes | None:
+        if isinstance(event, h11.Response) and b"close" not in _connection_tokens(event.headers):
+            event = h11.Response(
+                status_code=event.status_code,
+                reason=event.reason,
+                headers=[*event.headers, (b"connection", b"keep-alive")],
+            )
+        return self._sender.send(event)
 
 
 async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Event:

@@ -128,8 +128,8 @@ async def test_close_clients_and_abort_clients() -> None:
         reader, _ = await net.client.open_connection(SERVER_IP, 14)
         await settle()
         server.abort_clients()
-        with pytest.raises(ConnectionResetError):
-            await reader.read()
+        # abort() closes the socket as asyncio's does on a kernel one: FIN, not RST.
+        assert await reader.read() == b""
         server.close()
         await server.wait_closed()
         del readers
@@ -253,8 +253,8 @@ async def test_protocol_factory_that_raises_drops_only_that_connection() -> None
 
         async with await net.server.create_server(factory, SERVER_IP, 21):
             reader, writer = await net.client.open_connection(SERVER_IP, 21)
-            with pytest.raises(ConnectionResetError):
-                await reader.read()
+            # As asyncio's accept: the connection is closed (FIN), the loop hears of the error.
+            assert await reader.read() == b""
             writer.close()
             _, writer = await net.client.open_connection(SERVER_IP, 21)
             await settle()

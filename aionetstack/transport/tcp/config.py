@@ -53,7 +53,12 @@ class TcpConfig:
     window_scaling: bool = True  #: RFC 7323 §2
     timestamps: bool = True  #: RFC 7323 §3
     sack: bool = True  #: RFC 2018
-    nodelay: bool = False  #: TCP_NODELAY: turn Nagle's algorithm (RFC 896) off
+    #: TCP_NODELAY: True turns Nagle's algorithm (RFC 896) off, False keeps it. None (the default):
+    #: as the API used — off on connections made or accepted through the asyncio-shaped calls
+    #: (``create_connection``/``create_server``/``open_connection``/``start_server``, the drop-in
+    #: loop), as asyncio sets TCP_NODELAY on every TCP socket; on for a bare ``TcpConnection``,
+    #: as on a fresh kernel socket.
+    nodelay: bool | None = None
     keepalive: bool = False
     keepalive_idle: float = 7200.0  #: RFC 1122 §4.2.3.6: at least two hours by default
     keepalive_interval: float = 75.0

@@ -272,7 +272,7 @@ class TcpConnection:
         self.last_ack_sent = 0
         self.last_oow_ack_at = -1.0
         self.syn_options = b""
-        self.nodelay = config.nodelay
+        self.nodelay = bool(config.nodelay)  # None: Nagle on, as a fresh kernel socket
         self.sbuf = bytearray()
         self.sbuf_off = 0
         self.sbuf_seq = iss + 1
@@ -557,13 +557,55 @@ class TcpConnection:
             self.stats["segments_sent"] += 1
         self._terminate(None)
 
-    def take_received(self) -> bytes:
-        """All in-order data received so far, and the window it frees (RFC 9293 §3.8.6.2.2)."""
+    def discard_unsent(self, keep: int) -> int:
+        """Forget queued data past the first ``keep`` unacknowledged bytes, never what was already
+        sent; a queued FIN moves to the new end. Returns how many bytes went.
+
+        What an ``abort()`` of asyncio's socket transport does to its own buffer: the bytes the
+        application wrote beyond what the (kernel) send buffer took never reach the wire.
+        """
+        sent_end = self.snd_max if self.snd_max < self.snd_end else self.snd_end
+        new_end = self.sbuf_seq + keep
+        if new_end < sent_end:
+            new_end = sent_end
+        drop = self.snd_end - new_end
+        if drop <= 0:
+            return 0
+        cut = len(self.sbuf) - drop
+        try:
+            del self.sbuf[cut:]
+        except BufferError:
+            # A segment not yet transmitted views the buffer: keep the head in a new one.
+            self.sbuf = bytearray(memoryview(self.sbuf)[self.sbuf_off : cut])
+            self.sbuf_off = 0
+        return drop
+
+    def take_received(self, limit: int | None = None) -> bytes:
+        """In-order data received so far (at most ``limit`` bytes of it), and the window it frees
+        (RFC 9293 §3.8.6.2.2). What is left stays queued and still counts against the window."""
         chunks = self.received
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        taken = self.received_bytes
-        self.received_bytes = 0
+        if limit is None or self.received_bytes <= limit:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            taken = self.received_bytes
+        else:
+            # Whole segments up to the limit: one join, as for everything; a segment larger than
+            # the limit (a jumbo MTU) is cut, its tail left at the head of the queue.
+            taken = count = 0
+            for chunk in chunks:
+                if taken + len(chunk) > limit:
+                    break
+                taken += len(chunk)
+                count += 1
+            if count == 0:
+                head = chunks[0]
+                data = head[:limit]
+                chunks[0] = head[limit:]
+                taken = limit
+            else:
+                data = chunks[0] if count == 1 else b"".join(chunks[:count])
+                del chunks[:count]
+        self.received_bytes -= taken
         if self.rcv_buffer < self.config.receive_buffer_max:
             self._rcv_space_adjust(taken)
         self._maybe_window_update()
@@ -1121,7 +1163,7 @@ class TcpConnection:
         (RFC 9293 §3.8.6.2.2). The application reads what just arrived: its clock is the arrival.
         """
         now = self.last_received_at
-        copied_seq = self.rcv_nxt
+        copied_seq = self.rcv_nxt - self.received_bytes  # what the application has taken
         space = self.rcvq_space
         if space == 0:
             # Linux's tcp_init_buffer_space: start from an initial window's worth.

@@ -160,7 +160,7 @@ class TcpListener:
     def established(self, transport: TcpTransport) -> None:
         self.half_open.discard(transport)
         if not self.accepting:
-            transport.abort()
+            transport.reset()  # as Linux: a child of a closed listener is reset
             return
         self.accept_queue.append(transport)
         self.server._accept_ready(self)
@@ -173,6 +173,6 @@ class TcpListener:
         self.accepting = False
         self.layer.listeners.pop((self.address, self.port), None)
         for transport in list(self.half_open) + list(self.accept_queue):
-            transport.abort()
+            transport.reset()
         self.half_open.clear()
         self.accept_queue.clear()
