@@ -133,6 +133,12 @@ def _add_link_options(parser: argparse.ArgumentParser) -> None:
         "--mtu", type=_arg(_mtu), metavar="N", help="set the device MTU (default: keep the device's)"
     )
     group.add_argument("--gateway", type=_arg(parse_ip), metavar="IP", help="default route via this router")
+    group.add_argument(
+        "--no-offload",
+        dest="offload",
+        action="store_false",
+        help="open the device without IFF_VNET_HDR: no segmentation or checksum offload",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,6 +312,7 @@ async def _serve(args: argparse.Namespace) -> int:
             mtu=args.mtu,
             gateway=str(args.gateway) if args.gateway else None,
             pcap=args.pcap,
+            offload=args.offload,
         )
         group = ServiceGroup(stack)
         try:
@@ -328,6 +335,7 @@ async def _serve(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+            print(f"{PROG}: {_offload_line(iface.link)}", file=sys.stderr, flush=True)
             print("ready", flush=True)
             await stop.wait()
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -335,6 +343,17 @@ async def _serve(args: argparse.Namespace) -> int:
         finally:
             await group.close(grace=args.grace)
     return EXIT_OK
+
+
+def _offload_line(link: object) -> str:
+    """What the device offloads, and what the kernel refused (one ioctl error each)."""
+    tap = getattr(link, "inner", link)
+    offloads = ", ".join(getattr(tap, "offloads", ())) or "none"
+    refused = getattr(tap, "offload_refusals", [])
+    line = f"offloads: {offloads}"
+    if refused:
+        line += f"; refused ({len(refused)}): " + "; ".join(refused)
+    return line
 
 
 async def _nc(args: argparse.Namespace) -> int:
@@ -351,6 +370,7 @@ async def _nc(args: argparse.Namespace) -> int:
             mac=args.mac,
             mtu=args.mtu,
             gateway=str(args.gateway) if args.gateway else None,
+            offload=args.offload,
         )
         stdin = sys.stdin.fileno()
         source = stdin_chunks(stdin, MAX_DATAGRAM if args.udp else 1 << 18)

@@ -418,6 +418,7 @@ class Stack:
         ip = self.ip
         handler = ip.ethernet_input if link.kind is LinkKind.ETHERNET else None
         counters = self.counters
+        iface.rx_checksum_valid = getattr(frames, "checksum_valid", False)
         self.tcp.batch_begin()
         for frame in frames:
             try:
@@ -431,6 +432,7 @@ class Stack:
             except Exception:  # never let one frame stop the stack (DESIGN.md: bad input)
                 counters["dropped.internal-error"] += 1
                 logger.exception("aionetstack %s: internal error on a received frame", self.name)
+        iface.rx_checksum_valid = False
         self.tcp.batch_end()
 
     # ------------------------------------------------------------------ output

@@ -81,11 +81,13 @@ def attach_tap(
     mtu: int | None = None,
     gateway: str | None = None,
     pcap: str | os.PathLike[str] | None = None,
+    offload: bool = True,
 ) -> Interface:
     """Open (or create) TAP device ``ifname``, bring it up and make it a NIC of ``stack`` owning ``address``.
 
     The kernel's end of the device is another host on the segment. With ``pcap`` every frame both
-    ways is recorded there. ``gateway`` becomes the default route. Raises PermissionError (naming
+    ways is recorded there. ``gateway`` becomes the default route. ``offload`` opens the device with
+    the kernel's segmentation and checksum offloads (IFF_VNET_HDR), falling back where refused. Raises PermissionError (naming
     CAP_NET_ADMIN) without the privilege and ValueError for a bad argument, before any change.
     """
     interface = parse_interface(address)
@@ -95,7 +97,7 @@ def attach_tap(
             raise ValueError(f"gateway {gw} is not on {interface.network}")
     if mtu is not None:
         parse_mtu(mtu)
-    tap = TapLink(ifname, create=True, mtu=mtu, mac=mac)
+    tap = TapLink(ifname, create=True, mtu=mtu, mac=mac, offload=offload)
     link: LinkEndpoint = tap
     try:
         if pcap is not None:

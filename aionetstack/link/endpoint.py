@@ -18,7 +18,15 @@ from typing import Protocol
 
 from aionetstack.wire import Buffer
 
-__all__ = ["LinkCapabilities", "LinkEndpoint", "LinkKind", "LinkWrapper", "NetworkDispatcher"]
+__all__ = [
+    "FrameBatch",
+    "LinkCapabilities",
+    "LinkEndpoint",
+    "LinkKind",
+    "LinkWrapper",
+    "NetworkDispatcher",
+    "OffloadFrame",
+]
 
 
 class LinkKind(enum.Enum):
@@ -35,6 +43,41 @@ class LinkCapabilities(enum.Flag):
     #: Frames on this medium are never corrupted (an in-memory wire, Linux loopback/veth):
     #: the stack neither computes nor verifies IPv4/ICMP/UDP/TCP checksums on it.
     CHECKSUM_OFFLOAD = enum.auto()
+    #: The link takes :class:`OffloadFrame`: one TCP segment of up to ``gso_max_size`` bytes
+    #: with a partial checksum, which the device cuts into wire segments of ``segment_size``
+    #: payload bytes and checksums (TSO/GSO, as a virtio-net device or a TAP with
+    #: ``IFF_VNET_HDR`` does). ``mtu`` stays the wire's: MSS and path MTU never change.
+    SEGMENTATION_OFFLOAD = enum.auto()
+
+
+class OffloadFrame(bytearray):
+    """A frame the device finishes: a partial transport checksum and, when ``segment_size`` is
+    not 0, a TCP super-segment to be cut into wire segments of ``segment_size`` payload bytes.
+
+    The transport checksum field holds the pseudo-header sum (folded, not complemented) over the
+    whole length, as Linux's TSO expects; ``csum_start`` is where the transport header starts
+    in the frame and ``csum_offset`` where its checksum field is from there (virtio 1.1
+    §5.1.6.2). Only a link with ``SEGMENTATION_OFFLOAD`` is ever handed one.
+    """
+
+    __slots__ = ("csum_offset", "csum_start", "header_length", "segment_size")
+
+    segment_size: int  #: payload bytes per wire segment (the gso_size); 0: do not segment
+    header_length: int  #: link + IP + TCP header bytes, repeated in front of every wire segment
+    csum_start: int
+    csum_offset: int
+
+
+class FrameBatch(list):  # type: ignore[type-arg]
+    """A batch of received frames whose transport checksums the device already vouched for
+    (virtio ``DATA_VALID``, or ``NEEDS_CSUM``: written by the host's own stack, not yet summed);
+    the stack does not verify them again. Plain lists carry no such promise."""
+
+    __slots__ = ("checksum_valid",)
+
+    def __init__(self, frames: list[Buffer], checksum_valid: bool) -> None:
+        super().__init__(frames)
+        self.checksum_valid = checksum_valid
 
 
 class NetworkDispatcher(Protocol):
@@ -58,6 +101,8 @@ class LinkEndpoint:
     mac: bytes
     kind: LinkKind = LinkKind.ETHERNET
     capabilities: LinkCapabilities = LinkCapabilities.NONE
+    #: With SEGMENTATION_OFFLOAD: the largest frame (IP packet and headers) the device segments.
+    gso_max_size: int = 0
 
     def __init__(self) -> None:
         self.dispatcher: NetworkDispatcher | None = None
@@ -81,6 +126,13 @@ class LinkEndpoint:
         if caps is LinkCapabilities.NONE:
             return False
         return bool(caps & LinkCapabilities.CHECKSUM_OFFLOAD)
+
+    @property
+    def segmentation_offload(self) -> bool:
+        caps = self.capabilities
+        if caps is LinkCapabilities.NONE or caps is LinkCapabilities.CHECKSUM_OFFLOAD:
+            return False
+        return bool(caps & LinkCapabilities.SEGMENTATION_OFFLOAD)
 
     @property
     def writable(self) -> bool:
@@ -140,7 +192,16 @@ class LinkWrapper(LinkEndpoint):
 
     @property
     def capabilities(self) -> LinkCapabilities:  # type: ignore[override]
-        return self.inner.capabilities
+        # A wrapper sees frames as byte strings: it cannot cut an OffloadFrame, so it does not
+        # offer segmentation unless it says it can (PcapLink does).
+        caps = self.inner.capabilities
+        if caps is LinkCapabilities.NONE or caps is LinkCapabilities.CHECKSUM_OFFLOAD:
+            return caps
+        return caps & ~LinkCapabilities.SEGMENTATION_OFFLOAD
+
+    @property
+    def gso_max_size(self) -> int:  # type: ignore[override]
+        return self.inner.gso_max_size if self.segmentation_offload else 0
 
     @property
     def writable(self) -> bool:

@@ -8,6 +8,12 @@ On a link with checksum offload the stack leaves checksums zero (or stale), whic
 would flag on every packet. The copy written to the file gets correct IPv4, ICMP, UDP and TCP
 checksums, as a NIC's offload engine would have put on the wire; the frames that travel on are
 never touched.
+
+Over a link with segmentation offload (a TAP with ``IFF_VNET_HDR``) the file shows what the
+wire carries, not what the stack handed the device: a TCP super-segment written down is cut
+into the wire segments the kernel makes of it (same size, sequence numbers, IP IDs, PSH and FIN
+on the last), and a large segment the kernel coalesced for us is cut at the link MTU, each
+with correct checksums.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import BinaryIO
 
 from aionetstack import _validate
 from aionetstack.errors import MalformedPacket
-from aionetstack.link.endpoint import LinkEndpoint, LinkKind, LinkWrapper
+from aionetstack.link.endpoint import FrameBatch, LinkCapabilities, LinkEndpoint, LinkKind, LinkWrapper, OffloadFrame
 from aionetstack.wire import Buffer
 from aionetstack.wire.checksum import internet_checksum, transport_checksum
 from aionetstack.wire.ethernet import ETHERNET_HEADER_LENGTH, ETHERTYPE_IPV4, parse_ethernet
@@ -41,6 +47,51 @@ _RECORD_HEADER = struct.Struct("=IIII")
 _ICMP_CHECKSUM_AT, _ICMP_MIN = 2, 4
 _UDP_CHECKSUM_AT, _UDP_MIN = 6, 8
 _TCP_CHECKSUM_AT, _TCP_MIN = 16, 20
+_TCP_SEQ = struct.Struct("!I")
+
+
+def split_segment(frame: Buffer, ip_offset: int, segment_size: int) -> list[Buffer]:
+    """The wire segments a TSO engine cuts a TCP super-segment into, with correct checksums.
+
+    Each carries the headers of ``frame`` with its own IPv4 total length and ID (counting up),
+    TCP sequence number (advancing by the payload before it) and PSH/FIN only on the last
+    (as Linux's tcp_gso_segment). A frame that is not an unfragmented IPv4/TCP datagram longer
+    than one segment comes back alone, checksums filled.
+    """
+    try:
+        ip = parse_ipv4(frame, ip_offset, verify_checksum=False)
+    except MalformedPacket:
+        return [frame]
+    start, end = ip.payload_offset, ip.payload_end
+    if ip.protocol != PROTO_TCP or ip.is_fragment or end - start < _TCP_MIN or segment_size <= 0:
+        return [fill_checksums(frame, ip_offset)]
+    tcp_header_length = (frame[start + 12] >> 4) * 4
+    payload_at = start + tcp_header_length
+    if payload_at > end or end - payload_at <= segment_size:
+        return [fill_checksums(frame, ip_offset)]
+    head = bytes(frame[:payload_at])
+    seq = _TCP_SEQ.unpack_from(head, start)[0]
+    flags = head[start + 13]
+    ident = int.from_bytes(head[ip_offset + 4 : ip_offset + 6], "big")
+    view = memoryview(frame)
+    out: list[Buffer] = []
+    position = payload_at
+    index = 0
+    while position < end:
+        piece = view[position : min(position + segment_size, end)]
+        last = position + len(piece) >= end
+        buf = bytearray(head)
+        buf += piece
+        buf[ip_offset + 2 : ip_offset + 4] = (len(buf) - ip_offset).to_bytes(2, "big")
+        buf[ip_offset + 4 : ip_offset + 6] = ((ident + index) & 0xFFFF).to_bytes(2, "big")
+        _TCP_SEQ.pack_into(buf, start + 4, (seq + position - payload_at) & 0xFFFFFFFF)
+        buf[start + 13] = flags if last else flags & ~0x09  # PSH 0x08, FIN 0x01
+        with memoryview(buf) as bview:
+            _fill(buf, bview, ip_offset, parse_ipv4(buf, ip_offset, verify_checksum=False))
+        out.append(buf)
+        position += len(piece)
+        index += 1
+    return out
 
 
 def fill_checksums(frame: Buffer, ip_offset: int) -> Buffer:
@@ -141,6 +192,14 @@ class PcapLink(LinkWrapper):
     def name(self) -> str:
         return f"pcap({self.inner.name})"
 
+    @property
+    def capabilities(self) -> LinkCapabilities:  # type: ignore[override]
+        return self.inner.capabilities  # we cut super-segments for the file (see the docstring)
+
+    @property
+    def gso_max_size(self) -> int:  # type: ignore[override]
+        return self.inner.gso_max_size
+
     # -- frames down -----------------------------------------------------------------------
 
     def write(self, frames: Sequence[Buffer]) -> None:
@@ -170,17 +229,44 @@ class PcapLink(LinkWrapper):
         snaplen = self.snaplen
         offload = self.inner.checksum_offload
         ethernet = self.inner.kind is LinkKind.ETHERNET
+        # Received frames the device vouched for may hold partial checksums and exceed the MTU.
+        received_offload = type(frames) is FrameBatch and frames.checksum_valid
         pack = _RECORD_HEADER.pack
         parts: list[Buffer] = []
+        written = 0
         for frame in frames:
-            if offload:
-                frame = self._with_checksums(frame, ethernet)
-            length = len(frame)
-            kept = min(length, snaplen)
-            parts.append(pack(seconds & 0xFFFFFFFF, fraction, kept, length))
-            parts.append(frame if kept == length else memoryview(frame)[:kept])
-        self.frames_written += len(frames)
+            if type(frame) is OffloadFrame or received_offload:
+                wire = self._wire_frames(frame, ethernet)
+            elif offload:
+                wire = [self._with_checksums(frame, ethernet)]
+            else:
+                wire = [frame]
+            for frame in wire:
+                length = len(frame)
+                kept = min(length, snaplen)
+                parts.append(pack(seconds & 0xFFFFFFFF, fraction, kept, length))
+                parts.append(frame if kept == length else memoryview(frame)[:kept])
+            written += len(wire)
+        self.frames_written += written
         self._write_bytes(b"".join(parts))
+
+    def _wire_frames(self, frame: Buffer, ethernet: bool) -> list[Buffer]:
+        """What the wire carries for an offloaded frame: cut to segments, checksums filled."""
+        ip_offset = ETHERNET_HEADER_LENGTH if ethernet else 0
+        try:
+            if ethernet and (len(frame) < ETHERNET_HEADER_LENGTH or parse_ethernet(frame)[2] != ETHERTYPE_IPV4):
+                return [frame]
+            if type(frame) is OffloadFrame:
+                size = frame.segment_size
+            else:
+                # A segment the kernel coalesced (TSO/GRO): cut at what our MTU lets through.
+                ip_hl = (frame[ip_offset] & 0x0F) * 4
+                at = ip_offset + ip_hl + 12
+                tcp_hl = (frame[at] >> 4) * 4 if len(frame) > at else 20
+                size = self.inner.mtu - ip_hl - tcp_hl
+            return split_segment(frame, ip_offset, size)
+        except (MalformedPacket, ValueError, IndexError, struct.error):
+            return [frame]
 
     @staticmethod
     def _with_checksums(frame: Buffer, ethernet: bool) -> Buffer:

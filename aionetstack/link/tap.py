@@ -5,6 +5,13 @@ device is *another host* on that Ethernet segment. So ``link.mac`` is the stack'
 address, not the MAC the kernel shows for the device, and the kernel answers ARP for the
 addresses configured on its side while the stack answers for its own.
 
+With ``offload=True`` the device is opened with ``IFF_VNET_HDR`` (a virtio-net header before
+every frame, both ways) and ``TUNSETOFFLOAD`` (checksum and TCPv4 segmentation offload). Then
+the stack writes TCP super-segments of up to 64 KB with a partial checksum, which the kernel
+cuts to the wire MTU (GSO), and reads the kernel's large segments (TSO/GRO) whose checksums
+the kernel vouches for (``DATA_VALID``, or ``NEEDS_CSUM`` for what its own stack wrote) without
+summing them again. What the kernel refuses is left off and said in ``offload_refused``.
+
 The device is opened non-blocking and read from the event loop (``loop.add_reader``). Every
 wake-up drains what is ready — up to :data:`READ_BATCH` frames — and hands them to the
 dispatcher as one batch, so the per-frame cost is one ``os.read`` and one list append.
@@ -28,7 +35,14 @@ from typing import ClassVar, Self
 import attrs
 
 from aionetstack import _validate
-from aionetstack.link.endpoint import LinkCapabilities, LinkEndpoint, LinkKind, NetworkDispatcher
+from aionetstack.link.endpoint import (
+    FrameBatch,
+    LinkCapabilities,
+    LinkEndpoint,
+    LinkKind,
+    NetworkDispatcher,
+    OffloadFrame,
+)
 from aionetstack.wire import Buffer
 
 __all__ = [
@@ -49,8 +63,8 @@ __all__ = [
 TUN_DEVICE_PATH = "/dev/net/tun"
 #: Most frames handed to the dispatcher per wake-up, so one busy device cannot starve the loop.
 READ_BATCH = 256
-#: Read size: the largest IP packet plus room for an Ethernet header and VLAN tags.
-_READ_SIZE = 65536 + 64
+#: Read size: the largest IP packet plus room for an Ethernet header, VLAN tags and a virtio-net header.
+_READ_SIZE = 65536 + 64 + 16
 IFNAMSIZ = 16  # includes the terminating NUL: names are at most 15 characters
 
 # <linux/if_tun.h>
@@ -59,6 +73,24 @@ _IFF_TUN = 0x0001
 _IFF_TAP = 0x0002
 _IFF_MULTI_QUEUE = 0x0100
 _IFF_NO_PI = 0x1000
+_IFF_VNET_HDR = 0x4000
+_TUNSETOFFLOAD = 0x400454D0
+_TUNSETVNETHDRSZ = 0x400454D8
+TUN_F_CSUM = 0x01  #: the reader takes frames with a partial checksum
+TUN_F_TSO4 = 0x02  #: ... and TCPv4 segments larger than the MTU
+TUN_F_TSO6 = 0x04
+TUN_F_USO4 = 0x20
+# <linux/virtio_net.h>: struct virtio_net_hdr, in the host's byte order on a TUN/TAP device
+# (little-endian here; TUNSETVNETLE/BE only matter for a guest of the other order).
+_VNET_HDR = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+VNET_HDR_LEN = _VNET_HDR.size  # 10
+_VNET_F_NEEDS_CSUM = 1
+_VNET_F_DATA_VALID = 2
+_VNET_GSO_NONE = 0
+_VNET_GSO_TCPV4 = 1
+_VNET_ZERO = bytes(VNET_HDR_LEN)
+#: The largest IPv4 datagram, so the largest super-segment the stack hands a device.
+_GSO_MAX_SIZE = 65535
 # <linux/sockios.h>, <linux/if.h>
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -84,6 +116,14 @@ class LinkStats:
     write_errors: int = 0
     #: Frames written after ``close()``, or still queued when it was called.
     dropped: int = 0
+    #: With offloads: super-segments written (and the wire segments the kernel cuts them into),
+    #: frames whose checksum the kernel vouched for, large segments the kernel coalesced for us.
+    gso_frames_out: int = 0
+    gso_segments_out: int = 0
+    checksum_trusted_in: int = 0
+    gso_frames_in: int = 0
+    #: Offloads asked for and refused by the kernel or the device (an ioctl error each).
+    offload_refused: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,6 +277,34 @@ def _open_tun(name: str, flags: int, create: bool) -> int:
     return fd
 
 
+def _negotiate_offloads(fd: int) -> tuple[int, list[str]]:
+    """TUNSETVNETHDRSZ and TUNSETOFFLOAD on an fd opened with IFF_VNET_HDR.
+
+    Returns the TUN_F_* flags the kernel accepted (-1 when even the header size was refused, so
+    the fd cannot be used with a virtio-net header) and one line per refusal. Each wider set is
+    tried first and narrowed on EINVAL, as QEMU and tun-rs do: TSO4 needs CSUM, USO4 is a 6.2+
+    kernel's.
+    """
+    refused: list[str] = []
+    try:
+        # Per device, not per fd: another opener may have left it at 12 (mergeable buffers).
+        fcntl.ioctl(fd, _TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+    except OSError as exc:
+        return -1, [f"TUNSETVNETHDRSZ {VNET_HDR_LEN}: {os.strerror(exc.errno or 0)}"]
+    # TSO6 only once the stack speaks IPv6; USO4 would make the kernel hand us UDP super-datagrams.
+    for flags, what in (
+        (TUN_F_CSUM | TUN_F_TSO4, "TUN_F_CSUM|TUN_F_TSO4"),
+        (TUN_F_CSUM, "TUN_F_CSUM"),
+    ):
+        try:
+            fcntl.ioctl(fd, _TUNSETOFFLOAD, flags)
+        except OSError as exc:
+            refused.append(f"TUNSETOFFLOAD {what}: {os.strerror(exc.errno or 0)}")
+            continue
+        return flags, refused
+    return 0, refused
+
+
 # ---------------------------------------------------------------------------------------------
 # the links
 
@@ -244,9 +312,11 @@ def _open_tun(name: str, flags: int, create: bool) -> int:
 class TunTapLink(LinkEndpoint):
     """What :class:`TapLink` and :class:`TunLink` share: a non-blocking TUN/TAP fd on the loop.
 
-    Checksums are always computed and verified (``capabilities`` is NONE): no virtio-net header
-    is negotiated (no ``IFF_VNET_HDR``), so nothing tells either side that a checksum is
-    already valid, and the kernel drops what fails its checks.
+    Without ``offload`` checksums are always computed and verified (``capabilities`` is NONE):
+    no virtio-net header is negotiated, so nothing tells either side that a checksum is already
+    valid. With ``offload`` (and a kernel that agrees) the link offers SEGMENTATION_OFFLOAD (see
+    the module docstring); ``offloads`` names what the kernel accepted and
+    ``offload_refusals`` what it did not.
     """
 
     _IFF_KIND: ClassVar[int] = _IFF_TAP
@@ -261,12 +331,31 @@ class TunTapLink(LinkEndpoint):
         mtu: int | None = None,
         up: bool = True,
         multi_queue: bool = False,
+        offload: bool = False,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if mtu is not None:
             _validate.mtu("mtu", mtu)
+        _validate.instance("offload", offload, bool)
         flags = self._IFF_KIND | _IFF_NO_PI | (_IFF_MULTI_QUEUE if multi_queue else 0)
-        fd = _open_tun(name, flags, create)
+        tun_flags, refusals = -1, []
+        if offload:
+            try:
+                fd = _open_tun(name, flags | _IFF_VNET_HDR, create)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                # A kernel (or a device left by another opener) without virtio-net headers.
+                refusals.append(f"IFF_VNET_HDR: {os.strerror(exc.errno)}")
+                fd = _open_tun(name, flags, create)
+            else:
+                tun_flags, more = _negotiate_offloads(fd)
+                refusals += more
+                if tun_flags < 0:
+                    os.close(fd)
+                    fd = _open_tun(name, flags, create)
+        else:
+            fd = _open_tun(name, flags, create)
         try:
             if mtu is not None:
                 set_mtu(name, mtu)
@@ -278,6 +367,24 @@ class TunTapLink(LinkEndpoint):
             os.close(fd)
             raise
         self._setup(fd, name, mtu, multi_queue, loop)
+        self._set_offloads(tun_flags, refusals)
+
+    def _set_offloads(self, tun_flags: int, refusals: list[str]) -> None:
+        self.offload_refusals = refusals
+        self.stats.offload_refused = len(refusals)
+        self._vnet = tun_flags >= 0
+        if not self._vnet:
+            return
+        # Whatever TUNSETOFFLOAD said, the kernel takes GSO frames and partial checksums from a
+        # virtio-net header (that is the writer's side); the flags only say what it hands us.
+        self.capabilities = LinkCapabilities.SEGMENTATION_OFFLOAD
+        self.gso_max_size = _GSO_MAX_SIZE
+        names = ["vnet-hdr", "tx-gso-tcpv4", "tx-csum"]
+        if tun_flags & TUN_F_CSUM:
+            names.append("rx-csum")
+        if tun_flags & TUN_F_TSO4:
+            names.append("rx-tso4")
+        self.offloads = tuple(names)
 
     def _setup(
         self, fd: int, name: str, mtu: int, multi_queue: bool, loop: asyncio.AbstractEventLoop | None
@@ -294,6 +401,9 @@ class TunTapLink(LinkEndpoint):
         self._reading = False  # a reader callback is registered on _attached_loop
         self._paused = False
         self._pending: deque[Buffer] = deque()  # frames the device would not take yet
+        self._vnet = False  # a virtio-net header precedes every frame, both ways
+        self.offloads: tuple[str, ...] = ()
+        self.offload_refusals: list[str] = []
 
     @classmethod
     def from_fd(
@@ -439,16 +549,66 @@ class TunTapLink(LinkEndpoint):
         stats.frames_in += len(frames)
         stats.bytes_in += sum(map(len, frames))
         dispatcher = self.dispatcher
-        if dispatcher is not None:
+        if self._vnet:
+            self._deliver_vnet(frames)
+        elif dispatcher is not None:
             dispatcher.deliver_frames(self, frames)
 
+    def _deliver_vnet(self, frames: list[bytes]) -> None:
+        """Strip the virtio-net headers; hand up runs of frames by whether the kernel vouched
+        for their checksums (order kept: one run after another)."""
+        stats = self.stats
+        run: list[Buffer] = []
+        run_valid = False
+        runs: list[FrameBatch] = []
+        for frame in frames:
+            if len(frame) <= VNET_HDR_LEN:
+                stats.read_errors += 1
+                continue
+            # virtio 1.1 §5.1.6.4: NEEDS_CSUM means the sum is not done yet (the host's own stack
+            # wrote it); DATA_VALID that the host checked it. Neither needs checking here.
+            valid = bool(frame[0] & (_VNET_F_NEEDS_CSUM | _VNET_F_DATA_VALID))
+            if valid is not run_valid and run:
+                runs.append(FrameBatch(run, run_valid))
+                run = []
+            run_valid = valid
+            if frame[1]:  # gso_type: a segment the kernel did not cut to our MTU
+                stats.gso_frames_in += 1
+            run.append(frame[VNET_HDR_LEN:])
+        if run:
+            runs.append(FrameBatch(run, run_valid))
+        for batch in runs:
+            if batch.checksum_valid:
+                stats.checksum_trusted_in += len(batch)
+            dispatcher = self.dispatcher
+            if dispatcher is not None:
+                dispatcher.deliver_frames(self, batch)
+
     # -- writing ------------------------------------------------------------------------------
+
+    def _vnet_header(self, frame: Buffer) -> bytes:
+        if type(frame) is not OffloadFrame:
+            return _VNET_ZERO
+        size = frame.segment_size
+        if size and len(frame) - frame.header_length > size:
+            stats = self.stats
+            stats.gso_frames_out += 1
+            stats.gso_segments_out += -(-(len(frame) - frame.header_length) // size)
+            gso_type = _VNET_GSO_TCPV4
+        else:
+            size, gso_type = 0, _VNET_GSO_NONE
+        return _VNET_HDR.pack(
+            _VNET_F_NEEDS_CSUM, gso_type, frame.header_length, size, frame.csum_start, frame.csum_offset
+        )
 
     def _write_one(self, frame: Buffer) -> bool:
         """Write one frame; False if the device is full and the frame must wait."""
         while True:
             try:
-                written = os.write(self._fd, frame)
+                if self._vnet:
+                    written = os.writev(self._fd, (self._vnet_header(frame), frame)) - VNET_HDR_LEN
+                else:
+                    written = os.write(self._fd, frame)
             except BlockingIOError:
                 return False
             except InterruptedError:
@@ -511,10 +671,13 @@ class TapLink(TunTapLink):
         mac: bytes | None = None,
         up: bool = True,
         multi_queue: bool = False,
+        offload: bool = False,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         _check_mac(mac)
-        super().__init__(name, create=create, mtu=mtu, up=up, multi_queue=multi_queue, loop=loop)
+        super().__init__(
+            name, create=create, mtu=mtu, up=up, multi_queue=multi_queue, offload=offload, loop=loop
+        )
         self._set_mac(mac)
 
     def _set_mac(self, mac: bytes | None) -> None:
@@ -540,6 +703,9 @@ class TunLink(TunTapLink):
         mtu: int | None = None,
         up: bool = True,
         multi_queue: bool = False,
+        offload: bool = False,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        super().__init__(name, create=create, mtu=mtu, up=up, multi_queue=multi_queue, loop=loop)
+        super().__init__(
+            name, create=create, mtu=mtu, up=up, multi_queue=multi_queue, offload=offload, loop=loop
+        )

@@ -72,7 +72,8 @@ class IcmpLayer:
     def message_input(
         self, iface: Interface, header: Ipv4Header, buf: Buffer, start: int, end: int, ip_offset: int
     ) -> None:
-        message = parse_icmp(buf, start, end, verify_checksum=not iface.link.checksum_offload)
+        trusted = iface.rx_checksum_valid or iface.link.checksum_offload
+        message = parse_icmp(buf, start, end, verify_checksum=not trusted)
         counters = self.counters
         counters["icmp.received"] += 1
         if message.type == ICMP_ECHO_REQUEST:

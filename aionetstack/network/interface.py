@@ -23,7 +23,7 @@ class Interface:
     with :meth:`add_address`, which keeps the packed sets the per-packet checks use.
     """
 
-    __slots__ = ("addresses", "broadcasts", "index", "link", "name", "neighbours", "own")
+    __slots__ = ("addresses", "broadcasts", "index", "link", "name", "neighbours", "own", "rx_checksum_valid")
 
     def __init__(self, name: str, index: int, link: LinkEndpoint) -> None:
         self.name = name
@@ -34,6 +34,9 @@ class Interface:
         self.own: set[bytes] = set()
         self.broadcasts: set[bytes] = {b"\xff\xff\xff\xff"}  # the limited broadcast (RFC 919)
         self.neighbours: NeighbourCache = None  # type: ignore[assignment]  # set by the stack on Ethernet links
+        #: While the stack handles a received batch: the device vouched for its transport
+        #: checksums (a FrameBatch from a TAP with IFF_VNET_HDR), so they are not summed again.
+        self.rx_checksum_valid = False
 
     def add_address(self, address: ipaddress.IPv4Interface) -> None:
         self.addresses.append(address)

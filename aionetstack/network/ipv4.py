@@ -15,7 +15,7 @@ import struct
 from typing import TYPE_CHECKING, Protocol
 
 from aionetstack.errors import MalformedPacket
-from aionetstack.link.endpoint import LinkKind
+from aionetstack.link.endpoint import LinkKind, OffloadFrame
 from aionetstack.network.neighbour import NeighbourCache, ResolveAction
 from aionetstack.network.reassembly import Reassembler
 from aionetstack.wire import Buffer
@@ -239,6 +239,12 @@ class Ipv4Layer:
             return
         packet = bytearray(buf[offset : header.payload_end])
         packet[8] = header.ttl - 1
+        if iface.rx_checksum_valid and header.protocol in (PROTO_TCP, PROTO_UDP):
+            # A TAP's NEEDS_CSUM datagram still holds a partial checksum: finish it, as a
+            # router's NIC would before the wire (virtio 1.1 §5.1.6.4).
+            from aionetstack.link.pcap import fill_checksums
+
+            packet = bytearray(fill_checksums(packet, 0))
         set_ipv4_checksum(packet, 0, header.header_length)
         mtu = out.link.mtu
         if len(packet) <= mtu:
@@ -391,6 +397,67 @@ class Ipv4Layer:
             checksum = ~s & 0xFFFF
         return _IP_HEADER.pack(0x45, tos, total, ident, flags, ttl, protocol, checksum, source, destination)
 
+    def output_offload(
+        self,
+        source: bytes,
+        destination: bytes,
+        protocol: int,
+        parts: list[Buffer],
+        length: int,
+        transport_header_length: int,
+        checksum_offset: int,
+        segment_size: int,
+        segments: int,
+        path: tuple[Interface, bytes],
+        dont_fragment: bool,
+    ) -> bool:
+        """Hand a link with SEGMENTATION_OFFLOAD one datagram for the device to finish: its
+        transport checksum (partial) and, with ``segment_size``, its cutting into ``segments``
+        wire datagrams of that much payload each (TSO). Returns False, sending nothing, while
+        the next hop's MAC is unknown: the caller then sends the segments one by one (they wait
+        for ARP in the neighbour queue as any datagram does)."""
+        iface, next_hop = path
+        link = iface.link
+        if link.kind is LinkKind.ETHERNET:
+            mac = self._resolve(iface, next_hop, destination)
+            if mac is None:
+                return False
+            head: tuple[Buffer, ...] = (_ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV4),)
+            l2 = ETHERNET_HEADER_LENGTH
+        else:
+            head, l2 = (), 0
+        ip_header = self._header(
+            source, destination, protocol, length, None, False, None, 0, dont_fragment, link
+        )
+        # RFC 791 / RFC 6864 §4.1: the device numbers the wire datagrams' IDs from this one on.
+        self.counters["ip.sent"] += segments
+        frame = OffloadFrame(b"".join((*head, ip_header, *parts)))
+        frame.csum_start = l2 + IPV4_HEADER_LENGTH
+        frame.csum_offset = checksum_offset
+        frame.header_length = l2 + IPV4_HEADER_LENGTH + transport_header_length
+        frame.segment_size = segment_size
+        self.stack.emit(link, frame)
+        return True
+
+    def _resolve(self, iface: Interface, next_hop: bytes, destination: bytes) -> bytes | None:
+        """The destination MAC on an Ethernet link, or None while ARP has not resolved it."""
+        if iface.is_broadcast(destination):
+            return BROADCAST_MAC
+        if destination[0] >= 224 and destination[0] < 240:
+            # RFC 1112 §6.4: multicast group to 01:00:5e + low 23 bits.
+            return b"\x01\x00\x5e" + bytes([destination[1] & 0x7F, destination[2], destination[3]])
+        neighbours = iface.neighbours
+        now = self.stack.loop.time()
+        mac = neighbours.lookup(next_hop, now)
+        if neighbours.stale_seen:
+            neighbours.stale_seen = False
+            if mac is not None and neighbours.needs_refresh(next_hop, now):
+                # RFC 1122 §2.3.2.1: keep using a stale entry, but check it with a unicast request.
+                self.send_arp_request(iface, next_hop, unicast_to=mac)
+                neighbours.mark_probing(next_hop, now)
+                self.stack.arm_network_timer()
+        return mac
+
     def _link_output(
         self,
         iface: Interface,
@@ -403,22 +470,7 @@ class Ipv4Layer:
         if link.kind is not LinkKind.ETHERNET:
             self.stack.emit(link, b"".join(parts))
             return
-        if iface.is_broadcast(destination):
-            mac: bytes | None = BROADCAST_MAC
-        elif destination[0] >= 224 and destination[0] < 240:
-            # RFC 1112 §6.4: multicast group to 01:00:5e + low 23 bits.
-            mac = b"\x01\x00\x5e" + bytes([destination[1] & 0x7F, destination[2], destination[3]])
-        else:
-            neighbours = iface.neighbours
-            now = self.stack.loop.time()
-            mac = neighbours.lookup(next_hop, now)
-            if neighbours.stale_seen:
-                neighbours.stale_seen = False
-                if mac is not None and neighbours.needs_refresh(next_hop, now):
-                    # RFC 1122 §2.3.2.1: keep using a stale entry, but check it with a unicast request.
-                    self.send_arp_request(iface, next_hop, unicast_to=mac)
-                    neighbours.mark_probing(next_hop, now)
-                    self.stack.arm_network_timer()
+        mac = self._resolve(iface, next_hop, destination)
         if mac is not None:
             self.stack.emit(link, b"".join((_ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV4), *parts)))
             return

@@ -68,7 +68,7 @@ class UdpLayer:
         if length < UDP_HEADER_LENGTH or length > end - start:
             raise MalformedPacket("udp-bad-length", f"length {length}, have {end - start}")
         end = start + length
-        if checksum and not iface.link.checksum_offload:
+        if checksum and not (iface.rx_checksum_valid or iface.link.checksum_offload):
             # RFC 768: a zero checksum means the sender computed none.
             pseudo = pseudo_header_sum(header.source, header.destination, PROTO_UDP, length)
             if ones_complement_sum(memoryview(buf)[start:end], pseudo) != 0xFFFF:

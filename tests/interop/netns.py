@@ -287,9 +287,10 @@ class NetNS:
         mtu: int | None = None,
         mac: bytes | None = None,
         name: str | None = None,
+        offload: bool = False,
     ) -> tuple[TapLink, Subnet]:
         """A :class:`TapLink` whose device sits in this namespace with ``subnet.kernel`` on it."""
-        link = TapLink(name or unique_device_name(), mtu=mtu, mac=mac)
+        link = TapLink(name or unique_device_name(), mtu=mtu, mac=mac, offload=offload)
         adopted, subnet = self._adopt(link, subnet, kernel_host)
         assert isinstance(adopted, TapLink)
         return adopted, subnet
@@ -301,9 +302,10 @@ class NetNS:
         kernel_host: int = 1,
         mtu: int | None = None,
         name: str | None = None,
+        offload: bool = False,
     ) -> tuple[TunLink, Subnet]:
         """A :class:`TunLink` in this namespace; the kernel routes ``subnet`` into it (connected route)."""
-        link = TunLink(name or unique_device_name(), mtu=mtu)
+        link = TunLink(name or unique_device_name(), mtu=mtu, offload=offload)
         adopted, subnet = self._adopt(link, subnet, kernel_host)
         assert isinstance(adopted, TunLink)
         return adopted, subnet

@@ -178,10 +178,16 @@ class Peer:
         return self.subnet.kernel
 
 
-@pytest.fixture
-async def peer(netns: NetNS, tmp_path: Path) -> AsyncIterator[Peer]:
-    """Our stack at ``subnet.ours`` with its services; afterwards tshark must find its pcap clean."""
-    link, subnet = netns.add_tap()
+@pytest.fixture(params=[False, True], ids=["plain", "offload"])
+async def peer(netns: NetNS, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Peer]:
+    """Our stack at ``subnet.ours`` with its services; afterwards tshark must find its pcap clean.
+
+    Every test runs twice: on a plain TAP and on one with the kernel's offloads (IFF_VNET_HDR:
+    we write TCP super-segments the kernel cuts, it hands us large ones with trusted checksums).
+    """
+    link, subnet = netns.add_tap(offload=request.param)
+    if request.param:
+        assert "tx-gso-tcpv4" in link.offloads, link.offload_refusals
     pcap = tmp_path / "ours.pcap"
     pcap_link = PcapLink(link, pcap)
     stack = Stack("ours")

@@ -28,7 +28,7 @@ from aionetstack.wire.icmp import (
     UNREACH_PROTOCOL,
 )
 from aionetstack.wire.ipv4 import PROTO_TCP, Ipv4Header
-from aionetstack.wire.tcp import ACK, RST, SYN, TcpSegment, parse_tcp
+from aionetstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment, parse_tcp
 
 if TYPE_CHECKING:
     from aionetstack.link.endpoint import LinkEndpoint
@@ -45,6 +45,7 @@ _CLOSED = TcpState.CLOSED
 
 Key = tuple[bytes, int, bytes, int]
 _NO_PMTU = 65535 - 40  # TcpConnection.pmtu_mss before any path MTU was learnt
+_LAST_ONLY = PSH | FIN  # flags a TSO engine keeps on the last wire segment only (Linux tcp_gso_segment)
 
 
 class TcpLayer:
@@ -126,7 +127,7 @@ class TcpLayer:
 
     def segment_input(self, iface: Interface, header: Ipv4Header, buf: Buffer, start: int, end: int) -> None:
         counters = self.counters
-        if not iface.link.checksum_offload:
+        if not (iface.rx_checksum_valid or iface.link.checksum_offload):
             pseudo = pseudo_header_sum(header.source, header.destination, PROTO_TCP, end - start)
             if ones_complement_sum(memoryview(buf)[start:end], pseudo) != 0xFFFF:
                 raise MalformedPacket("tcp-bad-checksum")
@@ -274,8 +275,12 @@ class TcpLayer:
         # MTU below our minimum: then they go at that minimum without DF, as Linux's locked PMTU.
         df = stack.options.path_mtu_discovery and not (stack.pmtu and stack.pmtu.locked(dst))
         try:
-            for seq, ack, flags, window, options, payload in outbox:
-                self._send(src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df)
+            path = stack.ip.route(dst)
+            if path[0].link.segmentation_offload:
+                self._transmit_offload(outbox, src, sport, dst, dport, owner, df, path)
+            else:
+                for seq, ack, flags, window, options, payload in outbox:
+                    self._send(src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df)
         except OSError as exc:
             if exc.errno == errno.EMSGSIZE:
                 # DF and a datagram over the first hop's MTU (the route moved to a smaller link since
@@ -298,6 +303,119 @@ class TcpLayer:
             else:
                 conn.error = exc
             self._dirty[conn] = None
+
+    def _transmit_offload(
+        self,
+        outbox: list[tuple[int, int, int, int, bytes, Buffer]],
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        owner: object,
+        df: bool,
+        path: tuple[Interface, bytes],
+    ) -> None:
+        """Send an outbox over a link that segments (TSO): runs of in-order data segments of the
+        same size and headers go down as one super-segment, which the device cuts back into
+        exactly the segments the connection produced; anything else goes as it is.
+
+        The connection never knows: it sized, counted (cwnd, pacing, SACK scoreboard, RACK)
+        and will retransmit every wire segment as before.
+        """
+        limit = path[0].link.gso_max_size - 20  # the IPv4 header is inside the limit
+        count = len(outbox)
+        i = 0
+        while i < count:
+            seq, ack, flags, window, options, payload = outbox[i]
+            size = len(payload)
+            if not size or flags & (SYN | RST):
+                self._send(src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df)
+                i += 1
+                continue
+            # Gather the run: same ACK, window and options, each segment right after the last,
+            # all but the last exactly ``size`` long and with no flag a TSO engine would drop.
+            payloads = [payload]
+            total = size
+            end = (seq + size) & 0xFFFFFFFF
+            last_flags = flags
+            room = limit - 20 - len(options)
+            j = i + 1
+            while j < count and not last_flags & _LAST_ONLY and len(payloads[-1]) == size:
+                nseq, nack, nflags, nwindow, noptions, npayload = outbox[j]
+                n = len(npayload)
+                if (
+                    nseq != end
+                    or not n
+                    or n > size
+                    or nack != ack
+                    or nwindow != window
+                    or noptions != options
+                    or nflags & ~_LAST_ONLY != flags
+                    or total + n > room
+                ):
+                    break
+                payloads.append(npayload)
+                total += n
+                end = (end + n) & 0xFFFFFFFF
+                last_flags = nflags
+                j += 1
+            if not self._send_offload(
+                src, sport, dst, dport, seq, ack, last_flags, window, options, payloads, total, size, df, path
+            ):
+                # The next hop's MAC is not known yet (the segments wait for ARP one by one), or
+                # a segment is larger than the wire's MTU (fragmented, or EMSGSIZE under DF).
+                for k in range(i, j):
+                    s, a, f, w, o, p = outbox[k]
+                    self._send(src, sport, dst, dport, s, a, f, w, o, p, owner, df)
+            i = j
+
+    def _send_offload(
+        self,
+        src: bytes,
+        sport: int,
+        dst: bytes,
+        dport: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        options: bytes,
+        payloads: list[Buffer],
+        total: int,
+        size: int,
+        df: bool,
+        path: tuple[Interface, bytes],
+    ) -> bool:
+        header_length = 20 + len(options)
+        if 20 + header_length + size > path[0].link.mtu:
+            return False  # larger than the wire takes: _send fragments it or says EMSGSIZE
+        length = header_length + total
+        # The checksum field holds the pseudo-header sum over the whole length, folded and not
+        # complemented (RFC 9293 §3.1's pseudo-header; what Linux's TSO and virtio's NEEDS_CSUM
+        # expect): the device adds the header and the data and fixes the length per segment.
+        s = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + PROTO_TCP + length
+        s = (s & 0xFFFF) + (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16)
+        header = _HEADER.pack(sport, dport, seq, ack, header_length << 2, flags, window, s, 0)
+        segments = len(payloads)
+        if not self.stack.ip.output_offload(
+            src,
+            dst,
+            PROTO_TCP,
+            [header, options, *payloads] if options else [header, *payloads],
+            length,
+            header_length,
+            16,
+            size if segments > 1 else 0,
+            segments,
+            path,
+            df,
+        ):
+            return False
+        self.counters["tcp.segments-sent"] += segments
+        if segments > 1:
+            self.counters["tcp.offload-super-segments"] += 1
+        return True
 
     def mark(self, conn: TcpConnection) -> None:
         """The connection has output to produce (an application write, a window update)."""
