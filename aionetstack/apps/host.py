@@ -86,9 +86,10 @@ def attach_tap(
     """Open (or create) TAP device ``ifname``, bring it up and make it a NIC of ``stack`` owning ``address``.
 
     The kernel's end of the device is another host on the segment. With ``pcap`` every frame both
-    ways is recorded there. ``gateway`` becomes the default route. ``offload`` opens the device with
-    the kernel's segmentation and checksum offloads (IFF_VNET_HDR), falling back where refused. Raises PermissionError (naming
-    CAP_NET_ADMIN) without the privilege and ValueError for a bad argument, before any change.
+    ways is recorded there. ``gateway`` becomes the default route. ``offload`` opens the device
+    with the kernel's segmentation and checksum offloads (IFF_VNET_HDR), falling back where
+    refused. Raises PermissionError (naming CAP_NET_ADMIN) without the privilege and ValueError
+    for a bad argument, before any change.
     """
     interface = parse_interface(address)
     if gateway is not None:

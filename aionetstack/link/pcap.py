@@ -26,7 +26,14 @@ from typing import BinaryIO
 
 from aionetstack import _validate
 from aionetstack.errors import MalformedPacket
-from aionetstack.link.endpoint import FrameBatch, LinkCapabilities, LinkEndpoint, LinkKind, LinkWrapper, OffloadFrame
+from aionetstack.link.endpoint import (
+    FrameBatch,
+    LinkCapabilities,
+    LinkEndpoint,
+    LinkKind,
+    LinkWrapper,
+    OffloadFrame,
+)
 from aionetstack.wire import Buffer
 from aionetstack.wire.checksum import internet_checksum, transport_checksum
 from aionetstack.wire.ethernet import ETHERNET_HEADER_LENGTH, ETHERTYPE_IPV4, parse_ethernet
@@ -254,7 +261,9 @@ class PcapLink(LinkWrapper):
         """What the wire carries for an offloaded frame: cut to segments, checksums filled."""
         ip_offset = ETHERNET_HEADER_LENGTH if ethernet else 0
         try:
-            if ethernet and (len(frame) < ETHERNET_HEADER_LENGTH or parse_ethernet(frame)[2] != ETHERTYPE_IPV4):
+            if ethernet and (
+                len(frame) < ETHERNET_HEADER_LENGTH or parse_ethernet(frame)[2] != ETHERTYPE_IPV4
+            ):
                 return [frame]
             if type(frame) is OffloadFrame:
                 size = frame.segment_size
