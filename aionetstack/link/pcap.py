@@ -77,7 +77,7 @@ def split_segment(frame: Buffer, ip_offset: int, segment_size: int) -> list[Buff
     if payload_at > end or end - payload_at <= segment_size:
         return [fill_checksums(frame, ip_offset)]
     head = bytes(frame[:payload_at])
-    seq = _TCP_SEQ.unpack_from(head, start)[0]
+    seq = _TCP_SEQ.unpack_from(head, start + 4)[0]
     flags = head[start + 13]
     ident = int.from_bytes(head[ip_offset + 4 : ip_offset + 6], "big")
     view = memoryview(frame)
