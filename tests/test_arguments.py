@@ -612,6 +612,7 @@ CASES: list[tuple[str, Call, type[BaseException], str]] = [
     ("TapLink mac", lambda e: TapLink("tap9", mac=b"\x02\x00"), ValueError, "mac"),
     ("TapLink mac multicast", lambda e: TapLink("tap9", mac=b"\x01\x00\x00\x00\x00\x01"), ValueError, "mac"),
     ("TunLink mtu str", lambda e: TunLink("tun9", mtu="1500"), TypeError, "mtu"),
+    ("TapLink offload int", lambda e: TapLink("tap9", offload=1), TypeError, "offload"),
     ("TunLink.from_fd fd", lambda e: TunLink.from_fd(-1, mtu=1500), ValueError, "fd"),
     ("TunLink.from_fd mtu", lambda e: TunLink.from_fd(0, mtu=67), ValueError, "mtu"),
     ("set_mtu mtu", lambda e: set_mtu("lo", 10), ValueError, "mtu"),
