@@ -586,14 +586,13 @@ class TunTapLink(LinkEndpoint):
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _vnet_header(self, frame: Buffer) -> bytes:
+    @staticmethod
+    def _vnet_header(frame: Buffer) -> bytes:
+        """virtio 1.1 §5.1.6.2: NEEDS_CSUM with where to sum, and TCPV4 with the wire segment size."""
         if type(frame) is not OffloadFrame:
             return _VNET_ZERO
         size = frame.segment_size
         if size and len(frame) - frame.header_length > size:
-            stats = self.stats
-            stats.gso_frames_out += 1
-            stats.gso_segments_out += -(-(len(frame) - frame.header_length) // size)
             gso_type = _VNET_GSO_TCPV4
         else:
             size, gso_type = 0, _VNET_GSO_NONE
@@ -618,8 +617,14 @@ class TunTapLink(LinkEndpoint):
                 # dropped on the wire; counting it is all a NIC can do.
                 self.stats.write_errors += 1
                 return True
-            self.stats.frames_out += 1
-            self.stats.bytes_out += written
+            stats = self.stats
+            stats.frames_out += 1
+            stats.bytes_out += written
+            if type(frame) is OffloadFrame and frame.segment_size:
+                payload = len(frame) - frame.header_length
+                if payload > frame.segment_size:
+                    stats.gso_frames_out += 1
+                    stats.gso_segments_out += -(-payload // frame.segment_size)
             return True
 
     def _start_waiting_for_writable(self) -> None:
