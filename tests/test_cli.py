@@ -72,9 +72,10 @@ def test_help_lists_the_subcommands() -> None:
                 "--http",
                 "--udp-echo",
                 "--pcap",
+                "--no-offload",
             ],
         ),
-        ("nc", ["--tap", "--ip", "--mtu", "--gateway", "-l", "-u", "HOST", "PORT"]),
+        ("nc", ["--tap", "--ip", "--mtu", "--gateway", "--no-offload", "-l", "-u", "HOST", "PORT"]),
         ("demo", ["--pcap", "--loss", "--delay", "--size"]),
     ],
 )

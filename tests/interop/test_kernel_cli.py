@@ -191,6 +191,8 @@ async def test_serve_process_answers_the_kernel_and_stops_cleanly(
             _, err_bytes = await proc.communicate()
         assert proc.returncode == 0, err_bytes.decode(errors="replace")
         assert "Traceback" not in err_bytes.decode(errors="replace")
+        # serve opens the device with the kernel's offloads (issue 14) and says which it got.
+        assert "offloads: vnet-hdr, tx-gso-tcpv4, tx-csum, rx-csum, rx-tso4" in err_bytes.decode()
     finally:
         if proc.returncode is None:
             proc.kill()
