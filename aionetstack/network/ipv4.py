@@ -429,7 +429,10 @@ class Ipv4Layer:
         ip_header = self._header(
             source, destination, protocol, length, None, False, None, 0, dont_fragment, link
         )
-        # RFC 791 / RFC 6864 §4.1: the device numbers the wire datagrams' IDs from this one on.
+        if segments > 1:
+            # The device numbers the wire datagrams' IDs from this one on (Linux's
+            # inet_gso_segment): skip those, so no other datagram reuses them (RFC 6864 §4.2).
+            next(itertools.islice(self._identification, segments - 2, None))
         self.counters["ip.sent"] += segments
         frame = OffloadFrame(b"".join((*head, ip_header, *parts)))
         frame.csum_start = l2 + IPV4_HEADER_LENGTH
