@@ -146,7 +146,7 @@ class SocketInfo:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: tuples become lists, nothing else changes."""
-        return attrs.asdict(self, retain_collection_types=False)
+        return attrs.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SocketInfo:
