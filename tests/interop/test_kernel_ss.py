@@ -12,6 +12,7 @@ import asyncio
 import json
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ sock.close()
 
 async def test_ss_lists_the_kernel_s_connection_to_serve(netns: NetNS, tmp_path: Path) -> None:
     device, subnet = unique_device_name(), Subnet.random()
-    control = tmp_path / "serve.sock"
+    control = Path(tempfile.mkdtemp(prefix="serve-")) / "ctl.sock"  # a Unix socket path has 108 bytes
     trace = tmp_path / "serve.jsonl"
     serve = await asyncio.create_subprocess_exec(
         *aionetstack_argv(

@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -60,7 +61,8 @@ async def live(tmp_path: Path) -> AsyncIterator[tuple[Stack, str, tuple[str, int
         writer.write(b"x" * 3000)
         await writer.drain()
         await accepted.wait()
-        control = ControlServer(server, tmp_path / "ctl.sock")
+        # A short path: a Unix socket's has at most 108 bytes, and pytest's tmp_path can be long.
+        control = ControlServer(server, Path(tempfile.mkdtemp(prefix="ss-")) / "ctl.sock")
         await control.start()
         try:
             yield server, control.path, writer.get_extra_info("sockname")
