@@ -92,7 +92,7 @@ def format_info(info: TcpInfo) -> str:
         parts.append(f"retrans:{info.unacked_retransmits}/{total} ({causes})")
     if info.spurious_retransmits:
         parts.append(f"spurious:{info.spurious_retransmits}")
-    parts.append(f"rcv_space:{info.receive_window}")
+    parts.append(f"rcv_wnd:{info.receive_window}")
     parts.append(f"snd_wnd:{info.send_window}")
     if info.out_of_order_bytes:
         parts.append(f"ooo:{info.out_of_order_bytes}")
