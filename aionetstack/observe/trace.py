@@ -49,6 +49,9 @@ RETRANSMIT_COMMENTS = {
     "retransmits_syn": "retransmission: SYN (RFC 6298 §5)",
 }
 
+#: The comment on a tail-loss probe that carried new data (RFC 8985 §7.3: not a retransmission).
+TLP_NEW_DATA_COMMENT = "TLP probe: new data (RFC 8985)"
+
 _ANNOTATIONS_MAX = 4096  # comments waiting for their frame to reach a pcapng capture
 
 
@@ -139,12 +142,13 @@ def _sack_blocks(options: bytes) -> list[tuple[int, int]]:
 
 
 class _ConnState:
-    __slots__ = ("name", "pending", "samples")
+    __slots__ = ("name", "pending", "probe", "samples")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.samples = 0  # RttEstimator.samples seen so far: a change means a new sample
         self.pending: deque[tuple[int, str]] = deque()  # (seq32, cause) noted, not yet sent
+        self.probe: int | None = None  # seq32 of a tail-loss probe of new data, not yet sent
 
 
 class Tracer:
@@ -230,15 +234,19 @@ class Tracer:
             record.win = window if flags & SYN else window << shift
             if options:
                 record.sack = [((a - irs) & MASK, (b - irs) & MASK) for a, b in _sack_blocks(options)]
+            comment = None
             if pending and pending[0][0] == seq:
                 cause = pending.popleft()[1]
                 record.cause = cause
-                if self.annotate:
-                    annotations = self.annotations
-                    if len(annotations) >= _ANNOTATIONS_MAX:
-                        del annotations[next(iter(annotations))]
-                    key = (conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port, seq)
-                    annotations[key] = RETRANSMIT_COMMENTS.get(cause, cause)
+                comment = RETRANSMIT_COMMENTS.get(cause, cause)
+            elif state.probe == seq and length:
+                state.probe = None
+                comment = TLP_NEW_DATA_COMMENT
+            if comment is not None and self.annotate:
+                annotations = self.annotations
+                if len(annotations) >= _ANNOTATIONS_MAX:
+                    del annotations[next(iter(annotations))]
+                annotations[(conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port, seq)] = comment
             self._emit(record)
 
     def received(self, conn: TcpConnection, seg: TcpSegment, now: float) -> None:
@@ -266,7 +274,11 @@ class Tracer:
 
     def event(self, conn: TcpConnection, event: str, now: float) -> None:
         """A congestion event: "rto", "recovery", "undo", "tlp"."""
-        self._emit(self._record(conn, self._state(conn), event, now))
+        state = self._state(conn)
+        if event == "tlp" and conn.outbox and not conn.tlp_retrans:
+            # The probe was new data (RFC 8985 §7.3): the segment just put in the outbox.
+            state.probe = conn.outbox[-1][0]
+        self._emit(self._record(conn, state, event, now))
 
 
 class JsonLinesTrace:

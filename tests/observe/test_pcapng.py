@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aionetstack.apps.demo import run_demo
-from aionetstack.observe.trace import RETRANSMIT_COMMENTS, TraceRecord
+from aionetstack.observe.trace import RETRANSMIT_COMMENTS, TLP_NEW_DATA_COMMENT, TraceRecord
 
 TSHARK = shutil.which("tshark")
 pytestmark = pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (apt-get install -y tshark)")
@@ -58,10 +58,14 @@ async def test_tshark_reads_the_retransmission_comments(tmp_path: Path) -> None:
         r for r in records if r.event == "send" and r.cause is not None and r.conn.startswith("10.0.0.1:")
     ]
     assert len(retransmitted) == result.retransmissions + result.tcp_info["retransmits_tlp"] > 0
-    assert sorted((int(seq), int(length), comment) for seq, length, comment in commented) == sorted(
-        (r.seq, r.len, RETRANSMIT_COMMENTS[r.cause])
-        for r in retransmitted  # type: ignore[index]
+    probes = [c for c in commented if c[2] == TLP_NEW_DATA_COMMENT]
+    repairs = [c for c in commented if c[2] != TLP_NEW_DATA_COMMENT]
+    assert sorted((int(seq), int(length), comment) for seq, length, comment in repairs) == sorted(
+        (r.seq, r.len, RETRANSMIT_COMMENTS[r.cause])  # type: ignore[index]
+        for r in retransmitted
     )
+    # A tail-loss probe that sent new data is commented too (it is not a retransmission).
+    assert len(probes) == result.tcp_info["tlp_probes"] - result.tcp_info["retransmits_tlp"]
     causes = dict(Counter(c for *_, c in commented))
     print(f"\n{len(commented)} commented frames of {result.pcap_frames}: {causes}")
     # Wireshark's own analysis agrees these resend data (a repair sent within an RTT of the hole's
@@ -72,7 +76,7 @@ async def test_tshark_reads_the_retransmission_comments(tmp_path: Path) -> None:
         "frame.comment && (tcp.analysis.retransmission || tcp.analysis.fast_retransmission"
         " || tcp.analysis.out_of_order)",
     )
-    assert len(flagged) == len(commented)
+    assert len(flagged) == len(repairs)
 
 
 @pytest.mark.looptime

@@ -129,3 +129,25 @@ async def test_json_lines_round_trip(tmp_path: Path) -> None:
     path.write_text(lines[0] + "\nnot json\n")
     with pytest.raises(ValueError, match=":2: not a trace record"):
         read_trace(path)
+
+
+async def test_a_passive_open_is_traced_from_its_syn() -> None:
+    left, right = pipe(mtu=1500)
+    async with Stack("a") as a, Stack("b") as b:
+        a.add_interface(left, "10.0.0.1/24")
+        b.add_interface(right, "10.0.0.2/24")
+        records: list[TraceRecord] = []
+        b.trace(records.append)
+        accepted = asyncio.Event()
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.set()
+            writer.close()
+
+        server = await b.start_server(handler, "10.0.0.2", 80)
+        _, writer = await a.open_connection("10.0.0.2", 80)
+        await accepted.wait()
+        first = [(r.event, r.flags, r.seq) for r in records[:3]]
+        assert first == [("recv", "S", 0), ("send", "S.", 0), ("recv", ".", 1)]
+        writer.close()
+        server.close()
