@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from netns import NetNS, Subnet, unique_device_name
+from netns import NetNS, Subnet, tshark_problems, unique_device_name
 from test_kernel_cli import CHECKOUT, aionetstack_argv
 from test_kernel_peer import PYTHON, TIMEOUT
 
@@ -36,6 +36,7 @@ async def test_ss_lists_the_kernel_s_connection_to_serve(netns: NetNS, tmp_path:
     device, subnet = unique_device_name(), Subnet.random()
     control = Path(tempfile.mkdtemp(prefix="serve-")) / "ctl.sock"  # a Unix socket path has 108 bytes
     trace = tmp_path / "serve.jsonl"
+    capture = tmp_path / "serve.pcapng"
     serve = await asyncio.create_subprocess_exec(
         *aionetstack_argv(
             netns,
@@ -50,6 +51,8 @@ async def test_ss_lists_the_kernel_s_connection_to_serve(netns: NetNS, tmp_path:
             str(control),
             "--trace",
             str(trace),
+            "--pcap",
+            str(capture),
         ),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -117,3 +120,7 @@ async def test_ss_lists_the_kernel_s_connection_to_serve(netns: NetNS, tmp_path:
     mine = [r for r in records if r["conn"] == f"{subnet.ours}:9>{subnet.kernel}:{port}"]
     assert sum(r["len"] for r in mine if r["event"] == "recv") == 5000
     assert {"S.", "."} <= {r["flags"] for r in mine if r["event"] == "send"}
+    # With --trace, --pcap writes pcapng: tshark reads every frame of it, the 5000 bytes among them.
+    assert capture.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
+    frames, problems = tshark_problems(capture)
+    assert frames > 5 and problems == []

@@ -185,3 +185,34 @@ async def test_query_connections_is_the_stack_s_list(live: tuple[Stack, str, tup
     assert [(i.protocol, i.state, i.local, i.remote) for i in listed] == [
         (i.protocol, i.state, i.local, i.remote) for i in server.connections()
     ]
+
+
+async def test_ss_finds_the_one_serve_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aionetstack.observe.control import default_control_path, find_control_socket
+
+    runtime = tempfile.mkdtemp(prefix="rt-")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
+    with pytest.raises(FileNotFoundError, match="is `aionetstack serve` running"):
+        find_control_socket()
+    left, _ = pipe(mtu=1500)
+    async with Stack("tap7") as stack:
+        stack.add_interface(left, "10.2.0.1/24")
+        control = ControlServer(stack, default_control_path("tap7"))
+        await control.start()
+        try:
+            assert control.path == os.path.join(runtime, "aionetstack-tap7.sock")
+            assert find_control_socket() == control.path
+            code, out, err = await ss("-l")  # no --control, no --tap: the only one there
+            assert code == 0, err
+            code, out, err = await ss("--tap", "tap7", "-l", "--json")
+            assert code == 0 and json.loads(out) == []
+            other = ControlServer(stack, default_control_path("tap8"))
+            await other.start()
+            try:
+                with pytest.raises(FileNotFoundError, match="say which with --tap or --control"):
+                    find_control_socket()
+            finally:
+                await other.close()
+        finally:
+            await control.close()
+    assert not os.path.exists(control.path)
