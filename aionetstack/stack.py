@@ -32,6 +32,8 @@ from aionetstack.wire.ipv4 import parse_ip
 
 if TYPE_CHECKING:
     from aionetstack.forwarder import TcpForwarder, TcpForwardRequest, UdpFlow, UdpForwarder
+    from aionetstack.observe.sockets import SocketInfo
+    from aionetstack.observe.trace import TraceCallback, Tracer
     from aionetstack.resolver import StubResolver
     from aionetstack.server import Server
 
@@ -356,6 +358,31 @@ class Stack:
         if isinstance(arp, dict):
             arp["cache"] = cache
         return out
+
+    def connections(self) -> list[SocketInfo]:
+        """Every TCP listener and connection and every UDP endpoint, with ``tcp_info``, as ``ss -tuai``."""
+        from aionetstack.observe.sockets import collect
+
+        return collect(self)
+
+    def trace(self, callback: TraceCallback | None, *, annotate: bool = False) -> Tracer | None:
+        """Call ``callback(record)`` for each TCP segment sent or received and each congestion event
+        (:class:`~aionetstack.observe.trace.TraceRecord`); ``None`` turns tracing off. With ``annotate``
+        a pcapng capture (``PcapngLink``) comments each retransmission. Returns the hook in place."""
+        from aionetstack.observe.trace import Tracer
+
+        _validate.callable_or_none("callback", callback)
+        tracer = None
+        if callback is not None:
+
+            def on_error(exc: BaseException) -> None:
+                self.report_callback_error("trace", exc, callback)
+
+            tracer = Tracer(callback, annotate=annotate, on_error=on_error)
+        self.tcp.trace = tracer
+        for conn in self.tcp.connections.values():
+            conn.trace = tracer
+        return tracer
 
     # ------------------------------------------------------------------ link side (NetworkDispatcher)
 

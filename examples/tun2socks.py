@@ -6,6 +6,8 @@ and relay it to the same destination through ordinary kernel sockets (or a SOCKS
 Point a client's default route into the TUN device (`ip route add default dev tun0`); every
 connection it makes arrives here, whatever the destination, and leaves through this host's own
 network. Prints `ready` when it serves, and its counters when it stops (SIGINT/SIGTERM).
+`aionetstack ss --control PATH -ti` lists the flows it terminates (`--control`, default
+$XDG_RUNTIME_DIR or /tmp, aionetstack-TUN.sock).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 import aionetstack
 from aionetstack.forwarder import TcpForwardRequest, UdpFlow
 from aionetstack.link import TunLink
+from aionetstack.observe.control import ControlServer, default_control_path
 
 
 async def socks5_connect(
@@ -109,8 +112,14 @@ async def main(args: argparse.Namespace) -> int:
     async with stack:
         stack.set_tcp_forwarder(relay.tcp)
         stack.set_udp_forwarder(relay.udp)
+        control = ControlServer(stack, args.control or default_control_path(args.tun))
+        await control.start()
+        print(f"control socket {control.path}", file=sys.stderr, flush=True)
         print("ready", flush=True)
-        await stop.wait()
+        try:
+            await stop.wait()
+        finally:
+            await control.close()
         counters = {k: v for k, v in stack.statistics().items() if k in ("forwarder", "tcp", "udp", "ip")}
         print(json.dumps(counters, sort_keys=True), flush=True)
     return 0
@@ -125,6 +134,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ip", required=True, help="the stack's address on the TUN, with prefix (10.9.0.1/24)"
     )
     parser.add_argument("--mtu", type=int, default=None)
+    parser.add_argument("--control", help="the Unix socket `aionetstack ss` asks (default: see above)")
     parser.add_argument(
         "--socks5", type=lambda s: (s.rsplit(":", 1)[0], int(s.rsplit(":", 1)[1])), default=None
     )

@@ -14,6 +14,7 @@ from aionetstack.link.endpoint import LinkEndpoint
 from aionetstack.link.pcap import PcapLink
 from aionetstack.link.tap import TapLink
 from aionetstack.network.interface import Interface
+from aionetstack.observe.pcapng import PcapngLink
 from aionetstack.stack import Stack
 
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
@@ -81,11 +82,13 @@ def attach_tap(
     mtu: int | None = None,
     gateway: str | None = None,
     pcap: str | os.PathLike[str] | None = None,
+    pcapng: bool = False,
 ) -> Interface:
     """Open (or create) TAP device ``ifname``, bring it up and make it a NIC of ``stack`` owning ``address``.
 
     The kernel's end of the device is another host on the segment. With ``pcap`` every frame both
-    ways is recorded there. ``gateway`` becomes the default route. Raises PermissionError (naming
+    ways is recorded there (in pcapng with ``pcapng``, so a tracer can comment frames: set the
+    link's ``annotations``). ``gateway`` becomes the default route. Raises PermissionError (naming
     CAP_NET_ADMIN) without the privilege and ValueError for a bad argument, before any change.
     """
     interface = parse_interface(address)
@@ -99,7 +102,7 @@ def attach_tap(
     link: LinkEndpoint = tap
     try:
         if pcap is not None:
-            link = PcapLink(tap, pcap)
+            link = PcapngLink(tap, pcap) if pcapng else PcapLink(tap, pcap)
         iface = stack.add_interface(link, str(interface), name=ifname)
         if gateway is not None:
             stack.set_default_gateway(gateway)

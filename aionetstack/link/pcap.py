@@ -130,10 +130,14 @@ class PcapLink(LinkWrapper):
         else:
             self._file = path_or_file
         self._scale = 1_000_000_000 if nanosecond else 1_000_000
-        linktype = LINKTYPE_ETHERNET if inner.kind is LinkKind.ETHERNET else LINKTYPE_RAW
-        magic = PCAP_MAGIC_NANOSECONDS if nanosecond else PCAP_MAGIC_MICROSECONDS
+        self._write_bytes(
+            self._file_header(LINKTYPE_ETHERNET if inner.kind is LinkKind.ETHERNET else LINKTYPE_RAW)
+        )
+
+    def _file_header(self, linktype: int) -> bytes:
+        magic = PCAP_MAGIC_NANOSECONDS if self.nanosecond else PCAP_MAGIC_MICROSECONDS
         # Version 2.4, thiszone 0 (UTC), sigfigs 0, as every current writer does.
-        self._write_bytes(_GLOBAL_HEADER.pack(magic, 2, 4, 0, 0, snaplen, linktype))
+        return _GLOBAL_HEADER.pack(magic, 2, 4, 0, 0, self.snaplen, linktype)
 
     # -- looking like the inner link -------------------------------------------------------
 

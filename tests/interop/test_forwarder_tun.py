@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,6 +75,7 @@ asyncio.run(main())
 @pytest.mark.parametrize("upstream", ["direct", "socks5"])
 def test_curl_through_the_forwarder_gets_the_bytes_intact(upstream: str) -> None:
     require_interop()
+    control = Path(tempfile.mkdtemp(prefix="fwd-")) / "ctl.sock"  # short: a Unix socket path has 108 bytes
     curl = require_tool("curl", "curl")
     with NetNS() as fwd, NetNS() as client, NetNS() as server:
         veth_a, veth_b = unique_device_name(), unique_device_name()
@@ -104,6 +106,8 @@ def test_curl_through_the_forwarder_gets_the_bytes_intact(upstream: str) -> None
                 tun,
                 "--ip",
                 tunnet.cidr(1),
+                "--control",
+                str(control),
                 *extra,
             ),
             stdout=subprocess.PIPE,
@@ -139,6 +143,18 @@ def test_curl_through_the_forwarder_gets_the_bytes_intact(upstream: str) -> None
                 hashlib.sha256(result.stdout).hexdigest()
                 == hashlib.sha256(bytes(range(256)) * (SIZE // 256)).hexdigest()
             )
+            # `aionetstack ss` asks the forwarder, live (curl's flow is over by now: its connection
+            # has left the table, so the answer is the forwarder's sockets, possibly none).
+            listing = subprocess.run(
+                [sys.executable, "-m", "aionetstack", "ss", "--control", str(control), "-a", "--json"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                cwd=str(ROOT),
+                check=False,
+            )
+            assert listing.returncode == 0, listing.stderr
+            assert isinstance(json.loads(listing.stdout), list)
         finally:
             forwarder.send_signal(signal.SIGTERM)
             out, _ = forwarder.communicate(timeout=20)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aionetstack.transport.tcp import congestion
 from aionetstack.transport.tcp.config import TcpConfig
@@ -25,6 +25,9 @@ from aionetstack.transport.tcp.sack import Scoreboard, SentSegment
 from aionetstack.transport.tcp.seq import MASK, unwrap
 from aionetstack.wire import Buffer
 from aionetstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment, build_tcp_options
+
+if TYPE_CHECKING:
+    from aionetstack.observe.trace import Tracer
 
 _PACING_BURST = 0.001  # seconds of data a paced sender may send back to back
 
@@ -206,6 +209,7 @@ class TcpConnection:
         "tlp_end",
         "tlp_rearm",
         "tlp_retrans",
+        "trace",
         "ts_offset",
         "ts_ok",
         "ts_recent",
@@ -331,6 +335,7 @@ class TcpConnection:
         self.time_wait_at: float | None = None
         self.last_received_at = 0.0
         self.user_data: object = None
+        self.trace: Tracer | None = None  # the stack's trace hook (aionetstack.observe), when set
         self.stats = {
             "bytes_sent": 0,
             "bytes_acked": 0,
@@ -976,6 +981,8 @@ class TcpConnection:
                 self._retransmit_head(now, "retransmits_fast")
                 self.cc.cwnd = self.cc.ssthresh + 3 * self.cc.mss
                 self.rto_at = now + self.rtt.current()
+                if self.trace is not None:
+                    self.trace.event(self, "recovery", now)
         if board is not None and self.state != CLOSED:
             self._sack_ack(seg, ack, snd_una, now)
 
@@ -1320,6 +1327,8 @@ class TcpConnection:
             flags |= FIN
         self._emit(seq, flags, self._payload(seq, length) if length else b"", options)
         self.stats[cause] += 1
+        if self.trace is not None:
+            self.trace.retransmitted(self, seq, cause)
         self.rtt_seq = None  # Karn's rule (RFC 6298 §3)
 
     def output(self, now: float) -> None:
@@ -1440,6 +1449,8 @@ class TcpConnection:
                 self._charge_pacing(length + 40 + len(options), now, pacing_rate)
             if snd_nxt < self.snd_max:
                 stats["retransmits_rto"] += 1
+                if self.trace is not None:
+                    self.trace.retransmitted(self, snd_nxt, "retransmits_rto")
             else:
                 stats["bytes_sent"] += length
                 if self.rtt_seq is None and not self.ts_ok and self.retransmits == 0:
@@ -1629,6 +1640,8 @@ class TcpConnection:
         self.prr_out = 0
         self.prr_recover_fs = max(self.snd_max - self.snd_una, 1)
         cc.on_congestion(self.snd_max - self.snd_una, now)
+        if self.trace is not None:
+            self.trace.event(self, "recovery", now)
         self.tlp_at = None  # RFC 8985 §7.2: no probes during recovery
         for seg in board:
             if seg.lost and not seg.retrans and not seg.sacked:
@@ -1693,6 +1706,8 @@ class TcpConnection:
             self._charge_pacing(length + 40 + len(options), now, pacing_rate)
         board.on_retransmit(seg, now)
         self.stats[cause] += 1
+        if self.trace is not None:
+            self.trace.retransmitted(self, start, cause)
         self.rtt_seq = None  # Karn's rule (RFC 6298 §3)
         if self.undo_retrans >= 0:
             self.undo_retrans += 1
@@ -1728,6 +1743,8 @@ class TcpConnection:
         self.prr_active = False  # the reduction is undone: PRR no longer steers cwnd
         cc.undo(self.undo_cwnd, self.undo_ssthresh)
         self.undo_retrans = -1
+        if self.trace is not None:
+            self.trace.event(self, "undo", now)
 
     def _eifel_check(self, seg: TcpSegment, now: float) -> None:
         """RFC 3522 §3.2 (Eifel detection): was the timeout spurious? RFC 4015 §3 (response): undo."""
@@ -1802,6 +1819,8 @@ class TcpConnection:
             self._retransmit_segment(seg, now, "retransmits_tlp")
             self.tlp_retrans = True
         stats["tlp_probes"] += 1
+        if self.trace is not None:
+            self.trace.event(self, "tlp", now)
         self.tlp_end = self.snd_max
         self.rto_at = now + self.rtt.current()  # RFC 8985 §7.3: the RTO guards the probe
 
@@ -1895,6 +1914,8 @@ class TcpConnection:
         self.rtt.back_off()
         self.rtt_seq = None
         self.stats["rto_events"] += 1
+        if self.trace is not None:
+            self.trace.event(self, "rto", now)
         if state == SYN_SENT or state == SYN_RECEIVED:
             limit = config.syn_retries if state == SYN_SENT else config.synack_retries
             if self.retransmits > limit:
@@ -1904,6 +1925,8 @@ class TcpConnection:
                     self._terminate(self._timeout_error("connecting"))
                 return
             self.stats["retransmits_syn"] += 1
+            if self.trace is not None:
+                self.trace.retransmitted(self, self.iss, "retransmits_syn")
             self._send_syn(now, SYN if state == SYN_SENT else SYN | ACK)
             self.rto_at = now + self.rtt.current()
             return

@@ -33,6 +33,7 @@ from aionetstack.wire.tcp import ACK, RST, SYN, TcpSegment, parse_tcp
 if TYPE_CHECKING:
     from aionetstack.link.endpoint import LinkEndpoint
     from aionetstack.network.interface import Interface
+    from aionetstack.observe.trace import Tracer
     from aionetstack.stack import Stack
     from aionetstack.transport.tcp.listener import TcpListener
 
@@ -73,6 +74,7 @@ class TcpLayer:
         self._dirty: dict[TcpConnection, None] = {}  # connections with input to hand up / output to send
         self._in_batch = False
         self._waiting_for_link: dict[TcpConnection, None] = {}
+        self.trace: Tracer | None = None  # Stack.trace(): one record per segment and congestion event
 
     # ------------------------------------------------------------------ demultiplexing
 
@@ -94,6 +96,7 @@ class TcpLayer:
         conn.ts_offset = self.ts_offset_for(local[0], remote[0])
         self.connections_made += 1
         conn.cc_seed = self.connections_made
+        conn.trace = self.trace
         return conn
 
     def ts_offset_for(self, local_ip: bytes, remote_ip: bytes) -> int:
@@ -148,6 +151,8 @@ class TcpLayer:
                 self._listener_input(iface, header, seg, key, now)
                 return
             conn.receive(seg, now)
+            if self.trace is not None:
+                self.trace.received(conn, seg, now)
             self._dirty[conn] = None
             if not self._in_batch:
                 self.stack.schedule_output()
@@ -273,6 +278,8 @@ class TcpLayer:
         # RFC 1191 §3: TCP segments go with DF set (path MTU discovery), unless the path claimed an
         # MTU below our minimum: then they go at that minimum without DF, as Linux's locked PMTU.
         df = stack.options.path_mtu_discovery and not (stack.pmtu and stack.pmtu.locked(dst))
+        if self.trace is not None:
+            self.trace.sent(conn, outbox, stack.loop.time())
         try:
             for seq, ack, flags, window, options, payload in outbox:
                 self._send(src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df)
@@ -360,6 +367,8 @@ class TcpLayer:
         key = (conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)
         if self.connections.get(key) is conn:
             del self.connections[key]
+        if self.trace is not None:
+            self.trace.forget(conn)
         shell = conn.user_data
         if shell is not None:
             shell.forget()  # type: ignore[attr-defined]

@@ -56,6 +56,8 @@ class TcpListener:
             counters["tcp.dropped.no-route-for-syn"] += 1
             return
         conn.accept(seg, now)
+        if layer.trace is not None:
+            layer.trace.received(conn, seg, now)  # the SYN, first record of a passive open
         self._track(conn)
 
     def _track(self, conn: TcpConnection) -> None:
