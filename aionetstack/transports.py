@@ -157,7 +157,7 @@ class TcpTransport(asyncio.Transport):
         deadline = conn.next_deadline()
         if deadline is not None and (self._timer is None or deadline < self._timer_at):
             self._arm(deadline)
-        if conn.state == _CLOSED:
+        if conn.state == _CLOSED or conn.state == _TIME_WAIT:
             self._layer.after_events(conn)
 
     def _arm(self, deadline: float) -> None:
@@ -410,7 +410,9 @@ class TcpTransport(asyncio.Transport):
             return
         self._closing = True
         conn = self._conn
-        conn.close(self._loop.time())
+        now = self._loop.time()
+        conn.close(now)
+        self._layer.orphaned(conn, now)  # nobody reads it any more: counted and capped
         self._layer.mark(conn)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(ConnectionAbortedError(errno.ECONNABORTED, "closed while connecting"))
