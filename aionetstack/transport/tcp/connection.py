@@ -867,14 +867,17 @@ class TcpConnection:
             if window and self.persist_at is not None:
                 self.persist_at = None
                 self.persist_backoff = 0
-            elif not window and ack == snd_una:
+            elif not window and ack == snd_una and not self.app_closed:
                 # RFC 1122 §4.2.2.17: a peer that answers our probes with a zero window is alive; the
-                # connection stays open however long that lasts (no retransmission give-up).
+                # connection stays open however long that lasts (no retransmission give-up). Not an
+                # orphan: nobody waits for its data, and a peer could hold it so for ever (Linux's
+                # tcp_probe_timer gives up on orphans after tcp_orphan_retries).
                 self.retransmits = 0
         board = self.board
         if ack > snd_una:
             acked = ack - snd_una
             self.snd_una = ack
+            self.soft_error = None  # data got through: the path works (as Linux clears sk_err_soft)
             if self.snd_nxt < ack:
                 self.snd_nxt = ack
             if self.rto_undo_tsval is not None:
