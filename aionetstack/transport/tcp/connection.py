@@ -654,7 +654,14 @@ class TcpConnection:
         # acceptability test below would only answer a bare ACK, which a SYN-SENT peer drops.
         if state == SYN_RECEIVED and flags & SYN and seq == self.irs and not flags & RST:
             if not flags & ACK:
-                self._send_syn(now, SYN | ACK)  # it lost our SYN-ACK: say it again (as Linux does)
+                # It lost our SYN-ACK: say it again (as Linux does), at most once per
+                # invalid_ratelimit (Linux's tcp_check_req), or a stream of spoofed copies of its
+                # SYN would make us a SYN-ACK reflector.
+                if now - self.last_oow_ack_at < self.config.invalid_ratelimit:
+                    self._count("tcp.synack-repeats-limited")
+                    return
+                self.last_oow_ack_at = now
+                self._send_syn(now, SYN | ACK)
                 return
             if unwrap(seg.ack, self.snd_una) == self.snd_max:
                 # Simultaneous open (RFC 9293 §3.10.7.3, figure 8 line 6): the peer's SYN-ACK repeats

@@ -110,3 +110,18 @@ def test_a_flood_of_in_window_rsts_and_syns_gets_two_challenge_acks_a_second() -
     assert len(acks) == 2 and all(a.flags == "." for a in acks)
     assert t.conn.state == TcpState.ESTABLISHED
     assert t.conn.counters["tcp.challenge-acks-limited-per-connection"] == 998
+
+
+def test_copies_of_the_peers_syn_get_one_syn_ack_per_half_second() -> None:
+    """Spoofed copies of a SYN in SYN-RECEIVED: each could ask for a SYN-ACK (the peer lost ours);
+    as Linux's tcp_check_req, at most one per invalid_ratelimit, so we are no reflector."""
+    t = TcpScript()
+    t.conn.counters = Counter()
+    t.at(0.0).send_syn()
+    t.expect("S.", seq=0, ack=1)
+    for i in range(100):
+        t.at(0.1 + i / 100).inject("S", 0, 0, win=64240, mss=1460, wscale=7, sack_ok=True, ts=(100, 0))
+    repeats = [out for out in t.drain() if out.flags == "S."]
+    print(f"\n100 copies of the SYN in one second: {len(repeats)} SYN-ACKs (the RTO's included)")
+    assert len(repeats) <= 3
+    assert t.conn.counters["tcp.synack-repeats-limited"] >= 97
