@@ -285,6 +285,32 @@ async def test_icmp_fails_a_connect_in_syn_sent_only_when_it_quotes_our_syn(code
 
 
 @pytest.mark.looptime
+async def test_icmp_drops_a_half_open_connection_only_for_no_way_there() -> None:
+    """Linux's tcp_req_err: an ICMP quoting our SYN-ACK's sequence number drops the half-open
+    connection on net/host unreachable (a router's answer to a spoofed SYN), never on port
+    unreachable, and never with another sequence number. Nobody is told: no application yet."""
+    async with Stack("victim") as stack:
+        peer = RawPeer(stack)
+        async with await stack.start_server(hold, STACK_IP, LISTEN):
+            peer.send(peer.tcp(32000, LISTEN, "S", 77))
+            await settle()
+            (synack,) = segments(peer.take(), "SA")
+            conn = tcp_of(peer, 32000)
+            isn = synack[TCP].seq
+            peer.send(unreachable(3, LISTEN, 32000, isn, src="10.9.0.254"))
+            peer.send(unreachable(1, LISTEN, 32000, (isn + 5000) & 0xFFFFFFFF, src="10.9.0.254"))
+            await settle()
+            assert conn.state == TcpState.SYN_RECEIVED
+            assert stack.counters["tcp.icmp-soft-errors"] == 1
+            assert stack.counters["tcp.icmp-out-of-window"] == 1
+            peer.send(unreachable(1, LISTEN, 32000, isn, src="10.9.0.254"))
+            await settle()
+            assert conn.state == TcpState.CLOSED and not stack.tcp.connections
+            assert stack.counters["tcp.icmp-aborts"] == 1
+            assert segments(peer.take()) == []  # dropped silently
+
+
+@pytest.mark.looptime
 async def test_a_soft_error_is_what_a_timed_out_connection_reports() -> None:
     """Linux's tcp_write_err: a connection that times out reports its last soft error (here the
     port unreachable a router sent meanwhile), else ETIMEDOUT."""
@@ -440,3 +466,17 @@ async def test_every_reset_carries_df_like_the_connections_other_segments() -> N
         print(f"\nresets with DF: {sum(df(r) for r in resets)} of {len(resets)}")
         assert len(resets) == 4 and all(df(r) for r in resets)
         assert data_seg == [] or all(df(p) for p in data_seg)
+
+
+@pytest.mark.looptime
+async def test_syn_acks_carry_df_cookies_too() -> None:
+    """A SYN queue of one: the second SYN is answered with a SYN cookie (RFC 4987), built apart from
+    any connection; it carries DF as the queued one does."""
+    async with Stack("victim", tcp=TcpConfig(syn_backlog=1)) as stack:
+        peer = RawPeer(stack)
+        async with await stack.start_server(hold, STACK_IP, LISTEN, backlog=1):
+            peer.send(peer.tcp(42000, LISTEN, "S", 1), peer.tcp(42001, LISTEN, "S", 1))
+            await settle()
+            synacks = segments(peer.take(), "SA")
+            assert stack.counters["tcp.syncookies-sent"] == 1
+            assert len(synacks) == 2 and all(df(p) for p in synacks)
