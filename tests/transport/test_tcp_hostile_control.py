@@ -203,10 +203,13 @@ async def test_time_wait_is_capped() -> None:
 # ---------------------------------------------------------------------------------------- item 4: ICMP
 
 
-def unreachable(code: int, sport: int, dport: int, seq: int, *, src: str = PEER_IP) -> Any:
-    """ICMP destination unreachable to the stack, quoting a segment it sent (RFC 792: header + 8)."""
+def unreachable(
+    code: int, sport: int, dport: int, seq: int, *, src: str = PEER_IP, icmp_type: int = 3
+) -> Any:
+    """ICMP destination unreachable (or another error) to the stack, quoting a segment it sent
+    (RFC 792: the IP header and 8 bytes)."""
     quoted = bytes(IP(src=STACK_IP, dst=PEER_IP, flags="DF") / TCP(sport=sport, dport=dport, seq=seq))[:28]
-    return IP(src=src, dst=STACK_IP) / ICMP(type=3, code=code) / quoted
+    return IP(src=src, dst=STACK_IP) / ICMP(type=icmp_type, code=code) / quoted
 
 
 @pytest.mark.looptime
@@ -257,27 +260,33 @@ async def test_forged_port_unreachable_cannot_kill_an_established_connection() -
 
 @pytest.mark.looptime
 @pytest.mark.parametrize(
-    ("code", "expected"),
+    ("icmp_type", "code", "expected"),
     [
-        (3, errno.ECONNREFUSED),  # port unreachable
-        (1, errno.EHOSTUNREACH),  # host unreachable
-        (0, errno.ENETUNREACH),  # net unreachable
-        (2, errno.ENOPROTOOPT),  # protocol unreachable (as Linux's icmp_err_convert)
+        (3, 3, errno.ECONNREFUSED),  # port unreachable
+        (3, 1, errno.EHOSTUNREACH),  # host unreachable
+        (3, 0, errno.ENETUNREACH),  # net unreachable
+        (3, 2, errno.ENOPROTOOPT),  # protocol unreachable (as Linux's icmp_err_convert)
+        (11, 0, errno.EHOSTUNREACH),  # time exceeded in transit
     ],
 )
-async def test_icmp_fails_a_connect_in_syn_sent_only_when_it_quotes_our_syn(code: int, expected: int) -> None:
+async def test_icmp_fails_a_connect_in_syn_sent_only_when_it_quotes_our_syn(
+    icmp_type: int, code: int, expected: int
+) -> None:
     """Linux's tcp_v4_err: in SYN-SENT a destination unreachable that quotes our SYN's sequence
-    number fails the connect with its errno; one with another sequence number is dropped."""
+    number fails the connect with its errno; one with another sequence number is dropped, and a
+    source quench (RFC 6633) is ignored."""
     loop = asyncio.get_running_loop()
     async with Stack("victim") as stack:
         peer = RawPeer(stack)
         connecting = loop.create_task(stack.open_connection(PEER_IP, 443))
         await settle()
         syn = segments(peer.take(), "S")[0][TCP]
-        peer.send(unreachable(code, syn.sport, 443, syn.seq + 7, src="10.9.0.254"))
+        peer.send(unreachable(code, syn.sport, 443, syn.seq + 7, src="10.9.0.254", icmp_type=icmp_type))
+        peer.send(unreachable(0, syn.sport, 443, syn.seq, src="10.9.0.254", icmp_type=4))
         await settle()
         assert not connecting.done() and stack.counters["tcp.icmp-out-of-window"] == 1
-        peer.send(unreachable(code, syn.sport, 443, syn.seq, src="10.9.0.254"))
+        assert stack.counters["tcp.icmp-ignored"] == 1
+        peer.send(unreachable(code, syn.sport, 443, syn.seq, src="10.9.0.254", icmp_type=icmp_type))
         with pytest.raises(OSError) as raised:
             await asyncio.wait_for(connecting, 1)
         assert raised.value.errno == expected

@@ -312,7 +312,7 @@ class TcpLayer:
                 self._dirty[conn] = None
                 return
             # No route or unreachable: a connection in the handshake fails at once; an
-            # established one keeps it as its soft error (RFC 1122 §4.2.3.9).
+            # established one keeps it as its soft error (Linux's sk_err_soft).
             conn.icmp_error(exc, hard=True)
             self._dirty[conn] = None
 
@@ -459,25 +459,20 @@ class TcpLayer:
         if frag_needed:
             self._fragmentation_needed(conn, mtu, buf, ports_at, end)
             return
-        state = conn.state
-        if state == _SYN_SENT:
-            # As Linux's tcp_v4_err: every destination unreachable, time exceeded and parameter
-            # problem fails a connect in progress; source quench (RFC 6633) and redirects do not.
-            hard = (icmp_type == ICMP_DEST_UNREACHABLE and code <= _UNREACH_MAX_CODE) or icmp_type in (
-                ICMP_TIME_EXCEEDED,
-                _ICMP_PARAMETER_PROBLEM,
-            )
-        elif state == _SYN_RECEIVED:
-            # Linux's tcp_req_err: only "no way there" drops a half-open connection, never a
-            # port or protocol unreachable, which a router does not send.
-            hard = (icmp_type == ICMP_DEST_UNREACHABLE and code in (UNREACH_NET, UNREACH_HOST)) or (
-                icmp_type in (ICMP_TIME_EXCEEDED, _ICMP_PARAMETER_PROBLEM)
-            )
-        else:
-            hard = False  # RFC 5927 §5.2: in synchronised states every ICMP error is soft
         if icmp_type not in (ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED, _ICMP_PARAMETER_PROBLEM):
             counters["tcp.icmp-ignored"] += 1  # source quench (RFC 6633 §6), redirect
             return
+        state = conn.state
+        if state == _SYN_SENT:
+            # As Linux's tcp_v4_err: every destination unreachable, time exceeded and parameter
+            # problem fails a connect in progress.
+            hard = icmp_type != ICMP_DEST_UNREACHABLE or code <= _UNREACH_MAX_CODE
+        elif state == _SYN_RECEIVED:
+            # Linux's tcp_req_err: only "no way there" (net or host unreachable, time exceeded,
+            # parameter problem) drops a half-open connection; its SYN showed the host is there.
+            hard = icmp_type != ICMP_DEST_UNREACHABLE or code in (UNREACH_NET, UNREACH_HOST)
+        else:
+            hard = False  # RFC 5927 §5.2: in synchronised states every ICMP error is soft
         if conn.icmp_error(exc, hard):
             counters["tcp.icmp-aborts"] += 1
         else:
