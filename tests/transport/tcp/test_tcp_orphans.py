@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 from collections import Counter
 
+import pytest
 from tcpscript import TcpScript
 
 from aionetstack.transport.tcp.config import TcpConfig
@@ -125,3 +126,16 @@ def test_copies_of_the_peers_syn_get_one_syn_ack_per_half_second() -> None:
     print(f"\n100 copies of the SYN in one second: {len(repeats)} SYN-ACKs (the RTO's included)")
     assert len(repeats) <= 3
     assert t.conn.counters["tcp.synack-repeats-limited"] >= 97
+
+
+def test_bad_bounds_name_themselves() -> None:
+    for name, value in (
+        ("fin_timeout", -1.0),
+        ("invalid_ratelimit", float("nan")),
+        ("max_orphans", -1),
+        ("max_time_wait", -5),
+        ("orphan_retries", -1),
+        ("challenge_ack_limit", -1),
+    ):
+        with pytest.raises(ValueError, match=name):
+            TcpConfig(**{name: value})
