@@ -693,6 +693,10 @@ class TcpConnection:
                 rcv_nxt <= seq + seg_len - 1 < rcv_nxt + window
             )
         if not acceptable:
+            if flags & SYN and not flags & RST and state != TIME_WAIT:
+                # RFC 5961 §4.2: a SYN, whatever its sequence number, gets a challenge ACK.
+                self._challenge_ack(now)
+                return
             if not flags & RST:
                 # Out of window: ACK so the peer learns where we are (RFC 9293 §3.10.7.4).
                 if state == TIME_WAIT and flags & FIN:
@@ -702,10 +706,6 @@ class TcpConnection:
                     if self.sack_ok:
                         # RFC 2883 §4: report the duplicate in a D-SACK block, first in the ACK.
                         self.dsack = (seq, seq + length)
-                if flags & SYN and state != TIME_WAIT:
-                    # RFC 5961 §4.2: a SYN, whatever its sequence number, gets a challenge ACK.
-                    self._challenge_ack(now)
-                    return
                 self._dupack(now, seg)
             return
 
