@@ -108,6 +108,7 @@ class TcpListener:
             min(config.receive_buffer, 65535),
             options,
             b"",
+            dont_fragment=layer.dont_fragment(key[2]),  # as the SYN-ACKs of a SYN queue entry
         )
         layer.stack.schedule_output()
 
