@@ -62,8 +62,13 @@ class StackOptions:
     arp_reachable_time: float = 30.0
     arp_retransmit_interval: float = 1.0
     arp_max_probes: int = 3
-    arp_queue_limit: int = 64
+    arp_queue_limit: int = 64  #: packets waiting for one next hop's ARP reply (Linux unres_qlen)
+    #: Memory of all packets waiting for ARP on one interface: length plus per-packet overhead
+    #: (truesize); the oldest waiting packets are dropped, and counted, to stay within it.
+    arp_queue_bytes: int = 1 << 20
     reassembly_timeout: float = 30.0
+    #: Memory of IPv4 datagrams under reassembly from one source, and in all: fragment data plus
+    #: per-fragment and per-datagram overhead (truesize, as Linux's ipfrag_high_thresh counts).
     reassembly_bytes_per_source: int = 4 << 20
     reassembly_bytes_total: int = 16 << 20
     icmp_error_rate: float = 1000.0  #: tokens per second (RFC 1812 §4.3.2.8)

@@ -281,6 +281,32 @@ class Ipv4Layer:
             raise OSError(errno.ENETUNREACH, f"no route to {format_ip(destination)}: network is unreachable")
         return route.interface, route.gateway or destination  # type: ignore[return-value]
 
+    def reply_unroutable(self, destination: bytes) -> bool:
+        """True when a reply to ``destination`` could not leave, so the caller drops it and counts why.
+
+        A stranger chooses the source address of what we answer (a SYN, a segment to a closed
+        port): no route back to it, or a next hop that just failed ARP, is the peer's doing, not
+        an error of ours, and must end as a counted drop rather than an exception (RFC 1122
+        §3.2.2 and §4.2.3.10 only ever *allow* such replies). Counts ``ip.dropped.no-route`` or
+        ``ip.dropped.host-unreachable`` as :meth:`output` would.
+        """
+        stack = self.stack
+        if destination in stack.local_addresses or destination[0] == 127:
+            return False
+        route = stack.routes.lookup(destination)
+        if route is None:
+            self.counters["ip.dropped.no-route"] += 1
+            return True
+        iface: Interface = route.interface  # type: ignore[assignment]
+        neighbours = iface.neighbours
+        if neighbours is None or iface.is_broadcast(destination) or 224 <= destination[0] < 240:
+            return False
+        if neighbours.recently_failed(route.gateway or destination, stack.loop.time()):
+            # RFC 1122 §2.3.2.1: the negative cache says the next hop is not answering ARP.
+            self.counters["ip.dropped.host-unreachable"] += 1
+            return True
+        return False
+
     def source_address(self, destination: bytes) -> bytes:
         """The source address the stack would use to reach ``destination`` (RFC 1122 §3.3.4.3)."""
         if destination in self.stack.local_addresses:
@@ -426,7 +452,8 @@ class Ipv4Layer:
         now = self.stack.loop.time()
         cache = iface.neighbours
         overflow = cache.stats["queue_dropped"]
-        action = cache.enqueue(next_hop, (b"".join(parts), owner), now)
+        packet = b"".join(parts)
+        action = cache.enqueue(next_hop, (packet, owner), now, len(packet))
         if cache.stats["queue_dropped"] != overflow:
             # The queue keeps the newest packets (RFC 1122 §2.3.2.2): the oldest one is gone.
             self.counters["ip.dropped.arp-queue-full"] += cache.stats["queue_dropped"] - overflow
@@ -557,4 +584,5 @@ def new_neighbour_cache(stack: Stack) -> NeighbourCache:
         retransmit_interval=o.arp_retransmit_interval,
         max_probes=o.arp_max_probes,
         queue_limit=o.arp_queue_limit,
+        queue_bytes=o.arp_queue_bytes,
     )

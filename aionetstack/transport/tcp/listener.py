@@ -79,6 +79,9 @@ class TcpListener:
         except OSError:
             layer.counters["tcp.dropped.no-route-for-syn"] += 1
             return
+        if layer.stack.ip.reply_unroutable(key[2]):
+            layer.counters["tcp.dropped.no-route-for-syn"] += 1  # the next hop failed ARP
+            return
         our_mss = iface.link.mtu - 40 if config.mss is None else min(iface.link.mtu - 40, config.mss)
         isn = layer.cookies.make(key[0], key[1], key[2], key[3], seg.seq, seg.mss or 536, now)
         timestamp = None
