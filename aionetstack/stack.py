@@ -77,6 +77,7 @@ class _LinkQueue:
         self.paused = False  # we asked the link to pause_reading()
         self.ready = False  # in the stack's round-robin of links with frames
 
+
 _current: contextvars.ContextVar[Stack | None] = contextvars.ContextVar(
     "aionetstack_current_stack", default=None
 )
