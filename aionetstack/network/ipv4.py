@@ -9,13 +9,12 @@ the frame on the link for the next batched flush.
 from __future__ import annotations
 
 import errno
-import itertools
-import os
 import struct
 from typing import TYPE_CHECKING, Protocol
 
 from aionetstack.errors import MalformedPacket
 from aionetstack.link.endpoint import LinkKind
+from aionetstack.network.ipid import IpIdGenerator
 from aionetstack.network.neighbour import NeighbourCache, ResolveAction
 from aionetstack.network.reassembly import Reassembler
 from aionetstack.wire import Buffer
@@ -74,7 +73,9 @@ class Ipv4Layer:
             max_bytes_per_source=stack.options.reassembly_bytes_per_source,
             max_bytes_total=stack.options.reassembly_bytes_total,
         )
-        self._identification = itertools.count(int.from_bytes(os.urandom(2), "big"))
+        #: IDs per destination, hashed with a secret (RFC 6864, RFC 7739 §7.2), never one
+        #: stack-wide counter that an idle scan could read our traffic from.
+        self.ids = IpIdGenerator()
         self.forwarding = stack.options.forwarding
         self.default_ttl = stack.options.default_ttl
 
@@ -360,8 +361,9 @@ class Ipv4Layer:
         # RFC 791 §3.2 fragmentation: every fragment but the last carries a multiple of 8 bytes.
         payload = b"".join(parts)
         chunk = (mtu - IPV4_HEADER_LENGTH) & ~7
-        # One ID for every fragment; 0 is a valid ID like any other (RFC 791 §3.2).
-        ident = next(self._identification) & 0xFFFF
+        # One ID for every fragment, unique for (source, destination, protocol) while the
+        # fragments may live (RFC 6864 §4.2); 0 is a valid ID like any other (RFC 791 §3.2).
+        ident = self.ids.next(source, destination, protocol, self.stack.loop.time())
         view = memoryview(payload)
         for start in range(0, length, chunk):
             piece = view[start : start + chunk]
@@ -387,8 +389,9 @@ class Ipv4Layer:
         fragment_offset: int = 0,
     ) -> bytes:
         if ident is None:
-            # RFC 6864 §4.1: an atomic datagram's ID carries no meaning; we still vary it.
-            ident = next(self._identification) & 0xFFFF
+            # RFC 6864 §4.1: an atomic datagram's ID carries no meaning; we still vary it, from
+            # the same per-destination counters (as Linux), so it reveals nothing either.
+            ident = self.ids.next(source, destination, protocol, self.stack.loop.time())
         flags = (0x4000 if dont_fragment else 0) | (0x2000 if more else 0) | (fragment_offset >> 3)
         ttl = self.default_ttl if ttl is None else ttl
         total = IPV4_HEADER_LENGTH + payload_length
