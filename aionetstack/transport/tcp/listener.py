@@ -34,6 +34,11 @@ class TcpListener:
     def syn_received(self, seg: TcpSegment, key: Key, now: float) -> None:
 
         counters = self.layer.counters
+        if self.layer.stack.ip.reply_unroutable(key[2]):
+            # No route back, or the next hop just failed ARP: a SYN-ACK could not leave, so
+            # neither a connection nor a cookie is spent on it; dropped and counted.
+            counters["tcp.dropped.no-route-for-syn"] += 1
+            return
         queued = len(self.accept_queue)
         if not self.server.is_serving():
             # Nobody accepts: every handshake in progress ends in the accept queue, so it counts
@@ -78,9 +83,6 @@ class TcpListener:
             iface, _ = layer.stack.ip.route(key[2])
         except OSError:
             layer.counters["tcp.dropped.no-route-for-syn"] += 1
-            return
-        if layer.stack.ip.reply_unroutable(key[2]):
-            layer.counters["tcp.dropped.no-route-for-syn"] += 1  # the next hop failed ARP
             return
         our_mss = iface.link.mtu - 40 if config.mss is None else min(iface.link.mtu - 40, config.mss)
         isn = layer.cookies.make(key[0], key[1], key[2], key[3], seg.seq, seg.mss or 536, now)
