@@ -15,7 +15,7 @@ The bounds count what a datagram really costs, not its payload (Linux's ``skb->t
 is what ``ipfrag_high_thresh`` is compared with): every piece held costs its bytes plus
 :data:`PIECE_OVERHEAD`, every datagram :data:`DATAGRAM_OVERHEAD` (its record, key, lists and
 table entries). Measured with ``tracemalloc`` on CPython 3.11, an 8-byte piece costs about 90
-bytes and a datagram about 600 (820 when it is its source's only one), so eight-byte fragments
+bytes and a datagram 600 to 1,000 (its own tables, its source's), so eight-byte fragments
 or a flood of never-completing datagrams cannot multiply a configured limit by ten or a hundred.
 """
 
@@ -34,8 +34,8 @@ _Key = tuple[bytes, bytes, int, int]
 PIECE_OVERHEAD = 96
 #: Bytes charged for each datagram under reassembly besides its pieces: the record, its key and
 #: addresses, its two lists, its entries in the tables, and a share of its source's table
-#: (measured: about 600, or 820 for a source's only datagram).
-DATAGRAM_OVERHEAD = 896
+#: (measured: about 600, 820 for a source's only datagram, 1,000 with the tables grown by a flood).
+DATAGRAM_OVERHEAD = 1024
 #: Bytes charged for the kept IP header of the first fragment, besides its length.
 HEADER_OVERHEAD = 48
 
