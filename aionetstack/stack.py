@@ -1,9 +1,10 @@
 """The Stack: interfaces, routes, the inbound queues and their task, statistics, and the public calls.
 
 Frames wait in one queue per link and the network task drains them round-robin, at most
-``_WEIGHT`` frames from a link per turn and ``_BUDGET`` per pass before output is flushed and the
-loop runs other work: Linux's NAPI polls each device queue with a weight of 64 inside a budget of
-300 (``net.core.netdev_budget``) for the same reason, so a flooded interface costs the others one
+``_WEIGHT`` frames from a link per turn and ``_BUDGET`` frames or ``_BUDGET_TIME`` seconds per
+pass before output is flushed and the loop runs other work: Linux's NAPI polls each device queue
+with a weight of 64 inside a budget of 300 frames or 2 ms (``net.core.netdev_budget``,
+``netdev_budget_usecs``) for the same reason, so a flooded interface costs the others one
 turn, never the whole backlog. Each queue is bounded by frames and by memory (truesize: a frame's
 length plus its per-object overhead); past the frame limit or half the memory bound the link is
 paused (backpressure, never loss), and only a link that keeps delivering while paused can reach
@@ -51,8 +52,11 @@ logger = logging.getLogger("aionetstack")
 #: Frames the network task takes from one link per turn (NAPI's default weight).
 _WEIGHT = 64
 #: Frames per pass over the ready links before output is flushed and the loop may run others
-#: (Linux's netdev_budget is 300).
+#: (Linux's netdev_budget is 300)...
 _BUDGET = 256
+#: ...or this many seconds of work, whichever comes first (netdev_budget_usecs is 2,000): a pass
+#: of large frames stays short too, so other tasks (and other links' replies) are not kept waiting.
+_BUDGET_TIME = 0.002
 #: Bytes charged per queued frame besides its length: the ``bytes`` object's header and the slot
 #: that holds it (tracemalloc: about 42 on CPython 3.11, 64-bit), and per batch: its list and the
 #: queue's slot (about 70). Linux charges ``skb->truesize`` the same way.
@@ -466,7 +470,10 @@ class Stack:
             # One pass: each link with frames in turn, up to _WEIGHT frames each and _BUDGET in
             # all (NAPI's round-robin), then transport follow-up and output flushed once.
             budget = _BUDGET
+            until = loop.time() + _BUDGET_TIME
             while ready and budget > 0:
+                if budget < _BUDGET and loop.time() >= until:
+                    break
                 queue = ready.popleft()
                 budget -= self._poll_queue(queue, min(_WEIGHT, budget))
                 if queue.frames:
