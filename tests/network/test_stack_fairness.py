@@ -17,14 +17,16 @@ from __future__ import annotations
 import asyncio
 import random
 import statistics
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
 
 from aionetstack import Stack, StackOptions
 from aionetstack.link import PipeEndpoint, pipe
-from aionetstack.wire.arp import ARP_REQUEST, build_arp
+from aionetstack.link.endpoint import LinkEndpoint
+from aionetstack.wire import Buffer
+from aionetstack.wire.arp import ARP_REPLY, ARP_REQUEST, build_arp, parse_arp
 from aionetstack.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, build_ethernet
 from aionetstack.wire.ipv4 import PROTO_TCP, build_ipv4
 from aionetstack.wire.tcp import SYN, build_tcp
@@ -41,6 +43,26 @@ async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
     yield errors
     loop.set_exception_handler(None)
     assert errors == []
+
+
+class Gateway:
+    """The attacker's end of eth0 posing as the victim's gateway: it answers ARP for 10.0.0.254
+    (so the route stays resolved however long the run) and swallows everything else."""
+
+    def __init__(self, end: PipeEndpoint) -> None:
+        self.end = end
+        end.attach(self)
+
+    def deliver_frames(self, link: LinkEndpoint, frames: Sequence[Buffer]) -> None:
+        for frame in frames:
+            if frame[12:14] == b"\x08\x06":
+                arp = parse_arp(frame, 14)
+                if arp.operation == ARP_REQUEST and arp.target_ip == GATEWAY:
+                    reply = build_arp(ARP_REPLY, self.end.mac, GATEWAY, arp.sender_mac, arp.sender_ip)
+                    self.end.write([build_ethernet(arp.sender_mac, self.end.mac, ETHERTYPE_ARP) + reply])
+
+    def link_writable(self, link: LinkEndpoint, writable: bool) -> None:
+        pass
 
 
 def spoofed_syns(victim_end: PipeEndpoint, attacker: PipeEndpoint, count: int, seed: int) -> list[bytes]:
@@ -92,6 +114,7 @@ async def test_a_client_on_a_quiet_interface_connects_during_a_syn_flood_on_anot
         victim.add_interface(inside, "10.1.0.2/24")
         victim.add_route("0.0.0.0/0", gateway="10.0.0.254")
         client.add_interface(client_end, "10.1.0.9/24")
+        Gateway(attacker)
         request = build_arp(ARP_REQUEST, attacker.mac, GATEWAY, b"\x00" * 6, VICTIM_OUTSIDE)
         attacker.write([build_ethernet(outside.mac, attacker.mac, ETHERTYPE_ARP) + request])
         accepted = 0
