@@ -111,6 +111,8 @@ class StackOptions:
     arp_retransmit_interval: float = 1.0
     arp_max_probes: int = 3
     arp_queue_limit: int = 64  #: packets waiting for one next hop's ARP reply (Linux unres_qlen)
+    #: Neighbour entries per interface (Linux gc_thresh3); about 520 bytes each when full.
+    arp_cache_size: int = 1024
     #: Memory of all packets waiting for ARP on one interface: length plus per-packet overhead
     #: (truesize); the oldest waiting packets are dropped, and counted, to stay within it.
     arp_queue_bytes: int = 1 << 20

@@ -588,4 +588,5 @@ def new_neighbour_cache(stack: Stack) -> NeighbourCache:
         max_probes=o.arp_max_probes,
         queue_limit=o.arp_queue_limit,
         queue_bytes=o.arp_queue_bytes,
+        capacity=o.arp_cache_size,
     )
