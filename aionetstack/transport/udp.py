@@ -230,13 +230,15 @@ class UdpTransport(asyncio.DatagramTransport):
                 )
         if not self._allow_broadcast and self._stack.is_broadcast(destination):
             raise PermissionError(errno.EACCES, "sending to a broadcast address needs allow_broadcast=True")
-        source = self._local[0]
-        if source == ANY:
-            source = self._stack.ip.source_address(destination)
         try:
+            source = self._local[0]
+            if source == ANY:
+                source = self._stack.ip.source_address(destination)  # ENETUNREACH without a route
             self._stack.udp.send(source, self._local[1], destination, dport, data, self)
         except OSError as exc:
-            # asyncio's datagram transports report send errors to the protocol, not the caller.
+            # asyncio's datagram transports report send errors (ENETUNREACH, EHOSTUNREACH...) to
+            # the protocol's error_received(), never to the caller of sendto().
+            self._stack.counters["udp.send-errors"] += 1
             self.error_in(exc)
 
     def abort(self) -> None:

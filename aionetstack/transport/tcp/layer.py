@@ -217,6 +217,9 @@ class TcpLayer:
         else:
             seg_len = len(seg.payload) + (1 if seg.flags & SYN else 0) + (seg.flags & 1)
             seq, ack, flags = 0, (seg.seq + seg_len) & MASK, RST | ACK
+        if self.stack.ip.reply_unroutable(header.source):
+            self.counters["tcp.dropped.reset-unroutable"] += 1  # a stranger's address: drop, count
+            return
         self.counters["tcp.resets-sent"] += 1
         self._send(
             header.destination,

@@ -34,6 +34,11 @@ class TcpListener:
     def syn_received(self, seg: TcpSegment, key: Key, now: float) -> None:
 
         counters = self.layer.counters
+        if self.layer.stack.ip.reply_unroutable(key[2]):
+            # No route back, or the next hop just failed ARP: a SYN-ACK could not leave, so
+            # neither a connection nor a cookie is spent on it; dropped and counted.
+            counters["tcp.dropped.no-route-for-syn"] += 1
+            return
         queued = len(self.accept_queue)
         if not self.server.is_serving():
             # Nobody accepts: every handshake in progress ends in the accept queue, so it counts
