@@ -32,6 +32,7 @@ from aionetstack.wire.ipv4 import parse_ip
 
 if TYPE_CHECKING:
     from aionetstack.forwarder import TcpForwarder, TcpForwardRequest, UdpFlow, UdpForwarder
+    from aionetstack.forwarding.udp import UdpSession, UdpSessionForwarder
     from aionetstack.resolver import StubResolver
     from aionetstack.server import Server
 
@@ -104,7 +105,7 @@ class Stack:
         self.hosts: dict[str, str] = _validate.HostTable()  #: name -> dotted quad, checked as set
         self.resolver: StubResolver | None = None
         self.tcp_forwarder: TcpForwarder | None = None
-        self.udp_forwarder: UdpForwarder | None = None
+        self.udp_forwarder: UdpForwarder | UdpSessionForwarder | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbound: deque[tuple[LinkEndpoint, Sequence[Buffer]]] = deque()
         self._inbound_frames = 0
@@ -532,6 +533,33 @@ class Stack:
             self.udp_forwarder.close()
         self.udp_forwarder = (
             UdpForwarder(self, handler, max_flows, idle_timeout) if handler is not None else None
+        )
+
+    def set_udp_session_forwarder(
+        self,
+        handler: Callable[[UdpSession], Awaitable[Any]] | None,
+        *,
+        max_sessions: int = 4096,
+        idle_timeout: float = 300.0,
+        max_queued: int = 256,
+    ) -> None:
+        """Take UDP to *any* address, one ``handler(session)`` task per client address and port.
+
+        Endpoint-independent mapping (RFC 4787 REQ-1): see :mod:`aionetstack.forwarding.udp`.
+        Replaces a :meth:`set_udp_forwarder` handler (one UDP forwarder at a time).
+        """
+        from aionetstack.forwarding.udp import UdpSessionForwarder
+
+        _validate.callable_or_none("handler", handler)
+        _validate.integer("max_sessions", max_sessions, 1)
+        _validate.number("idle_timeout", idle_timeout, 0, above=True)
+        _validate.integer("max_queued", max_queued, 1)
+        if self.udp_forwarder is not None:
+            self.udp_forwarder.close()
+        self.udp_forwarder = (
+            UdpSessionForwarder(self, handler, max_sessions, idle_timeout, max_queued)
+            if handler is not None
+            else None
         )
 
     async def ping(self, host: str, *, timeout: float = 1.0, size: int = 56, ttl: int | None = None) -> float:
