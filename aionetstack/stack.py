@@ -32,6 +32,7 @@ from aionetstack.wire.ipv4 import parse_ip
 
 if TYPE_CHECKING:
     from aionetstack.forwarder import TcpForwarder, TcpForwardRequest, UdpFlow, UdpForwarder
+    from aionetstack.forwarding.icmp import EchoRequest, IcmpForwarder
     from aionetstack.forwarding.udp import UdpSession, UdpSessionForwarder
     from aionetstack.resolver import StubResolver
     from aionetstack.server import Server
@@ -106,6 +107,7 @@ class Stack:
         self.resolver: StubResolver | None = None
         self.tcp_forwarder: TcpForwarder | None = None
         self.udp_forwarder: UdpForwarder | UdpSessionForwarder | None = None
+        self.icmp_forwarder: IcmpForwarder | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbound: deque[tuple[LinkEndpoint, Sequence[Buffer]]] = deque()
         self._inbound_frames = 0
@@ -154,7 +156,7 @@ class Stack:
         if self._closed:
             return
         self._closed = True
-        for forwarder in (self.tcp_forwarder, self.udp_forwarder):
+        for forwarder in (self.tcp_forwarder, self.udp_forwarder, self.icmp_forwarder):
             if forwarder is not None:
                 forwarder.close()
         self.tcp.close_all()
@@ -561,6 +563,19 @@ class Stack:
             if handler is not None
             else None
         )
+
+    def set_icmp_forwarder(self, handler: Callable[[EchoRequest], Any] | None) -> None:
+        """Take ICMP echo requests to *any* address: ``handler(request)`` is called for each.
+
+        It answers (``request.reply()``), relays (a :class:`~aionetstack.forwarding.icmp.PingRelay`)
+        or ignores it (dropped). See :mod:`aionetstack.forwarding.icmp`. ``None`` turns it off.
+        """
+        from aionetstack.forwarding.icmp import IcmpForwarder
+
+        _validate.callable_or_none("handler", handler)
+        if self.icmp_forwarder is not None:
+            self.icmp_forwarder.close()
+        self.icmp_forwarder = IcmpForwarder(self, handler) if handler is not None else None
 
     async def ping(self, host: str, *, timeout: float = 1.0, size: int = 56, ttl: int | None = None) -> float:
         """Send one ICMP echo request to ``host``; the round-trip time in seconds.
