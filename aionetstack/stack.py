@@ -242,6 +242,21 @@ class Stack:
         elif iface.link.kind is LinkKind.ETHERNET:
             self._pending_announcements.append((iface, packed))
 
+    def remove_address(self, iface: Interface, address: str) -> None:
+        """Take ``address`` (``"10.0.1.7/24"``) off ``iface`` with its connected route (a lease ended)."""
+        self._check_interface("iface", iface)
+        value = _validate.interface_address("address", address)
+        if value not in iface.addresses:
+            raise ValueError(f"{value} is not an address of interface {iface.name}")
+        iface.remove_address(value)
+        if self.local_addresses.get(value.ip.packed) is iface:
+            del self.local_addresses[value.ip.packed]
+        network = str(value.network)
+        if not any(a.network == value.network for a in iface.addresses):
+            for route in self.routes.routes():
+                if route.interface is iface and route.gateway is None and route.destination == network:
+                    self.routes.remove(route)
+
     def add_route(
         self,
         destination: str,
