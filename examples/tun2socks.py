@@ -3,6 +3,7 @@ TUN device and relay it to the same destination through ordinary kernel sockets 
 
     python examples/tun2socks.py --tun tun0 --ip 10.9.0.1/24 [--socks5 HOST:PORT] [--mtu 1500]
                                  [--udp-timeout 300] [--no-ping]
+                                 [--dns fake-ip|relay] [--dns-upstream IP:PORT] [--fake-ip-pool CIDR]
 
 Point a client's default route into the TUN device (`ip route add default dev tun0`); every
 connection it makes arrives here, whatever the destination, and leaves through this host's own
@@ -13,6 +14,9 @@ network. Prints `ready` when it serves, and its counters when it stops (SIGINT/S
   mapping, RFC 4787): one kernel UDP socket, or one SOCKS5 UDP ASSOCIATE (RFC 1928 §7), each.
 - ICMP echo: relayed through an unprivileged kernel ping socket (needs this process's group in
   net.ipv4.ping_group_range), so `ping` and `traceroute -I` work from the client.
+- DNS (queries to port 53 of any address): `--dns fake-ip` answers A queries from a private pool
+  (198.18.0.0/15) and sends connections to those addresses upstream *by name* (the SOCKS5 proxy
+  resolves it); `--dns relay` passes queries to --dns-upstream and the answers back unchanged.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import sys
 
 import aionetstack
 from aionetstack.forwarder import TcpForwardRequest
+from aionetstack.forwarding.dns import RELAY, DnsRelay, FakeIpDns, FakeIpPool, Relay
 from aionetstack.forwarding.icmp import PingRelay
 from aionetstack.forwarding.udp import UdpSession
 from aionetstack.link import TunLink
@@ -103,11 +108,13 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 
 class _Upstream(asyncio.DatagramProtocol):
-    """Datagrams from the outside back into the client's session, from where they came."""
+    """Datagrams from the outside back into the client's session, from where the client sent them."""
 
     def __init__(self, session: UdpSession, socks5: bool) -> None:
         self.session = session
         self.socks5 = socks5
+        #: outside (host, port) -> the (address, port) the client wrote to: a fake IP's real one
+        self.seen_as: dict[tuple[str, int], tuple[str, int]] = {}
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.socks5:
@@ -119,23 +126,43 @@ class _Upstream(asyncio.DatagramProtocol):
             except (ValueError, IndexError, struct.error):
                 return
             addr, data = (host, port), data[at:]
+        source = self.seen_as.get((addr[0], addr[1]), (addr[0], addr[1]))
         with contextlib.suppress(RuntimeError, OSError):
-            self.session.sendto(data, addr[:2])
+            self.session.sendto(data, source)
 
 
 class Tun2Socks:
-    def __init__(self, socks5: tuple[str, int] | None, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        socks5: tuple[str, int] | None,
+        connect_timeout: float = 10.0,
+        fake_dns: FakeIpDns | None = None,
+        dns_relay: DnsRelay | None = None,
+    ) -> None:
         self.socks5 = socks5
         self.connect_timeout = connect_timeout
+        self.fake_dns = fake_dns
+        self.dns_relay = dns_relay
+
+    def real_host(self, host: str) -> str | None:
+        """The name a fake-IP address stands for (``host`` itself if not fake; None if unknown)."""
+        fake = self.fake_dns
+        if fake is None or host not in fake.pool:
+            return host
+        return fake.pool.name_for(host, asyncio.get_running_loop().time())
 
     async def tcp(self, request: TcpForwardRequest) -> None:
         host, port = request.destination
+        target = self.real_host(host)
+        if target is None:
+            return  # a fake IP no name maps to (any more): RST
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if self.socks5:
-                    up_reader, up_writer = await socks5_connect(self.socks5, host, port)
+                    # In fake-IP mode the proxy gets the name and resolves it where traffic leaves.
+                    up_reader, up_writer = await socks5_connect(self.socks5, target, port)
                 else:
-                    up_reader, up_writer = await asyncio.open_connection(host, port)
+                    up_reader, up_writer = await asyncio.open_connection(target, port)
         except (OSError, TimeoutError):
             return  # not accepted: the client gets a RST, as if the destination refused
         reader, writer = await request.accept()
@@ -144,31 +171,76 @@ class Tun2Socks:
         finally:
             up_writer.close()
 
+    def dns(self, session: UdpSession, data: bytes, destination: tuple[str, int]) -> bool:
+        """Answer a query to any address's port 53 here (DNS hijack); False to send it on as UDP."""
+        answer: bytes | Relay | None = RELAY
+        if self.fake_dns is not None:
+            answer = self.fake_dns.answer(data, asyncio.get_running_loop().time())
+        elif self.dns_relay is None:
+            return False
+        if isinstance(answer, bytes):
+            with contextlib.suppress(RuntimeError, OSError):
+                session.sendto(answer, destination)
+        elif answer is RELAY and self.dns_relay is not None:
+
+            def deliver(reply: bytes) -> None:
+                with contextlib.suppress(RuntimeError, OSError):
+                    session.sendto(reply, destination)  # from the address the client asked
+
+            self.dns_relay.query(data, deliver)
+        return True
+
     async def udp(self, session: UdpSession) -> None:
         """One upstream socket (or SOCKS5 association) for everything one client port sends."""
         loop = asyncio.get_running_loop()
         control: asyncio.StreamWriter | None = None
         relay: tuple[str, int] | None = None
-        if self.socks5:
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    _, control, relay = await socks5_request(self.socks5, 3, "0.0.0.0", 0)
-            except (OSError, TimeoutError):
-                return  # the session ends; the client's datagrams are dropped, as a lossy path would
-            if relay[0] in ("0.0.0.0", "::"):
-                relay = (self.socks5[0], relay[1])
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Upstream(session, relay is not None), local_addr=("0.0.0.0", 0)
-        )
+        transport: asyncio.DatagramTransport | None = None
+        upstream: _Upstream | None = None
+        resolved: dict[str, str] = {}
         try:
             while (item := await session.recv()) is not None:
                 data, destination = item
+                if destination[1] == 53 and self.dns(session, data, destination):
+                    continue
+                host = self.real_host(destination[0])
+                if host is None:
+                    continue  # a stale fake IP: dropped
+                if transport is None:  # the first datagram that leaves opens the upstream
+                    if self.socks5:
+                        try:
+                            async with asyncio.timeout(self.connect_timeout):
+                                _, control, relay = await socks5_request(self.socks5, 3, "0.0.0.0", 0)
+                        except (OSError, TimeoutError):
+                            return  # the session ends: its datagrams are lost, as on a lossy path
+                        if relay[0] in ("0.0.0.0", "::"):
+                            relay = (self.socks5[0], relay[1])
+                    upstream = _Upstream(session, relay is not None)
+                    transport, _ = await loop.create_datagram_endpoint(
+                        lambda u=upstream: u,
+                        local_addr=("0.0.0.0", 0),  # type: ignore[misc]
+                    )
+                assert upstream is not None
                 if relay is not None:
-                    transport.sendto(b"\x00\x00\x00" + socks5_address(*destination) + data, relay)
+                    if host != destination[0]:
+                        upstream.seen_as[(host, destination[1])] = destination
+                    transport.sendto(b"\x00\x00\x00" + socks5_address(host, destination[1]) + data, relay)
+                    continue
+                if host != destination[0]:
+                    address = resolved.get(host)
+                    if address is None:
+                        try:
+                            infos = await loop.getaddrinfo(host, None, family=socket.AF_INET)
+                        except OSError:
+                            continue
+                        address = resolved[host] = str(infos[0][4][0])
+                    upstream.seen_as[(address, destination[1])] = destination
+                    transport.sendto(data, (address, destination[1]))
                 else:
                     transport.sendto(data, destination)
         finally:
-            transport.close()
+            if transport is not None:
+                transport.close()
             if control is not None:
                 control.close()  # RFC 1928 §7: the association ends with its TCP connection
 
@@ -179,7 +251,11 @@ async def main(args: argparse.Namespace) -> int:
     iface = stack.add_interface(tun, args.ip)
     network = ipaddress.IPv4Interface(args.ip).network
     stack.add_route(str(network), interface=iface)
-    relay = Tun2Socks(args.socks5)
+    fake_dns = FakeIpDns(FakeIpPool(args.fake_ip_pool, ttl=args.dns_ttl)) if args.dns == "fake-ip" else None
+    dns_relay = DnsRelay([args.dns_upstream]) if args.dns_upstream else None
+    if dns_relay is not None:
+        await dns_relay.start()
+    relay = Tun2Socks(args.socks5, fake_dns=fake_dns, dns_relay=dns_relay)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -192,6 +268,11 @@ async def main(args: argparse.Namespace) -> int:
         print("ready", flush=True)
         await stop.wait()
         counters = {k: v for k, v in stack.statistics().items() if k in ("forwarder", "tcp", "udp", "ip")}
+        if fake_dns is not None:
+            counters["dns"] = {**fake_dns.counters, "pool": fake_dns.pool.counters}
+        if dns_relay is not None:
+            counters.setdefault("dns", {})["relay"] = dns_relay.counters
+            dns_relay.close()
         print(json.dumps(counters, sort_keys=True), flush=True)
     return 0
 
@@ -209,12 +290,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--udp-timeout", type=float, default=300.0, help="seconds a UDP session lives without traffic"
     )
     parser.add_argument(
+        "--dns",
+        choices=("off", "fake-ip", "relay"),
+        default="off",
+        help="answer queries to any address's port 53: from a fake-IP pool, or relayed to --dns-upstream",
+    )
+    parser.add_argument("--dns-upstream", type=_host_port, default=None, help="DNS server, IP:PORT")
+    parser.add_argument("--fake-ip-pool", default="198.18.0.0/15", help="fake-IP addresses (RFC 2544)")
+    parser.add_argument("--dns-ttl", type=float, default=60.0, help="TTL of fake-IP answers, seconds")
+    parser.add_argument(
         "--no-ping", dest="ping", action="store_false", help="drop pings instead of relaying them"
     )
     parser.add_argument(
         "--socks5", type=lambda s: (s.rsplit(":", 1)[0], int(s.rsplit(":", 1)[1])), default=None
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.dns == "relay" and args.dns_upstream is None:
+        parser.error("--dns relay needs --dns-upstream IP:PORT")
+    return args
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
 
 
 if __name__ == "__main__":

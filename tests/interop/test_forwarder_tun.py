@@ -9,8 +9,10 @@ All addresses live in namespaces the test creates; nothing is configured in the 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -372,3 +374,88 @@ def test_a_udp_session_reaches_two_destinations_from_one_port_and_idles_out(upst
     udp = counters["forwarder"]["udp"]  # type: ignore[index]
     assert udp["sessions"] == 1 and udp["expired"] == 1
     print(f"forwarder udp counters: {udp}")
+
+
+# ------------------------------------------------------------------ DNS through the tunnel
+
+DNS_SERVER = """
+import socket, dns.message, dns.rrset, dns.rdatatype
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("{host}", 53))
+print("listening", flush=True)
+while True:
+    data, addr = s.recvfrom(65535)
+    query = dns.message.from_wire(data)
+    response = dns.message.make_response(query)
+    question = query.question[0]
+    if question.rdtype == dns.rdatatype.A and question.name.to_text() == "web.test.":
+        response.answer.append(dns.rrset.from_text(question.name, 30, "IN", "A", "{answer}"))
+    s.sendto(response.to_wire(), addr)
+"""
+
+
+@pytest.mark.parametrize("mode", ["fake-ip", "relay"])
+def test_a_client_resolves_names_and_connects_through_the_tunnel(mode: str) -> None:
+    """The client's resolver asks 9.9.9.9, which only exists beyond the tunnel; curl then connects
+    by name. Fake-IP: the SOCKS5 proxy must be asked for the *name*. Relay: a DNS server in the
+    server namespace answers, and the connection goes direct."""
+    require_interop()
+    curl = require_tool("curl", "curl")
+    with NetNS() as fwd, NetNS() as client, NetNS() as server:
+        tunnel = Tunnel(fwd, client, server)
+        resolv = Path("/etc/netns") / client.name
+        web = tunnel.uplink.host(2)
+        http_server = subprocess.Popen(
+            server.command(sys.executable, "-c", SERVER.format(size=4096, host=web))
+        )
+        tunnel.procs.append(http_server)  # type: ignore[arg-type]
+        socks = None
+        try:
+            # `ip netns exec` puts /etc/netns/NAME/resolv.conf over /etc/resolv.conf for the client.
+            resolv.mkdir(parents=True, exist_ok=True)
+            (resolv / "resolv.conf").write_text("nameserver 9.9.9.9\noptions timeout:2 attempts:2\n")
+            if mode == "fake-ip":
+                socks = tunnel.spawn(fwd, SOCKS5_FULL.format(names={"web.test": web}))
+                tunnel.start("--dns", "fake-ip", "--socks5", "127.0.0.1:1080")
+            else:
+                tunnel.spawn(server, DNS_SERVER.format(host=web, answer=web))
+                tunnel.start("--dns", "relay", "--dns-upstream", f"{web}:53")
+            hosts = client.run("getent", "ahostsv4", "web.test", check=False)
+            assert hosts.returncode == 0, hosts.stderr
+            address = hosts.stdout.split()[0]
+            if mode == "fake-ip":
+                assert ipaddress.IPv4Address(address) in ipaddress.IPv4Network("198.18.0.0/15")
+            else:
+                assert address == web
+            deadline = time.monotonic() + 10
+            while True:  # the kernel HTTP server may still be starting
+                result = client.run(
+                    curl,
+                    "-sS",
+                    "--max-time",
+                    "20",
+                    "-o",
+                    "-",
+                    "http://web.test:8000/",
+                    check=False,
+                    text=False,
+                )
+                if result.returncode == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout == bytes(range(256)) * 16
+            print(f"\nweb.test resolved to {address} through the tunnel ({mode})")
+        finally:
+            counters = tunnel.stop()
+            shutil.rmtree(resolv, ignore_errors=True)
+        if socks is not None:
+            assert socks.stdout is not None
+            log = socks.stdout.read()
+            assert "CONNECT web.test 8000" in log, log  # the proxy got the name, not an address
+    dns_counters = counters["dns"]  # type: ignore[index]
+    print(f"forwarder dns counters: {dns_counters}")
+    if mode == "fake-ip":
+        assert dns_counters["answered"] >= 1  # type: ignore[index]
+    else:
+        assert dns_counters["relay"]["answered"] >= 1  # type: ignore[index]
