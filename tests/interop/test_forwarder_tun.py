@@ -253,17 +253,32 @@ for target in sys.argv[1:]:
 class Tunnel:
     """Namespaces fwd (examples/tun2socks.py), client (default route into its TUN) and server."""
 
-    def __init__(self, fwd: NetNS, client: NetNS, server: NetNS) -> None:
+    def __init__(self, fwd: NetNS, client: NetNS, server: NetNS, router: NetNS | None = None) -> None:
         self.fwd, self.client, self.server = fwd, client, server
         self.uplink, self.tunnet = Subnet.random(), Subnet.random()
         self.procs: list[subprocess.Popen[str]] = []
         self.forwarder: subprocess.Popen[str] | None = None
         veth_a, veth_b = unique_device_name(), unique_device_name()
-        fwd.ip("link", "add", veth_a, "type", "veth", "peer", "name", veth_b, "netns", server.name)
+        # With a router, fwd -- router on the uplink subnet, router -- server on a second one.
+        near = router if router is not None else server
+        fwd.ip("link", "add", veth_a, "type", "veth", "peer", "name", veth_b, "netns", near.name)
         fwd.ip("addr", "add", self.uplink.cidr(1), "dev", veth_a)
         fwd.ip("link", "set", veth_a, "up")
-        server.ip("addr", "add", self.uplink.cidr(2), "dev", veth_b)
-        server.ip("link", "set", veth_b, "up")
+        near.ip("addr", "add", self.uplink.cidr(2), "dev", veth_b)
+        near.ip("link", "set", veth_b, "up")
+        self.server_address = self.uplink.host(2)
+        if router is not None:
+            far = Subnet.random()
+            veth_c, veth_d = unique_device_name(), unique_device_name()
+            router.ip("link", "add", veth_c, "type", "veth", "peer", "name", veth_d, "netns", server.name)
+            router.ip("addr", "add", far.cidr(1), "dev", veth_c)
+            router.ip("link", "set", veth_c, "up")
+            server.ip("addr", "add", far.cidr(2), "dev", veth_d)
+            server.ip("link", "set", veth_d, "up")
+            router.run("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward", check=True)
+            fwd.ip("route", "add", "default", "via", self.uplink.host(2))
+            server.ip("route", "add", "default", "via", far.host(1))
+            self.server_address = far.host(2)
 
     def spawn(self, ns: NetNS, script: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen(ns.command(sys.executable, "-c", script), stdout=subprocess.PIPE, text=True)
@@ -459,3 +474,27 @@ def test_a_client_resolves_names_and_connects_through_the_tunnel(mode: str) -> N
         assert dns_counters["answered"] >= 1  # type: ignore[index]
     else:
         assert dns_counters["relay"]["answered"] >= 1  # type: ignore[index]
+
+
+def test_time_exceeded_from_a_router_beyond_the_tunnel_reaches_the_client() -> None:
+    """ping -t 1 (what traceroute -I does first): the relay sends with the client's TTL, the
+    router beyond the forwarder answers time exceeded, and the client hears it from that router."""
+    require_interop()
+    ping = require_tool("ping", "iputils-ping")
+    with NetNS() as fwd, NetNS() as client, NetNS() as router, NetNS() as server:
+        tunnel = Tunnel(fwd, client, server, router=router)
+        try:
+            fwd.run("sh", "-c", "echo '0 2147483647' > /proc/sys/net/ipv4/ping_group_range", check=True)
+            tunnel.start()
+            far = tunnel.server_address
+            hop = tunnel.uplink.host(2)  # the router's address facing the forwarder
+            expired = client.run(ping, "-c", "1", "-W", "3", "-t", "1", far, check=False)
+            assert f"From {hop}" in expired.stdout and "exceeded" in expired.stdout, expired.stdout
+            reached = client.run(ping, "-c", "2", "-i", "0.2", "-W", "3", "-t", "2", far, check=False)
+            assert reached.returncode == 0 and "2 received" in reached.stdout, reached.stdout
+            print(f"\n{expired.stdout.strip().splitlines()[1]}")
+        finally:
+            counters = tunnel.stop()
+    icmp = counters["forwarder"]["icmp"]  # type: ignore[index]
+    assert icmp["errors"] >= 1 and icmp["replies"] >= 2
+    print(f"forwarder icmp counters: {icmp}")
