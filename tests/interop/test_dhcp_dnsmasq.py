@@ -36,9 +36,11 @@ def require_dnsmasq() -> str:
         return path
     if shutil.which("apt-get") and os.geteuid() == 0:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "dnsmasq"], env=env, capture_output=True, check=False
-        )
+        install = ["apt-get", "install", "-y", "-qq", "dnsmasq"]
+        if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
+            # The package lists may be missing on a fresh image: fetch them once and retry.
+            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)
+            subprocess.run(install, env=env, capture_output=True, check=False)
         path = shutil.which("dnsmasq") or (os.path.exists("/usr/sbin/dnsmasq") and "/usr/sbin/dnsmasq")
         if path:
             return path
