@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import signal
@@ -215,11 +216,10 @@ class Tun2Socks:
                             return  # the session ends: its datagrams are lost, as on a lossy path
                         if relay[0] in ("0.0.0.0", "::"):
                             relay = (self.socks5[0], relay[1])
-                    upstream = _Upstream(session, relay is not None)
-                    transport, _ = await loop.create_datagram_endpoint(
-                        lambda u=upstream: u,
-                        local_addr=("0.0.0.0", 0),  # type: ignore[misc]
+                    transport, protocol = await loop.create_datagram_endpoint(
+                        functools.partial(_Upstream, session, relay is not None), local_addr=("0.0.0.0", 0)
                     )
+                    upstream = protocol
                 assert upstream is not None
                 if relay is not None:
                     if host != destination[0]:

@@ -308,8 +308,8 @@ class DhcpClient:
         ):
             self._ack(message, now)
         elif kind == NAK and state in (DhcpState.REQUESTING, DhcpState.RENEWING, DhcpState.REBINDING):
-            server = message.options.get(OPT_SERVER_ID)
-            if state is DhcpState.REQUESTING and self._offer and server and server != self._offer[1]:
+            nak_from = message.options.get(OPT_SERVER_ID)
+            if state is DhcpState.REQUESTING and self._offer and nak_from and nak_from != self._offer[1]:
                 self._count("dropped-not-ours")
                 return
             self._count("naks")
