@@ -12,6 +12,8 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aionetstack.forwarding.dns import RELAY, DnsRelay, FakeIpDns, FakeIpPool
 
@@ -126,3 +128,12 @@ async def test_the_relay_passes_answers_through_with_the_clients_id() -> None:
         relay.close()
         transport.close()
         await asyncio.sleep(0.01)  # let both sockets finish closing on this loop
+
+
+@given(st.binary(max_size=512))
+@settings(max_examples=300)
+def test_random_bytes_never_raise(data: bytes) -> None:
+    server = FakeIpDns(FakeIpPool("198.18.0.0/30", ttl=60))
+    for payload in (data, ask("x.test")[:12] + data):
+        result = server.answer(payload, 0.0)
+        assert result is None or result is RELAY or isinstance(result, bytes)
