@@ -116,6 +116,7 @@ class _Upstream(asyncio.DatagramProtocol):
         self.socks5 = socks5
         #: outside (host, port) -> the (address, port) the client wrote to: a fake IP's real one
         self.seen_as: dict[tuple[str, int], tuple[str, int]] = {}
+        self.fake_by_port: dict[int, tuple[str, int]] = {}
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if self.socks5:
@@ -127,7 +128,10 @@ class _Upstream(asyncio.DatagramProtocol):
             except (ValueError, IndexError, struct.error):
                 return
             addr, data = (host, port), data[at:]
-        source = self.seen_as.get((addr[0], addr[1]), (addr[0], addr[1]))
+        source = self.seen_as.get((addr[0], addr[1]))
+        if source is None:
+            # A SOCKS5 proxy names the address it resolved a fake-IP's name to: match by port.
+            source = self.fake_by_port.get(addr[1], (addr[0], addr[1]))
         with contextlib.suppress(RuntimeError, OSError):
             self.session.sendto(data, source)
 
@@ -223,7 +227,7 @@ class Tun2Socks:
                 assert upstream is not None
                 if relay is not None:
                     if host != destination[0]:
-                        upstream.seen_as[(host, destination[1])] = destination
+                        upstream.fake_by_port[destination[1]] = destination
                     transport.sendto(b"\x00\x00\x00" + socks5_address(host, destination[1]) + data, relay)
                     continue
                 if host != destination[0]:

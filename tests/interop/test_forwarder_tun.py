@@ -460,6 +460,12 @@ def test_a_client_resolves_names_and_connects_through_the_tunnel(mode: str) -> N
                 time.sleep(0.2)
             assert result.returncode == 0, result.stderr
             assert result.stdout == bytes(range(256)) * 16
+            if mode == "fake-ip":
+                # UDP to the name: the proxy relays it by name, the answer comes from the fake IP.
+                tunnel.spawn(server, UDP_ECHO.format(host="0.0.0.0", port=7))
+                udp = client.run(sys.executable, "-c", UDP_CLIENT, "web.test:7", check=False, timeout=30)
+                assert udp.returncode == 0, udp.stderr
+                assert udp.stdout.split()[:2] == [address, "7"], udp.stdout
             print(f"\nweb.test resolved to {address} through the tunnel ({mode})")
         finally:
             counters = tunnel.stop()
@@ -468,6 +474,7 @@ def test_a_client_resolves_names_and_connects_through_the_tunnel(mode: str) -> N
             assert socks.stdout is not None
             log = socks.stdout.read()
             assert "CONNECT web.test 8000" in log, log  # the proxy got the name, not an address
+            assert "UDP web.test 7" in log, log
     dns_counters = counters["dns"]  # type: ignore[index]
     print(f"forwarder dns counters: {dns_counters}")
     if mode == "fake-ip":
