@@ -38,7 +38,7 @@ import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
-import dns.rrset
+import dns.rdtypes.IN.A
 
 from aionetstack import _validate
 
@@ -161,7 +161,11 @@ class FakeIpDns:
                 response.set_rcode(dns.rcode.SERVFAIL)  # pool exhausted: nothing in use is taken
                 self._count("servfail-exhausted")
                 return response.to_wire()
-            response.answer.append(dns.rrset.from_text(question.name, int(self.pool.ttl), "IN", "A", address))
+            # Built from the rdata, not from text: a third faster per answer (benchmarks/forwarder_udp.py).
+            rrset = response.find_rrset(
+                response.answer, question.name, dns.rdataclass.IN, dns.rdatatype.A, create=True
+            )
+            rrset.add(dns.rdtypes.IN.A.A(dns.rdataclass.IN, dns.rdatatype.A, address), int(self.pool.ttl))
             self._count("answered")
             return response.to_wire()
         if question.rdtype == dns.rdatatype.AAAA:
