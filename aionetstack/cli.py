@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -113,7 +114,7 @@ def _ifname(text: str) -> str:
 # the parser
 
 
-def _add_link_options(parser: argparse.ArgumentParser) -> None:
+def _add_link_options(parser: argparse.ArgumentParser, dhcp: bool = False) -> None:
     group = parser.add_argument_group("link")
     group.add_argument(
         "--tap",
@@ -122,9 +123,17 @@ def _add_link_options(parser: argparse.ArgumentParser) -> None:
         type=_arg(_ifname),
         help="TAP device to open (created if missing)",
     )
-    group.add_argument(
+    address = group.add_mutually_exclusive_group(required=True) if dhcp else group
+    if dhcp:
+        address.add_argument(
+            "--dhcp",
+            action="store_true",
+            help="take the address, router, DNS servers and MTU from a DHCP server (RFC 2131) "
+            "instead of --ip; renews the lease and releases it on exit",
+        )
+    address.add_argument(
         "--ip",
-        required=True,
+        required=not dhcp,
         metavar="ADDR/PREFIX",
         type=_arg(parse_interface),
         help="the stack's own address on the device, e.g. 10.0.0.2/24 (the kernel side is another host)",
@@ -158,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "it up and answer ARP and ICMP echo for ADDR. Prints 'ready' on stdout once every service listens; "
         "SIGINT or SIGTERM closes connections and the pcap and exits 0.",
     )
-    _add_link_options(serve)
+    _add_link_options(serve, dhcp=True)
     serve.add_argument(
         "--mac", type=_arg(parse_mac), metavar="MAC", help="the stack's MAC (default: random, local)"
     )
@@ -360,6 +369,8 @@ def _check_serve_ports(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def _check_gateway(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.gateway is not None and getattr(args, "dhcp", False):
+        parser.error("--gateway goes with --ip; with --dhcp the server names the router")
     if args.gateway is not None and args.gateway not in args.ip.network:
         # RFC 1122 §3.3.1.1: the first hop must be on a directly connected network.
         parser.error(f"--gateway {args.gateway} is not on {args.ip.network} (the --ip network)")
@@ -388,7 +399,7 @@ async def _serve(args: argparse.Namespace) -> int:
         iface = attach_tap(
             stack,
             args.tap,
-            str(args.ip),
+            None if args.dhcp else str(args.ip),
             mac=args.mac,
             mtu=args.mtu,
             gateway=str(args.gateway) if args.gateway else None,
@@ -402,9 +413,12 @@ async def _serve(args: argparse.Namespace) -> int:
                 iface.link.annotations = tracer  # type: ignore[attr-defined]
         control = ControlServer(stack, args.control or default_control_path(args.tap))
         group = ServiceGroup(stack)
+        dhcp = None
         try:
             await control.start()
             print(f"{PROG}: control socket {control.path} (aionetstack ss --control PATH)", file=sys.stderr)
+            if args.dhcp:
+                dhcp, args.ip = await _dhcp_lease(stack, iface)
             if args.echo is not None:
                 await group.start_echo(args.echo)
             if args.discard is not None:
@@ -433,7 +447,34 @@ async def _serve(args: argparse.Namespace) -> int:
             await control.close()
             if trace is not None:
                 trace.close()
+            if dhcp is not None:
+                await dhcp.close()  # RFC 2131 §4.4.6: give the address back
     return EXIT_OK
+
+
+async def _dhcp_lease(stack: Any, iface: Any) -> tuple[Any, Any]:
+    """Start the DHCP client on ``iface``; wait for the first lease, saying so on stderr."""
+    from aionetstack.apps.dhcp import DhcpShell
+    from aionetstack.network.dhcp import LeaseBound
+
+    def report(event: Any) -> None:
+        lease = event.lease
+        if isinstance(event, LeaseBound):
+            what = "renewed" if event.renewed else "bound"
+            print(
+                f"{PROG}: dhcp {what} {lease.address} from {lease.server} for {lease.lease_time:g} s"
+                f" (routers {','.join(lease.routers) or '-'}, dns {','.join(lease.dns_servers) or '-'},"
+                f" mtu {lease.mtu or '-'})",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            print(f"{PROG}: dhcp lost {lease.address} ({event.reason})", file=sys.stderr, flush=True)
+
+    shell = DhcpShell(stack, iface, hostname=socket.gethostname(), on_event=report)
+    print(f"{PROG}: asking for a DHCP lease on {iface.name}", file=sys.stderr, flush=True)
+    lease = await shell.start()
+    return shell, lease.address
 
 
 async def _nc(args: argparse.Namespace) -> int:

@@ -214,7 +214,12 @@ class UdpFlow:
 
 
 class UdpForwarder:
-    """Hands each new UDP flow to a nowhere-bound destination to ``handler(flow)``."""
+    """Hands each new UDP flow to a nowhere-bound destination to ``handler(flow)``.
+
+    A flow is one (client, destination) pair: address-and-port-dependent mapping in RFC 4787's
+    terms. For endpoint-independent mapping (REQ-1; what STUN and games need) use
+    :class:`aionetstack.forwarding.udp.UdpSessionForwarder` (``stack.set_udp_session_forwarder``).
+    """
 
     def __init__(
         self,

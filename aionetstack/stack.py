@@ -43,6 +43,8 @@ from aionetstack.wire.ipv4 import parse_ip
 
 if TYPE_CHECKING:
     from aionetstack.forwarder import TcpForwarder, TcpForwardRequest, UdpFlow, UdpForwarder
+    from aionetstack.forwarding.icmp import EchoRequest, IcmpForwarder
+    from aionetstack.forwarding.udp import UdpSession, UdpSessionForwarder
     from aionetstack.observe.sockets import SocketInfo
     from aionetstack.observe.trace import TraceCallback, Tracer
     from aionetstack.resolver import StubResolver
@@ -161,7 +163,8 @@ class Stack:
         self.hosts: dict[str, str] = _validate.HostTable()  #: name -> dotted quad, checked as set
         self.resolver: StubResolver | None = None
         self.tcp_forwarder: TcpForwarder | None = None
-        self.udp_forwarder: UdpForwarder | None = None
+        self.udp_forwarder: UdpForwarder | UdpSessionForwarder | None = None
+        self.icmp_forwarder: IcmpForwarder | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queues: dict[LinkEndpoint, _LinkQueue] = {}  # one inbound queue per link
         self._ready: deque[_LinkQueue] = deque()  # the queues with frames, in round-robin order
@@ -211,7 +214,7 @@ class Stack:
         if self._closed:
             return
         self._closed = True
-        for forwarder in (self.tcp_forwarder, self.udp_forwarder):
+        for forwarder in (self.tcp_forwarder, self.udp_forwarder, self.icmp_forwarder):
             if forwarder is not None:
                 forwarder.close()
         self.tcp.close_all()
@@ -296,6 +299,21 @@ class Stack:
             self.ip.send_arp_request(iface, packed, gratuitous=True)
         elif iface.link.kind is LinkKind.ETHERNET:
             self._pending_announcements.append((iface, packed))
+
+    def remove_address(self, iface: Interface, address: str) -> None:
+        """Take ``address`` (``"10.0.1.7/24"``) off ``iface`` with its connected route (a lease ended)."""
+        self._check_interface("iface", iface)
+        value = _validate.interface_address("address", address)
+        if value not in iface.addresses:
+            raise ValueError(f"{value} is not an address of interface {iface.name}")
+        iface.remove_address(value)
+        if self.local_addresses.get(value.ip.packed) is iface:
+            del self.local_addresses[value.ip.packed]
+        network = str(value.network)
+        if not any(a.network == value.network for a in iface.addresses):
+            for route in self.routes.routes():
+                if route.interface is iface and route.gateway is None and route.destination == network:
+                    self.routes.remove(route)
 
     def add_route(
         self,
@@ -713,6 +731,46 @@ class Stack:
         self.udp_forwarder = (
             UdpForwarder(self, handler, max_flows, idle_timeout) if handler is not None else None
         )
+
+    def set_udp_session_forwarder(
+        self,
+        handler: Callable[[UdpSession], Awaitable[Any]] | None,
+        *,
+        max_sessions: int = 4096,
+        idle_timeout: float = 300.0,
+        max_queued: int = 256,
+    ) -> None:
+        """Take UDP to *any* address, one ``handler(session)`` task per client address and port.
+
+        Endpoint-independent mapping (RFC 4787 REQ-1): see :mod:`aionetstack.forwarding.udp`.
+        Replaces a :meth:`set_udp_forwarder` handler (one UDP forwarder at a time).
+        """
+        from aionetstack.forwarding.udp import UdpSessionForwarder
+
+        _validate.callable_or_none("handler", handler)
+        _validate.integer("max_sessions", max_sessions, 1)
+        _validate.number("idle_timeout", idle_timeout, 0, above=True)
+        _validate.integer("max_queued", max_queued, 1)
+        if self.udp_forwarder is not None:
+            self.udp_forwarder.close()
+        self.udp_forwarder = (
+            UdpSessionForwarder(self, handler, max_sessions, idle_timeout, max_queued)
+            if handler is not None
+            else None
+        )
+
+    def set_icmp_forwarder(self, handler: Callable[[EchoRequest], Any] | None) -> None:
+        """Take ICMP echo requests to *any* address: ``handler(request)`` is called for each.
+
+        It answers (``request.reply()``), relays (a :class:`~aionetstack.forwarding.icmp.PingRelay`)
+        or ignores it (dropped). See :mod:`aionetstack.forwarding.icmp`. ``None`` turns it off.
+        """
+        from aionetstack.forwarding.icmp import IcmpForwarder
+
+        _validate.callable_or_none("handler", handler)
+        if self.icmp_forwarder is not None:
+            self.icmp_forwarder.close()
+        self.icmp_forwarder = IcmpForwarder(self, handler) if handler is not None else None
 
     async def ping(self, host: str, *, timeout: float = 1.0, size: int = 56, ttl: int | None = None) -> float:
         """Send one ICMP echo request to ``host``; the round-trip time in seconds.

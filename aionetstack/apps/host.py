@@ -76,7 +76,7 @@ def parse_port(value: int, *, allow_zero: bool = False) -> int:
 def attach_tap(
     stack: Stack,
     ifname: str,
-    address: str,
+    address: str | None,
     *,
     mac: bytes | None = None,
     mtu: int | None = None,
@@ -91,11 +91,12 @@ def attach_tap(
     link's ``annotations``). ``gateway`` becomes the default route. Raises PermissionError (naming
     CAP_NET_ADMIN) without the privilege and ValueError for a bad argument, before any change.
     """
-    interface = parse_interface(address)
+    interface = parse_interface(address) if address is not None else None  # None: DHCP will give one
     if gateway is not None:
         gw = parse_ip(gateway)
-        if gw not in interface.network:
-            raise ValueError(f"gateway {gw} is not on {interface.network}")
+        if interface is None or gw not in interface.network:
+            where = interface.network if interface is not None else "any network (no address)"
+            raise ValueError(f"gateway {gw} is not on {where}")
     if mtu is not None:
         parse_mtu(mtu)
     tap = TapLink(ifname, create=True, mtu=mtu, mac=mac)
@@ -103,7 +104,7 @@ def attach_tap(
     try:
         if pcap is not None:
             link = PcapngLink(tap, pcap) if pcapng else PcapLink(tap, pcap)
-        iface = stack.add_interface(link, str(interface), name=ifname)
+        iface = stack.add_interface(link, *([str(interface)] if interface else []), name=ifname)
         if gateway is not None:
             stack.set_default_gateway(gateway)
     except BaseException:

@@ -158,6 +158,7 @@ class Ipv4Layer:
                 if not (
                     (protocol == PROTO_TCP and stack.tcp_forwarder is not None)
                     or (protocol == PROTO_UDP and stack.udp_forwarder is not None)
+                    or (protocol == PROTO_ICMP and stack.icmp_forwarder is not None)
                 ):
                     if self.forwarding:
                         self.forward(iface, buf, offset, header)
