@@ -25,16 +25,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import random
 import struct
 import sys
+import traceback
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from aionetstack import Stack
-from aionetstack.link import PipeEndpoint, pipe
+from aionetstack.link import LinkKind, PipeEndpoint, pipe
 from aionetstack.transport import ports
 from aionetstack.transport.tcp.connection import TcpConnection, TcpState
 from aionetstack.wire.checksum import internet_checksum
@@ -291,10 +293,11 @@ class Rig:
     with a listener, an open UDP port and established connections; the attacker writes frames
     from A's end of the wire, so they reach B by the path real traffic takes."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: LinkKind = LinkKind.ETHERNET) -> None:
+        self.kind = kind
         self.a_end: PipeEndpoint
         self.b_end: PipeEndpoint
-        self.a_end, self.b_end = pipe(1500, checksum_offload=False)
+        self.a_end, self.b_end = pipe(1500, checksum_offload=False, kind=kind)
         self.a = Stack("peer")
         self.b = Stack("victim")
         self.accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
@@ -466,7 +469,9 @@ class Fuzzer:
     def __init__(self, rig: Rig, seed: int) -> None:
         self.rig = rig
         self.rng = random.Random(seed)
-        self.templates = build_templates(rig.a_end.mac, rig.b_end.mac)
+        # On a TUN-like link the same frames go without their Ethernet header (and without ARP).
+        self.strip = rig.kind is LinkKind.IP
+        self.templates = build_templates(rig.a_end.mac or b"\x02" * 6, rig.b_end.mac or b"\x04" * 6)
         self.history: deque[bytes] = deque(maxlen=256)
         self.made: dict[str, int] = {}
         self.mutations: dict[str, int] = {}
@@ -769,6 +774,8 @@ class Fuzzer:
         # Keep what arrives at ARP honest about A: poisoning A's entry is what ARP cannot stop
         # (RFC 826 has no authentication), and it would only hide the stack's behaviour from the test.
         frames = [f for f in frames if not _poisons_a(f, self.rig.a_end.mac)]
+        if self.strip:
+            frames = [f[14:] for f in frames if f[12:14] == b"\x08\x00"]
         self.history.extend(frames)
         return frames
 
@@ -794,15 +801,55 @@ def frame_in_flight() -> bytes | None:
     return None
 
 
-def describe(frame: bytes) -> str:
+def describe(frame: bytes, kind: LinkKind = LinkKind.ETHERNET) -> str:
     """One line for a human: scapy's summary, then the bytes."""
+    from scapy.layers.inet import IP
     from scapy.layers.l2 import Ether
 
     try:
-        summary = Ether(frame).summary()
+        summary = (Ether if kind is LinkKind.ETHERNET else IP)(frame).summary()
     except Exception as exc:  # scapy on damaged bytes: say so, the hex is what matters
         summary = f"(scapy: {exc!r})"
     return f"{summary}\n    {frame.hex()}"
+
+
+class CrashLog(logging.Handler):
+    """What the stacks log with a traceback (an internal error), by where it was raised, each with
+    the frame that caused it: ``Stack._process_batch`` holds it in its ``frame`` local."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.sites: dict[str, tuple[int, bytes, str]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info is None or record.exc_info[2] is None:
+            self.sites.setdefault(record.getMessage(), (0, b"", ""))
+            return
+        exc_type, exc, tb = record.exc_info
+        frame = tb.tb_frame.f_locals.get("frame", b"")
+        stack = traceback.extract_tb(tb)
+        inner = stack[-1]
+        path = " < ".join(f.name for f in reversed(stack[-5:-1]))
+        where = f"{os.path.basename(inner.filename)}:{inner.lineno}"
+        site = f"{exc_type.__name__ if exc_type else '?'} at {where} ({inner.name} < {path})"
+        count, first, text = self.sites.get(site, (0, bytes(frame), ""))
+        if not text:
+            text = "".join(traceback.format_exception(exc_type, exc, tb))
+        self.sites[site] = (count + 1, first, text)
+
+    def report(self, sites: Iterable[str] | None = None) -> str:
+        out = []
+        for site in self.sites if sites is None else sites:
+            count, frame, text = self.sites[site]
+            out.append(f"{count} x {site}\nreproducer (hex): {frame.hex()}\n{text}")
+        return "\n".join(out)
+
+
+def known_crash(site: str) -> bool:
+    """Issue 10 item 5, which other work closes: a reply (RST, SYN-ACK) to a source with no route
+    back, or whose next hop failed ARP, raises out of ``TcpLayer._send`` instead of being a counted
+    drop."""
+    return site.startswith("OSError at ") and "_send <" in site
 
 
 def sha256(data: bytes) -> str:
