@@ -865,7 +865,11 @@ def pattern(size: int, seed: int) -> bytes:
 async def exchange(
     writer: asyncio.StreamWriter, reader: asyncio.StreamReader, size: int, seed: int
 ) -> tuple[str, str]:
-    """Write ``size`` bytes on ``writer``, read as many from ``reader``: both sha256s."""
+    """Write ``size`` bytes on ``writer``, read as many from ``reader``: both sha256s.
+
+    Bounded in (virtual) time: a connection the attack left stalled fails here with a message
+    instead of hanging the run.
+    """
     data = pattern(size, seed)
 
     async def send() -> None:
@@ -873,8 +877,15 @@ async def exchange(
         await writer.drain()
 
     sender = asyncio.ensure_future(send())
-    received = await reader.readexactly(size)
-    await sender
+    try:
+        async with asyncio.timeout(600):
+            received = await reader.readexactly(size)
+            await sender
+    except TimeoutError:
+        sender.cancel()
+        raise AssertionError(
+            f"{size} bytes did not get through in 600 s (virtual) from {writer.get_extra_info('sockname')}"
+        ) from None
     return sha256(data), sha256(received)
 
 
