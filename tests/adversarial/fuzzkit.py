@@ -32,7 +32,7 @@ import struct
 import sys
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from aionetstack import Stack
@@ -302,7 +302,6 @@ class Rig:
         self.b = Stack("victim")
         self.accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
         self.expect_from_a: set[int] = set()  # A's ports whose connections the test keeps
-        self.tasks: set[asyncio.Task[Any]] = set()
         self.owned: list[tuple[int, int]] = []  # (B port, A port) of connections the attacker knows
         self.blind: list[tuple[int, int]] = []  # (B port, A port) of connections it only guesses at
         self.streams: dict[tuple[int, int], tuple[Any, Any, Any, Any]] = {}  # (a_r, a_w, b_r, b_w)
@@ -403,8 +402,6 @@ class Rig:
         )
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
         with contextlib.suppress(Exception):
             await self.b.__aexit__(None, None, None)
         with contextlib.suppress(Exception):
@@ -893,6 +890,3 @@ def drop_table(counters: dict[str, int] | Any) -> list[tuple[str, int]]:
     """The ``dropped`` counters (every reason a frame was refused), largest first."""
     rows = [(k, v) for k, v in counters.items() if "dropped" in k.split(".") and v]
     return sorted(rows, key=lambda kv: (-kv[1], kv[0]))
-
-
-Check = Callable[[], None]
