@@ -429,6 +429,8 @@ class Flow:
     def write(self, size: int) -> None:
         if self.writer.is_closing() or self.ended is not None:
             return
+        if self.writer.transport.get_write_buffer_size() > 1 << 20:
+            return  # a connection the attack stalled: do not pile up more (the long runs)
         data = self.rng.randbytes(size)
         self.expected += data
         self.written += size
