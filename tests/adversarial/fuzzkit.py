@@ -32,7 +32,7 @@ import struct
 import sys
 import traceback
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from aionetstack import Stack
@@ -61,23 +61,12 @@ _IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
 # ------------------------------------------------------------------------------------- entropy
 
 
-@contextlib.contextmanager
-def seeded_entropy(seed: int) -> Iterator[None]:
+def seed_entropy(monkeypatch: Any, seed: int) -> None:
     """Make the stacks' own randomness (ISN and cookie secrets, IP IDs, ephemeral ports) come from
-    ``seed`` while the block runs, so a fuzz run replays exactly. Only for tests: the stack draws
+    ``seed`` for the rest of the test, so a fuzz run replays exactly. Only for tests: the stack draws
     its secrets from ``os.urandom`` for good reasons (RFC 6528, RFC 6056)."""
-    rng = random.Random(f"entropy:{seed}")
-    saved_urandom = os.urandom
-    saved_ports = getattr(ports, "_random", None)
-    os.urandom = rng.randbytes  # type: ignore[assignment]
-    if saved_ports is not None:
-        ports._random = random.Random(f"ports:{seed}")  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        os.urandom = saved_urandom
-        if saved_ports is not None:
-            ports._random = saved_ports
+    monkeypatch.setattr(os, "urandom", random.Random(f"entropy:{seed}").randbytes)
+    monkeypatch.setattr(ports, "_random", random.Random(f"ports:{seed}"), raising=False)
 
 
 # ------------------------------------------------------------------------------------- checksums

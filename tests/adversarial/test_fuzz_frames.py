@@ -43,7 +43,7 @@ from fuzzkit import (
     exchange,
     frame_in_flight,
     known_crash,
-    seeded_entropy,
+    seed_entropy,
 )
 
 from aionetstack.link import LinkKind
@@ -71,8 +71,7 @@ async def test_fuzzed_frames_never_raise_and_the_stack_keeps_serving(
     loop.set_exception_handler(lambda _loop, context: errors.append(context))
     crashes = CrashLog()
     logging.getLogger("aionetstack").addHandler(crashes)
-    entropy = seeded_entropy(SEED)
-    entropy.__enter__()
+    seed_entropy(monkeypatch, SEED)
     rig = Rig(kind)
     try:
         await rig.start()
@@ -192,7 +191,6 @@ async def test_fuzzed_frames_never_raise_and_the_stack_keeps_serving(
         watching = False  # closing the stacks below aborts every connection: not the attacker's doing
     finally:
         await rig.close()
-        entropy.__exit__(None, None, None)
         logging.getLogger("aionetstack").removeHandler(crashes)
         loop.set_exception_handler(None)
     assert errors == []
