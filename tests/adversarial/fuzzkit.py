@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from aionetstack import Stack
+from aionetstack import Stack, TcpConfig
 from aionetstack.link import LinkKind, PipeEndpoint, pipe
 from aionetstack.transport import ports
 from aionetstack.transport.tcp.connection import TcpConnection, TcpState
@@ -53,6 +53,7 @@ A_LISTEN_PORT = 9090  # A's listener (for B's active opens)
 UDP_OPEN_PORT = 7  # B's UDP echo endpoint
 UDP_CLOSED_PORT = 9999
 ATTACKER_PORTS = range(41000, 41024)  # ATT's source ports: few, so its connections are revisited
+SYN_BACKLOG = 16  # B's listener: half-open connections before SYN cookies
 MASK = 0xFFFFFFFF
 
 _IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
@@ -288,7 +289,8 @@ class Rig:
         self.b_end: PipeEndpoint
         self.a_end, self.b_end = pipe(1500, checksum_offload=False, kind=kind)
         self.a = Stack("peer")
-        self.b = Stack("victim")
+        # A small SYN queue, so the attacker's SYNs overflow it and SYN cookies answer (RFC 4987).
+        self.b = Stack("victim", tcp=TcpConfig(syn_backlog=SYN_BACKLOG))
         self.accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
         self.expect_from_a: set[int] = set()  # A's ports whose connections the test keeps
         self.owned: list[tuple[int, int]] = []  # (B port, A port) of connections the attacker knows
@@ -303,7 +305,7 @@ class Rig:
         await b.__aenter__()
         a.add_interface(self.a_end, "10.0.0.1/24")
         b.add_interface(self.b_end, "10.0.0.2/24")
-        self.server = await b.start_server(self._serve, "10.0.0.2", LISTEN_PORT)
+        self.server = await b.start_server(self._serve, "10.0.0.2", LISTEN_PORT, backlog=SYN_BACKLOG)
         self.a_server = await a.start_server(self._serve_a, "10.0.0.1", A_LISTEN_PORT)
 
         class Echo(asyncio.DatagramProtocol):
@@ -464,6 +466,7 @@ class Fuzzer:
         self.made: dict[str, int] = {}
         self.mutations: dict[str, int] = {}
         self.frag_ids = [self.rng.randrange(65536) for _ in range(8)]
+        self.att_isn: dict[int, int] = {}
 
     # ---------------------------------------------------------------- live fields
 
@@ -495,9 +498,17 @@ class Fuzzer:
         src = bytes(frame[26:30])
         conn: TcpConnection | None = None
         pick = rng.random()
+        cookie_ack: tuple[int, int] | None = None
         if src == ATT_IP:
             sport, dport = rng.choice(ATTACKER_PORTS), LISTEN_PORT
             conn = rig.connection(dport, ATT_IP, sport)
+            flags = frame[at + 13]
+            if conn is None and flags & 0x10 and sport in self.att_isn and rng.random() < 0.7:
+                # The ACK that completes a cookie handshake: the attacker saw B's SYN-ACK (RFC 4987 §3.6).
+                isn = self.att_isn[sport]
+                now = rig.b.loop.time()
+                cookie = rig.b.tcp.cookies.make(B_IP, LISTEN_PORT, ATT_IP, sport, isn, 1460, now)
+                cookie_ack = ((isn + 1) & MASK, (cookie + 1) & MASK)
         elif pick < 0.45 and rig.owned:
             dport, sport = rng.choice(rig.owned)
             conn = rig.connection(dport, A_IP, sport)
@@ -515,7 +526,9 @@ class Fuzzer:
             elif far < 0.2:
                 frame[26:30] = FAR_IP
         struct.pack_into("!HH", frame, at, sport, dport)
-        seq, ack = self._seq_edge(conn)
+        seq, ack = cookie_ack or self._seq_edge(conn)
+        if src == ATT_IP and conn is None and frame[at + 13] & 0x02:
+            self.att_isn[sport] = seq  # the attacker remembers its ISN, to finish the handshake
         struct.pack_into("!II", frame, at + 4, seq, ack)
         if t.ts_at >= 0:
             recent = conn.ts_recent if conn is not None else rng.getrandbits(32)

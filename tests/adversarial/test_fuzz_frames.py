@@ -130,6 +130,8 @@ async def test_fuzzed_frames_never_raise_and_the_stack_keeps_serving(
             f"{counters['tcp.resets-sent']} RSTs, {counters['icmp.errors-sent']} ICMP errors, "
             f"{counters['tcp.passive-opens']} passive opens"
         )
+        taken = sorted((k, v) for k, v in counters.items() if k.startswith(("tcp.", "icmp.", "arp.")) and v)
+        print("fuzz: victim's counters: " + ", ".join(f"{k} {v}" for k, v in taken if "dropped" not in k))
         print("fuzz: mutations: " + ", ".join(f"{k} {v}" for k, v in sorted(fuzzer.mutations.items())))
         print(f"fuzz: {'drop reason':<40} {'frames':>9}")
         for key, value in drop_table(counters):
