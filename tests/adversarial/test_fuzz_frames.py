@@ -20,7 +20,14 @@ The run is seeded and in virtual time (looptime). Its size comes from the enviro
     AIONETSTACK_FUZZ_FRAMES=10000000 AIONETSTACK_FUZZ_SEED=7 \\
         .venv/bin/python -m pytest -s -p no:cacheprovider tests/adversarial/test_fuzz_frames.py
 
-(100,000 frames by default, as in CI; ``-s`` shows the figures and the table of drop reasons.)
+(100,000 frames on Ethernet and a fifth as many on a TUN-like link by default, as in CI; ``-s``
+shows the figures and the table of drop reasons.) A failure names the exact frame: the internal
+error's traceback comes with the frame ``Stack._process_batch`` was holding, and a spy on the blind
+connection names the frame that ended it.
+
+Two attack classes that other issue-10 work closes are known and make the test xfail, not fail,
+until that work is merged: a reply to a source with no route back (item 5) and an ICMP error ending a
+synchronized connection (item 4). Anything else fails it.
 """
 
 from __future__ import annotations
@@ -219,4 +226,4 @@ def _flow_status(flow: Flow) -> str:
 def _known_kill(error: BaseException | None) -> bool:
     """Issue 10 item 4: an ICMP unreachable quoting too little to check its sequence number (or,
     in a synchronized state, any) is a hard error that aborts the connection."""
-    return isinstance(error, OSError) and str(error).startswith(("[Errno", "ICMP")) and "ICMP" in str(error)
+    return isinstance(error, OSError) and "ICMP" in str(error)
