@@ -15,7 +15,7 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from aionetstack import Stack
+from aionetstack import Stack, TcpConfig
 from aionetstack.link import pipe
 
 
@@ -87,3 +87,51 @@ async def test_a_host_learning_its_address_may_still_broadcast_from_zero() -> No
         await asyncio.sleep(0.1)
         assert [data for data, _addr in recorder.received] == [b"discover"]
         assert b.counters["ip.dropped.martian"] == 0
+
+
+@pytest.mark.looptime
+async def test_a_cookie_ack_counts_only_while_the_listener_sends_cookies() -> None:
+    """Found by the fuzz run (seed 1: 162 cookie handshakes accepted, none sent): a listener whose SYN
+    queue never overflowed took any ACK carrying a valid cookie, so a blind ACK flood had a 2**-24
+    chance per ACK of opening a connection from a spoofed address. As Linux, a cookie is looked at
+    only while cookies this listener sent may come back (RFC 4987 §3.6). The attacker here even knows
+    the secret: the worst case."""
+    a_end, b_end = pipe(1500, checksum_offload=False)
+    async with Stack("attacker") as a, Stack("victim", tcp=TcpConfig(syn_backlog=1)) as b:
+        a.add_interface(a_end, "10.0.0.1/24")
+        b.add_interface(b_end, "10.0.0.2/24")
+        await b.start_server(lambda r, w: None, "10.0.0.2", 8080, backlog=1)
+        assert await a.ping("10.0.0.2") >= 0
+        eth = Ether(dst=_mac(b_end.mac), src=_mac(a_end.mac))
+        here, there = bytes([10, 0, 0, 2]), bytes([10, 0, 0, 1])
+
+        def cookie_ack(sport: int) -> bytes:
+            cookie = b.tcp.cookies.make(here, 8080, there, sport, 1000, 1460, b.loop.time())
+            segment = TCP(sport=sport, dport=8080, flags="A", seq=1001, ack=(cookie + 1) & 0xFFFFFFFF)
+            return bytes(eth / IP(src="10.0.0.1", dst="10.0.0.2") / segment)
+
+        a_end.write([cookie_ack(50000)])
+        await asyncio.sleep(0.01)
+        quiet = b.counters["tcp.syncookies-accepted"]
+        assert (here, 8080, there, 50000) not in b.tcp.connections
+        # A flood overflows the one-entry SYN queue: the listener answers with cookies ...
+        syns = [
+            bytes(eth / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=p, dport=8080, flags="S"))
+            for p in (1, 2, 3)
+        ]
+        a_end.write(syns)
+        await asyncio.sleep(0.01)
+        assert b.counters["tcp.syncookies-sent"] >= 1
+        # ... and for as long as those may come back, a cookie ACK completes a handshake.
+        a_end.write([cookie_ack(50001)])
+        await asyncio.sleep(0.01)
+        during = b.counters["tcp.syncookies-accepted"]
+        await asyncio.sleep(130)  # past any cookie's life: quiet again
+        a_end.write([cookie_ack(50002)])
+        await asyncio.sleep(0.01)
+        after = b.counters["tcp.syncookies-accepted"]
+        print(
+            f"\ncookie ACKs accepted: before any overflow {quiet}, just after one {during}, "
+            f"130 s later {after - during}"
+        )
+        assert (quiet, during, after) == (0, 1, 1)
