@@ -53,7 +53,7 @@ A_LISTEN_PORT = 9090  # A's listener (for B's active opens)
 UDP_OPEN_PORT = 7  # B's UDP echo endpoint
 UDP_CLOSED_PORT = 9999
 ATTACKER_PORTS = range(41000, 41024)  # ATT's source ports: few, so its connections are revisited
-SYN_BACKLOG = 16  # B's listener: half-open connections before SYN cookies
+SYN_BACKLOG = 4  # B's listener: half-open connections before SYN cookies
 MASK = 0xFFFFFFFF
 
 _IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
