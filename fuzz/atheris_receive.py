@@ -4,12 +4,14 @@ Atheris is not in the test extra (its wheels are built with clang for each Pytho
 hand, then run from the repository root::
 
     pip install atheris
-    python fuzz/atheris_receive.py -max_total_time=300 -max_len=1600 fuzz/corpus      # Ethernet
-    AIONETSTACK_FUZZ_LINK=tun python fuzz/atheris_receive.py -max_total_time=300 -max_len=1600 fuzz/corpus-tun
-    python fuzz/atheris_receive.py crash-<hash>                              # replay one find
+    python fuzz/atheris_receive.py -max_total_time=300 -max_len=1600 -artifact_prefix=fuzz/ fuzz/corpus
+    AIONETSTACK_FUZZ_LINK=tun python fuzz/atheris_receive.py -max_total_time=300 -max_len=1600 \
+        -artifact_prefix=fuzz/ fuzz/corpus-tun                       # a TUN link: bare IPv4
+    python fuzz/atheris_receive.py fuzz/crash-<hash>                 # replay one find
 
-(create the corpus directory first; any libFuzzer flag works: ``-jobs=2``, ``-runs=N``. The harness
-prints what it has seen at every fresh rig, every 5,000 inputs.)
+(the corpus directory is made if missing; corpora and finds stay out of git, see fuzz/.gitignore;
+any libFuzzer flag works: ``-jobs=2``, ``-runs=N``. The harness prints what it has seen every 5,000
+inputs, when it also starts over with a fresh rig.)
 
 Each input is one frame handed to a live stack's frame input synchronously, the way
 ``Stack._process_batch`` takes a frame from a link: the victim has a listener, an open UDP port
@@ -197,6 +199,9 @@ class Harness:
 
 
 def main() -> None:
+    for arg in sys.argv[1:]:
+        if not arg.startswith("-") and not os.path.exists(arg):
+            os.makedirs(arg)  # a corpus directory to start
     random.seed(0)
     harness = Harness()
     atheris.Setup(sys.argv, harness.one)
