@@ -100,7 +100,11 @@ async def test_fuzzed_frames_never_raise_and_the_stack_keeps_serving(
         fuzzed = 0
         started = time.perf_counter()
         virtual_start = loop.time()
+        report_every = next_report = max(frames // 10, 1_000_000)  # progress, for the long runs
         while fuzzed < frames:
+            if fuzzed >= next_report:
+                next_report += report_every
+                print(f"fuzz: {fuzzed} frames, {time.perf_counter() - started:.0f} s", flush=True)
             batch: list[bytes] = []
             size = rng.choice((1, 4, 16, 32, 64, 64, 128))
             while len(batch) < size:
