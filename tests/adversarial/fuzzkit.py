@@ -56,8 +56,6 @@ ATTACKER_PORTS = range(41000, 41024)  # ATT's source ports: few, so its connecti
 SYN_BACKLOG = 4  # B's listener: half-open connections before SYN cookies
 MASK = 0xFFFFFFFF
 
-_IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
-
 
 # ------------------------------------------------------------------------------------- entropy
 
@@ -393,10 +391,8 @@ class Rig:
         )
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.b.__aexit__(None, None, None)
-        with contextlib.suppress(Exception):
-            await self.a.__aexit__(None, None, None)
+        await self.b.__aexit__(None, None, None)
+        await self.a.__aexit__(None, None, None)
 
 
 class Flow:
