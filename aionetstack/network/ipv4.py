@@ -146,6 +146,17 @@ class Ipv4Layer:
         header = parse_ipv4(buf, offset, verify_checksum=not iface.link.checksum_offload)
         counters["ip.received"] += 1
         destination = header.destination
+        source = header.source
+        if (
+            source[0] >= 224
+            or iface.is_broadcast(source)
+            or (source[0] == 0 and destination != b"\xff\xff\xff\xff")
+        ):
+            # RFC 1122 §3.2.1.3 / RFC 1812 §5.3.7: a broadcast, multicast or class E address is never
+            # a sender's, and 0/8 only a host's that is still learning its address (to the limited
+            # broadcast, as Linux allows): answering one would reply to a whole subnet, or to nobody.
+            counters["ip.dropped.martian"] += 1
+            return
         if destination not in stack.local_addresses:
             if destination[0] == 127:
                 if iface is not stack.loopback:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from aionetstack.transport.tcp.syncookie import COOKIE_LIFETIME
 from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp_options
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class TcpListener:
         self.half_open: set[TcpTransport] = set()
         self.accept_queue: deque[TcpTransport] = deque()
         self.accepting = True
+        self.last_cookie_at: float | None = None  # when a full SYN queue last answered with a cookie
 
     def syn_received(self, seg: TcpSegment, key: Key, now: float) -> None:
 
@@ -102,6 +104,7 @@ class TcpListener:
             )
         options = build_tcp_options(mss=our_mss, wscale=wscale, sack_permitted=sack, timestamp=timestamp)
         layer.counters["tcp.syncookies-sent"] += 1
+        self.last_cookie_at = now
         layer._send(
             key[0],
             key[1],
@@ -123,6 +126,11 @@ class TcpListener:
         layer = self.layer
         config = layer.stack.tcp_config
         if not config.syn_cookies or seg.flags & (SYN | RST | FIN):
+            return False
+        if self.last_cookie_at is None or now - self.last_cookie_at > COOKIE_LIFETIME:
+            # As Linux's tcp_synq_no_recent_overflow: an ACK is taken for a cookie only while cookies
+            # this listener sent may still come back, so a blind ACK flood at a listener that never
+            # overflowed has no 1-in-2**24 MAC to hit (RFC 4987 §3.6's weakness).
             return False
         peer_isn = (seg.seq - 1) & 0xFFFFFFFF
         isn = (seg.ack - 1) & 0xFFFFFFFF
