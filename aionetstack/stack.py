@@ -139,6 +139,10 @@ class Stack:
             raise RuntimeError(f"stack {self.name} is closed")
         if self._task is None:
             self._loop = asyncio.get_running_loop()
+            # Links attached before any loop ran (TapLink in a stack built at import time) begin
+            # their I/O now.
+            for iface in self.interfaces:
+                iface.link.start(self._loop)
             self._task = self._loop.create_task(self._network_task(), name=f"aionetstack-{self.name}-network")
 
     async def close(self) -> None:
@@ -209,6 +213,8 @@ class Stack:
         self.interfaces.append(iface)
         self._iface_by_link[link] = iface
         link.attach(self)
+        if self._task is not None:
+            link.start(self.loop)
         for address in addresses:
             self.add_address(iface, address)
         return iface
