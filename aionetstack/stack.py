@@ -31,6 +31,7 @@ from aionetstack.wire.ipv4 import parse_ip
 
 if TYPE_CHECKING:
     from aionetstack.forwarder import TcpForwarder, TcpForwardRequest, UdpFlow, UdpForwarder
+    from aionetstack.publish import Publication
     from aionetstack.resolver import StubResolver
     from aionetstack.server import Server
 
@@ -218,6 +219,22 @@ class Stack:
         for address in addresses:
             self.add_address(iface, address)
         return iface
+
+    def wrap_link(self, iface: Interface, wrap: Callable[[LinkEndpoint], LinkEndpoint]) -> LinkEndpoint:
+        """Put a wrapper around ``iface``'s link, e.g. ``stack.wrap_link(stack.loopback,
+        lambda lo: ImpairedLink(lo, loss=0.01))`` or a :class:`~aionetstack.link.PcapLink`.
+
+        ``wrap`` gets the current link and returns the new one (a ``LinkWrapper`` around it).
+        """
+        old = iface.link
+        new = wrap(old)
+        del self._iface_by_link[old]
+        iface.link = new
+        self._iface_by_link[new] = iface
+        new.attach(self)
+        if self._task is not None:
+            new.start(self.loop)
+        return new
 
     def add_address(self, iface: Interface, address: str) -> None:
         """Give ``iface`` another address with its prefix, e.g. ``"10.0.1.7/24"``."""
@@ -582,6 +599,16 @@ class Stack:
         from aionetstack.streams import start_server
 
         return await start_server(client_connected_cb, host, port, stack=self, **kwargs)
+
+    async def publish(
+        self, host_port: int | socket.socket, target: tuple[str, int], *, host: str = "127.0.0.1"
+    ) -> Publication:
+        """Publish ``target`` (an address and port on this stack) on the host, as ``docker run -p``:
+        a kernel listener at ``(host, host_port)`` relays each connection into the stack over our
+        TCP. ``host_port`` 0 lets the kernel choose (see ``publication.host_address``)."""
+        from aionetstack.publish import publish
+
+        return await publish(self, host_port, target, host=host)
 
     def __repr__(self) -> str:
         return f"<Stack {self.name} interfaces={[i.name for i in self.interfaces]}>"
