@@ -142,6 +142,7 @@ class _StackLoopMixin:
             if host is not None or port is not None:
                 raise ValueError("host/port and sock can not be specified at the same time")
             if sock.family != socket.AF_INET:
+                sock.close()  # ours now, as asyncio's create_server owns it: no ResourceWarning
                 raise OSError(errno.EAFNOSUPPORT, f"aionetstack speaks IPv4 only; sock= is {sock.family!r}")
             # "Listen there": the socket's address and port, on the stack.
             host, port = sock.getsockname()[:2]
@@ -205,6 +206,8 @@ class _StackLoopMixin:
 
     async def sock_connect(self, sock: Any, address: Any) -> None:
         """Connect over the stack on behalf of a fresh kernel socket (see the module docstring)."""
+        if isinstance(sock, socket.socket) and sock.family == socket.AF_UNIX:
+            return await self._base().sock_connect(sock, address)  # type: ignore[no-any-return]
         if (
             not isinstance(sock, socket.socket)
             or sock.type != socket.SOCK_STREAM

@@ -23,10 +23,11 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from aionetstack.forwarder import TcpForwardRequest
     from aionetstack.server import Server
     from aionetstack.stack import Stack
 
-__all__ = ["Publication", "publish", "publish_loopback", "publish_on"]
+__all__ = ["Publication", "publish", "publish_loopback", "publish_on", "reach_host_loopback"]
 
 
 class _Half(asyncio.Protocol):
@@ -186,3 +187,52 @@ async def publish_loopback(loop: asyncio.AbstractEventLoop, server: Server) -> N
             continue
         publication = await publish(server._stack, sock, (host, port))
         server.publications.append(publication)
+
+
+def reach_host_loopback(stack: Stack) -> None:
+    """The other direction: a connection to a loopback port where the stack has no listener is
+    relayed to the same address and port on the host (a server a test runs in a thread or a
+    subprocess, on kernel sockets). The stack's side is still our TCP; a port the host refuses is
+    refused (RST) as it would be without the relay. Uses the stack's TCP forwarder."""
+
+    async def relay(request: TcpForwardRequest) -> None:
+        host, port = request.destination
+        if not host.startswith("127."):
+            return  # refused: the stack is not a router here
+        loop = stack.loop
+        kernel_reader = asyncio.StreamReader(loop=loop)
+        kernel_protocol = asyncio.StreamReaderProtocol(kernel_reader, loop=loop)
+        kernel = _kernel_loop_call(loop)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            # Connect first, then hand the connected socket over: asyncio's own create_connection
+            # would call the drop-in loop's sock_connect, which dials over the stack (a loop).
+            await kernel.sock_connect(sock, (host, port))
+            kernel_transport, _ = await kernel.create_connection(lambda: kernel_protocol, sock=sock)
+        except OSError:
+            sock.close()
+            stack.counters["publish.host-refused"] += 1
+            return  # the forwarder answers RST: "connection refused", as the host said
+        kernel_writer = asyncio.StreamWriter(kernel_transport, kernel_protocol, kernel_reader, loop)
+        reader, writer = await request.accept()
+        stack.counters["publish.host-relayed"] += 1
+        try:
+            await asyncio.gather(_pump(reader, kernel_writer), _pump(kernel_reader, writer))
+        finally:
+            kernel_transport.close()
+
+    stack.set_tcp_forwarder(relay)
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy until EOF, then half-close; a reset on the reading side resets the writing side."""
+    try:
+        while data := await reader.read(1 << 16):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        writer.transport.abort()
+        return
+    if writer.can_write_eof() and not writer.transport.is_closing():
+        writer.write_eof()

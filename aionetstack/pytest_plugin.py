@@ -22,11 +22,14 @@ Options:
     keep a pcap of the loopback of each failing test in DIR (``<test id>.pcap``).
 ``--aionetstack-uvloop``
     uvloop as the base loop (asyncio's own loop otherwise).
-``--aionetstack-no-publish``
-    do not publish loopback servers on the host. By default a server a test starts on a
-    loopback address also listens at the same address and port on the host's loopback and
-    relays each connection into the stack (:mod:`aionetstack.publish`), so a synchronous client
-    in a thread or subprocess still finds it; the bytes still cross our TCP.
+``--aionetstack-isolate``
+    no relays between the stack's loopback and the host's. By default the two are bridged
+    (:mod:`aionetstack.publish`), so a test that mixes its loop with kernel sockets still works
+    and the bytes still cross our TCP: a server a test starts on a loopback address also
+    listens at the same address and port on the host and relays each connection into the stack
+    (a synchronous client in a thread or subprocess finds it), and a connection from the stack
+    to a loopback port where it has no listener goes to that port on the host (a server in a
+    thread, a proxy in a subprocess), refused if the host refuses it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from aionetstack.link.endpoint import LinkEndpoint
 from aionetstack.link.impair import ImpairedLink
 from aionetstack.link.pcap import PcapLink
 from aionetstack.loop import loop_factory
+from aionetstack.publish import reach_host_loopback
 from aionetstack.stack import Stack
 
 __all__ = ["StackEventLoopPolicy"]
@@ -55,8 +59,8 @@ class StackEventLoopPolicy(asyncio.DefaultEventLoopPolicy):
     """An event loop policy whose new loops each run on a fresh stack with a loopback.
 
     ``loss``/``delay``/``seed`` impair the loopback; ``capture`` records it (in memory) so a
-    failing test's traffic can be written out; ``publish`` relays host connections to loopback
-    servers (see the module docstring).
+    failing test's traffic can be written out; ``bridge`` relays between the stack's loopback and
+    the host's (see the module docstring).
     """
 
     def __init__(
@@ -67,7 +71,7 @@ class StackEventLoopPolicy(asyncio.DefaultEventLoopPolicy):
         delay: float = 0.0,
         seed: int = 0,
         capture: bool = False,
-        publish: bool = True,
+        bridge: bool = True,
     ) -> None:
         super().__init__()
         self.base = base or asyncio.SelectorEventLoop
@@ -75,7 +79,7 @@ class StackEventLoopPolicy(asyncio.DefaultEventLoopPolicy):
         self.delay = delay
         self.seed = seed
         self.capture = capture
-        self.publish = publish
+        self.bridge = bridge
         self.loops_made = 0
         #: Stacks made since the last ``take_stacks()``, with their capture buffers.
         self.stacks: list[tuple[Stack, io.BytesIO | None]] = []
@@ -98,7 +102,9 @@ class StackEventLoopPolicy(asyncio.DefaultEventLoopPolicy):
         self.stacks.append((stack, capture))
         loop = loop_factory(stack, self.base)()
         loop.aionetstack_owns_stack = True  # type: ignore[attr-defined]
-        loop.aionetstack_publish_loopback = self.publish  # type: ignore[attr-defined]
+        if self.bridge:
+            loop.aionetstack_publish_loopback = True  # type: ignore[attr-defined]
+            reach_host_loopback(stack)
         return loop
 
     def take_stacks(self) -> list[tuple[Stack, io.BytesIO | None]]:
@@ -120,9 +126,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--aionetstack-pcap-dir", default=None, help="keep a pcap of each failing test here")
     group.addoption("--aionetstack-uvloop", action="store_true", help="uvloop as the base loop")
     group.addoption(
-        "--aionetstack-no-publish",
+        "--aionetstack-isolate",
         action="store_true",
-        help="do not relay host connections to the stack's loopback servers",
+        help="no relays between the stack's loopback and the host's (publishing, reaching host servers)",
     )
     parser.addini("aionetstack", type="bool", default=False, help="turn the aionetstack plugin on")
 
@@ -161,7 +167,7 @@ def pytest_configure(config: pytest.Config) -> None:
         delay=delay,
         seed=config.getoption("--aionetstack-seed"),
         capture=bool(pcap_dir),
-        publish=not config.getoption("--aionetstack-no-publish"),
+        bridge=not config.getoption("--aionetstack-isolate"),
     )
     config.stash[_policy_key] = (policy, asyncio.get_event_loop_policy())
     asyncio.set_event_loop_policy(policy)
@@ -182,7 +188,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     return (
         f"aionetstack: every event loop on a fresh Stack (base {policy.base.__name__}, "
         f"loss {policy.loss}, delay {policy.delay}s, seed {policy.seed}, "
-        f"publish {'on' if policy.publish else 'off'})"
+        f"bridged to the host's loopback: {'yes' if policy.bridge else 'no'})"
     )
 
 
