@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,6 +29,17 @@ if TYPE_CHECKING:
     from aionetstack.stack import Stack
 
 __all__ = ["Publication", "publish", "publish_loopback", "publish_on", "reach_host_loopback"]
+
+
+def _reset(transport: asyncio.BaseTransport) -> None:
+    """Close with RST: ``SO_LINGER`` 0 then close, which is how Linux is made to reset (a plain
+    ``abort()`` of a kernel socket sends FIN after what the socket holds)."""
+    sock = transport.get_extra_info("socket")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except (AttributeError, OSError, ValueError):
+        pass  # a transport without one: its abort() is as close as it gets
+    transport.abort()
 
 
 class _Half(asyncio.Protocol):
@@ -64,7 +76,7 @@ class _Half(asyncio.Protocol):
             if exc is None:
                 other.transport.close()  # what was written still goes, then FIN
             else:
-                other.transport.abort()  # a reset on one side is a reset on the other
+                _reset(other.transport)  # a reset on one side is a reset on the other
 
     # Flow control: the side that cannot write more stops the other side from reading.
     def pause_writing(self) -> None:
@@ -119,7 +131,7 @@ class Publication:
             await self.stack.create_connection(lambda: inner, self.target[0], self.target[1])
         except OSError:
             self.refused += 1
-            kernel.transport.abort()  # as a kernel client of a closed port sees: a reset
+            _reset(kernel.transport)  # as a kernel client of a closed port sees: a reset
             return
         inner.other, kernel.other = kernel, inner
         if kernel.closed:
@@ -232,7 +244,7 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write(data)
             await writer.drain()
     except OSError:
-        writer.transport.abort()
+        _reset(writer.transport)
         return
     if writer.can_write_eof() and not writer.transport.is_closing():
         writer.write_eof()

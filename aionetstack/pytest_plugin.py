@@ -22,6 +22,8 @@ Options:
     keep a pcap of the loopback of each failing test in DIR (``<test id>.pcap``).
 ``--aionetstack-uvloop``
     uvloop as the base loop (asyncio's own loop otherwise).
+``--aionetstack-kernel``
+    a control run: the same policy and base loop, no stack (the kernel's network), to compare.
 ``--aionetstack-isolate``
     no relays between the stack's loopback and the host's. By default the two are bridged
     (:mod:`aionetstack.publish`), so a test that mixes its loop with kernel sockets still works
@@ -72,6 +74,7 @@ class StackEventLoopPolicy(asyncio.DefaultEventLoopPolicy):
         seed: int = 0,
         capture: bool = False,
         bridge: bool = True,
+        kernel: bool = False,
     ) -> None:
         super().__init__()
         self.base = base or asyncio.SelectorEventLoop
@@ -80,11 +83,14 @@ class StackEventLoopPolicy(asyncio.DefaultEventLoopPolicy):
         self.seed = seed
         self.capture = capture
         self.bridge = bridge
+        self.kernel = kernel
         self.loops_made = 0
         #: Stacks made since the last ``take_stacks()``, with their capture buffers.
         self.stacks: list[tuple[Stack, io.BytesIO | None]] = []
 
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        if self.kernel:
+            return self.base()  # the control run
         seed = self.seed + self.loops_made
         self.loops_made += 1
         stack = Stack(f"pytest{self.loops_made}")
@@ -125,6 +131,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--aionetstack-seed", type=int, default=0, help="seed of the loopback impairment")
     group.addoption("--aionetstack-pcap-dir", default=None, help="keep a pcap of each failing test here")
     group.addoption("--aionetstack-uvloop", action="store_true", help="uvloop as the base loop")
+    group.addoption(
+        "--aionetstack-kernel",
+        action="store_true",
+        help="control run: loops of the same base class, without a stack",
+    )
     group.addoption(
         "--aionetstack-isolate",
         action="store_true",
@@ -168,6 +179,7 @@ def pytest_configure(config: pytest.Config) -> None:
         seed=config.getoption("--aionetstack-seed"),
         capture=bool(pcap_dir),
         bridge=not config.getoption("--aionetstack-isolate"),
+        kernel=config.getoption("--aionetstack-kernel"),
     )
     config.stash[_policy_key] = (policy, asyncio.get_event_loop_policy())
     asyncio.set_event_loop_policy(policy)
@@ -185,6 +197,8 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     if saved is None:
         return None
     policy = saved[0]
+    if policy.kernel:
+        return f"aionetstack: control run, every event loop a plain {policy.base.__name__} (no stack)"
     return (
         f"aionetstack: every event loop on a fresh Stack (base {policy.base.__name__}, "
         f"loss {policy.loss}, delay {policy.delay}s, seed {policy.seed}, "
