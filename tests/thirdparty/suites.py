@@ -107,12 +107,12 @@ def run_suite(
 ) -> SuiteResult:
     """``pytest`` on ``paths`` under ``root`` (the suite's own conftest and ini apply, its
     ``addopts`` do not: no xdist, no coverage), over a stack unless ``stack`` is False."""
-    junit = tempfile.NamedTemporaryFile(suffix=".xml", delete=False)
-    junit.close()
+    handle, junit = tempfile.mkstemp(suffix=".xml")
+    os.close(handle)
     args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="]
     for name in FOREIGN_PLUGINS:
         args += ["-p", f"no:{name}"]
-    args += ["--timeout", "60", f"--junitxml={junit.name}"]
+    args += ["--timeout", "60", f"--junitxml={junit}"]
     # The plain run goes through the same policy hook with no stack (--aionetstack-kernel), so
     # both runs make their loops the same way and differ only in the network.
     args += ["-p", "aionetstack.pytest_plugin", "--aionetstack"]
@@ -127,9 +127,9 @@ def run_suite(
         done = subprocess.run(
             [*args, *paths], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
         )
-        return _read_junit(junit.name, done.returncode)
+        return _read_junit(junit, done.returncode)
     finally:
-        os.unlink(junit.name)
+        os.unlink(junit)
 
 
 def _read_junit(path: str, returncode: int) -> SuiteResult:
@@ -156,7 +156,9 @@ def _read_junit(path: str, returncode: int) -> SuiteResult:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("suite", choices=["aiohttp", "websockets"])
     parser.add_argument("checkout", nargs="?", help="websockets: a checkout at tag 17.0.1")
     parser.add_argument("--plain", action="store_true", help="a plain loop (the kernel's network)")
