@@ -231,6 +231,19 @@ class _StackLoopMixin:
             self._adopted = {}
         self._adopted[id(sock)] = (transport, buffered)
 
+    async def start_tls(self, transport: Any, protocol: Any, sslcontext: Any, **kwargs: Any) -> Any:
+        """TLS over a transport of ours (or TLS-in-TLS): asyncio's own implementation, which
+        works on any transport; uvloop's accepts only its own (``TypeError``)."""
+        if type(transport).__module__.startswith("uvloop"):
+            return await super().start_tls(transport, protocol, sslcontext, **kwargs)  # type: ignore[misc]
+        return await asyncio.BaseEventLoop.start_tls(
+            self,  # type: ignore[arg-type]
+            transport,
+            protocol,
+            sslcontext,
+            **kwargs,
+        )
+
     def close(self) -> None:
         """Close the loop; a stack the loop made for itself (the pytest plugin's) is closed first."""
         stack = self.aionetstack_stack

@@ -84,13 +84,16 @@ class StackEventLoopPolicy(asyncio.DefaultEventLoopPolicy):
         self.capture = capture
         self.bridge = bridge
         self.kernel = kernel
+        self._pid = os.getpid()
         self.loops_made = 0
         #: Stacks made since the last ``take_stacks()``, with their capture buffers.
         self.stacks: list[tuple[Stack, io.BytesIO | None]] = []
 
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
-        if self.kernel:
-            return self.base()  # the control run
+        if self.kernel or os.getpid() != self._pid:
+            # The control run; or a forked child (a multiprocessing worker, proxy.py's): the stack
+            # belongs to the test process, and a child reaches it through the host bridge.
+            return self.base()
         seed = self.seed + self.loops_made
         self.loops_made += 1
         stack = Stack(f"pytest{self.loops_made}")

@@ -127,6 +127,8 @@ def run_suite(
         done = subprocess.run(
             [*args, *paths], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
         )
+        if not os.path.getsize(junit):
+            raise RuntimeError(f"pytest wrote no report (exit {done.returncode}): {done.stdout[-2000:]}")
         return _read_junit(junit, done.returncode)
     finally:
         os.unlink(junit)
