@@ -254,7 +254,12 @@ class _StackLoopMixin:
             and not self.is_running()  # type: ignore[attr-defined]
         ):
             if stack._task is not None:
+                forwarding = list(stack.tcp_forwarder.tasks) if stack.tcp_forwarder is not None else []
                 self.run_until_complete(stack.close())  # type: ignore[attr-defined]
+                if forwarding:  # cancelled by close(): let them finish, or they die "pending"
+                    self.run_until_complete(  # type: ignore[attr-defined]
+                        asyncio.gather(*forwarding, return_exceptions=True)
+                    )
             else:
                 stack._closed = True  # never started: no task, no timer, nothing to abort
                 for iface in stack.interfaces:
