@@ -89,13 +89,36 @@ class _Half(asyncio.Protocol):
 
 
 class _KernelHalf(_Half):
-    """The host side: held paused until the stack side is connected."""
+    """The host side: paused until the stack side is connected. What arrives meanwhile (uvloop
+    may deliver data already read when ``pause_reading`` is called) is held, never dropped."""
 
-    __slots__ = ("publication",)
+    __slots__ = ("early", "early_eof", "publication")
 
     def __init__(self, publication: Publication) -> None:
         super().__init__()
         self.publication = publication
+        self.early: list[bytes] = []
+        self.early_eof = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.other is None:
+            self.early.append(data)
+        else:
+            super().data_received(data)
+
+    def eof_received(self) -> bool:
+        if self.other is None:
+            self.early_eof = True
+            return True  # keep the socket half-open: the EOF is passed on once connected
+        return super().eof_received()
+
+    def flush_early(self) -> None:
+        """The stack side is up: pass on what came before it."""
+        early, self.early = self.early, []
+        for data in early:
+            super().data_received(data)
+        if self.early_eof and not super().eof_received() and self.transport is not None:
+            self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -134,6 +157,7 @@ class Publication:
             _reset(kernel.transport)  # as a kernel client of a closed port sees: a reset
             return
         inner.other, kernel.other = kernel, inner
+        kernel.flush_early()
         if kernel.closed:
             assert inner.transport is not None
             inner.transport.close()

@@ -10,8 +10,10 @@ import socket
 import threading
 
 import pytest
+import uvloop
 
 import aionetstack
+from aionetstack.loop import loop_factory
 from aionetstack.publish import reach_host_loopback
 
 
@@ -102,3 +104,37 @@ async def test_the_stack_reaches_a_kernel_server_on_the_host_loopback() -> None:
             await stack.open_connection("127.0.0.1", port)  # closed on the host now
     assert reply == b"over our TCP, then the host's"[::-1]
     assert stack.counters["publish.host-relayed"] == 1 and stack.counters["publish.host-refused"] == 1
+
+
+@pytest.mark.parametrize("base", [uvloop.Loop, asyncio.SelectorEventLoop], ids=["uvloop", "asyncio"])
+def test_bytes_a_kernel_client_sends_at_once_are_not_lost(base: type[asyncio.AbstractEventLoop]) -> None:
+    """The request arrives with the connection, before the relay's stack side is up (uvloop
+    delivers what it already read even after pause_reading): it is held, then passed on. The
+    loop is driven as websockets' legacy tests drive it: one run_until_complete per step."""
+    loop = loop_factory(aionetstack.Stack(), base)()
+    loop.aionetstack_publish_loopback = True  # type: ignore[attr-defined]
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        writer.close()
+
+    def blocking(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = b""
+            while chunk := sock.recv(100):
+                reply += chunk
+            return reply
+
+    try:
+        server = loop.run_until_complete(asyncio.start_server(respond, "localhost", 0))
+        port = server.sockets[0].getsockname()[1]
+        for _ in range(3):
+            reply = loop.run_until_complete(loop.run_in_executor(None, blocking, port))
+            assert reply == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+    finally:
+        loop.run_until_complete(loop.aionetstack_stack.close())  # type: ignore[attr-defined]
+        loop.close()
