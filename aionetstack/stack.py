@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from aionetstack.forwarding.udp import UdpSession, UdpSessionForwarder
     from aionetstack.observe.sockets import SocketInfo
     from aionetstack.observe.trace import TraceCallback, Tracer
+    from aionetstack.publish import Publication
     from aionetstack.resolver import StubResolver
     from aionetstack.server import Server
 
@@ -207,6 +208,10 @@ class Stack:
             raise RuntimeError(f"stack {self.name} is closed")
         if self._task is None:
             self._loop = asyncio.get_running_loop()
+            # Links attached before any loop ran (TapLink in a stack built at import time) begin
+            # their I/O now.
+            for iface in self.interfaces:
+                iface.link.start(self._loop)
             self._task = self._loop.create_task(self._network_task(), name=f"aionetstack-{self.name}-network")
 
     async def close(self) -> None:
@@ -281,9 +286,27 @@ class Stack:
         self.interfaces.append(iface)
         self._iface_by_link[link] = iface
         link.attach(self)
+        if self._task is not None:
+            link.start(self.loop)
         for address in addresses:
             self.add_address(iface, address)
         return iface
+
+    def wrap_link(self, iface: Interface, wrap: Callable[[LinkEndpoint], LinkEndpoint]) -> LinkEndpoint:
+        """Put a wrapper around ``iface``'s link, e.g. ``stack.wrap_link(stack.loopback,
+        lambda lo: ImpairedLink(lo, loss=0.01))`` or a :class:`~aionetstack.link.PcapLink`.
+
+        ``wrap`` gets the current link and returns the new one (a ``LinkWrapper`` around it).
+        """
+        old = iface.link
+        new = wrap(old)
+        del self._iface_by_link[old]
+        iface.link = new
+        self._iface_by_link[new] = iface
+        new.attach(self)
+        if self._task is not None:
+            new.start(self.loop)
+        return new
 
     def add_address(self, iface: Interface, address: str) -> None:
         """Give ``iface`` another address with its prefix, e.g. ``"10.0.1.7/24"``."""
@@ -842,6 +865,16 @@ class Stack:
         from aionetstack.streams import start_server
 
         return await start_server(client_connected_cb, host, port, stack=self, **kwargs)
+
+    async def publish(
+        self, host_port: int | socket.socket, target: tuple[str, int], *, host: str = "127.0.0.1"
+    ) -> Publication:
+        """Publish ``target`` (an address and port on this stack) on the host, as ``docker run -p``:
+        a kernel listener at ``(host, host_port)`` relays each connection into the stack over our
+        TCP. ``host_port`` 0 lets the kernel choose (see ``publication.host_address``)."""
+        from aionetstack.publish import publish
+
+        return await publish(self, host_port, target, host=host)
 
     def __repr__(self) -> str:
         return f"<Stack {self.name} interfaces={[i.name for i in self.interfaces]}>"
