@@ -842,13 +842,6 @@ class CrashLog(logging.Handler):
         return "\n".join(out)
 
 
-def known_crash(site: str) -> bool:
-    """Issue 10 item 5, which other work closes: a reply (RST, SYN-ACK) to a source with no route
-    back, or whose next hop failed ARP, raises out of ``TcpLayer._send`` instead of being a counted
-    drop."""
-    return site.startswith("OSError at ") and "_send <" in site
-
-
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -25,9 +25,9 @@ shows the figures and the table of drop reasons.) A failure names the exact fram
 error's traceback comes with the frame ``Stack._process_batch`` was holding, and a spy on the blind
 connection names the frame that ended it.
 
-Two attack classes that other issue-10 work closes are known and make the test xfail, not fail,
-until that work is merged: a reply to a source with no route back (item 5) and an ICMP error ending a
-synchronized connection (item 4). Anything else fails it.
+Any internal error, anything in the loop's exception handler, and a blind connection ended or
+desynchronised by the attacker fail it. (Two classes it found first, a reply to a source with no
+route back and an ICMP error ending a synchronized connection, are closed: issue 10 items 5 and 4.)
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ from fuzzkit import (
     drop_table,
     exchange,
     frame_in_flight,
-    known_crash,
     seed_entropy,
 )
 
@@ -207,27 +206,12 @@ async def test_fuzzed_frames_never_raise_and_the_stack_keeps_serving(
         logging.getLogger("aionetstack").removeHandler(crashes)
         loop.set_exception_handler(None)
     assert errors == []
-    unknown = {site: v for site, v in crashes.sites.items() if not known_crash(site)}
-    assert not unknown, crashes.report()
-    # A blind connection may only have been ended by a known class; desynchronised or corrupted
-    # with no such ending is a new find.
-    assert not blind_failures or (killers and all(_known_kill(e) for _c, e, _f in killers)), "\n".join(
-        blind_failures
-    )
-    known = [site for site in crashes.sites if known_crash(site)] + [repr(e) for _c, e, _f in killers]
-    if known:
-        # Attack classes other issue-10 work closes (items 4 and 5); once merged these never happen
-        # and the test passes. Anything else above fails it.
-        pytest.xfail("known issue-10 findings: " + "; ".join(known))
+    assert not crashes.sites, crashes.report()
+    # A blind connection (the attacker only guesses its numbers) must survive in step.
+    assert not blind_failures, "\n".join(blind_failures + [f"ended by {e!r}" for _c, e, _f in killers])
     assert _internal_errors(rig) == 0
 
 
 def _flow_status(flow: Flow) -> str:
     corrupt = f", injected data at byte {flow.corrupt_at}" if flow.corrupt_at is not None else ""
     return f"{flow.name} {flow.read}/{flow.written} bytes{corrupt}"
-
-
-def _known_kill(error: BaseException | None) -> bool:
-    """Issue 10 item 4: an ICMP unreachable quoting too little to check its sequence number (or,
-    in a synchronized state, any) is a hard error that aborts the connection."""
-    return isinstance(error, OSError) and "ICMP" in str(error)
