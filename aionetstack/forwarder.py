@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aionetstack import _validate
+from aionetstack.transports import TcpTransport
 from aionetstack.wire.ipv4 import Ipv4Header, format_ip
 from aionetstack.wire.tcp import TcpSegment
 
@@ -148,7 +149,9 @@ class TcpForwarder:
                 request.reject()
             elif writer is not None and not writer.transport.is_closing():
                 if failed:
-                    writer.transport.reset()  # tell the client the relay failed (RST)
+                    transport = writer.transport
+                    assert isinstance(transport, TcpTransport)  # the stack made it
+                    transport.reset()  # tell the client the relay failed (RST)
                 else:
                     writer.close()
 

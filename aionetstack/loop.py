@@ -121,7 +121,8 @@ class _StackLoopMixin:
             waiter,
             server_side=False,
             server_hostname=server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout,
+            # typeshed says int; CPython takes any number of seconds, as asyncio's own calls pass
+            ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
         transport.set_protocol(ssl_protocol)
@@ -153,7 +154,7 @@ class _StackLoopMixin:
             if self.aionetstack_publish_loopback and host.startswith("127."):
                 from aionetstack.publish import publish_on
 
-                await publish_on(self, server, sock)  # the kernel socket relays into the stack now
+                await publish_on(self, server, sock)  # type: ignore[arg-type]  # the mixin is on a loop
             else:
                 sock.close()  # it only held a host port; nothing will ever be accepted on it
             return server
@@ -161,7 +162,7 @@ class _StackLoopMixin:
         if self.aionetstack_publish_loopback:
             from aionetstack.publish import publish_loopback
 
-            await publish_loopback(self, server)
+            await publish_loopback(self, server)  # type: ignore[arg-type]  # the mixin is on a loop
         return server
 
     async def create_datagram_endpoint(

@@ -39,6 +39,7 @@ def _reset(transport: asyncio.BaseTransport) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except (AttributeError, OSError, ValueError):
         pass  # a transport without one: its abort() is as close as it gets
+    assert isinstance(transport, asyncio.WriteTransport)
     transport.abort()
 
 
@@ -134,7 +135,7 @@ class Publication:
     def __init__(self, stack: Stack, target: tuple[str, int]) -> None:
         self.stack = stack
         self.target = target
-        self.kernel_server: asyncio.AbstractServer | None = None
+        self.kernel_server: asyncio.Server | None = None
         self.accepted = 0  #: kernel connections relayed
         self.refused = 0  #: kernel connections the stack refused (no listener, reset, timeout)
 

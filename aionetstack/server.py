@@ -94,9 +94,10 @@ class Server(asyncio.AbstractServer):
                     self._loop,
                     app_protocol,
                     self._ssl_context,
-                    None,
+                    None,  # type: ignore[arg-type]  # typeshed: CPython takes no waiter here
                     server_side=True,
-                    ssl_handshake_timeout=self._ssl_handshake_timeout,
+                    # typeshed says int; CPython takes any number of seconds, as asyncio's own calls pass
+                    ssl_handshake_timeout=self._ssl_handshake_timeout,  # type: ignore[arg-type]
                     ssl_shutdown_timeout=self._ssl_shutdown_timeout,
                 )
             transport.server = self

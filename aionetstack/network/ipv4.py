@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 import struct
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from aionetstack.errors import MalformedPacket
 from aionetstack.link.endpoint import LinkKind
@@ -60,6 +60,10 @@ class PacketOwner(Protocol):
     """Who to tell when a queued packet could not be delivered (ARP failed): a socket-like endpoint."""
 
     def network_error(self, exc: OSError) -> None: ...
+
+
+#: What waits in a neighbour entry's queue (the cache holds it opaquely): an IP packet and its owner.
+_Waiting = tuple[bytes, PacketOwner | None]
 
 
 class Ipv4Layer:
@@ -126,7 +130,7 @@ class Ipv4Layer:
             now = self.stack.loop.time()
             # RFC 826: update an existing entry whatever the target; create one only if we are it.
             waiting = iface.neighbours.update(packet.sender_ip, packet.sender_mac, now, create=targeted)
-            for ip_packet, _owner in waiting:  # type: ignore[misc]
+            for ip_packet, _owner in cast("list[_Waiting]", waiting):  # what output() queued
                 self._emit_ethernet(iface, packet.sender_mac, ip_packet)
             if waiting:
                 self.stack.arm_network_timer()
@@ -510,7 +514,7 @@ class Ipv4Layer:
             for ip, packets in failed:
                 self.counters["arp.resolution-failed"] += 1
                 exc = OSError(errno.EHOSTUNREACH, f"no ARP reply from {format_ip(ip)}: host is unreachable")
-                for packet, owner in packets:  # type: ignore[misc]
+                for packet, owner in cast("list[_Waiting]", packets):
                     self.counters["ip.dropped.host-unreachable"] += 1
                     # One error per datagram: as for ICMP errors (RFC 1122 §3.2.2), a fragment
                     # other than the first does not report again.

@@ -181,12 +181,14 @@ class Reassembler:
         if more_fragments:
             if total is not None and end > total:
                 # Data beyond the end the last fragment announced: the fragments disagree.
-                return self._bad(dgram)
+                self._bad(dgram)
+                return None
             new_total = total
         else:
             if (total is not None and total != end) or dgram.end > end:
                 # A second "last" fragment with a different end, or data already held past it.
-                return self._bad(dgram)
+                self._bad(dgram)
+                return None
             new_total = end
 
         # Walk the pieces this fragment overlaps: compare the overlapping bytes, collect the gaps.
