@@ -311,7 +311,7 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
             self._arm(deadline)
         if self._socket is not None:
             self._socket.sync_readable()
-        if conn.state == _CLOSED:
+        if conn.state == _CLOSED or conn.state == _TIME_WAIT:
             self._layer.after_events(conn)
 
     def _arm(self, deadline: float) -> None:
@@ -629,6 +629,7 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
             self._layer.transmit(conn)
         else:
             conn.close(now)
+            self._layer.orphaned(conn, now)  # nobody reads it any more: counted and capped
         self._layer.mark(conn)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
