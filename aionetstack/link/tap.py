@@ -322,6 +322,10 @@ class TunTapLink(LinkEndpoint):
     _IFF_KIND: ClassVar[int] = _IFF_TAP
     kind = LinkKind.ETHERNET
     capabilities = LinkCapabilities.NONE
+    #: What the kernel agreed to (``vnet-hdr``, ``tx-gso-tcpv4``, ``tx-csum``, ``rx-csum``, ``rx-tso4``).
+    offloads: tuple[str, ...]
+    #: One line per offload the kernel or the device refused (an ioctl error each).
+    offload_refusals: list[str]
 
     def __init__(
         self,
@@ -402,8 +406,8 @@ class TunTapLink(LinkEndpoint):
         self._paused = False
         self._pending: deque[Buffer] = deque()  # frames the device would not take yet
         self._vnet = False  # a virtio-net header precedes every frame, both ways
-        self.offloads: tuple[str, ...] = ()
-        self.offload_refusals: list[str] = []
+        self.offloads = ()
+        self.offload_refusals = []
 
     @classmethod
     def from_fd(
