@@ -250,26 +250,33 @@ class PcapLink(LinkWrapper):
         snaplen = self.snaplen
         offload = self.inner.checksum_offload
         ethernet = self.inner.kind is LinkKind.ETHERNET
-        # Received frames the device vouched for may hold partial checksums and exceed the MTU.
-        received_offload = type(frames) is FrameBatch and frames.checksum_valid
+        frames = self._wire(frames)
         pack = _RECORD_HEADER.pack
         parts: list[Buffer] = []
-        written = 0
         for frame in frames:
-            if type(frame) is OffloadFrame or received_offload:
-                wire = self._wire_frames(frame, ethernet)
-            elif offload:
-                wire = [self._with_checksums(frame, ethernet)]
-            else:
-                wire = [frame]
-            for frame in wire:
-                length = len(frame)
-                kept = min(length, snaplen)
-                parts.append(pack(seconds & 0xFFFFFFFF, fraction, kept, length))
-                parts.append(frame if kept == length else memoryview(frame)[:kept])
-            written += len(wire)
-        self.frames_written += written
+            if offload:
+                frame = self._with_checksums(frame, ethernet)
+            length = len(frame)
+            kept = min(length, snaplen)
+            parts.append(pack(seconds & 0xFFFFFFFF, fraction, kept, length))
+            parts.append(frame if kept == length else memoryview(frame)[:kept])
+        self.frames_written += len(frames)
         self._write_bytes(b"".join(parts))
+
+    def _wire(self, frames: Sequence[Buffer]) -> Sequence[Buffer]:
+        """``frames`` as the wire carries them: super-segments we wrote, and frames the device
+        vouched for (partial checksums, segments larger than the MTU), cut and summed."""
+        received = type(frames) is FrameBatch and frames.checksum_valid
+        if not received and not any(type(frame) is OffloadFrame for frame in frames):
+            return frames
+        ethernet = self.inner.kind is LinkKind.ETHERNET
+        out: list[Buffer] = []
+        for frame in frames:
+            if received or type(frame) is OffloadFrame:
+                out += self._wire_frames(frame, ethernet)
+            else:
+                out.append(frame)
+        return out
 
     def _wire_frames(self, frame: Buffer, ethernet: bool) -> list[Buffer]:
         """What the wire carries for an offloaded frame: cut to segments, checksums filled."""

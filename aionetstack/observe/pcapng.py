@@ -74,7 +74,8 @@ class PcapngLink(PcapLink):
             return
         tracer = self.annotations
         if tracer is not None and tracer.annotations:
-            self._record(frames, [self._comment_for(frame, tracer) for frame in frames])
+            wire = self._wire(frames)  # one comment per wire segment, as the tracer filed them
+            self._record(wire, [self._comment_for(frame, tracer) for frame in wire])
         else:
             self._record(frames)
         self.inner.write(frames)
@@ -103,6 +104,7 @@ class PcapngLink(PcapLink):
         snaplen = self.snaplen
         offload = self.inner.checksum_offload
         ethernet = self.inner.kind is LinkKind.ETHERNET
+        frames = self._wire(frames)  # a no-op on frames already cut
         parts: list[Buffer] = []
         for index, frame in enumerate(frames):
             if offload:
