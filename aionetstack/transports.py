@@ -467,6 +467,9 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
                 protocol.connection_lost(exc)
             except BaseException as error:
                 self._stack.report_callback_error("connection_lost", error, protocol)
+        # As asyncio's _call_connection_lost: let go of the protocol, which usually holds this
+        # transport, so the pair is freed by reference counting rather than by a gc pass.
+        self._protocol = None
 
     def network_error(self, exc: OSError) -> None:
         """ARP failed for one of our segments: the host is unreachable (RFC 1122 §4.2.3.9)."""

@@ -362,6 +362,9 @@ class TcpLayer:
             del self.connections[key]
         shell = conn.user_data
         if shell is not None:
+            # The shell keeps its connection (for the application's later calls); the connection
+            # lets go of the shell, so the pair is freed by reference counting, not by a gc pass.
+            conn.user_data = None
             shell.forget()  # type: ignore[attr-defined]
 
     def link_resumed(self, link: LinkEndpoint) -> None:
