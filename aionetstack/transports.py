@@ -804,6 +804,10 @@ async def create_connection(
             await ssl_waiter
     except BaseException:
         transport.abort()
+        # The exception's traceback holds this frame, which holds the transport: the transport and
+        # its connection let go of the exception, or the three form a cycle only the gc frees.
+        transport._waiter = None
+        conn.error = None
         raise
     if ssl_waiter is not None:
         return protocol._app_transport, app_protocol  # type: ignore[attr-defined]
