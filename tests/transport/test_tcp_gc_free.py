@@ -244,3 +244,22 @@ async def test_kernel_oracle_streams_and_protocol_churn() -> None:
     transports = sum(v for k, v in kinds.items() if k.startswith("asyncio.selector_events"))
     print(f"kernel, create_connection: {transports} asyncio socket transports left in cycles")
     assert tied <= 10, report
+
+
+async def test_refused_connects_leave_no_cycles() -> None:
+    """A failed connect raises an exception whose traceback holds the frames that held our objects."""
+    client, server = await _stacks()
+    n = 2_000
+
+    async def refused() -> None:
+        for _ in range(n):
+            with pytest.raises(ConnectionRefusedError):
+                await client.open_connection("10.0.0.2", 9)
+
+    async with client, server:
+        with _collector_off():
+            await refused()
+            await _settle()
+            _kinds, ours, report = _cyclic_garbage()
+        _report("ours, refused connects", n, ours, report)
+        assert ours <= 10, report
