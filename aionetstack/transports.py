@@ -311,8 +311,8 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
             self._arm(deadline)
         if self._socket is not None:
             self._socket.sync_readable()
-        if conn.state == _CLOSED:
-            self._layer.after_events(conn)
+        if conn.state == _CLOSED or conn.state == _TIME_WAIT:
+            self._layer.after_events(conn)  # CLOSED leaves the table; TIME_WAIT becomes a record
 
     def _arm(self, deadline: float) -> None:
         # One handle per connection, re-armed only when a deadline moves earlier (DESIGN.md).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import errno
 import hashlib
 import os
@@ -19,6 +20,7 @@ from aionetstack.transport.tcp.connection import (
 from aionetstack.transport.tcp.isn import IsnGenerator
 from aionetstack.transport.tcp.seq import MASK
 from aionetstack.transport.tcp.syncookie import SynCookies
+from aionetstack.transport.tcp.timewait import TimeWait
 from aionetstack.wire import Buffer
 from aionetstack.wire.checksum import internet_checksum, ones_complement_sum, pseudo_header_sum
 from aionetstack.wire.icmp import (
@@ -31,6 +33,8 @@ from aionetstack.wire.ipv4 import PROTO_TCP, Ipv4Header
 from aionetstack.wire.tcp import ACK, RST, SYN, TcpSegment, parse_tcp
 
 if TYPE_CHECKING:
+    import asyncio
+
     from aionetstack.link.endpoint import LinkEndpoint
     from aionetstack.network.interface import Interface
     from aionetstack.stack import Stack
@@ -53,7 +57,7 @@ class TcpLayer:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.counters = stack.counters
-        self.connections: dict[Key, TcpConnection] = {}
+        self.connections: dict[Key, TcpConnection | TimeWait] = {}
         self.listeners: dict[tuple[bytes, int], TcpListener] = {}
         self.isn = IsnGenerator()
         self.cookies = SynCookies()
@@ -73,6 +77,10 @@ class TcpLayer:
         self._dirty: dict[TcpConnection, None] = {}  # connections with input to hand up / output to send
         self._in_batch = False
         self._waiting_for_link: dict[TcpConnection, None] = {}
+        # TIME-WAIT records in the order they entered it (their deadlines, mostly), and the one
+        # timer that expires them: no handle per record.
+        self._time_waits: collections.deque[TimeWait] = collections.deque()
+        self._time_wait_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ demultiplexing
 
@@ -147,6 +155,9 @@ class TcpLayer:
                 self._forget(conn)
                 self._listener_input(iface, header, seg, key, now)
                 return
+            if type(conn) is TimeWait:
+                self._time_wait_input(conn, seg, now)
+                return
             conn.receive(seg, now)
             self._dirty[conn] = None
             if not self._in_batch:
@@ -154,7 +165,29 @@ class TcpLayer:
             return
         self._listener_input(iface, header, seg, key, now)
 
-    def _time_wait_reusable(self, conn: TcpConnection, seg: TcpSegment) -> bool:
+    def _time_wait_input(self, record: TimeWait, seg: TcpSegment, now: float) -> None:
+        stack = self.stack
+        dst = record.remote_ip
+        df = stack.options.path_mtu_discovery and not (stack.pmtu and stack.pmtu.locked(dst))  # as transmit
+        for seq, ack, flags, window, options, payload in record.receive(seg, now, self.challenge):
+            self._send(
+                record.local_ip,
+                record.local_port,
+                record.remote_ip,
+                record.remote_port,
+                seq,
+                ack,
+                flags,
+                window,
+                options,
+                payload,
+                None,
+                df,
+            )
+        if record.time_wait_at is None:
+            self._forget(record)  # CLOSED: an exact reset, or data after close
+
+    def _time_wait_reusable(self, conn: TcpConnection | TimeWait, seg: TcpSegment) -> bool:
         """RFC 6191 §2: with timestamps, a higher TSval; without, a sequence number past RCV.NXT."""
         if conn.ts_ok and seg.timestamp is not None:
             return 0 < ((seg.timestamp[0] - conn.ts_recent) & MASK) < 0x80000000
@@ -352,14 +385,63 @@ class TcpLayer:
             self.counters["tcp.pmtu-expired"] += 1
 
     def after_events(self, conn: TcpConnection) -> None:
-        """Drop a connection that reached CLOSED from the table."""
-        if conn.state == _CLOSED:
+        """Drop a connection that reached CLOSED from the table; one in TIME-WAIT becomes a record."""
+        state = conn.state
+        if state == _CLOSED:
             self._forget(conn)
+        elif state == _TIME_WAIT and not conn.outbox and not conn.ack_now:
+            self._enter_time_wait(conn)
 
-    def _forget(self, conn: TcpConnection) -> None:
+    def _enter_time_wait(self, conn: TcpConnection) -> None:
+        """Keep only what TIME-WAIT needs (Linux's inet_timewait_sock): the connection, its buffers
+        and its shell are let go and freed by reference counting; the application was told."""
+        key = (conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)
+        if self.connections.get(key) is not conn or conn.time_wait_at is None:
+            return
+        record = TimeWait(conn)
+        self._forget(conn)
+        self.connections[key] = record
+        self._time_waits.append(record)
+        if self._time_wait_timer is None:
+            self._arm_time_wait(record.time_wait_at)  # type: ignore[arg-type]
+
+    def _arm_time_wait(self, deadline: float) -> None:
+        self._time_wait_timer = self.stack.loop.call_at(deadline, self._expire_time_waits)
+
+    def _expire_time_waits(self) -> None:
+        """RFC 9293 §3.10.8: the TIME-WAIT timeout deletes the TCB."""
+        self._time_wait_timer = None
+        now = self.stack.loop.time()
+        queue = self._time_waits
+        connections = self.connections
+        while queue:
+            record = queue[0]
+            deadline = record.time_wait_at
+            if deadline is None:  # ended early (reset, reuse, close_all)
+                queue.popleft()
+            elif deadline <= now:
+                queue.popleft()
+                key = (record.local_ip, record.local_port, record.remote_ip, record.remote_port)
+                if connections.get(key) is record:
+                    del connections[key]
+                record.time_wait_at = None
+            elif record.extended:
+                # A retransmitted FIN restarted its 2 MSL: to the back, behind later deadlines, so
+                # it never holds up those queued after it.
+                record.extended = False
+                queue.popleft()
+                queue.append(record)
+            else:
+                self._arm_time_wait(deadline)
+                return
+
+    def _forget(self, conn: TcpConnection | TimeWait) -> None:
         key = (conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)
         if self.connections.get(key) is conn:
             del self.connections[key]
+        if type(conn) is TimeWait:
+            conn.time_wait_at = None  # its queue entry is skipped when it comes up
+            return
         shell = conn.user_data
         if shell is not None:
             # The shell keeps its connection (for the application's later calls); the connection
@@ -369,7 +451,8 @@ class TcpLayer:
 
     def link_resumed(self, link: LinkEndpoint) -> None:
         for conn in list(self.connections.values()):
-            self._dirty[conn] = None
+            if type(conn) is not TimeWait:
+                self._dirty[conn] = None
         self.stack.schedule_output()
 
     # ------------------------------------------------------------------ ICMP
@@ -391,6 +474,9 @@ class TcpLayer:
         conn = self.connections.get((source, sport, destination, dport))
         if conn is None:
             return
+        if type(conn) is TimeWait:
+            self._time_wait_icmp_error(conn, icmp_type, code, buf, ports_at, end)
+            return
         frag_needed = icmp_type == ICMP_DEST_UNREACHABLE and code == UNREACH_FRAGMENTATION_NEEDED
         # RFC 5927 §4.1: the quoted sequence number must lie in the window of data we sent.
         if ports_at + 8 <= end:
@@ -409,6 +495,19 @@ class TcpLayer:
         hard = icmp_type == ICMP_DEST_UNREACHABLE and code in (UNREACH_PORT, UNREACH_PROTOCOL)
         conn.icmp_error(exc, hard)
         self.mark(conn)
+
+    def _time_wait_icmp_error(
+        self, record: TimeWait, icmp_type: int, code: int, buf: Buffer, ports_at: int, end: int
+    ) -> None:
+        """An ICMP error for a TIME-WAIT record, as for the connection: nothing is in flight, so
+        only SND.UNA itself passes RFC 5927 §4.1; a hard error ends it (RFC 1122 §4.2.3.9)."""
+        seq = struct.unpack_from("!I", buf, ports_at + 4)[0] if ports_at + 8 <= end else None
+        if seq != record.snd_nxt & MASK:
+            self.counters["tcp.icmp-out-of-window"] += 1
+            return
+        self.counters["tcp.icmp-errors"] += 1
+        if icmp_type == ICMP_DEST_UNREACHABLE and code in (UNREACH_PORT, UNREACH_PROTOCOL):
+            self._forget(record)
 
     def _fragmentation_needed(
         self, conn: TcpConnection, mtu: int, buf: Buffer, ports_at: int, end: int
@@ -450,6 +549,8 @@ class TcpLayer:
         for listener in list(self.listeners.values()):
             listener.close()
         for conn in list(self.connections.values()):
+            if type(conn) is TimeWait:
+                continue
             if conn.state not in (_CLOSED, _TIME_WAIT):
                 conn.abort(now)
                 if conn.error is None and conn.user_data is not None:
@@ -459,6 +560,10 @@ class TcpLayer:
         self.flush_pending()
         for conn in list(self.connections.values()):
             self._forget(conn)
+        self._time_waits.clear()
+        if self._time_wait_timer is not None:
+            self._time_wait_timer.cancel()
+            self._time_wait_timer = None
 
     def statistics(self) -> dict[str, int]:
         states: dict[str, int] = {}
