@@ -311,8 +311,11 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
             self._arm(deadline)
         if self._socket is not None:
             self._socket.sync_readable()
-        if conn.state == _CLOSED or conn.state == _TIME_WAIT:
-            self._layer.after_events(conn)  # CLOSED leaves the table; TIME_WAIT becomes a record
+        state = conn.state
+        if state == _CLOSED or (state == _TIME_WAIT and not self._eof_pending):
+            # CLOSED leaves the table; TIME_WAIT becomes a record once the application has had
+            # every byte and the EOF (a half-closed reader may still be behind).
+            self._layer.after_events(conn)
 
     def _arm(self, deadline: float) -> None:
         # One handle per connection, re-armed only when a deadline moves earlier (DESIGN.md).

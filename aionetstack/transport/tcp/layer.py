@@ -144,21 +144,17 @@ class TcpLayer:
         conn = self.connections.get(key)
         now = self.stack.loop.time()
         if conn is not None:
-            if (
-                conn.state == _TIME_WAIT
-                and seg.flags & SYN
-                and not seg.flags & (ACK | RST)
-                and self._time_wait_reusable(conn, seg)
-            ):
-                # RFC 6191 / RFC 9293 §3.10.7.4: a new SYN may end TIME-WAIT and start anew.
-                counters["tcp.time-wait-reused"] += 1
-                self._forget(conn)
-                self._listener_input(iface, header, seg, key, now)
-                return
-            if type(conn) is TimeWait:
-                self._time_wait_input(conn, seg, now)
-                return
-            conn.receive(seg, now)
+            if conn.state == _TIME_WAIT:
+                if seg.flags & SYN and not seg.flags & (ACK | RST) and self._time_wait_reusable(conn, seg):
+                    # RFC 6191 / RFC 9293 §3.10.7.4: a new SYN may end TIME-WAIT and start anew.
+                    counters["tcp.time-wait-reused"] += 1
+                    self._forget(conn)
+                    self._listener_input(iface, header, seg, key, now)
+                    return
+                if type(conn) is TimeWait:
+                    self._time_wait_input(conn, seg, now)
+                    return
+            conn.receive(seg, now)  # type: ignore[union-attr]
             self._dirty[conn] = None
             if not self._in_batch:
                 self.stack.schedule_output()
@@ -389,7 +385,7 @@ class TcpLayer:
         state = conn.state
         if state == _CLOSED:
             self._forget(conn)
-        elif state == _TIME_WAIT and not conn.outbox and not conn.ack_now:
+        elif state == _TIME_WAIT and not conn.outbox and not conn.ack_now and not conn.received_bytes:
             self._enter_time_wait(conn)
 
     def _enter_time_wait(self, conn: TcpConnection) -> None:

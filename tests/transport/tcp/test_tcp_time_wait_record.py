@@ -196,3 +196,34 @@ async def test_records_expire_after_2msl_on_one_timer() -> None:
         assert 0 < len(table) < 50  # the first ones went at their own 2 MSL, the last still wait
         await asyncio.sleep(6.0)
         assert not table
+
+
+async def test_a_half_closed_reader_behind_gets_every_byte_before_the_record() -> None:
+    """Our FIN first (write_eof), then the peer's data and FIN: TIME-WAIT begins while the
+    application has not read yet. The record replaces the connection only once it has all of it."""
+    left, right = pipe(mtu=1500)  # many segments: the reader pauses after the first few
+    client, server = aionetstack.Stack("client"), aionetstack.Stack("server")
+    client.add_interface(left, "10.0.0.1/24")
+    server.add_interface(right, "10.0.0.2/24")
+    body = bytes(range(256)) * 200  # within the receive window: all of it arrives before we read
+
+    async def send_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # our EOF
+        writer.write(body)
+        writer.close()
+
+    async with client, server, await server.start_server(send_and_close, "10.0.0.2", 7):
+        # A small reader limit: the StreamReader pauses reading at 2 KB, the rest stays with TCP.
+        reader, writer = await client.open_connection("10.0.0.2", 7, limit=1024)
+        conn = writer.get_extra_info("connection")
+        writer.write_eof()
+        while conn.state != TcpState.TIME_WAIT:
+            await asyncio.sleep(0.001)
+        assert conn.received_bytes > 0  # TIME-WAIT with bytes not yet handed up
+        assert await reader.read() == body
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        table = client.tcp.connections
+        assert len(table) == 1 and type(next(iter(table.values()))) is TimeWait
