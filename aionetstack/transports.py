@@ -312,9 +312,9 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
         if self._socket is not None:
             self._socket.sync_readable()
         state = conn.state
-        if state == _CLOSED or (state == _TIME_WAIT and not self._eof_pending):
+        if state == _CLOSED or (state == _TIME_WAIT and (self._lost or not self._eof_pending)):
             # CLOSED leaves the table; TIME_WAIT becomes a record once the application has had
-            # every byte and the EOF (a half-closed reader may still be behind).
+            # every byte and the EOF (a half-closed reader may still be behind), or has gone.
             self._layer.after_events(conn)
 
     def _arm(self, deadline: float) -> None:
