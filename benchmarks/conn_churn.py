@@ -22,7 +22,7 @@ import os
 import statistics
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import uvloop
@@ -159,7 +159,7 @@ def main() -> None:
     args = parser.parse_args()
     loops = {"asyncio": asyncio.SelectorEventLoop, "uvloop": uvloop.Loop}
     chosen = list(loops) if args.loop == "both" else [args.loop]
-    cases: dict[str, Callable[[], Awaitable[dict[str, float]]]] = {
+    cases: dict[str, Callable[[], Coroutine[Any, Any, dict[str, float]]]] = {
         "kernel": lambda: _kernel(args.connections),
         "ours": lambda: _ours(args.connections),
     }

@@ -144,17 +144,21 @@ class TcpLayer:
         conn = self.connections.get(key)
         now = self.stack.loop.time()
         if conn is not None:
-            if conn.state == _TIME_WAIT:
-                if seg.flags & SYN and not seg.flags & (ACK | RST) and self._time_wait_reusable(conn, seg):
-                    # RFC 6191 / RFC 9293 §3.10.7.4: a new SYN may end TIME-WAIT and start anew.
-                    counters["tcp.time-wait-reused"] += 1
-                    self._forget(conn)
-                    self._listener_input(iface, header, seg, key, now)
-                    return
-                if type(conn) is TimeWait:
-                    self._time_wait_input(conn, seg, now)
-                    return
-            conn.receive(seg, now)  # type: ignore[union-attr]
+            if (
+                conn.state == _TIME_WAIT
+                and seg.flags & SYN
+                and not seg.flags & (ACK | RST)
+                and self._time_wait_reusable(conn, seg)
+            ):
+                # RFC 6191 / RFC 9293 §3.10.7.4: a new SYN may end TIME-WAIT and start anew.
+                counters["tcp.time-wait-reused"] += 1
+                self._forget(conn)
+                self._listener_input(iface, header, seg, key, now)
+                return
+            if isinstance(conn, TimeWait):
+                self._time_wait_input(conn, seg, now)
+                return
+            conn.receive(seg, now)
             self._dirty[conn] = None
             if not self._in_batch:
                 self.stack.schedule_output()
@@ -435,7 +439,7 @@ class TcpLayer:
         key = (conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)
         if self.connections.get(key) is conn:
             del self.connections[key]
-        if type(conn) is TimeWait:
+        if isinstance(conn, TimeWait):
             conn.time_wait_at = None  # its queue entry is skipped when it comes up
             return
         shell = conn.user_data
@@ -447,7 +451,7 @@ class TcpLayer:
 
     def link_resumed(self, link: LinkEndpoint) -> None:
         for conn in list(self.connections.values()):
-            if type(conn) is not TimeWait:
+            if not isinstance(conn, TimeWait):
                 self._dirty[conn] = None
         self.stack.schedule_output()
 
@@ -470,7 +474,7 @@ class TcpLayer:
         conn = self.connections.get((source, sport, destination, dport))
         if conn is None:
             return
-        if type(conn) is TimeWait:
+        if isinstance(conn, TimeWait):
             self._time_wait_icmp_error(conn, icmp_type, code, buf, ports_at, end)
             return
         frag_needed = icmp_type == ICMP_DEST_UNREACHABLE and code == UNREACH_FRAGMENTATION_NEEDED
@@ -545,7 +549,7 @@ class TcpLayer:
         for listener in list(self.listeners.values()):
             listener.close()
         for conn in list(self.connections.values()):
-            if type(conn) is TimeWait:
+            if isinstance(conn, TimeWait):
                 continue
             if conn.state not in (_CLOSED, _TIME_WAIT):
                 conn.abort(now)

@@ -12,6 +12,7 @@ import asyncio
 import gc
 import random
 import tracemalloc
+from typing import Any
 
 import pytest
 from tcpscript import TcpScript
@@ -48,7 +49,7 @@ def _time_wait(ts: bool, sack_ok: bool = True, data: bool = True) -> TcpScript:
 def _feed_both(t: TcpScript, record: TimeWait, seg: TcpSegment) -> None:
     conn: TcpConnection = t.conn
     assert conn.state == TcpState.TIME_WAIT and record.time_wait_at is not None
-    assert record.time_wait_at == conn.time_wait_at > t.now  # the same deadline, still ahead
+    assert record.time_wait_at == conn.time_wait_at and conn.time_wait_at > t.now  # the same, ahead
     conn.receive(seg, t.now)
     conn.output(t.now)
     theirs = [(s, a, f, w, bytes(o), bytes(p)) for s, a, f, w, o, p in conn.outbox]
@@ -70,7 +71,7 @@ def test_record_answers_the_classic_cases_as_the_connection(ts: bool) -> None:
     record = TimeWait(t.conn)
     assert record.window == t.conn._window()  # what the connection would advertise next
     ecr = lambda: (300, t.ts_now()) if ts else None  # noqa: E731
-    cases = [
+    cases: list[tuple[str, int, int, dict[str, Any]]] = [
         ("F.", 6, 2, {}),  # the peer's FIN again: re-ACK and restart 2 MSL (RFC 9293 §3.10.7.4)
         (".", 7, 2, {}),  # a pure in-window ACK: nothing
         (".", 6, 2, {}),  # an old ACK below RCV.NXT: a rate-limited duplicate ACK
