@@ -462,6 +462,7 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         if self._socket is not None:
             self._socket.release()  # as asyncio closes the socket here: fileno() is -1 after
+            self._socket = None  # (it holds this transport: as asyncio's _sock = None, no cycle)
         protocol = self._protocol
         # As asyncio: a protocol whose connection never came up (a failed or cancelled connect)
         # gets no connection_lost without a connection_made before it.
@@ -655,6 +656,8 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
             return conn.info()
         if name == "socket":
             if self._socket is None:
+                if self._lost:
+                    return TcpSocketOptions(self)  # closed (fileno() -1): not kept, or a cycle
                 self._socket = TcpSocketOptions(self)
             return self._socket
         if name == "stack":

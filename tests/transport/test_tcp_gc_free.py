@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import gc
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -262,4 +263,34 @@ async def test_refused_connects_leave_no_cycles() -> None:
             await _settle()
             _kinds, ours, report = _cyclic_garbage()
         _report("ours, refused connects", n, ours, report)
+        assert ours <= 10, report
+
+
+async def test_socket_option_calls_leave_no_cycles() -> None:
+    """get_extra_info('socket') (the socket-option shim holds its transport) on both ends."""
+    n = 2_000
+
+    async def linger_and_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert sock.fileno() >= 0
+        await _echo_once(reader, writer)
+
+    async def churn(count: int) -> None:
+        for i in range(count):
+            reader, writer = await client.open_connection("10.0.0.2", 7)
+            assert writer.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+            writer.write(b"%d" % i)
+            assert await reader.read(100) == b"%d" % i
+            writer.close()
+            await writer.wait_closed()
+
+    client, server = await _stacks()
+    async with client, server, await server.start_server(linger_and_echo, "10.0.0.2", 7):
+        await churn(10)
+        with _collector_off():
+            await churn(n)
+            await _settle()
+            _kinds, ours, report = _cyclic_garbage()
+        _report("ours, socket options", n, ours, report)
         assert ours <= 10, report
