@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -113,7 +114,7 @@ def _ifname(text: str) -> str:
 # the parser
 
 
-def _add_link_options(parser: argparse.ArgumentParser) -> None:
+def _add_link_options(parser: argparse.ArgumentParser, dhcp: bool = False) -> None:
     group = parser.add_argument_group("link")
     group.add_argument(
         "--tap",
@@ -122,9 +123,17 @@ def _add_link_options(parser: argparse.ArgumentParser) -> None:
         type=_arg(_ifname),
         help="TAP device to open (created if missing)",
     )
-    group.add_argument(
+    address = group.add_mutually_exclusive_group(required=True) if dhcp else group
+    if dhcp:
+        address.add_argument(
+            "--dhcp",
+            action="store_true",
+            help="take the address, router, DNS servers and MTU from a DHCP server (RFC 2131) "
+            "instead of --ip; renews the lease and releases it on exit",
+        )
+    address.add_argument(
         "--ip",
-        required=True,
+        required=not dhcp,
         metavar="ADDR/PREFIX",
         type=_arg(parse_interface),
         help="the stack's own address on the device, e.g. 10.0.0.2/24 (the kernel side is another host)",
@@ -158,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "it up and answer ARP and ICMP echo for ADDR. Prints 'ready' on stdout once every service listens; "
         "SIGINT or SIGTERM closes connections and the pcap and exits 0.",
     )
-    _add_link_options(serve)
+    _add_link_options(serve, dhcp=True)
     serve.add_argument(
         "--mac", type=_arg(parse_mac), metavar="MAC", help="the stack's MAC (default: random, local)"
     )
@@ -173,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     services.add_argument("--udp-echo", type=_arg(_port), metavar="PORT", help="UDP echo (RFC 862)")
     serve.add_argument("--pcap", metavar="FILE", help="record every frame, both ways, in a pcap file")
+    _add_observe_options(serve, "serve")
     serve.add_argument(
         "--grace",
         type=_arg(_non_negative),
@@ -250,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=_arg(_int), default=1, metavar="N", help="seed of the data and the impairments"
     )
     demo.add_argument("--pcap", metavar="FILE", help="record the client's frames in a pcap file")
+    _add_observe_options(demo, "demo")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
     demo.add_argument("--quiet", action="store_true", help="no progress line")
     demo.add_argument(
@@ -260,7 +271,90 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up after this long (default 300)",
     )
     demo.set_defaults(run=_demo)
+    _add_observe_commands(sub)
     return parser
+
+
+def _add_observe_options(parser: argparse.ArgumentParser, command: str) -> None:
+    group = parser.add_argument_group("observing")
+    group.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="write one JSON line per TCP segment sent or received and per congestion event"
+        + (" (with --pcap: the capture is pcapng, retransmissions commented)" if command == "serve" else ""),
+    )
+    if command == "serve":
+        group.add_argument(
+            "--control",
+            metavar="PATH",
+            help="Unix socket that `aionetstack ss` asks (default: $XDG_RUNTIME_DIR or /tmp, "
+            "aionetstack-IFNAME.sock)",
+        )
+    else:
+        group.add_argument(
+            "--plot",
+            metavar="FILE",
+            help="draw the transfer (time-sequence graph, cwnd, RTT) into FILE.png or FILE.svg "
+            "(needs aionetstack[plot]); keep --size small, every segment is drawn",
+        )
+
+
+def _add_observe_commands(sub: Any) -> None:
+    ss = sub.add_parser(
+        "ss",
+        help="list the sockets of a running `aionetstack serve`, as ss(8) does",
+        description="Ask a running `aionetstack serve` (over its control socket) for its TCP connections, "
+        "listeners and UDP endpoints. Filters as ss(8): -t TCP, -u UDP (both when neither), -l listening "
+        "only, -a all (default: not listening), -i tcp_info under each connection.",
+    )
+    where = ss.add_mutually_exclusive_group()
+    where.add_argument("--control", metavar="PATH", help="the control socket serve printed")
+    where.add_argument(
+        "--tap",
+        metavar="IFNAME",
+        type=_arg(_ifname),
+        help="the serve on this TAP device (its default socket)",
+    )
+    ss.add_argument("-t", "--tcp", action="store_true", help="TCP sockets")
+    ss.add_argument("-u", "--udp", action="store_true", help="UDP sockets")
+    ss.add_argument("-l", "--listening", action="store_true", help="only listening sockets")
+    ss.add_argument("-a", "--all", action="store_true", help="listening and not listening sockets")
+    ss.add_argument("-i", "--info", action="store_true", help="show tcp_info (rtt, cwnd, retransmits...)")
+    ss.add_argument("-n", "--numeric", action="store_true", help="accepted for habit: addresses are numeric")
+    ss.add_argument("--json", action="store_true", help="print the sockets as JSON")
+    ss.add_argument(
+        "--watch",
+        nargs="?",
+        const=1.0,
+        type=_arg(_positive),
+        metavar="SECONDS",
+        help="redraw every SECONDS (default 1) until interrupted, like `watch ss -ti`",
+    )
+    ss.set_defaults(run=_ss)
+
+    plot = sub.add_parser(
+        "plot",
+        help="draw a trace: time-sequence graph, cwnd/ssthresh, RTT samples (needs aionetstack[plot])",
+        description="Read a JSON-lines trace (serve/demo --trace) and draw one connection: a tcptrace-style "
+        "time-sequence graph (data sent, retransmissions, ACKs, SACKed ranges, the receive window), cwnd and "
+        "ssthresh over time, and RTT samples. The format follows the extension of OUTPUT (.png or .svg).",
+    )
+    plot.add_argument("trace", metavar="TRACE", help="a trace file from --trace")
+    plot.add_argument("-o", "--output", metavar="OUTPUT", help="image to write (default: TRACE with .png)")
+    plot.add_argument(
+        "--conn",
+        metavar="LOCAL>REMOTE",
+        help="which connection (as in the trace's 'conn'; default: the one that sent the most data)",
+    )
+    plot.set_defaults(run=_plot)
+
+
+def _open_trace(args: argparse.Namespace) -> Any:
+    if args.trace is None:
+        return None
+    from aionetstack.observe.trace import JsonLinesTrace
+
+    return JsonLinesTrace(args.trace)  # an unwritable path: OSError, one line from main()
 
 
 def _check_serve_ports(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -275,6 +369,8 @@ def _check_serve_ports(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def _check_gateway(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.gateway is not None and getattr(args, "dhcp", False):
+        parser.error("--gateway goes with --ip; with --dhcp the server names the router")
     if args.gateway is not None and args.gateway not in args.ip.network:
         # RFC 1122 §3.3.1.1: the first hop must be on a directly connected network.
         parser.error(f"--gateway {args.gateway} is not on {args.ip.network} (the --ip network)")
@@ -294,21 +390,35 @@ def _check_nc(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
 async def _serve(args: argparse.Namespace) -> int:
     from aionetstack.apps.host import attach_tap
     from aionetstack.apps.services import ServiceGroup
+    from aionetstack.observe.control import ControlServer, default_control_path
     from aionetstack.stack import Stack
 
     stack = Stack(args.tap)
+    trace = _open_trace(args)
     async with stack:
         iface = attach_tap(
             stack,
             args.tap,
-            str(args.ip),
+            None if args.dhcp else str(args.ip),
             mac=args.mac,
             mtu=args.mtu,
             gateway=str(args.gateway) if args.gateway else None,
             pcap=args.pcap,
+            pcapng=trace is not None,
         )
+        if trace is not None:
+            tracer = stack.trace(trace, annotate=args.pcap is not None)
+            if args.pcap is not None:
+                # The capture is pcapng and each retransmission in it carries a comment.
+                iface.link.annotations = tracer  # type: ignore[attr-defined]
+        control = ControlServer(stack, args.control or default_control_path(args.tap))
         group = ServiceGroup(stack)
+        dhcp = None
         try:
+            await control.start()
+            print(f"{PROG}: control socket {control.path} (aionetstack ss --control PATH)", file=sys.stderr)
+            if args.dhcp:
+                dhcp, args.ip = await _dhcp_lease(stack, iface)
             if args.echo is not None:
                 await group.start_echo(args.echo)
             if args.discard is not None:
@@ -334,7 +444,37 @@ async def _serve(args: argparse.Namespace) -> int:
                 loop.remove_signal_handler(signum)
         finally:
             await group.close(grace=args.grace)
+            await control.close()
+            if trace is not None:
+                trace.close()
+            if dhcp is not None:
+                await dhcp.close()  # RFC 2131 §4.4.6: give the address back
     return EXIT_OK
+
+
+async def _dhcp_lease(stack: Any, iface: Any) -> tuple[Any, Any]:
+    """Start the DHCP client on ``iface``; wait for the first lease, saying so on stderr."""
+    from aionetstack.apps.dhcp import DhcpShell
+    from aionetstack.network.dhcp import LeaseBound
+
+    def report(event: Any) -> None:
+        lease = event.lease
+        if isinstance(event, LeaseBound):
+            what = "renewed" if event.renewed else "bound"
+            print(
+                f"{PROG}: dhcp {what} {lease.address} from {lease.server} for {lease.lease_time:g} s"
+                f" (routers {','.join(lease.routers) or '-'}, dns {','.join(lease.dns_servers) or '-'},"
+                f" mtu {lease.mtu or '-'})",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            print(f"{PROG}: dhcp lost {lease.address} ({event.reason})", file=sys.stderr, flush=True)
+
+    shell = DhcpShell(stack, iface, hostname=socket.gethostname(), on_event=report)
+    print(f"{PROG}: asking for a DHCP lease on {iface.name}", file=sys.stderr, flush=True)
+    lease = await shell.start()
+    return shell, lease.address
 
 
 async def _nc(args: argparse.Namespace) -> int:
@@ -384,6 +524,24 @@ async def _nc(args: argparse.Namespace) -> int:
 async def _demo(args: argparse.Namespace) -> int:
     from aionetstack.apps.demo import run_demo
 
+    if args.plot is not None:
+        from aionetstack.apps.plot import check_output, require_matplotlib
+
+        try:
+            check_output(args.plot)  # before the transfer, not after it
+            require_matplotlib()
+        except (ValueError, RuntimeError) as exc:
+            raise CliError(f"demo: {exc}") from None
+    trace_file = _open_trace(args)
+    records: list[Any] = []
+    trace: Callable[[Any], None] | None = trace_file
+    if args.plot is not None:
+
+        def trace(record: Any) -> None:
+            records.append(record)
+            if trace_file is not None:
+                trace_file(record)
+
     mtu = args.mtu
     size = int(args.size * 1_000_000)
     interactive = sys.stderr.isatty()
@@ -410,10 +568,13 @@ async def _demo(args: argparse.Namespace) -> int:
                 pcap=args.pcap,
                 progress=None if args.quiet else progress,
                 progress_interval=0.1 if interactive else 0.5,
+                trace=trace,
             )
     except TimeoutError:
         raise CliError(f"demo: gave up after {args.timeout:g} s (try a smaller --size)") from None
     finally:
+        if trace_file is not None:
+            trace_file.close()
         if width:
             sys.stderr.write("\n")
             sys.stderr.flush()
@@ -421,8 +582,66 @@ async def _demo(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict(), indent=2, sort_keys=True, default=str))
     else:
         print(_summary(result, args, mtu))
+    if args.plot is not None:
+        from aionetstack.apps.plot import plot_trace
+
+        plot_trace(
+            records, args.plot, title=f"demo: loss {args.loss:.1%}, delay {args.delay:g} ms, seed {args.seed}"
+        )
+        print(f"plot          {args.plot}")
     if not result.sha256_ok:
         raise CliError("demo: the server's SHA-256 does not match what was sent")
+    return EXIT_OK
+
+
+async def _ss(args: argparse.Namespace) -> int:
+    from aionetstack.apps.ss import filter_sockets, format_table, watch
+    from aionetstack.observe.control import default_control_path, find_control_socket, query_connections
+
+    if args.control is not None:
+        path = args.control
+    elif args.tap is not None:
+        path = default_control_path(args.tap)
+    else:
+        path = find_control_socket()  # the only one running, or a CliError-worthy ValueError
+
+    def fetch() -> tuple[str, list[Any]]:
+        try:
+            return query_connections(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            raise CliError(f"ss: nothing answers on {path} (is `aionetstack serve` running?)") from None
+
+    def select(sockets: list[Any]) -> list[Any]:
+        return filter_sockets(sockets, tcp=args.tcp, udp=args.udp, listening=args.listening, all=args.all)
+
+    if args.watch is not None:
+        watch(fetch, select, args.watch, show_info=args.info)
+        return EXIT_OK
+    _, sockets = fetch()
+    shown = select(sockets)
+    if args.json:
+        print(json.dumps([info.as_dict() for info in shown], indent=2))
+    else:
+        print(format_table(shown, show_info=args.info))
+    return EXIT_OK
+
+
+async def _plot(args: argparse.Namespace) -> int:
+    from aionetstack.apps.plot import check_output, plot_trace, require_matplotlib
+    from aionetstack.observe.trace import read_trace
+
+    output = args.output or os.path.splitext(args.trace)[0] + ".png"
+    try:
+        check_output(output)
+        require_matplotlib()
+        records = read_trace(args.trace)
+    except (ValueError, RuntimeError) as exc:
+        raise CliError(f"plot: {exc}") from None
+    try:
+        plot_trace(records, output, conn=args.conn, title=os.path.basename(args.trace))
+    except LookupError as exc:
+        raise CliError(f"plot: {exc}") from None
+    print(output)
     return EXIT_OK
 
 

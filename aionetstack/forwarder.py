@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aionetstack import _validate
+from aionetstack.transports import TcpTransport
 from aionetstack.wire.ipv4 import Ipv4Header, format_ip
 from aionetstack.wire.tcp import TcpSegment
 
@@ -148,7 +149,9 @@ class TcpForwarder:
                 request.reject()
             elif writer is not None and not writer.transport.is_closing():
                 if failed:
-                    writer.transport.reset()  # tell the client the relay failed (RST)
+                    transport = writer.transport
+                    assert isinstance(transport, TcpTransport)  # the stack made it
+                    transport.reset()  # tell the client the relay failed (RST)
                 else:
                     writer.close()
 
@@ -214,7 +217,12 @@ class UdpFlow:
 
 
 class UdpForwarder:
-    """Hands each new UDP flow to a nowhere-bound destination to ``handler(flow)``."""
+    """Hands each new UDP flow to a nowhere-bound destination to ``handler(flow)``.
+
+    A flow is one (client, destination) pair: address-and-port-dependent mapping in RFC 4787's
+    terms. For endpoint-independent mapping (REQ-1; what STUN and games need) use
+    :class:`aionetstack.forwarding.udp.UdpSessionForwarder` (``stack.set_udp_session_forwarder``).
+    """
 
     def __init__(
         self,

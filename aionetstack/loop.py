@@ -3,17 +3,31 @@
 ``loop.create_connection``, ``create_server``, ``create_datagram_endpoint`` and ``getaddrinfo`` —
 and so ``asyncio.open_connection`` and ``asyncio.start_server``, which call them — are served by
 the given :class:`~aionetstack.Stack`; everything else (timers, subprocesses, files, pipes) stays
-the ordinary loop's. Calls that only make sense on a kernel socket (``sock_connect``,
-``sock=`` arguments) raise a clear error instead of quietly using the kernel — with one
-exception that libraries need: ``sock_connect(sock, address)`` on a fresh, unconnected kernel
-TCP socket (what aiohttp's happy-eyeballs dialer does) connects *over the stack* and leaves the
-kernel socket unconnected; the following ``create_connection(sock=sock)`` adopts that connection
-and closes the kernel socket. No byte of it ever touches the kernel's network.
+the ordinary loop's.
+
+Kernel sockets handed to the loop (``sock=``) follow one rule: **an AF_INET TCP socket that is not
+connected yet names an address, and the address is taken on the stack; a socket that already has
+a peer, or any other family (AF_UNIX, ``socket.socketpair()``), has nothing to do with the stack
+and goes to the base loop untouched.** So:
+
+* ``create_server(sock=s)`` / ``start_server(sock=s)`` with a bound or listening AF_INET socket
+  listens on the stack at ``s.getsockname()`` — same address, same port number (an unbound socket
+  lets the stack choose the port); ``server.sockets`` reports it. The kernel socket is closed (it
+  reserved a host port only), unless the loop publishes its loopback servers on the host
+  (:mod:`aionetstack.publish`), in which case it becomes the host-side listener of that server.
+* ``sock_connect(s, address)`` on a fresh AF_INET TCP socket (what aiohttp's happy-eyeballs dialer
+  does) connects *over the stack* — from ``s``'s bound address and port when it was bound
+  (``local_addr``) — and leaves the kernel socket unconnected; the following
+  ``create_connection(sock=s)`` / ``open_connection(sock=s)`` adopts that connection and closes
+  the kernel socket. No byte of it touches the kernel's network.
+* A connected socket, an AF_UNIX one, ``create_unix_server`` / ``create_unix_connection`` and
+  ``sock_accept`` / ``sock_recv`` … on kernel sockets are the base loop's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import ssl as ssl_module
 from asyncio import sslproto
@@ -53,11 +67,23 @@ class _StackLoopMixin:
 
     _adopted: dict[int, tuple[Any, _PendingProtocol]]
 
+    #: Set by the pytest plugin: create_server on a loopback address also listens on the host's
+    #: loopback and relays into the stack (see aionetstack.publish).
+    aionetstack_publish_loopback: bool = False
+    #: The loop made this stack (the pytest plugin's loops) and closes it with itself.
+    aionetstack_owns_stack: bool = False
+
+    def _base(self) -> Any:
+        """The base loop's methods, for kernel sockets that have no place on the stack."""
+        return super()
+
     async def create_connection(
         self, protocol_factory: Callable[[], Any], host: Any = None, port: Any = None, **kwargs: Any
     ) -> Any:
         sock = kwargs.pop("sock", None)
         if sock is not None:
+            if id(sock) not in getattr(self, "_adopted", {}) and _belongs_to_kernel(sock):
+                return await self._base().create_connection(protocol_factory, host, port, sock=sock, **kwargs)
             return await self._adopt(sock, protocol_factory, **kwargs)
         return await self._stack().create_connection(protocol_factory, host, port, **kwargs)
 
@@ -95,7 +121,8 @@ class _StackLoopMixin:
             waiter,
             server_side=False,
             server_hostname=server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout,
+            # typeshed says int; CPython takes any number of seconds, as asyncio's own calls pass
+            ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
         transport.set_protocol(ssl_protocol)
@@ -110,9 +137,33 @@ class _StackLoopMixin:
     async def create_server(
         self, protocol_factory: Callable[[], Any], host: Any = None, port: Any = None, **kwargs: Any
     ) -> Any:
-        if kwargs.get("sock") is not None:
-            raise ValueError("sock= names a kernel socket; this loop's servers run over aionetstack")
-        return await self._stack().create_server(protocol_factory, host, port, **kwargs)
+        sock = kwargs.pop("sock", None)
+        if sock is not None:
+            if _belongs_to_kernel(sock):
+                return await self._base().create_server(protocol_factory, host, port, sock=sock, **kwargs)
+            if host is not None or port is not None:
+                raise ValueError("host/port and sock can not be specified at the same time")
+            if sock.family != socket.AF_INET:
+                sock.close()  # ours now, as asyncio's create_server owns it: no ResourceWarning
+                raise OSError(errno.EAFNOSUPPORT, f"aionetstack speaks IPv4 only; sock= is {sock.family!r}")
+            # "Listen there": the socket's address and port, on the stack.
+            host, port = sock.getsockname()[:2]
+            kwargs.pop("reuse_address", None)
+            kwargs.pop("reuse_port", None)
+            server = await self._stack().create_server(protocol_factory, host, port, **kwargs)
+            if self.aionetstack_publish_loopback and host.startswith("127."):
+                from aionetstack.publish import publish_on
+
+                await publish_on(self, server, sock)  # type: ignore[arg-type]  # the mixin is on a loop
+            else:
+                sock.close()  # it only held a host port; nothing will ever be accepted on it
+            return server
+        server = await self._stack().create_server(protocol_factory, host, port, **kwargs)
+        if self.aionetstack_publish_loopback:
+            from aionetstack.publish import publish_loopback
+
+            await publish_loopback(self, server)  # type: ignore[arg-type]  # the mixin is on a loop
+        return server
 
     async def create_datagram_endpoint(
         self,
@@ -166,6 +217,8 @@ class _StackLoopMixin:
 
     async def sock_connect(self, sock: Any, address: Any) -> None:
         """Connect over the stack on behalf of a fresh kernel socket (see the module docstring)."""
+        if isinstance(sock, socket.socket) and sock.family == socket.AF_UNIX:
+            return await self._base().sock_connect(sock, address)  # type: ignore[no-any-return]
         if (
             not isinstance(sock, socket.socket)
             or sock.type != socket.SOCK_STREAM
@@ -178,22 +231,65 @@ class _StackLoopMixin:
             pass
         else:
             raise RuntimeError("sock_connect() was given a socket the kernel already connected")
+        # aiohttp's local_addr: the socket was bound first; the connection leaves from there.
+        bound_host, bound_port = sock.getsockname()[:2]
+        local_addr = (bound_host, bound_port) if bound_port or bound_host != "0.0.0.0" else None
         buffered = _PendingProtocol()
-        transport, _ = await self._stack().create_connection(lambda: buffered, address[0], address[1])
+        transport, _ = await self._stack().create_connection(
+            lambda: buffered, address[0], address[1], local_addr=local_addr
+        )
         if not hasattr(self, "_adopted"):
             self._adopted = {}
         self._adopted[id(sock)] = (transport, buffered)
 
-    async def sock_accept(self, sock: Any) -> Any:
-        raise RuntimeError(
-            "sock_accept() accepts on a kernel socket; this loop's network is aionetstack (use create_server)"
+    async def start_tls(self, transport: Any, protocol: Any, sslcontext: Any, **kwargs: Any) -> Any:
+        """TLS over a transport of ours (or TLS-in-TLS): asyncio's own implementation, which
+        works on any transport; uvloop's accepts only its own (``TypeError``)."""
+        if type(transport).__module__.startswith("uvloop"):
+            return await super().start_tls(transport, protocol, sslcontext, **kwargs)  # type: ignore[misc]
+        return await asyncio.BaseEventLoop.start_tls(
+            self,  # type: ignore[arg-type]
+            transport,
+            protocol,
+            sslcontext,
+            **kwargs,
         )
 
-    async def create_unix_connection(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("Unix sockets are the kernel's; this loop's network is aionetstack")
+    def close(self) -> None:
+        """Close the loop; a stack the loop made for itself (the pytest plugin's) is closed first."""
+        stack = self.aionetstack_stack
+        if (
+            self.aionetstack_owns_stack
+            and not stack._closed
+            and not self.is_closed()  # type: ignore[attr-defined]
+            and not self.is_running()  # type: ignore[attr-defined]
+        ):
+            if stack._task is not None:
+                forwarding = list(stack.tcp_forwarder.tasks) if stack.tcp_forwarder is not None else []
+                self.run_until_complete(stack.close())  # type: ignore[attr-defined]
+                if forwarding:  # cancelled by close(): let them finish, or they die "pending"
+                    self.run_until_complete(  # type: ignore[attr-defined]
+                        asyncio.gather(*forwarding, return_exceptions=True)
+                    )
+            else:
+                stack._closed = True  # never started: no task, no timer, nothing to abort
+                for iface in stack.interfaces:
+                    iface.link.close()
+        super().close()  # type: ignore[misc]
 
-    async def create_unix_server(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("Unix sockets are the kernel's; this loop's network is aionetstack")
+
+def _belongs_to_kernel(sock: Any) -> bool:
+    """A socket with no place on the stack: not AF_INET TCP, or already connected (see the rule
+    in the module docstring)."""
+    if not isinstance(sock, socket.socket):
+        return False  # something socket-like of ours, or a bad argument the stack reports
+    if sock.family != socket.AF_INET or sock.type != socket.SOCK_STREAM:
+        return sock.family != socket.AF_INET6  # IPv6 is refused by the stack with a clear error
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
 
 
 class _PendingProtocol(asyncio.Protocol):

@@ -15,6 +15,7 @@ from aionetstack.transport.tcp.listener import TcpListener
 from aionetstack.wire.ipv4 import format_ip
 
 if TYPE_CHECKING:
+    from aionetstack.publish import Publication
     from aionetstack.stack import Stack
     from aionetstack.transports import TcpTransport
 
@@ -68,6 +69,8 @@ class Server(asyncio.AbstractServer):
         self._ssl_handshake_timeout = ssl_handshake_timeout
         self._ssl_shutdown_timeout = ssl_shutdown_timeout
         self._keep_alive = False  # SO_KEEPALIVE on every accepted connection (keep_alive=True)
+        #: Host listeners relaying into this server (aionetstack.publish); closed with it.
+        self.publications: list[Publication] = []
 
     # --- called by listeners and transports
     def _accept_ready(self, listener: TcpListener) -> None:
@@ -91,9 +94,10 @@ class Server(asyncio.AbstractServer):
                     self._loop,
                     app_protocol,
                     self._ssl_context,
-                    None,
+                    None,  # type: ignore[arg-type]  # typeshed: CPython takes no waiter here
                     server_side=True,
-                    ssl_handshake_timeout=self._ssl_handshake_timeout,
+                    # typeshed says int; CPython takes any number of seconds, as asyncio's own calls pass
+                    ssl_handshake_timeout=self._ssl_handshake_timeout,  # type: ignore[arg-type]
                     ssl_shutdown_timeout=self._ssl_shutdown_timeout,
                 )
             transport.server = self
@@ -120,6 +124,8 @@ class Server(asyncio.AbstractServer):
         """Stop listening (new SYNs are refused); connections already accepted stay open."""
         if self._closed:
             return
+        for publication in self.publications:
+            publication.close()
         self._closed = True
         self._serving = False
         for listener in self._listeners:

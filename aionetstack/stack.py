@@ -1,4 +1,15 @@
-"""The Stack: interfaces, routes, the inbound queue and its task, statistics, and the public calls."""
+"""The Stack: interfaces, routes, the inbound queues and their task, statistics, and the public calls.
+
+Frames wait in one queue per link and the network task drains them round-robin, at most
+``_WEIGHT`` frames from a link per turn and ``_BUDGET`` frames or ``_BUDGET_TIME`` seconds per
+pass before output is flushed and the loop runs other work: Linux's NAPI polls each device queue
+with a weight of 64 inside a budget of 300 frames or 2 ms (``net.core.netdev_budget``,
+``netdev_budget_usecs``) for the same reason, so a flooded interface costs the others one
+turn, never the whole backlog. Each queue is bounded by frames and by memory (truesize: a frame's
+length plus its per-object overhead); past the frame limit or half the memory bound the link is
+paused (backpressure, never loss), and only a link that keeps delivering while paused can reach
+the memory bound, beyond which its frames are dropped and counted (``link.dropped.queue-full``).
+"""
 
 from __future__ import annotations
 
@@ -32,12 +43,50 @@ from aionetstack.wire.ipv4 import parse_ip
 
 if TYPE_CHECKING:
     from aionetstack.forwarder import TcpForwarder, TcpForwardRequest, UdpFlow, UdpForwarder
+    from aionetstack.forwarding.icmp import EchoRequest, IcmpForwarder
+    from aionetstack.forwarding.udp import UdpSession, UdpSessionForwarder
+    from aionetstack.observe.sockets import SocketInfo
+    from aionetstack.observe.trace import TraceCallback, Tracer
+    from aionetstack.publish import Publication
     from aionetstack.resolver import StubResolver
     from aionetstack.server import Server
 
 __all__ = ["Stack", "StackOptions", "current_stack"]
 
 logger = logging.getLogger("aionetstack")
+
+#: Frames the network task takes from one link per turn (NAPI's default weight).
+_WEIGHT = 64
+#: Frames per pass over the ready links before output is flushed and the loop may run others
+#: (Linux's netdev_budget is 300)...
+_BUDGET = 256
+#: ...or this many seconds of work, whichever comes first (netdev_budget_usecs is 2,000): a pass
+#: of large frames stays short too, so other tasks (and other links' replies) are not kept waiting.
+_BUDGET_TIME = 0.002
+#: Bytes charged per queued frame besides its length: the ``bytes`` object's header and the slot
+#: that holds it (tracemalloc: about 42 on CPython 3.11, 64-bit), and per batch: its list and the
+#: queue's slot (about 70). Linux charges ``skb->truesize`` the same way.
+_FRAME_OVERHEAD = 64
+_BATCH_OVERHEAD = 128
+#: At most one log line per this many seconds for each kind of drop the log reports.
+_LOG_INTERVAL = 10.0
+_UNREACHABLE_ERRNOS = (errno.ENETUNREACH, errno.EHOSTUNREACH)
+
+
+class _LinkQueue:
+    """The frames one link delivered that the network task has not processed yet."""
+
+    __slots__ = ("batches", "frames", "link", "offset", "paused", "ready", "truesize")
+
+    def __init__(self, link: LinkEndpoint) -> None:
+        self.link = link
+        self.batches: deque[Sequence[Buffer]] = deque()
+        self.offset = 0  # frames of the first batch already processed
+        self.frames = 0  # frames waiting
+        self.truesize = 0  # what they are charged: lengths plus _FRAME/_BATCH_OVERHEAD
+        self.paused = False  # we asked the link to pause_reading()
+        self.ready = False  # in the stack's round-robin of links with frames
+
 
 _current: contextvars.ContextVar[Stack | None] = contextvars.ContextVar(
     "aionetstack_current_stack", default=None
@@ -59,12 +108,23 @@ class StackOptions:
 
     forwarding: bool = False
     default_ttl: int = 64
-    inbound_queue_limit: int = 4096  #: frames held before the stack pauses its links
+    inbound_queue_limit: int = 4096  #: frames queued from one link before the stack pauses it
+    #: Memory of the frames queued from one link (length plus per-frame overhead: truesize). Half
+    #: of it pauses the link; frames that would pass it are dropped (only a link that ignores the
+    #: pause gets there) and counted as ``link.dropped.queue-full``.
+    inbound_queue_bytes: int = 16 << 20
     arp_reachable_time: float = 30.0
     arp_retransmit_interval: float = 1.0
     arp_max_probes: int = 3
-    arp_queue_limit: int = 64
+    arp_queue_limit: int = 64  #: packets waiting for one next hop's ARP reply (Linux unres_qlen)
+    #: Neighbour entries per interface (Linux gc_thresh3); about 520 bytes each when full.
+    arp_cache_size: int = 1024
+    #: Memory of all packets waiting for ARP on one interface: length plus per-packet overhead
+    #: (truesize); the oldest waiting packets are dropped, and counted, to stay within it.
+    arp_queue_bytes: int = 1 << 20
     reassembly_timeout: float = 30.0
+    #: Memory of IPv4 datagrams under reassembly from one source, and in all: fragment data plus
+    #: per-fragment and per-datagram overhead (truesize, as Linux's ipfrag_high_thresh counts).
     reassembly_bytes_per_source: int = 4 << 20
     reassembly_bytes_total: int = 16 << 20
     icmp_error_rate: float = 1000.0  #: tokens per second (RFC 1812 §4.3.2.8)
@@ -104,11 +164,13 @@ class Stack:
         self.hosts: dict[str, str] = _validate.HostTable()  #: name -> dotted quad, checked as set
         self.resolver: StubResolver | None = None
         self.tcp_forwarder: TcpForwarder | None = None
-        self.udp_forwarder: UdpForwarder | None = None
+        self.udp_forwarder: UdpForwarder | UdpSessionForwarder | None = None
+        self.icmp_forwarder: IcmpForwarder | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inbound: deque[tuple[LinkEndpoint, Sequence[Buffer]]] = deque()
-        self._inbound_frames = 0
-        self._paused_links: set[LinkEndpoint] = set()
+        self._queues: dict[LinkEndpoint, _LinkQueue] = {}  # one inbound queue per link
+        self._ready: deque[_LinkQueue] = deque()  # the queues with frames, in round-robin order
+        self._log_times: dict[str, float] = {}  # rate limit of log lines about drops, by kind
+        self._log_suppressed: collections.Counter[str] = collections.Counter()
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._tx: dict[LinkEndpoint, list[Buffer]] = {}
@@ -146,6 +208,10 @@ class Stack:
             raise RuntimeError(f"stack {self.name} is closed")
         if self._task is None:
             self._loop = asyncio.get_running_loop()
+            # Links attached before any loop ran (TapLink in a stack built at import time) begin
+            # their I/O now.
+            for iface in self.interfaces:
+                iface.link.start(self._loop)
             self._task = self._loop.create_task(self._network_task(), name=f"aionetstack-{self.name}-network")
 
     async def close(self) -> None:
@@ -153,7 +219,7 @@ class Stack:
         if self._closed:
             return
         self._closed = True
-        for forwarder in (self.tcp_forwarder, self.udp_forwarder):
+        for forwarder in (self.tcp_forwarder, self.udp_forwarder, self.icmp_forwarder):
             if forwarder is not None:
                 forwarder.close()
         self.tcp.close_all()
@@ -220,9 +286,27 @@ class Stack:
         self.interfaces.append(iface)
         self._iface_by_link[link] = iface
         link.attach(self)
+        if self._task is not None:
+            link.start(self.loop)
         for address in addresses:
             self.add_address(iface, address)
         return iface
+
+    def wrap_link(self, iface: Interface, wrap: Callable[[LinkEndpoint], LinkEndpoint]) -> LinkEndpoint:
+        """Put a wrapper around ``iface``'s link, e.g. ``stack.wrap_link(stack.loopback,
+        lambda lo: ImpairedLink(lo, loss=0.01))`` or a :class:`~aionetstack.link.PcapLink`.
+
+        ``wrap`` gets the current link and returns the new one (a ``LinkWrapper`` around it).
+        """
+        old = iface.link
+        new = wrap(old)
+        del self._iface_by_link[old]
+        iface.link = new
+        self._iface_by_link[new] = iface
+        new.attach(self)
+        if self._task is not None:
+            new.start(self.loop)
+        return new
 
     def add_address(self, iface: Interface, address: str) -> None:
         """Give ``iface`` another address with its prefix, e.g. ``"10.0.1.7/24"``."""
@@ -238,6 +322,21 @@ class Stack:
             self.ip.send_arp_request(iface, packed, gratuitous=True)
         elif iface.link.kind is LinkKind.ETHERNET:
             self._pending_announcements.append((iface, packed))
+
+    def remove_address(self, iface: Interface, address: str) -> None:
+        """Take ``address`` (``"10.0.1.7/24"``) off ``iface`` with its connected route (a lease ended)."""
+        self._check_interface("iface", iface)
+        value = _validate.interface_address("address", address)
+        if value not in iface.addresses:
+            raise ValueError(f"{value} is not an address of interface {iface.name}")
+        iface.remove_address(value)
+        if self.local_addresses.get(value.ip.packed) is iface:
+            del self.local_addresses[value.ip.packed]
+        network = str(value.network)
+        if not any(a.network == value.network for a in iface.addresses):
+            for route in self.routes.routes():
+                if route.interface is iface and route.gateway is None and route.destination == network:
+                    self.routes.remove(route)
 
     def add_route(
         self,
@@ -357,20 +456,83 @@ class Stack:
             arp["cache"] = cache
         return out
 
+    def connections(self) -> list[SocketInfo]:
+        """Every TCP listener and connection and every UDP endpoint, with ``tcp_info``, as ``ss -tuai``."""
+        from aionetstack.observe.sockets import collect
+
+        return collect(self)
+
+    def trace(self, callback: TraceCallback | None, *, annotate: bool = False) -> Tracer | None:
+        """Call ``callback(record)`` for each TCP segment sent or received and each congestion event
+        (:class:`~aionetstack.observe.trace.TraceRecord`); ``None`` turns tracing off. With ``annotate``
+        a pcapng capture (``PcapngLink``) comments each retransmission. Returns the hook in place."""
+        from aionetstack.observe.trace import Tracer
+
+        _validate.callable_or_none("callback", callback)
+        tracer = None
+        if callback is not None:
+
+            def on_error(exc: BaseException) -> None:
+                self.report_callback_error("trace", exc, callback)
+
+            tracer = Tracer(callback, annotate=annotate, on_error=on_error)
+        self.tcp.trace = tracer
+        for conn in self.tcp.connections.values():
+            conn.trace = tracer
+        return tracer
+
     # ------------------------------------------------------------------ link side (NetworkDispatcher)
 
     def deliver_frames(self, link: LinkEndpoint, frames: Sequence[Buffer]) -> None:
-        """Take a batch from a link; pause the link when the queue passes its limit (never drop)."""
+        """Take a batch from a link into its own queue; pause the link when that queue fills.
+
+        Backpressure, never loss: past ``inbound_queue_limit`` frames or half of
+        ``inbound_queue_bytes`` the link is paused, and a batch that arrives before that is taken
+        whole, however big. Only a link that keeps delivering after ``pause_reading()`` (one that
+        cannot hold frames back) has frames dropped: those that would take its queue past
+        ``inbound_queue_bytes``, counted as ``link.dropped.queue-full``.
+        """
+        count = len(frames)
+        counters = self.counters
         if self._closed:
-            self.counters["link.dropped.stack-closed"] += len(frames)  # nothing is lost silently
+            counters["link.dropped.stack-closed"] += count  # nothing is lost silently
             return
-        self._inbound.append((link, frames))
-        self._inbound_frames += len(frames)
-        self.counters["link.frames-received"] += len(frames)
-        if self._inbound_frames > self.options.inbound_queue_limit and link not in self._paused_links:
-            self._paused_links.add(link)
-            self.counters["link.paused"] += 1
+        if not count:
+            return
+        counters["link.frames-received"] += count
+        queue = self._queues.get(link)
+        if queue is None:
+            queue = self._queues[link] = _LinkQueue(link)
+        options = self.options
+        limit = options.inbound_queue_bytes
+        size = _BATCH_OVERHEAD + count * _FRAME_OVERHEAD + sum(map(len, frames))
+        if queue.paused and queue.truesize + size > limit:
+            # Delivered while paused and past the memory bound: keep what fits, drop the rest.
+            room = limit - queue.truesize - _BATCH_OVERHEAD
+            size = _BATCH_OVERHEAD
+            keep = 0
+            for frame in frames:
+                cost = _FRAME_OVERHEAD + len(frame)
+                if cost > room:
+                    break
+                room -= cost
+                size += cost
+                keep += 1
+            counters["link.dropped.queue-full"] += count - keep
+            frames = frames[:keep]
+            count = keep
+        if count:
+            queue.batches.append(frames)
+            queue.frames += count
+            queue.truesize += size
+        if not queue.paused and (queue.frames > options.inbound_queue_limit or queue.truesize > limit // 2):
+            queue.paused = True
+            counters["link.paused"] += 1
             link.pause_reading()
+        if not count or queue.ready:
+            return
+        queue.ready = True
+        self._ready.append(queue)
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
@@ -390,25 +552,56 @@ class Stack:
             self.ip.send_arp_request(iface, address, gratuitous=True)
         self._pending_announcements.clear()
         self._run_output()
-        inbound = self._inbound
+        ready = self._ready
         while True:
-            if not inbound:
+            if not ready:
                 self._wakeup = loop.create_future()
                 await self._wakeup
-            # Drain what is queued now, then run transport follow-up and flush output once.
-            budget = 64
-            while inbound and budget:
-                budget -= 1
-                link, frames = inbound.popleft()
-                self._inbound_frames -= len(frames)
-                self._process_batch(link, frames)
-            if self._paused_links and self._inbound_frames <= self.options.inbound_queue_limit // 2:
-                paused, self._paused_links = self._paused_links, set()
-                for link in paused:
-                    link.resume_reading()
+            # One pass: each link with frames in turn, up to _WEIGHT frames each and _BUDGET in
+            # all (NAPI's round-robin), then transport follow-up and output flushed once.
+            budget = _BUDGET
+            until = loop.time() + _BUDGET_TIME
+            while ready and budget > 0:
+                if budget < _BUDGET and loop.time() >= until:
+                    break
+                queue = ready.popleft()
+                budget -= self._poll_queue(queue, min(_WEIGHT, budget))
+                if queue.frames:
+                    ready.append(queue)  # back of the line: the other links go first
+                else:
+                    queue.ready = False
+                if (
+                    queue.paused
+                    and queue.frames <= self.options.inbound_queue_limit // 2
+                    and queue.truesize <= self.options.inbound_queue_bytes // 4
+                ):
+                    queue.paused = False
+                    queue.link.resume_reading()  # an in-memory wire may deliver at once
             self._run_output()
-            if inbound:
+            if ready:
                 await asyncio.sleep(0)  # let applications run between large drains
+
+    def _poll_queue(self, queue: _LinkQueue, quota: int) -> int:
+        """Process up to ``quota`` frames from ``queue``, oldest first; how many were processed."""
+        done = 0
+        batches = queue.batches
+        while batches and done < quota:
+            batch = batches[0]
+            start = queue.offset
+            end = min(len(batch), start + quota - done)
+            chunk = batch if start == 0 and end == len(batch) else batch[start:end]
+            size = (end - start) * _FRAME_OVERHEAD + sum(map(len, chunk))
+            if end == len(batch):
+                batches.popleft()
+                queue.offset = 0
+                size += _BATCH_OVERHEAD
+            else:
+                queue.offset = end
+            queue.frames -= end - start
+            queue.truesize -= size
+            done += end - start
+            self._process_batch(queue.link, chunk)
+        return done
 
     def _process_batch(self, link: LinkEndpoint, frames: Sequence[Buffer]) -> None:
         iface = self._iface_by_link.get(link)
@@ -428,6 +621,15 @@ class Stack:
             except MalformedPacket as exc:
                 counters["dropped.malformed"] += 1
                 counters[f"dropped.{exc.reason}"] += 1
+            except OSError as exc:
+                if exc.errno not in _UNREACHABLE_ERRNOS:
+                    counters["dropped.internal-error"] += 1
+                    logger.exception("aionetstack %s: internal error on a received frame", self.name)
+                    continue
+                # A reply to an address a stranger chose that cannot leave (no route back, or its
+                # next hop failed ARP): the peer's doing, so a counted drop and at most a rare line.
+                counters["dropped.reply-unroutable"] += 1
+                self.log_drop("reply-unroutable", "a reply could not be routed: %s", exc)
             except Exception:  # never let one frame stop the stack (DESIGN.md: bad input)
                 counters["dropped.internal-error"] += 1
                 logger.exception("aionetstack %s: internal error on a received frame", self.name)
@@ -484,6 +686,25 @@ class Stack:
         self.ip.poll(self.loop.time())
         self._run_output()
 
+    # ------------------------------------------------------------------ rate-limited log lines
+
+    def log_drop(self, kind: str, message: str, *args: object) -> None:
+        """Log a warning about a kind of drop at most once per ``_LOG_INTERVAL`` seconds.
+
+        What a peer can cause per packet must not flood the log (the counters carry the
+        numbers); the line says how many were left unsaid since the last one.
+        """
+        now = self.loop.time()
+        last = self._log_times.get(kind)
+        if last is not None and now - last < _LOG_INTERVAL:
+            self._log_suppressed[kind] += 1
+            return
+        self._log_times[kind] = now
+        suppressed = self._log_suppressed.pop(kind, 0)
+        logger.warning(
+            f"aionetstack %s: {message} (%d more like it not logged)", self.name, *args, suppressed
+        )
+
     # ------------------------------------------------------------------ errors from callbacks
 
     def report_callback_error(self, what: str, exc: BaseException, protocol: object) -> None:
@@ -533,6 +754,46 @@ class Stack:
         self.udp_forwarder = (
             UdpForwarder(self, handler, max_flows, idle_timeout) if handler is not None else None
         )
+
+    def set_udp_session_forwarder(
+        self,
+        handler: Callable[[UdpSession], Awaitable[Any]] | None,
+        *,
+        max_sessions: int = 4096,
+        idle_timeout: float = 300.0,
+        max_queued: int = 256,
+    ) -> None:
+        """Take UDP to *any* address, one ``handler(session)`` task per client address and port.
+
+        Endpoint-independent mapping (RFC 4787 REQ-1): see :mod:`aionetstack.forwarding.udp`.
+        Replaces a :meth:`set_udp_forwarder` handler (one UDP forwarder at a time).
+        """
+        from aionetstack.forwarding.udp import UdpSessionForwarder
+
+        _validate.callable_or_none("handler", handler)
+        _validate.integer("max_sessions", max_sessions, 1)
+        _validate.number("idle_timeout", idle_timeout, 0, above=True)
+        _validate.integer("max_queued", max_queued, 1)
+        if self.udp_forwarder is not None:
+            self.udp_forwarder.close()
+        self.udp_forwarder = (
+            UdpSessionForwarder(self, handler, max_sessions, idle_timeout, max_queued)
+            if handler is not None
+            else None
+        )
+
+    def set_icmp_forwarder(self, handler: Callable[[EchoRequest], Any] | None) -> None:
+        """Take ICMP echo requests to *any* address: ``handler(request)`` is called for each.
+
+        It answers (``request.reply()``), relays (a :class:`~aionetstack.forwarding.icmp.PingRelay`)
+        or ignores it (dropped). See :mod:`aionetstack.forwarding.icmp`. ``None`` turns it off.
+        """
+        from aionetstack.forwarding.icmp import IcmpForwarder
+
+        _validate.callable_or_none("handler", handler)
+        if self.icmp_forwarder is not None:
+            self.icmp_forwarder.close()
+        self.icmp_forwarder = IcmpForwarder(self, handler) if handler is not None else None
 
     async def ping(self, host: str, *, timeout: float = 1.0, size: int = 56, ttl: int | None = None) -> float:
         """Send one ICMP echo request to ``host``; the round-trip time in seconds.
@@ -604,6 +865,16 @@ class Stack:
         from aionetstack.streams import start_server
 
         return await start_server(client_connected_cb, host, port, stack=self, **kwargs)
+
+    async def publish(
+        self, host_port: int | socket.socket, target: tuple[str, int], *, host: str = "127.0.0.1"
+    ) -> Publication:
+        """Publish ``target`` (an address and port on this stack) on the host, as ``docker run -p``:
+        a kernel listener at ``(host, host_port)`` relays each connection into the stack over our
+        TCP. ``host_port`` 0 lets the kernel choose (see ``publication.host_address``)."""
+        from aionetstack.publish import publish
+
+        return await publish(self, host_port, target, host=host)
 
     def __repr__(self) -> str:
         return f"<Stack {self.name} interfaces={[i.name for i in self.interfaces]}>"

@@ -312,10 +312,10 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
         if self._socket is not None:
             self._socket.sync_readable()
         state = conn.state
-        if state == _CLOSED or (state == _TIME_WAIT and (self._lost or not self._eof_pending)):
-            # CLOSED leaves the table; TIME_WAIT becomes a record once the application has had
-            # every byte and the EOF (a half-closed reader may still be behind), or has gone.
-            self._layer.after_events(conn)
+        if state == _CLOSED or state == _TIME_WAIT:
+            # CLOSED leaves the table; TIME_WAIT is counted, and becomes a record once the
+            # application has had every byte and the EOF (a half-closed reader may be behind).
+            self._layer.after_events(conn, ready=self._lost or not self._eof_pending)
 
     def _arm(self, deadline: float) -> None:
         # One handle per connection, re-armed only when a deadline moves earlier (DESIGN.md).
@@ -636,6 +636,7 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
             self._layer.transmit(conn)
         else:
             conn.close(now)
+            self._layer.orphaned(conn, now)  # nobody reads it any more: counted and capped
         self._layer.mark(conn)
 
     def get_protocol(self) -> asyncio.BaseProtocol:

@@ -1,11 +1,25 @@
-"""tun2socks with aionetstack: terminate every TCP connection and UDP flow arriving on a TUN device
-and relay it to the same destination through ordinary kernel sockets (or a SOCKS5 proxy).
+"""tun2socks with aionetstack: terminate every TCP connection, UDP session and ping arriving on a
+TUN device and relay it to the same destination through ordinary kernel sockets (or a SOCKS5 proxy).
 
     python examples/tun2socks.py --tun tun0 --ip 10.9.0.1/24 [--socks5 HOST:PORT] [--mtu 1500]
+                                 [--udp-timeout 300] [--no-ping]
+                                 [--dns fake-ip|relay] [--dns-upstream IP:PORT] [--fake-ip-pool CIDR]
 
 Point a client's default route into the TUN device (`ip route add default dev tun0`); every
 connection it makes arrives here, whatever the destination, and leaves through this host's own
 network. Prints `ready` when it serves, and its counters when it stops (SIGINT/SIGTERM).
+
+- TCP: CONNECT through the SOCKS5 proxy, or a kernel connection to the same destination.
+- UDP: one session per client address and port, whatever the destination (endpoint-independent
+  mapping, RFC 4787): one kernel UDP socket, or one SOCKS5 UDP ASSOCIATE (RFC 1928 §7), each.
+- ICMP echo: relayed through an unprivileged kernel ping socket (needs this process's group in
+  net.ipv4.ping_group_range), so `ping` and `traceroute -I` work from the client.
+- DNS (queries to port 53 of any address): `--dns fake-ip` answers A queries from a private pool
+  (198.18.0.0/15) and sends connections to those addresses upstream *by name* (the SOCKS5 proxy
+  resolves it); `--dns relay` passes queries to --dns-upstream and the answers back unchanged.
+
+`aionetstack ss --control PATH -ti` lists the flows it terminates (`--control`, default
+$XDG_RUNTIME_DIR or /tmp, aionetstack-TUN.sock).
 """
 
 from __future__ import annotations
@@ -13,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import signal
@@ -21,28 +36,67 @@ import struct
 import sys
 
 import aionetstack
-from aionetstack.forwarder import TcpForwardRequest, UdpFlow
+from aionetstack.forwarder import TcpForwardRequest
+from aionetstack.forwarding.dns import RELAY, DnsRelay, FakeIpDns, FakeIpPool, Relay
+from aionetstack.forwarding.icmp import PingRelay
+from aionetstack.forwarding.udp import UdpSession
 from aionetstack.link import TunLink
+from aionetstack.observe.control import ControlServer, default_control_path
 
 
-async def socks5_connect(
-    proxy: tuple[str, int], host: str, port: int
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """RFC 1928 CONNECT, no authentication, through kernel sockets."""
+def socks5_address(host: str, port: int) -> bytes:
+    """RFC 1928 §5: ATYP and address: IPv4 for a dotted quad, else a domain name."""
+    try:
+        packed = b"\x01" + socket.inet_aton(host)
+    except OSError:
+        name = host.encode("idna")
+        packed = b"\x03" + bytes([len(name)]) + name
+    return packed + struct.pack("!H", port)
+
+
+def parse_socks5_address(data: bytes, at: int) -> tuple[str, int, int]:
+    """``(host, port, end)`` of an RFC 1928 §5 address starting at ``data[at]``."""
+    atyp = data[at]
+    if atyp == 1:
+        host, end = socket.inet_ntoa(data[at + 1 : at + 5]), at + 5
+    elif atyp == 3:
+        end = at + 2 + data[at + 1]
+        host = data[at + 2 : end].decode("idna")
+    elif atyp == 4:
+        host, end = socket.inet_ntop(socket.AF_INET6, data[at + 1 : at + 17]), at + 17
+    else:
+        raise ValueError(f"SOCKS5 address type {atyp}")
+    return host, struct.unpack_from("!H", data, end)[0], end + 2
+
+
+async def socks5_request(
+    proxy: tuple[str, int], command: int, host: str, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, tuple[str, int]]:
+    """RFC 1928 CONNECT (1) or UDP ASSOCIATE (3), no authentication; the bound address too."""
     reader, writer = await asyncio.open_connection(*proxy)
     writer.write(b"\x05\x01\x00")  # version 5, one method: no authentication
     if await reader.readexactly(2) != b"\x05\x00":
         writer.close()
         raise ConnectionRefusedError("the SOCKS5 proxy wants authentication")
-    writer.write(b"\x05\x01\x00\x01" + socket.inet_aton(host) + struct.pack("!H", port))
+    writer.write(bytes([5, command, 0]) + socks5_address(host, port))
     reply = await reader.readexactly(4)
     if reply[1] != 0:
         writer.close()
-        raise ConnectionRefusedError(f"SOCKS5 CONNECT failed with reply code {reply[1]}")
-    skip = {1: 4, 4: 16}.get(reply[3])
-    if skip is None:
-        skip = (await reader.readexactly(1))[0]
-    await reader.readexactly(skip + 2)
+        raise ConnectionRefusedError(f"SOCKS5 request {command} failed with reply code {reply[1]}")
+    size = {1: 4, 4: 16}.get(reply[3])
+    head = b""
+    if size is None:
+        head = await reader.readexactly(1)
+        size = head[0]
+    rest = await reader.readexactly(size + 2)
+    bound_host, bound_port, _ = parse_socks5_address(reply[3:4] + head + rest, 0)
+    return reader, writer, (bound_host, bound_port)
+
+
+async def socks5_connect(
+    proxy: tuple[str, int], host: str, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer, _ = await socks5_request(proxy, 1, host, port)
     return reader, writer
 
 
@@ -58,19 +112,66 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.transport.abort()
 
 
+class _Upstream(asyncio.DatagramProtocol):
+    """Datagrams from the outside back into the client's session, from where the client sent them."""
+
+    def __init__(self, session: UdpSession, socks5: bool) -> None:
+        self.session = session
+        self.socks5 = socks5
+        #: outside (host, port) -> the (address, port) the client wrote to: a fake IP's real one
+        self.seen_as: dict[tuple[str, int], tuple[str, int]] = {}
+        self.fake_by_port: dict[int, tuple[str, int]] = {}
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.socks5:
+            # RFC 1928 §7: RSV(2) FRAG(1) address, then the data; fragments are not supported.
+            if len(data) < 4 or data[2] != 0:
+                return
+            try:
+                host, port, at = parse_socks5_address(data, 3)
+            except (ValueError, IndexError, struct.error):
+                return
+            addr, data = (host, port), data[at:]
+        source = self.seen_as.get((addr[0], addr[1]))
+        if source is None:
+            # A SOCKS5 proxy names the address it resolved a fake-IP's name to: match by port.
+            source = self.fake_by_port.get(addr[1], (addr[0], addr[1]))
+        with contextlib.suppress(RuntimeError, OSError):
+            self.session.sendto(data, source)
+
+
 class Tun2Socks:
-    def __init__(self, socks5: tuple[str, int] | None, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        socks5: tuple[str, int] | None,
+        connect_timeout: float = 10.0,
+        fake_dns: FakeIpDns | None = None,
+        dns_relay: DnsRelay | None = None,
+    ) -> None:
         self.socks5 = socks5
         self.connect_timeout = connect_timeout
+        self.fake_dns = fake_dns
+        self.dns_relay = dns_relay
+
+    def real_host(self, host: str) -> str | None:
+        """The name a fake-IP address stands for (``host`` itself if not fake; None if unknown)."""
+        fake = self.fake_dns
+        if fake is None or host not in fake.pool:
+            return host
+        return fake.pool.name_for(host, asyncio.get_running_loop().time())
 
     async def tcp(self, request: TcpForwardRequest) -> None:
         host, port = request.destination
+        target = self.real_host(host)
+        if target is None:
+            return  # a fake IP no name maps to (any more): RST
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if self.socks5:
-                    up_reader, up_writer = await socks5_connect(self.socks5, host, port)
+                    # In fake-IP mode the proxy gets the name and resolves it where traffic leaves.
+                    up_reader, up_writer = await socks5_connect(self.socks5, target, port)
                 else:
-                    up_reader, up_writer = await asyncio.open_connection(host, port)
+                    up_reader, up_writer = await asyncio.open_connection(target, port)
         except (OSError, TimeoutError):
             return  # not accepted: the client gets a RST, as if the destination refused
         reader, writer = await request.accept()
@@ -79,20 +180,77 @@ class Tun2Socks:
         finally:
             up_writer.close()
 
-    async def udp(self, flow: UdpFlow) -> None:
+    def dns(self, session: UdpSession, data: bytes, destination: tuple[str, int]) -> bool:
+        """Answer a query to any address's port 53 here (DNS hijack); False to send it on as UDP."""
+        answer: bytes | Relay | None = RELAY
+        if self.fake_dns is not None:
+            answer = self.fake_dns.answer(data, asyncio.get_running_loop().time())
+        elif self.dns_relay is None:
+            return False
+        if isinstance(answer, bytes):
+            with contextlib.suppress(RuntimeError, OSError):
+                session.sendto(answer, destination)
+        elif answer is RELAY and self.dns_relay is not None:
+
+            def deliver(reply: bytes) -> None:
+                with contextlib.suppress(RuntimeError, OSError):
+                    session.sendto(reply, destination)  # from the address the client asked
+
+            self.dns_relay.query(data, deliver)
+        return True
+
+    async def udp(self, session: UdpSession) -> None:
+        """One upstream socket (or SOCKS5 association) for everything one client port sends."""
         loop = asyncio.get_running_loop()
-
-        class Upstream(asyncio.DatagramProtocol):
-            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-                with contextlib.suppress(RuntimeError):
-                    flow.send(data)
-
-        transport, _ = await loop.create_datagram_endpoint(Upstream, remote_addr=flow.destination)
+        control: asyncio.StreamWriter | None = None
+        relay: tuple[str, int] | None = None
+        transport: asyncio.DatagramTransport | None = None
+        upstream: _Upstream | None = None
+        resolved: dict[str, str] = {}
         try:
-            while (data := await flow.recv()) is not None:
-                transport.sendto(data)
+            while (item := await session.recv()) is not None:
+                data, destination = item
+                if destination[1] == 53 and self.dns(session, data, destination):
+                    continue
+                host = self.real_host(destination[0])
+                if host is None:
+                    continue  # a stale fake IP: dropped
+                if transport is None:  # the first datagram that leaves opens the upstream
+                    if self.socks5:
+                        try:
+                            async with asyncio.timeout(self.connect_timeout):
+                                _, control, relay = await socks5_request(self.socks5, 3, "0.0.0.0", 0)
+                        except (OSError, TimeoutError):
+                            return  # the session ends: its datagrams are lost, as on a lossy path
+                        if relay[0] in ("0.0.0.0", "::"):
+                            relay = (self.socks5[0], relay[1])
+                    transport, protocol = await loop.create_datagram_endpoint(
+                        functools.partial(_Upstream, session, relay is not None), local_addr=("0.0.0.0", 0)
+                    )
+                    upstream = protocol
+                assert upstream is not None
+                if relay is not None:
+                    if host != destination[0]:
+                        upstream.fake_by_port[destination[1]] = destination
+                    transport.sendto(b"\x00\x00\x00" + socks5_address(host, destination[1]) + data, relay)
+                    continue
+                if host != destination[0]:
+                    address = resolved.get(host)
+                    if address is None:
+                        try:
+                            infos = await loop.getaddrinfo(host, None, family=socket.AF_INET)
+                        except OSError:
+                            continue
+                        address = resolved[host] = str(infos[0][4][0])
+                    upstream.seen_as[(address, destination[1])] = destination
+                    transport.sendto(data, (address, destination[1]))
+                else:
+                    transport.sendto(data, destination)
         finally:
-            transport.close()
+            if transport is not None:
+                transport.close()
+            if control is not None:
+                control.close()  # RFC 1928 §7: the association ends with its TCP connection
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -101,17 +259,34 @@ async def main(args: argparse.Namespace) -> int:
     iface = stack.add_interface(tun, args.ip)
     network = ipaddress.IPv4Interface(args.ip).network
     stack.add_route(str(network), interface=iface)
-    relay = Tun2Socks(args.socks5)
+    fake_dns = FakeIpDns(FakeIpPool(args.fake_ip_pool, ttl=args.dns_ttl)) if args.dns == "fake-ip" else None
+    dns_relay = DnsRelay([args.dns_upstream]) if args.dns_upstream else None
+    if dns_relay is not None:
+        await dns_relay.start()
+    relay = Tun2Socks(args.socks5, fake_dns=fake_dns, dns_relay=dns_relay)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with stack:
         stack.set_tcp_forwarder(relay.tcp)
-        stack.set_udp_forwarder(relay.udp)
+        stack.set_udp_session_forwarder(relay.udp, idle_timeout=args.udp_timeout)
+        if args.ping:
+            stack.set_icmp_forwarder(PingRelay(stack))
+        control = ControlServer(stack, args.control or default_control_path(args.tun))
+        await control.start()
+        print(f"control socket {control.path}", file=sys.stderr, flush=True)
         print("ready", flush=True)
-        await stop.wait()
+        try:
+            await stop.wait()
+        finally:
+            await control.close()
         counters = {k: v for k, v in stack.statistics().items() if k in ("forwarder", "tcp", "udp", "ip")}
+        if fake_dns is not None:
+            counters["dns"] = {**fake_dns.counters, "pool": fake_dns.pool.counters}
+        if dns_relay is not None:
+            counters.setdefault("dns", {})["relay"] = dns_relay.counters
+            dns_relay.close()
         print(json.dumps(counters, sort_keys=True), flush=True)
     return 0
 
@@ -125,10 +300,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ip", required=True, help="the stack's address on the TUN, with prefix (10.9.0.1/24)"
     )
     parser.add_argument("--mtu", type=int, default=None)
+    parser.add_argument("--control", help="the Unix socket `aionetstack ss` asks (default: see above)")
+    parser.add_argument(
+        "--udp-timeout", type=float, default=300.0, help="seconds a UDP session lives without traffic"
+    )
+    parser.add_argument(
+        "--dns",
+        choices=("off", "fake-ip", "relay"),
+        default="off",
+        help="answer queries to any address's port 53: from a fake-IP pool, or relayed to --dns-upstream",
+    )
+    parser.add_argument("--dns-upstream", type=_host_port, default=None, help="DNS server, IP:PORT")
+    parser.add_argument("--fake-ip-pool", default="198.18.0.0/15", help="fake-IP addresses (RFC 2544)")
+    parser.add_argument("--dns-ttl", type=float, default=60.0, help="TTL of fake-IP answers, seconds")
+    parser.add_argument(
+        "--no-ping", dest="ping", action="store_false", help="drop pings instead of relaying them"
+    )
     parser.add_argument(
         "--socks5", type=lambda s: (s.rsplit(":", 1)[0], int(s.rsplit(":", 1)[1])), default=None
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.dns == "relay" and args.dns_upstream is None:
+        parser.error("--dns relay needs --dns-upstream IP:PORT")
+    return args
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
 
 
 if __name__ == "__main__":

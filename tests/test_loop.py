@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import pathlib
 import socket
 
 import pytest
@@ -72,3 +74,151 @@ def test_runner_with_loop_factory_and_kernel_socket_calls_refused() -> None:
 
     with asyncio.Runner(loop_factory=loop_factory(client)) as runner:
         runner.run(main())
+
+
+# ------------------------------------------------------------------------------------------------
+# kernel sockets handed to the loop: an unconnected AF_INET one names an address on the stack,
+# anything else is the base loop's
+
+
+@pytest.mark.parametrize("base", [uvloop.Loop, asyncio.SelectorEventLoop], ids=["uvloop", "asyncio"])
+def test_create_server_with_a_bound_socket_listens_there_on_the_stack(
+    base: type[asyncio.AbstractEventLoop],
+) -> None:
+    """aiohttp's test server: bind a kernel socket to 127.0.0.1:0, read the port the kernel chose,
+    hand the socket to create_server. The stack listens on that same port; the socket is closed."""
+    stack = aionetstack.Stack()
+
+    async def main() -> tuple[int, tuple[str, int], bytes, tuple[str, int]]:
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(await reader.read(100))
+            writer.close()
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        kernel_port = sock.getsockname()[1]
+        server = await asyncio.start_server(echo, sock=sock)
+        assert sock.fileno() == -1  # not left dangling: it only reserved the host port
+        listening = server.sockets[0].getsockname()
+        reader, writer = await asyncio.open_connection("127.0.0.1", kernel_port)
+        writer.write(b"ping")
+        data = await reader.read()
+        peer = writer.get_extra_info("peername")
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return kernel_port, listening, data, peer
+
+    kernel_port, listening, data, peer = run(main(), stack=stack, base=base)
+    assert listening == ("127.0.0.1", kernel_port)
+    assert data == b"ping"
+    assert peer == ("127.0.0.1", kernel_port)
+    assert stack.counters["tcp.segments-sent"] > 0  # over our TCP, not the kernel's
+
+
+def test_create_server_with_a_bound_socket_refuses_host_and_port_too() -> None:
+    async def main() -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            with pytest.raises(ValueError, match="can not be specified"):
+                await asyncio.get_running_loop().create_server(asyncio.Protocol, "127.0.0.1", 80, sock=sock)
+
+    run(main(), stack=aionetstack.Stack())
+
+
+def test_create_server_with_an_ipv6_socket_is_refused_and_closed() -> None:
+    async def main() -> socket.socket:
+        sock = socket.socket(socket.AF_INET6)
+        try:
+            sock.bind(("::1", 0))
+        except OSError:
+            sock.close()
+            pytest.skip("no IPv6 loopback on this host")
+        with pytest.raises(OSError, match="IPv4 only") as raised:
+            await asyncio.get_running_loop().create_server(asyncio.Protocol, sock=sock)
+        assert raised.value.errno == errno.EAFNOSUPPORT
+        return sock
+
+    sock = run(main(), stack=aionetstack.Stack())
+    assert sock.fileno() == -1  # closed, no ResourceWarning
+
+
+@pytest.mark.parametrize("base", [uvloop.Loop, asyncio.SelectorEventLoop], ids=["uvloop", "asyncio"])
+def test_unix_and_connected_sockets_go_to_the_base_loop(
+    base: type[asyncio.AbstractEventLoop], tmp_path: pathlib.Path
+) -> None:
+    """create_unix_server / create_unix_connection, sock= with a socketpair() end (websockets'
+    tests) and sock_connect on an AF_UNIX socket are the kernel's: nothing of them is on the stack."""
+    stack = aionetstack.Stack()
+    path = str(tmp_path / "s")
+
+    async def main() -> tuple[bytes, bytes, bytes]:
+        loop = asyncio.get_running_loop()
+
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(await reader.read(100))
+            writer.close()
+
+        server = await asyncio.start_unix_server(echo, path)
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"unix")
+        via_unix = await reader.read()
+        writer.close()
+
+        unix = socket.socket(socket.AF_UNIX)
+        unix.setblocking(False)
+        await loop.sock_connect(unix, path)  # aiohttp's UnixConnector
+        reader, writer = await asyncio.open_connection(sock=unix)
+        writer.write(b"sock_connect")
+        via_sock_connect = await reader.read()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+        left, right = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=left)
+        right.sendall(b"pair")
+        right.close()
+        via_pair = await reader.read()
+        writer.close()
+        return via_unix, via_sock_connect, via_pair
+
+    assert run(main(), stack=stack, base=base) == (b"unix", b"sock_connect", b"pair")
+    assert stack.counters["tcp.segments-sent"] == 0  # none of it touched the stack
+
+
+@pytest.mark.parametrize("base", [uvloop.Loop, asyncio.SelectorEventLoop], ids=["uvloop", "asyncio"])
+def test_sock_connect_on_a_bound_socket_leaves_from_its_address_and_port(
+    base: type[asyncio.AbstractEventLoop],
+) -> None:
+    """aiohttp's ``local_addr``: bind, sock_connect, create_connection(sock=). The stack's server
+    sees the connection come from the bound address and port."""
+    client, server = _pair()
+
+    async def main() -> tuple[tuple[str, int], tuple[str, int]]:
+        loop = asyncio.get_running_loop()
+        seen: asyncio.Future[tuple[str, int]] = loop.create_future()
+
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.set_result(writer.get_extra_info("peername"))
+            writer.close()
+
+        server.start()
+        srv = await server.start_server(accepted, "10.0.0.2", 80)
+        with socket.socket() as probe:  # a port number free on the host too, as bind() needs
+            probe.bind(("0.0.0.0", 0))
+            port = probe.getsockname()[1]
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.bind(("0.0.0.0", port))  # the host has no 10.0.0.1: the port is what is bound
+        await loop.sock_connect(sock, ("10.0.0.2", 80))
+        _, writer = await asyncio.open_connection(sock=sock)
+        local = writer.get_extra_info("sockname")
+        peer = await seen
+        writer.close()
+        srv.close()
+        await server.close()
+        return local, peer
+
+    local, peer = run(main(), stack=client, base=base)
+    assert local[1] == peer[1] and peer[0] == "10.0.0.1"

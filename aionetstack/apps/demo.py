@@ -23,6 +23,8 @@ from aionetstack.link.endpoint import LinkEndpoint
 from aionetstack.link.impair import ImpairedLink
 from aionetstack.link.pcap import PcapLink
 from aionetstack.link.pipe import pipe
+from aionetstack.observe.pcapng import PcapngLink
+from aionetstack.observe.trace import TraceCallback
 from aionetstack.stack import Stack
 
 __all__ = ["CLIENT_ADDRESS", "SERVER_ADDRESS", "DemoResult", "run_demo"]
@@ -80,12 +82,15 @@ async def run_demo(
     pcap: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     progress_interval: float = 0.1,
+    trace: TraceCallback | None = None,
 ) -> DemoResult:
     """Move ``size`` bytes from a client stack to a server stack over our TCP; see the module doc.
 
     ``loss`` is a probability per frame and ``delay`` seconds, both applied on each side's egress.
     ``pcap`` records every frame at the client's NIC. ``progress`` is called every
-    ``progress_interval`` seconds and once at the end.
+    ``progress_interval`` seconds and once at the end. ``trace`` is set on the client stack (the
+    sender), see :meth:`Stack.trace`; with ``pcap`` too, the capture is pcapng and each retransmission
+    carries a comment saying why it was sent.
     """
     if size < 0:
         raise ValueError(f"size={size} must be >= 0")
@@ -100,7 +105,7 @@ async def run_demo(
         right = impairments["server"] = ImpairedLink(right_end, loss=loss, delay=delay, seed=seed + 1)
     capture: PcapLink | None = None
     if pcap is not None:
-        left = capture = PcapLink(left, pcap)
+        left = capture = PcapLink(left, pcap) if trace is None else PcapngLink(left, pcap)
 
     block = random.Random(seed).randbytes(_BLOCK)
     received = 0
@@ -123,6 +128,10 @@ async def run_demo(
 
     async with Stack("client") as client, Stack("server") as server:
         client.add_interface(left, CLIENT_ADDRESS, name="eth0")
+        if trace is not None:
+            tracer = client.trace(trace, annotate=capture is not None)
+            if isinstance(capture, PcapngLink):
+                capture.annotations = tracer
         server.add_interface(right, SERVER_ADDRESS, name="eth0")
         server_ip = SERVER_ADDRESS.split("/")[0]
         listener = await server.start_server(sink, server_ip, SERVER_PORT)

@@ -14,6 +14,7 @@ from aionetstack.link.endpoint import LinkEndpoint
 from aionetstack.link.pcap import PcapLink
 from aionetstack.link.tap import TapLink
 from aionetstack.network.interface import Interface
+from aionetstack.observe.pcapng import PcapngLink
 from aionetstack.stack import Stack
 
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
@@ -75,32 +76,35 @@ def parse_port(value: int, *, allow_zero: bool = False) -> int:
 def attach_tap(
     stack: Stack,
     ifname: str,
-    address: str,
+    address: str | None,
     *,
     mac: bytes | None = None,
     mtu: int | None = None,
     gateway: str | None = None,
     pcap: str | os.PathLike[str] | None = None,
+    pcapng: bool = False,
 ) -> Interface:
     """Open (or create) TAP device ``ifname``, bring it up and make it a NIC of ``stack`` owning ``address``.
 
     The kernel's end of the device is another host on the segment. With ``pcap`` every frame both
-    ways is recorded there. ``gateway`` becomes the default route. Raises PermissionError (naming
+    ways is recorded there (in pcapng with ``pcapng``, so a tracer can comment frames: set the
+    link's ``annotations``). ``gateway`` becomes the default route. Raises PermissionError (naming
     CAP_NET_ADMIN) without the privilege and ValueError for a bad argument, before any change.
     """
-    interface = parse_interface(address)
+    interface = parse_interface(address) if address is not None else None  # None: DHCP will give one
     if gateway is not None:
         gw = parse_ip(gateway)
-        if gw not in interface.network:
-            raise ValueError(f"gateway {gw} is not on {interface.network}")
+        if interface is None or gw not in interface.network:
+            where = interface.network if interface is not None else "any network (no address)"
+            raise ValueError(f"gateway {gw} is not on {where}")
     if mtu is not None:
         parse_mtu(mtu)
     tap = TapLink(ifname, create=True, mtu=mtu, mac=mac)
     link: LinkEndpoint = tap
     try:
         if pcap is not None:
-            link = PcapLink(tap, pcap)
-        iface = stack.add_interface(link, str(interface), name=ifname)
+            link = PcapngLink(tap, pcap) if pcapng else PcapLink(tap, pcap)
+        iface = stack.add_interface(link, *([str(interface)] if interface else []), name=ifname)
         if gateway is not None:
             stack.set_default_gateway(gateway)
     except BaseException:

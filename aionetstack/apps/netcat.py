@@ -20,8 +20,8 @@ import contextlib
 import errno
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aionetstack.stack import Stack
@@ -219,7 +219,7 @@ async def _udp(
             while True:
                 sending = not sender.done()
                 getter = asyncio.ensure_future(peer_proto.queue.get())
-                waits: set[asyncio.Future[object]] = {getter, sender} if sending else {getter}  # type: ignore[assignment]
+                waits: set[asyncio.Future[Any]] = {getter, sender} if sending else {getter}
                 done, _ = await asyncio.wait(
                     waits, timeout=None if sending else linger, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -249,7 +249,7 @@ async def _udp(
 # stdin and stdout without blocking the loop
 
 
-async def stdin_chunks(fd: int, size: int = _READ) -> AsyncIterator[bytes]:
+async def stdin_chunks(fd: int, size: int = _READ) -> AsyncGenerator[bytes, None]:
     """Chunks read from ``fd`` by a daemon thread (works for files, pipes and terminals alike).
 
     A bounded queue keeps the thread at most a few chunks ahead of the connection.

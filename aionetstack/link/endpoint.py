@@ -12,6 +12,7 @@ wire keeps frames on the sending side and tells *that* side's dispatcher it is n
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Sequence
 from typing import Protocol
@@ -91,6 +92,14 @@ class LinkEndpoint:
         """Start delivering received frames to ``dispatcher`` (``None`` detaches)."""
         self.dispatcher = dispatcher
 
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The dispatcher's loop is running: begin any I/O that needs one (idempotent).
+
+        A stack may be built, and its links attached, before any event loop exists (the
+        README's ``add_interface(TapLink(...))`` then ``aionetstack.run(...)``); a link that
+        reads a file descriptor registers it here, when the stack starts, not in ``attach``.
+        """
+
     def write(self, frames: Sequence[Buffer]) -> None:
         """Send a batch of frames. Never blocks; a closed link drops them."""
         raise NotImplementedError
@@ -145,6 +154,9 @@ class LinkWrapper(LinkEndpoint):
     @property
     def writable(self) -> bool:
         return self.inner.writable
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.inner.start(loop)
 
     def write(self, frames: Sequence[Buffer]) -> None:
         if not self.closed:

@@ -95,7 +95,8 @@ class PcapLink(LinkWrapper):
     ``path_or_file`` is a path (opened, written with buffering, closed by :meth:`close`) or a
     binary file object (written to and flushed, but left open for its owner). ``nanosecond``
     selects the nanosecond-resolution pcap variant; ``snaplen`` caps the bytes kept per frame;
-    ``clock`` gives the wall-clock timestamp (read once per batch).
+    ``clock`` gives the wall-clock timestamp (read once per batch). ``direction`` (``"both"``,
+    ``"egress"`` or ``"ingress"``) chooses what is recorded: on a loopback, one way is all of it.
 
     The wrapper looks like ``inner`` to the stack (same MTU, MAC, kind, capabilities, writability)
     and takes ``inner``'s dispatcher role, forwarding frames and ``link_writable`` up.
@@ -110,6 +111,7 @@ class PcapLink(LinkWrapper):
         nanosecond: bool = False,
         snaplen: int = 262144,
         clock: Callable[[], float] = time.time,
+        direction: str = "both",
     ) -> None:
         # Checked before wrapping: a refused wrapper must leave ``inner`` as it found it.
         _validate.instance("inner", inner, LinkEndpoint)
@@ -118,6 +120,12 @@ class PcapLink(LinkWrapper):
         _validate.integer("snaplen", snaplen, 1)
         _validate.callable_or_none("clock", clock)
         super().__init__(inner)
+        if direction not in ("both", "egress", "ingress"):
+            raise ValueError(f"direction={direction!r} must be 'both', 'egress' or 'ingress'")
+        # On a loopback every frame written comes straight back up: record one direction only,
+        # or each packet would appear twice (tcpdump on Linux's lo shows it once).
+        self._record_down = direction != "ingress"
+        self._record_up = direction != "egress"
         self.nanosecond = nanosecond
         self.snaplen = snaplen
         self.clock = clock
@@ -130,10 +138,14 @@ class PcapLink(LinkWrapper):
         else:
             self._file = path_or_file
         self._scale = 1_000_000_000 if nanosecond else 1_000_000
-        linktype = LINKTYPE_ETHERNET if inner.kind is LinkKind.ETHERNET else LINKTYPE_RAW
-        magic = PCAP_MAGIC_NANOSECONDS if nanosecond else PCAP_MAGIC_MICROSECONDS
+        self._write_bytes(
+            self._file_header(LINKTYPE_ETHERNET if inner.kind is LinkKind.ETHERNET else LINKTYPE_RAW)
+        )
+
+    def _file_header(self, linktype: int) -> bytes:
+        magic = PCAP_MAGIC_NANOSECONDS if self.nanosecond else PCAP_MAGIC_MICROSECONDS
         # Version 2.4, thiszone 0 (UTC), sigfigs 0, as every current writer does.
-        self._write_bytes(_GLOBAL_HEADER.pack(magic, 2, 4, 0, 0, snaplen, linktype))
+        return _GLOBAL_HEADER.pack(magic, 2, 4, 0, 0, self.snaplen, linktype)
 
     # -- looking like the inner link -------------------------------------------------------
 
@@ -146,14 +158,16 @@ class PcapLink(LinkWrapper):
     def write(self, frames: Sequence[Buffer]) -> None:
         if self.closed:
             return
-        self._record(frames)
+        if self._record_down:
+            self._record(frames)
         self.inner.write(frames)
 
     # -- frames up (we are the inner link's dispatcher) -----------------------------------
 
     def deliver_frames(self, link: LinkEndpoint, frames: Sequence[Buffer]) -> None:
         """NetworkDispatcher side: record what ``inner`` received and pass it up."""
-        self._record(frames)
+        if self._record_up:
+            self._record(frames)
         dispatcher = self.dispatcher
         if dispatcher is None:
             self.dropped += len(frames)

@@ -341,14 +341,30 @@ class TunTapLink(LinkEndpoint):
         return self._fd
 
     def attach(self, dispatcher: NetworkDispatcher | None) -> None:
-        """Deliver received frames to ``dispatcher`` from the running (or given) loop; None detaches."""
+        """Deliver received frames to ``dispatcher`` from the running (or given) loop; None detaches.
+
+        With no loop given and none running (a stack built before ``aionetstack.run``), reading
+        starts later, in :meth:`start`, which the stack calls when it starts.
+        """
         if self.closed:
             raise ValueError(f"{self!r} is closed")
         self._stop_reading()
         super().attach(dispatcher)
         if dispatcher is None:
             return
-        self._attached_loop = self._loop or asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # attached lazily: start() registers the reader
+        self.start(loop)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read the device from ``loop`` (or the loop given at construction); idempotent."""
+        if self.closed or self.dispatcher is None or self._reading:
+            return
+        self._attached_loop = self._loop or loop
         if not self._paused:
             self._start_reading()
 

@@ -78,6 +78,11 @@ class IcmpLayer:
         if message.type == ICMP_ECHO_REQUEST:
             counters["icmp.echo-requests"] += 1
             if header.destination not in self.stack.local_addresses and header.destination[0] != 127:
+                forwarder = self.stack.icmp_forwarder
+                if forwarder is not None and not self.stack.is_broadcast(header.destination):
+                    forwarder.echo(
+                        header, message.identifier, message.sequence, buf, message.body_offset, end, ip_offset
+                    )
                 return  # RFC 1122 §3.2.2.6: we may ignore echo to broadcast addresses
             reply = build_icmp(
                 ICMP_ECHO_REPLY,

@@ -42,6 +42,14 @@ class Interface:
         if network.prefixlen < 31:  # RFC 3021: /31 and /32 have no broadcast address
             self.broadcasts.add(network.broadcast_address.packed)
 
+    def remove_address(self, address: ipaddress.IPv4Interface) -> None:
+        """Forget ``address`` (a lease ended); ``ValueError`` if the interface does not have it."""
+        self.addresses.remove(address)
+        self.own = {a.ip.packed for a in self.addresses}
+        self.broadcasts = {b"\xff\xff\xff\xff"} | {
+            a.network.broadcast_address.packed for a in self.addresses if a.network.prefixlen < 31
+        }
+
     @property
     def mac(self) -> bytes:
         return self.link.mac

@@ -9,13 +9,12 @@ the frame on the link for the next batched flush.
 from __future__ import annotations
 
 import errno
-import itertools
-import os
 import struct
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from aionetstack.errors import MalformedPacket
 from aionetstack.link.endpoint import LinkKind
+from aionetstack.network.ipid import IpIdGenerator
 from aionetstack.network.neighbour import NeighbourCache, ResolveAction
 from aionetstack.network.reassembly import Reassembler
 from aionetstack.wire import Buffer
@@ -63,6 +62,10 @@ class PacketOwner(Protocol):
     def network_error(self, exc: OSError) -> None: ...
 
 
+#: What waits in a neighbour entry's queue (the cache holds it opaquely): an IP packet and its owner.
+_Waiting = tuple[bytes, PacketOwner | None]
+
+
 class Ipv4Layer:
     """The network layer of one stack."""
 
@@ -74,7 +77,9 @@ class Ipv4Layer:
             max_bytes_per_source=stack.options.reassembly_bytes_per_source,
             max_bytes_total=stack.options.reassembly_bytes_total,
         )
-        self._identification = itertools.count(int.from_bytes(os.urandom(2), "big"))
+        #: IDs per destination, hashed with a secret (RFC 6864, RFC 7739 §7.2), never one
+        #: stack-wide counter that an idle scan could read our traffic from.
+        self.ids = IpIdGenerator()
         self.forwarding = stack.options.forwarding
         self.default_ttl = stack.options.default_ttl
 
@@ -125,7 +130,7 @@ class Ipv4Layer:
             now = self.stack.loop.time()
             # RFC 826: update an existing entry whatever the target; create one only if we are it.
             waiting = iface.neighbours.update(packet.sender_ip, packet.sender_mac, now, create=targeted)
-            for ip_packet, _owner in waiting:  # type: ignore[misc]
+            for ip_packet, _owner in cast("list[_Waiting]", waiting):  # what output() queued
                 self._emit_ethernet(iface, packet.sender_mac, ip_packet)
             if waiting:
                 self.stack.arm_network_timer()
@@ -145,6 +150,17 @@ class Ipv4Layer:
         header = parse_ipv4(buf, offset, verify_checksum=not iface.link.checksum_offload)
         counters["ip.received"] += 1
         destination = header.destination
+        source = header.source
+        if (
+            source[0] >= 224
+            or iface.is_broadcast(source)
+            or (source[0] == 0 and destination != b"\xff\xff\xff\xff")
+        ):
+            # RFC 1122 §3.2.1.3 / RFC 1812 §5.3.7: a broadcast, multicast or class E address is never
+            # a sender's, and 0/8 only a host's that is still learning its address (to the limited
+            # broadcast, as Linux allows): answering one would reply to a whole subnet, or to nobody.
+            counters["ip.dropped.martian"] += 1
+            return
         if destination not in stack.local_addresses:
             if destination[0] == 127:
                 if iface is not stack.loopback:
@@ -157,6 +173,7 @@ class Ipv4Layer:
                 if not (
                     (protocol == PROTO_TCP and stack.tcp_forwarder is not None)
                     or (protocol == PROTO_UDP and stack.udp_forwarder is not None)
+                    or (protocol == PROTO_ICMP and stack.icmp_forwarder is not None)
                 ):
                     if self.forwarding:
                         self.forward(iface, buf, offset, header)
@@ -281,6 +298,32 @@ class Ipv4Layer:
             raise OSError(errno.ENETUNREACH, f"no route to {format_ip(destination)}: network is unreachable")
         return route.interface, route.gateway or destination  # type: ignore[return-value]
 
+    def reply_unroutable(self, destination: bytes) -> bool:
+        """True when a reply to ``destination`` could not leave, so the caller drops it and counts why.
+
+        A stranger chooses the source address of what we answer (a SYN, a segment to a closed
+        port): no route back to it, or a next hop that just failed ARP, is the peer's doing, not
+        an error of ours, and must end as a counted drop rather than an exception (RFC 1122
+        §3.2.2 and §4.2.3.10 only ever *allow* such replies). Counts ``ip.dropped.no-route`` or
+        ``ip.dropped.host-unreachable`` as :meth:`output` would.
+        """
+        stack = self.stack
+        if destination in stack.local_addresses or destination[0] == 127:
+            return False
+        route = stack.routes.lookup(destination)
+        if route is None:
+            self.counters["ip.dropped.no-route"] += 1
+            return True
+        iface: Interface = route.interface  # type: ignore[assignment]
+        neighbours = iface.neighbours
+        if neighbours is None or iface.is_broadcast(destination) or 224 <= destination[0] < 240:
+            return False
+        if neighbours.recently_failed(route.gateway or destination, stack.loop.time()):
+            # RFC 1122 §2.3.2.1: the negative cache says the next hop is not answering ARP.
+            self.counters["ip.dropped.host-unreachable"] += 1
+            return True
+        return False
+
     def source_address(self, destination: bytes) -> bytes:
         """The source address the stack would use to reach ``destination`` (RFC 1122 §3.3.4.3)."""
         if destination in self.stack.local_addresses:
@@ -334,8 +377,9 @@ class Ipv4Layer:
         # RFC 791 §3.2 fragmentation: every fragment but the last carries a multiple of 8 bytes.
         payload = b"".join(parts)
         chunk = (mtu - IPV4_HEADER_LENGTH) & ~7
-        # One ID for every fragment; 0 is a valid ID like any other (RFC 791 §3.2).
-        ident = next(self._identification) & 0xFFFF
+        # One ID for every fragment, unique for (source, destination, protocol) while the
+        # fragments may live (RFC 6864 §4.2); 0 is a valid ID like any other (RFC 791 §3.2).
+        ident = self.ids.next(source, destination, protocol, self.stack.loop.time())
         view = memoryview(payload)
         for start in range(0, length, chunk):
             piece = view[start : start + chunk]
@@ -361,8 +405,9 @@ class Ipv4Layer:
         fragment_offset: int = 0,
     ) -> bytes:
         if ident is None:
-            # RFC 6864 §4.1: an atomic datagram's ID carries no meaning; we still vary it.
-            ident = next(self._identification) & 0xFFFF
+            # RFC 6864 §4.1: an atomic datagram's ID carries no meaning; we still vary it, from
+            # the same per-destination counters (as Linux), so it reveals nothing either.
+            ident = self.ids.next(source, destination, protocol, self.stack.loop.time())
         flags = (0x4000 if dont_fragment else 0) | (0x2000 if more else 0) | (fragment_offset >> 3)
         ttl = self.default_ttl if ttl is None else ttl
         total = IPV4_HEADER_LENGTH + payload_length
@@ -426,7 +471,8 @@ class Ipv4Layer:
         now = self.stack.loop.time()
         cache = iface.neighbours
         overflow = cache.stats["queue_dropped"]
-        action = cache.enqueue(next_hop, (b"".join(parts), owner), now)
+        packet = b"".join(parts)
+        action = cache.enqueue(next_hop, (packet, owner), now, len(packet))
         if cache.stats["queue_dropped"] != overflow:
             # The queue keeps the newest packets (RFC 1122 §2.3.2.2): the oldest one is gone.
             self.counters["ip.dropped.arp-queue-full"] += cache.stats["queue_dropped"] - overflow
@@ -468,7 +514,7 @@ class Ipv4Layer:
             for ip, packets in failed:
                 self.counters["arp.resolution-failed"] += 1
                 exc = OSError(errno.EHOSTUNREACH, f"no ARP reply from {format_ip(ip)}: host is unreachable")
-                for packet, owner in packets:  # type: ignore[misc]
+                for packet, owner in cast("list[_Waiting]", packets):
                     self.counters["ip.dropped.host-unreachable"] += 1
                     # One error per datagram: as for ICMP errors (RFC 1122 §3.2.2), a fragment
                     # other than the first does not report again.
@@ -557,4 +603,6 @@ def new_neighbour_cache(stack: Stack) -> NeighbourCache:
         retransmit_interval=o.arp_retransmit_interval,
         max_probes=o.arp_max_probes,
         queue_limit=o.arp_queue_limit,
+        queue_bytes=o.arp_queue_bytes,
+        capacity=o.arp_cache_size,
     )

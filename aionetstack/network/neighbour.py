@@ -13,6 +13,12 @@ the states follow RFC 4861's Neighbour Unreachability Detection in spirit:
 - ``FAILED``: resolution gave up; sends fail at once (a negative cache, so a dead host is not
   ARPed for on every packet) until ``failed_time`` has passed.
 
+Packets waiting for resolution are bounded twice: ``queue_limit`` packets per entry (Linux's
+``unres_qlen``) and ``queue_bytes`` for the whole cache, counted by what a waiting packet really
+costs (its length, given to :meth:`NeighbourCache.enqueue`, plus :data:`PENDING_OVERHEAD`, as
+Linux counts ``unres_qlen_bytes`` in ``skb->truesize``), so a flood of tiny packets to hosts that
+never answer cannot hold more memory than configured.
+
 Sans-IO: the cache never sends anything; its methods tell the caller what to send and when.
 """
 
@@ -22,7 +28,11 @@ import enum
 import heapq
 import itertools
 
-__all__ = ["NeighbourCache", "NeighbourState", "ResolveAction"]
+__all__ = ["PENDING_OVERHEAD", "NeighbourCache", "NeighbourState", "ResolveAction"]
+
+#: Bytes charged for a packet waiting for ARP besides its length: the packet object's header, the
+#: ``(packet, owner)`` pair and the list slots that hold it (measured about 130 on CPython 3.11).
+PENDING_OVERHEAD = 160
 
 
 class NeighbourState(enum.Enum):
@@ -51,7 +61,7 @@ _FAILED = NeighbourState.FAILED
 class _Entry:
     """One neighbour. ``updated`` is when it was created, confirmed or failed."""
 
-    __slots__ = ("deadline", "ip", "mac", "probes", "probing", "queue", "state", "updated")
+    __slots__ = ("deadline", "ip", "mac", "probes", "probing", "queue", "queued", "sizes", "state", "updated")
 
     def __init__(self, ip: bytes, mac: bytes | None, state: NeighbourState, now: float) -> None:
         self.ip = ip
@@ -59,6 +69,8 @@ class _Entry:
         self.state = state
         self.updated = now
         self.queue: list[object] = []
+        self.sizes: list[int] = []  # what each queued packet is charged, parallel to queue
+        self.queued = 0  # their sum
         self.probes = 0  # requests sent in the current resolution or re-probe
         self.probing = False  # a STALE entry being re-probed
         self.deadline = now  # when poll() next has work for this entry (heap key)
@@ -89,7 +101,9 @@ class NeighbourCache:
         "capacity",
         "failed_time",
         "max_probes",
+        "queue_bytes",
         "queue_limit",
+        "queued_bytes",
         "reachable_time",
         "retransmit_interval",
         "stale_seen",
@@ -107,6 +121,7 @@ class NeighbourCache:
         failed_time: float = 20.0,
         queue_limit: int = 64,
         capacity: int = 1024,
+        queue_bytes: int = 1 << 20,
     ) -> None:
         if retransmit_interval <= 0:
             raise ValueError("retransmit_interval must be positive")
@@ -117,6 +132,8 @@ class NeighbourCache:
             raise ValueError("queue_limit must be at least 1 (RFC 1122 §2.3.2.2)")
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if queue_bytes < 1:
+            raise ValueError("queue_bytes must be at least 1")
         self.reachable_time = reachable_time
         self.stale_time = stale_time
         self.retransmit_interval = retransmit_interval
@@ -124,6 +141,9 @@ class NeighbourCache:
         self.failed_time = failed_time
         self.queue_limit = queue_limit
         self.capacity = capacity
+        self.queue_bytes = queue_bytes
+        #: Memory charged for every packet waiting in the cache (length plus PENDING_OVERHEAD).
+        self.queued_bytes = 0
         # ip -> entry, kept in order of `updated` (an update moves the entry to the end), so the
         # first entries are the oldest: eviction scans from the front.
         self._entries: dict[bytes, _Entry] = {}
@@ -171,7 +191,7 @@ class NeighbourCache:
             self.stale_seen = True  # a STALE entry was used: the caller may re-check it (needs_refresh)
         return entry.mac
 
-    def enqueue(self, ip: bytes, packet: object, now: float) -> ResolveAction:
+    def enqueue(self, ip: bytes, packet: object, now: float, size: int = 0) -> ResolveAction:
         """Hold ``packet`` (opaque) for ``ip``, which has no usable entry, and say what to do.
 
         - No entry (or an expired FAILED one): a new INCOMPLETE entry holds the packet;
@@ -182,6 +202,10 @@ class NeighbourCache:
         - FAILED within ``failed_time``: the packet is not queued, it is counted under
           ``unreachable``; ``UNREACHABLE``: the caller reports EHOSTUNREACH.
 
+        ``size`` is the packet's length: with :data:`PENDING_OVERHEAD` it is charged against
+        ``queue_bytes``; to make room the oldest waiting packets go first, this entry's own, then
+        those of the entries waiting longest (each counted in ``queue_dropped``).
+
         Called on an entry that is in fact usable (the caller did not :meth:`lookup` first),
         the mapping is dropped and resolved afresh, so the packet is never lost.
         """
@@ -189,7 +213,7 @@ class NeighbourCache:
         if entry is not None:
             state = entry.state
             if state is _INCOMPLETE:
-                self._queue(entry, packet)
+                self._queue(entry, packet, size)
                 return ResolveAction.WAITING
             if state is _FAILED and now < entry.updated + self.failed_time:
                 self.stats["unreachable"] += 1
@@ -198,11 +222,17 @@ class NeighbourCache:
         self._make_room()
         entry = _Entry(bytes(ip), None, _INCOMPLETE, now)
         entry.probes = 1  # the caller sends the first request now
-        entry.queue.append(packet)
         self._entries[entry.ip] = entry
+        self._queue(entry, packet, size)
         self._schedule(entry, now + self.retransmit_interval)
         self.stats["requests_needed"] += 1
         return ResolveAction.SEND_REQUEST
+
+    def recently_failed(self, ip: bytes, now: float) -> bool:
+        """True while ``ip`` is in the negative cache: its resolution failed within ``failed_time``,
+        so :meth:`enqueue` would refuse a packet for it (``UNREACHABLE``). Changes nothing."""
+        entry = self._entries.get(ip)
+        return entry is not None and entry.state is _FAILED and now < entry.updated + self.failed_time
 
     def update(self, ip: bytes, mac: bytes, now: float, *, create: bool = True) -> list[object]:
         """Merge a mapping learned from an ARP packet (request or reply) into the cache.
@@ -242,9 +272,7 @@ class NeighbourCache:
         # and reschedule it, which saves a heap push for every ARP packet from a busy neighbour.
         if not entry.queue:
             return []
-        packets = entry.queue
-        entry.queue = []
-        return packets
+        return self._take_queue(entry)
 
     def confirm(self, ip: bytes, now: float) -> None:
         """Reachability confirmed by an upper layer (e.g. TCP saw new data ACKed).
@@ -324,8 +352,7 @@ class NeighbourCache:
                     self._schedule(entry, now + self.retransmit_interval)
                 else:
                     # Every request went unanswered: give up and hand back the queued packets.
-                    packets = entry.queue
-                    entry.queue = []
+                    packets = self._take_queue(entry)
                     entry.state = _FAILED
                     entry.updated = now
                     entry.probes = 0
@@ -392,7 +419,6 @@ class NeighbourCache:
         """Forget ``ip`` (no error if unknown); its queued packets are dropped and counted."""
         entry = self._entries.get(ip)
         if entry is not None:
-            self.stats["queue_dropped"] += len(entry.queue)
             self._drop(entry)
 
     def __len__(self) -> int:
@@ -422,13 +448,46 @@ class NeighbourCache:
             return False
         return True
 
-    def _queue(self, entry: _Entry, packet: object) -> None:
+    def _queue(self, entry: _Entry, packet: object, size: int) -> None:
         queue = entry.queue
+        cost = size + PENDING_OVERHEAD
+        if cost > self.queue_bytes:
+            self.stats["queue_dropped"] += 1  # bigger than the whole budget: never held
+            return
         if len(queue) >= self.queue_limit:
             # RFC 1122 §2.3.2.2: keep the latest packets; drop the oldest.
-            del queue[0]
-            self.stats["queue_dropped"] += 1
+            self._drop_oldest(entry)
+        if self.queued_bytes + cost > self.queue_bytes:
+            # Over the cache's memory budget: this entry's oldest packets go first, then those of
+            # the entries that have waited longest (still the newest packets are kept).
+            while entry.queue and self.queued_bytes + cost > self.queue_bytes:
+                self._drop_oldest(entry)
+            if self.queued_bytes + cost > self.queue_bytes:
+                for other in self._entries.values():
+                    while other.queue and self.queued_bytes + cost > self.queue_bytes:
+                        self._drop_oldest(other)
+                    if self.queued_bytes + cost <= self.queue_bytes:
+                        break
         queue.append(packet)
+        entry.sizes.append(cost)
+        entry.queued += cost
+        self.queued_bytes += cost
+
+    def _drop_oldest(self, entry: _Entry) -> None:
+        del entry.queue[0]
+        cost = entry.sizes.pop(0)
+        entry.queued -= cost
+        self.queued_bytes -= cost
+        self.stats["queue_dropped"] += 1
+
+    def _take_queue(self, entry: _Entry) -> list[object]:
+        """Hand over the packets waiting on ``entry`` and release what they were charged."""
+        packets = entry.queue
+        entry.queue = []
+        entry.sizes = []
+        self.queued_bytes -= entry.queued
+        entry.queued = 0
+        return packets
 
     def _schedule(self, entry: _Entry, deadline: float) -> None:
         entry.deadline = deadline
@@ -443,6 +502,9 @@ class NeighbourCache:
         # The heap item goes stale by itself: the entry is no longer in the table.
         if self._entries.get(entry.ip) is entry:
             del self._entries[entry.ip]
+            if entry.queue:
+                self.stats["queue_dropped"] += len(entry.queue)
+                self._take_queue(entry)
 
     def _make_room(self) -> None:
         """Evict one entry if the cache is full (the caller is about to add one).
@@ -455,7 +517,6 @@ class NeighbourCache:
             return
         victim = next((e for e in self._entries.values() if e.state is not _INCOMPLETE), None)
         if victim is None:
-            victim = next(iter(self._entries.values()))
-            self.stats["queue_dropped"] += len(victim.queue)
+            victim = next(iter(self._entries.values()))  # its packets are dropped and counted
         self.stats["evicted"] += 1
         self._drop(victim)

@@ -11,6 +11,7 @@ queue of ``queue`` bytes, a one-way propagation delay of ``rtt / 2`` each way, a
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import random
@@ -109,7 +110,7 @@ class _Sim:
             if conn is self.sender:
                 self._enter_bottleneck(wire)
             else:
-                self.at(self.now + self.delay, lambda w=wire: self._arrive(self.sender, w))
+                self.at(self.now + self.delay, functools.partial(self._arrive, self.sender, wire))
         if conn is self.receiver and conn.received_bytes:
             data = conn.take_received()
             # Check integrity: the sender writes the byte pattern i % 251.
@@ -127,7 +128,7 @@ class _Sim:
                 wire = build_tcp(conn.local_port, conn.remote_port, seq, ack, flags, window, options) + bytes(
                     payload
                 )
-                self.at(self.now + self.delay, lambda w=wire: self._arrive(self.sender, w))
+                self.at(self.now + self.delay, functools.partial(self._arrive, self.sender, wire))
             conn.outbox = []
         self._arm(conn)
 

@@ -214,10 +214,6 @@ class UdpTransport(asyncio.DatagramTransport):
             raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
         if self._closing:
             return  # as asyncio: writes after close are dropped (it logs a warning after a few)
-        if len(data) > MAX_UDP_PAYLOAD:
-            raise OSError(
-                errno.EMSGSIZE, f"a {len(data)}-byte datagram exceeds UDP's {MAX_UDP_PAYLOAD}-byte limit"
-            )
         if addr is None:
             if self.remote is None:
                 raise ValueError("sendto() needs an address: this endpoint has no remote_addr")
@@ -228,15 +224,22 @@ class UdpTransport(asyncio.DatagramTransport):
                 raise ValueError(
                     f"Invalid address: must be None or {(format_ip(self.remote[0]), self.remote[1])}"
                 )
-        if not self._allow_broadcast and self._stack.is_broadcast(destination):
-            raise PermissionError(errno.EACCES, "sending to a broadcast address needs allow_broadcast=True")
-        source = self._local[0]
-        if source == ANY:
-            source = self._stack.ip.source_address(destination)
         try:
+            if len(data) > MAX_UDP_PAYLOAD:
+                raise OSError(
+                    errno.EMSGSIZE, f"a {len(data)}-byte datagram exceeds UDP's {MAX_UDP_PAYLOAD}-byte limit"
+                )
+            if not self._allow_broadcast and self._stack.is_broadcast(destination):
+                # Linux: EACCES without SO_BROADCAST (ip_route_output, RFC 1122 §3.3.6).
+                raise PermissionError(errno.EACCES, "a broadcast address needs allow_broadcast=True")
+            source = self._local[0]
+            if source == ANY:
+                source = self._stack.ip.source_address(destination)  # ENETUNREACH without a route
             self._stack.udp.send(source, self._local[1], destination, dport, data, self)
         except OSError as exc:
-            # asyncio's datagram transports report send errors to the protocol, not the caller.
+            # asyncio's datagram transports report what sendto(2) refuses (EMSGSIZE, EACCES,
+            # ENETUNREACH, EHOSTUNREACH...) to the protocol's error_received(), not to the caller.
+            self._stack.counters["udp.send-errors"] += 1
             self.error_in(exc)
 
     def abort(self) -> None:

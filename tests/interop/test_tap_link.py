@@ -515,3 +515,70 @@ def test_subnet_helper_stays_in_ten_slash_eight() -> None:
     subnet = Subnet.random()
     assert subnet.kernel.startswith("10.") and subnet.kernel.endswith(".1")
     assert subnet.ours.endswith(".2") and subnet.cidr(1) == subnet.kernel + "/24"
+
+
+# ---------------------------------------------------------------------------------------------
+# a stack built before any event loop runs (the README's pattern): links attach lazily
+
+
+@interop
+def test_stack_built_before_the_loop_reaches_the_kernel_over_tap(netns: NetNS) -> None:
+    """``stack.add_interface(TapLink(...))`` with no loop, then ``aionetstack.run``: the kernel pings
+    the stack and the stack pings the kernel (the fd is read from the loop ``run`` makes)."""
+    import aionetstack
+
+    link, subnet = netns.add_tap()
+    stack = aionetstack.Stack()
+    stack.add_interface(link, f"{subnet.ours}/24")  # no running loop here: attach must not need one
+
+    async def main() -> tuple[int, str, float]:
+        status, output = await ping(netns, subnet.ours)
+        rtt = await stack.ping(subnet.kernel, timeout=TIMEOUT)
+        return status, output, rtt
+
+    status, output, rtt = aionetstack.run(main(), stack=stack)
+
+    assert status == 0, output
+    assert "3 packets transmitted, 3 received" in output, output
+    assert rtt >= 0.0  # a reply came (uvloop's clock ticks in milliseconds)
+    assert link.stats.read_errors == link.stats.write_errors == 0
+
+
+def test_stack_built_before_the_loop_reads_a_tap_fd() -> None:
+    """The same pattern without root: a TapLink over a socket pair, wrapped (pcap) before any
+    loop exists. The stack answers an ARP request written to the other end once ``run`` starts it."""
+    import io
+
+    import aionetstack
+    from aionetstack.link.pcap import PcapLink
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    link = TapLink.from_fd(ours.detach(), mtu=1500, device_name="pair")
+    stack = aionetstack.Stack()
+    capture = io.BytesIO()
+    stack.add_interface(PcapLink(link, capture), "10.9.8.2/24")
+    peer_mac, peer_ip, our_ip = b"\x02\x00\x00\x00\x00\x99", parse_ip("10.9.8.1"), parse_ip("10.9.8.2")
+    request = build_ethernet(BROADCAST_MAC, peer_mac, ETHERTYPE_ARP) + build_arp(
+        ARP_REQUEST, peer_mac, peer_ip, b"\x00" * 6, our_ip
+    )
+
+    async def main() -> ArpPacket:
+        loop = asyncio.get_running_loop()
+        theirs.setblocking(False)
+        theirs.send(request)
+        while True:
+            frame = await asyncio.wait_for(loop.sock_recv(theirs, 2048), TIMEOUT)
+            _, _, ethertype = parse_ethernet(frame)
+            if ethertype != ETHERTYPE_ARP:
+                continue
+            arp = parse_arp(frame, ETHERNET_HEADER_LENGTH)
+            if arp.operation == ARP_REPLY:
+                return arp
+
+    try:
+        reply = aionetstack.run(main(), stack=stack)
+    finally:
+        theirs.close()
+    assert (reply.sender_mac, reply.sender_ip) == (link.mac, our_ip)
+    assert (reply.target_mac, reply.target_ip) == (peer_mac, peer_ip)
+    assert link.stats.frames_in >= 1 and link.closed  # run() closed the stack and its links

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scapy.all import IP, Raw, fragment
 from scapy.all import UDP as ScapyUDP
 
-from aionetstack.network.reassembly import Reassembler
+from aionetstack.network.reassembly import DATAGRAM_OVERHEAD, PIECE_OVERHEAD, Reassembler
 from aionetstack.wire.ipv4 import build_ipv4
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True, database=None)
@@ -21,6 +21,11 @@ SRC = bytes([10, 0, 0, 1])
 SRC2 = bytes([10, 0, 0, 2])
 DST = bytes([10, 0, 0, 9])
 UDP = 17
+
+
+def cost(payload: int, pieces: int = 1) -> int:
+    """The truesize charged for a datagram holding ``payload`` bytes in ``pieces`` pieces (no header)."""
+    return DATAGRAM_OVERHEAD + pieces * PIECE_OVERHEAD + payload
 
 
 def split(payload: bytes, sizes: list[int]) -> list[tuple[int, bool, bytes]]:
@@ -259,19 +264,20 @@ def test_last_fragment_ending_below_held_data_discards() -> None:
     )
 )
 def test_random_fragments_never_raise_and_accounting_holds(frags) -> None:
-    r = Reassembler(timeout=2.0, max_bytes_per_source=200, max_bytes_total=300, max_datagrams=3)
+    per_source, total = cost(200, 4), cost(300, 6) + DATAGRAM_OVERHEAD
+    r = Reassembler(timeout=2.0, max_bytes_per_source=per_source, max_bytes_total=total, max_datagrams=3)
     now = 0.0
     for ident, offset, more, data, step in frags:
         now += step
         result = r.add(SRC if ident % 2 else SRC2, DST, UDP, ident, offset, more, data, now)
         assert result is None or isinstance(result, bytes)
-        assert r.held_bytes == r.held_by(SRC) + r.held_by(SRC2)
-        assert r.held_bytes <= 300
-        assert all(r.held_by(s) <= 200 for s in (SRC, SRC2))
+        assert r.truesize == r.held_by(SRC) + r.held_by(SRC2)
+        assert r.held_bytes <= r.truesize <= total
+        assert all(r.held_by(s) <= per_source for s in (SRC, SRC2))
         assert len(r) <= 3
         r.expire(now)
     r.expire(now + 2.0)
-    assert r.held_bytes == 0 and len(r) == 0
+    assert r.held_bytes == 0 and r.truesize == 0 and len(r) == 0
 
 
 # -- timeouts --------------------------------------------------------------------------------
@@ -315,13 +321,13 @@ def test_timer_runs_from_the_first_fragment() -> None:
 
 
 def test_per_source_bound_evicts_that_sources_oldest() -> None:
-    r = Reassembler(max_bytes_per_source=1000, max_bytes_total=10_000)
+    r = Reassembler(max_bytes_per_source=2 * cost(600) - 1, max_bytes_total=10 * cost(1000))
     r.add(SRC, DST, UDP, 1, 0, True, b"a" * 600, 0.0)  # SRC, oldest
     r.add(SRC2, DST, UDP, 1, 0, True, b"z" * 600, 0.5)  # another source, older than id 2
-    r.add(SRC, DST, UDP, 2, 0, True, b"b" * 600, 1.0)  # SRC would hold 1200 > 1000
+    r.add(SRC, DST, UDP, 2, 0, True, b"b" * 600, 1.0)  # SRC would hold two: over its bound
     assert r.stats["dropped_memory"] == 1
-    assert r.held_by(SRC) == 600 and r.held_by(SRC2) == 600
-    assert r.held_bytes == 1200
+    assert r.held_by(SRC) == cost(600) and r.held_by(SRC2) == cost(600)
+    assert r.held_bytes == 1200 and r.truesize == 2 * cost(600)
     # The evicted datagram is really gone; the survivor still completes.
     assert r.add(SRC, DST, UDP, 1, 600, False, b"A", 2.0) is None
     assert r.add(SRC, DST, UDP, 2, 600, False, b"B", 2.0) == b"b" * 600 + b"B"
@@ -329,18 +335,19 @@ def test_per_source_bound_evicts_that_sources_oldest() -> None:
 
 
 def test_total_bound_evicts_the_oldest_overall() -> None:
-    r = Reassembler(max_bytes_per_source=10_000, max_bytes_total=1500)
+    r = Reassembler(max_bytes_per_source=10 * cost(1000), max_bytes_total=3 * cost(600) - 1)
     srcs = [bytes([10, 0, 1, n]) for n in range(3)]
     for n, src in enumerate(srcs):
         r.add(src, DST, UDP, 1, 0, True, b"x" * 600, float(n))
     assert r.stats["dropped_memory"] == 1
     assert r.held_by(srcs[0]) == 0
-    assert r.held_bytes == 1200
+    assert r.held_bytes == 1200 and r.truesize == 2 * cost(600)
     assert r.next_deadline() == 31.0  # the oldest left arrived at t=1
 
 
 def test_fragment_that_completes_its_datagram_is_never_dropped() -> None:
-    r = Reassembler(max_bytes_per_source=1000, max_bytes_total=1000)
+    bound = cost(600) + cost(392)
+    r = Reassembler(max_bytes_per_source=bound, max_bytes_total=bound)
     r.add(SRC, DST, UDP, 1, 0, True, b"a" * 600, 0.0)
     r.add(SRC, DST, UDP, 2, 0, True, b"b" * 392, 0.5)
     # 600 more bytes would exceed both bounds, but they complete datagram 1: take them.
@@ -350,7 +357,7 @@ def test_fragment_that_completes_its_datagram_is_never_dropped() -> None:
 
 
 def test_a_datagram_bigger_than_the_bound_on_its_own_is_dropped() -> None:
-    r = Reassembler(max_bytes_per_source=1000)
+    r = Reassembler(max_bytes_per_source=cost(1000))
     r.add(SRC, DST, UDP, 1, 0, True, b"a" * 800, 0.0)
     assert r.add(SRC, DST, UDP, 1, 800, True, b"b" * 800, 0.1) is None
     assert r.stats["dropped_memory"] == 1
@@ -358,7 +365,7 @@ def test_a_datagram_bigger_than_the_bound_on_its_own_is_dropped() -> None:
 
 
 def test_new_datagram_evicts_older_ones_not_the_reverse() -> None:
-    r = Reassembler(max_bytes_per_source=2000)
+    r = Reassembler(max_bytes_per_source=2 * cost(1000))
     r.add(SRC, DST, UDP, 1, 0, True, b"a" * 1000, 0.0)
     r.add(SRC, DST, UDP, 2, 0, True, b"b" * 1000, 1.0)
     r.add(SRC, DST, UDP, 3, 0, True, b"c" * 1000, 2.0)  # evicts id 1 only

@@ -561,7 +561,7 @@ async def test_looptime_really_fast_forwards_our_timers() -> None:
             net.client_link.loss = 1.0  # type: ignore[attr-defined]
             wall, virtual = time.perf_counter(), loop.time()
             writer.write(b"lost")
-            with pytest.raises(TimeoutError):
+            with pytest.raises(OSError):  # EHOSTUNREACH: ARP failed on the way (a soft error)
                 await reader.read()
             assert loop.time() - virtual > 100
             assert time.perf_counter() - wall < 5

@@ -65,7 +65,29 @@ class TcpConfig:
     keepalive_count: int = 9
     persist_min: float = 0.2
     persist_max: float = 60.0
-    challenge_ack_limit: int = 1000  #: RFC 5961 §7: challenge ACKs per second per stack
+    #: RFC 5961 §7: challenge ACKs per second per stack, on average. Each second's budget is drawn
+    #: at random from [limit/2, limit*3/2) (Linux's tcp_challenge_ack_limit since CVE-2016-5696),
+    #: so the count an attacker can observe reveals nothing about other connections.
+    challenge_ack_limit: int = 1000
+    #: Per connection, at most one challenge ACK or one answer to an out-of-window pure ACK or SYN
+    #: per this many seconds (Linux's tcp_invalid_ratelimit, 500 ms): no ACK loops, no reflection.
+    invalid_ratelimit: float = 0.5
+    #: An orphan (a connection the application closed) whose FIN was acknowledged is deleted after
+    #: this long in FIN-WAIT-2 without the peer's FIN (Linux's tcp_fin_timeout). A connection only
+    #: shut down for writing (``write_eof``) and still read waits as long as its application does.
+    fin_timeout: float = 60.0
+    #: At most this many orphans (FIN-WAIT-1/2, CLOSING, LAST-ACK after the application closed);
+    #: past it the oldest is reset (Linux's tcp_max_orphans). TIME-WAIT is bounded separately.
+    #: An orphan costs about 9 KB (connection, transport, protocol) plus the data it still has to
+    #: send: 4096 idle ones, about 38 MB.
+    max_orphans: int = 4096
+    #: Retransmissions (or zero-window probes) before an orphan is given up (Linux's
+    #: tcp_orphan_retries, whose 0 means 8): nobody waits for its data any more.
+    orphan_retries: int = 8
+    #: At most this many connections in TIME-WAIT (Linux's tcp_max_tw_buckets); past it a
+    #: connection closes at once instead of waiting 2 MSL, as Linux does ("TW bucket overflow").
+    #: Each keeps its whole connection (about 9 KB): 8192 of them, about 76 MB.
+    max_time_wait: int = 8192
     mss: int | None = None  #: clamp our advertised MSS (None: from the route's MTU)
     backlog: int = 128  #: default accept-queue length
     syn_backlog: int = 256  #: SYN_RECEIVED entries per listener
@@ -82,6 +104,12 @@ class TcpConfig:
                 "need 0 < rto_min <= rto_initial <= rto_max, "
                 f"got {self.rto_min}, {self.rto_initial}, {self.rto_max}"
             )
+        for name in ("challenge_ack_limit", "max_orphans", "orphan_retries", "max_time_wait"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("invalid_ratelimit", "fin_timeout"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
         if self.receive_buffer < 1024 or self.send_buffer < 1024:
             raise ValueError("receive_buffer and send_buffer must be at least 1024 bytes")
         if self.receive_buffer > (65535 << 14):

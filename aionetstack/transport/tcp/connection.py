@@ -13,7 +13,8 @@ from __future__ import annotations
 import enum
 import errno
 import os
-from typing import Protocol
+import random
+from typing import TYPE_CHECKING, Protocol
 
 from aionetstack.transport.tcp import congestion
 from aionetstack.transport.tcp.config import TcpConfig
@@ -25,6 +26,9 @@ from aionetstack.transport.tcp.sack import Scoreboard, SentSegment
 from aionetstack.transport.tcp.seq import MASK, unwrap
 from aionetstack.wire import Buffer
 from aionetstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment, build_tcp_options
+
+if TYPE_CHECKING:
+    from aionetstack.observe.trace import Tracer
 
 _PACING_BURST = 0.001  # seconds of data a paced sender may send back to back
 
@@ -83,25 +87,44 @@ _DEFAULT_MSS = 536  # RFC 9293 §3.7.1 / RFC 1122 §4.2.2.6: the MSS to assume w
 
 
 class ChallengeAckLimiter:
-    """RFC 5961 §7: a stack-wide limit on challenge ACKs per second."""
+    """RFC 5961 §7: a stack-wide budget of challenge ACKs per second.
 
-    __slots__ = ("_count", "_second", "limit", "suppressed")
+    Each second's budget is drawn afresh, half the limit plus a random share of it, as Linux's
+    tcp_send_challenge_ack does since CVE-2016-5696: with a fixed budget an off-path attacker who
+    spends it and counts the challenge ACKs left for his own connection learns whether his
+    spoofed segments landed in another connection's window (Cao et al., USENIX Security 2016).
+    """
 
-    def __init__(self, limit: int) -> None:
+    __slots__ = ("_left", "_second", "counters", "limit", "rng", "suppressed")
+
+    def __init__(
+        self, limit: int, rng: random.Random | None = None, counters: CounterSink | None = None
+    ) -> None:
         self.limit = limit
+        self.rng = rng if rng is not None else random.SystemRandom()
+        self.counters = counters
         self._second = -1
-        self._count = 0
+        self._left = 0
         self.suppressed = 0
+
+    def budget(self) -> int:
+        """A second's budget: uniform in [limit/2, limit*3/2), limit on average (as Linux)."""
+        limit = self.limit
+        return ((limit + 1) >> 1) + self.rng.randrange(limit) if limit > 0 else 0
 
     def allow(self, now: float) -> bool:
         second = int(now)
         if second != self._second:
             self._second = second
-            self._count = 0
-        if self._count >= self.limit:
+            self._left = self.budget()
+        if self._left <= 0:
             self.suppressed += 1
+            if self.counters is not None:
+                self.counters["tcp.challenge-acks-limited"] += 1
             return False
-        self._count += 1
+        self._left -= 1
+        if self.counters is not None:
+            self.counters["tcp.challenge-acks"] += 1
         return True
 
 
@@ -198,6 +221,7 @@ class TcpConnection:
         "snd_wl2",
         "snd_wnd",
         "snd_wscale",
+        "soft_error",
         "state",
         "stats",
         "syn_options",
@@ -206,6 +230,7 @@ class TcpConnection:
         "tlp_end",
         "tlp_rearm",
         "tlp_retrans",
+        "trace",
         "ts_offset",
         "ts_ok",
         "ts_recent",
@@ -270,7 +295,7 @@ class TcpConnection:
         self.ts_recent = 0
         self.ts_offset = int.from_bytes(os.urandom(4), "big")  # RFC 7323 §5.4: a random clock offset
         self.last_ack_sent = 0
-        self.last_oow_ack_at = -1.0
+        self.last_oow_ack_at = float("-inf")
         self.syn_options = b""
         self.nodelay = bool(config.nodelay)  # None: Nagle on, as a fresh kernel socket
         self.sbuf = bytearray()
@@ -285,6 +310,10 @@ class TcpConnection:
         self.outbox: list[tuple[int, int, int, int, bytes, Buffer]] = []
         self.events = 0
         self.error: BaseException | None = None
+        # The last ICMP or routing error of a synchronised connection: never fatal by itself, it is
+        # what the application hears if the connection later times out (Linux's sk_err_soft).
+        self.soft_error: OSError | None = None
+        self.counters: CounterSink | None = None  # the stack's counters, when a stack runs it
         self.ack_now = False
         self.unacked_bytes = 0
         self.quick_acks = config.quick_ack_segments
@@ -328,9 +357,11 @@ class TcpConnection:
         self.persist_backoff = 0
         self.keepalive_at: float | None = None
         self.keepalive_probes = 0
+        # TIME-WAIT's 2 MSL; in FIN-WAIT-2, an orphan's timeout (Linux's tcp_fin_timeout).
         self.time_wait_at: float | None = None
         self.last_received_at = 0.0
         self.user_data: object = None
+        self.trace: Tracer | None = None  # the stack's trace hook (aionetstack.observe), when set
         self.stats = {
             "bytes_sent": 0,
             "bytes_acked": 0,
@@ -549,6 +580,18 @@ class TcpConnection:
             self.abort(now)
             return
         self.shutdown(now)
+        if self.state == FIN_WAIT_2:
+            self._arm_fin_timeout(now)  # shut down for writing earlier; an orphan from now on
+
+    def _arm_fin_timeout(self, now: float) -> None:
+        """An orphan in FIN-WAIT-2 waits for the peer's FIN only so long (Linux's tcp_fin_timeout).
+
+        RFC 9293 sets no limit, so a peer that acknowledges our FIN and never sends its own would
+        hold the connection for ever: Linux deletes it after tcp_fin_timeout, silently. Only an
+        orphan: a connection still open for reading (shut down with ``write_eof``) waits as long
+        as its application does.
+        """
+        self.time_wait_at = now + self.config.fin_timeout
 
     def abort(self, now: float) -> None:
         """ABORT (RFC 9293 §3.10.5): RST to the peer if synchronised, then CLOSED."""
@@ -659,7 +702,14 @@ class TcpConnection:
         # acceptability test below would only answer a bare ACK, which a SYN-SENT peer drops.
         if state == SYN_RECEIVED and flags & SYN and seq == self.irs and not flags & RST:
             if not flags & ACK:
-                self._send_syn(now, SYN | ACK)  # it lost our SYN-ACK: say it again (as Linux does)
+                # It lost our SYN-ACK: say it again (as Linux does), at most once per
+                # invalid_ratelimit (Linux's tcp_check_req), or a stream of spoofed copies of its
+                # SYN would make us a SYN-ACK reflector.
+                if now - self.last_oow_ack_at < self.config.invalid_ratelimit:
+                    self._count("tcp.synack-repeats-limited")
+                    return
+                self.last_oow_ack_at = now
+                self._send_syn(now, SYN | ACK)
                 return
             if unwrap(seg.ack, self.snd_una) == self.snd_max:
                 # Simultaneous open (RFC 9293 §3.10.7.3, figure 8 line 6): the peer's SYN-ACK repeats
@@ -691,6 +741,10 @@ class TcpConnection:
                 rcv_nxt <= seq + seg_len - 1 < rcv_nxt + window
             )
         if not acceptable:
+            if flags & SYN and not flags & RST and state != TIME_WAIT:
+                # RFC 5961 §4.2: a SYN, whatever its sequence number, gets a challenge ACK.
+                self._challenge_ack(now)
+                return
             if not flags & RST:
                 # Out of window: ACK so the peer learns where we are (RFC 9293 §3.10.7.4).
                 if state == TIME_WAIT and flags & FIN:
@@ -868,14 +922,17 @@ class TcpConnection:
             if window and self.persist_at is not None:
                 self.persist_at = None
                 self.persist_backoff = 0
-            elif not window and ack == snd_una:
+            elif not window and ack == snd_una and not self.app_closed:
                 # RFC 1122 §4.2.2.17: a peer that answers our probes with a zero window is alive; the
-                # connection stays open however long that lasts (no retransmission give-up).
+                # connection stays open however long that lasts (no retransmission give-up). Not an
+                # orphan: nobody waits for its data, and a peer could hold it so for ever (Linux's
+                # tcp_probe_timer gives up on orphans after tcp_orphan_retries).
                 self.retransmits = 0
         board = self.board
         if ack > snd_una:
             acked = ack - snd_una
             self.snd_una = ack
+            self.soft_error = None  # data got through: the path works (as Linux clears sk_err_soft)
             if self.snd_nxt < ack:
                 self.snd_nxt = ack
             if self.rto_undo_tsval is not None:
@@ -946,6 +1003,8 @@ class TcpConnection:
                 state = self.state
                 if state == FIN_WAIT_1:
                     self.state = FIN_WAIT_2
+                    if self.app_closed:
+                        self._arm_fin_timeout(now)
                 elif state == CLOSING:
                     self._enter_time_wait(now)
                 elif state == LAST_ACK:
@@ -976,6 +1035,8 @@ class TcpConnection:
                 self._retransmit_head(now, "retransmits_fast")
                 self.cc.cwnd = self.cc.ssthresh + 3 * self.cc.mss
                 self.rto_at = now + self.rtt.current()
+                if self.trace is not None:
+                    self.trace.event(self, "recovery", now)
         if board is not None and self.state != CLOSED:
             self._sack_ack(seg, ack, snd_una, now)
 
@@ -1084,15 +1145,27 @@ class TcpConnection:
         self.tlp_at = self.reo_at = None
         self.events |= EV_CLOSED
 
-    def icmp_error(self, exc: OSError, hard: bool) -> None:
-        """An ICMP error for this connection (RFC 1122 §4.2.3.9, RFC 5461)."""
-        if self.state in (SYN_SENT, SYN_RECEIVED) or hard:
-            if self.state == SYN_RECEIVED:
-                self._terminate(None)
-            else:
-                self._terminate(exc)
-        else:
-            self.error = exc  # soft: reported if the connection later times out
+    def icmp_error(self, exc: OSError, hard: bool) -> bool:
+        """An ICMP (or neighbour) error for this connection, its quote already checked (RFC 5927
+        §4.1); True when it ended the connection.
+
+        Only before the connection is synchronised may a hard error end it: in SYN-SENT the
+        connect fails with ``exc``; in SYN-RECEIVED the half-open connection goes (Linux's
+        tcp_req_err). Once synchronised every error is soft, even port and protocol unreachable
+        (RFC 5927 §5.2, relaxing RFC 1122 §4.2.3.9; Linux does the same): it is kept and heard
+        only if the connection later times out (Linux's sk_err_soft), so an ICMP message can do
+        no more than a forged RST can (RFC 5961).
+        """
+        state = self.state
+        if hard and state == SYN_SENT:
+            self._terminate(exc)
+            return True
+        if hard and state == SYN_RECEIVED:
+            self._terminate(None)
+            return True
+        if state != CLOSED:
+            self.soft_error = exc
+        return False
 
     # ------------------------------------------------------------------ path MTU and buffer sizing
 
@@ -1277,16 +1350,28 @@ class TcpConnection:
         Answering every unacceptable *pure* ACK lets two ends that disagree (a reordered ACK with an
         old TSval, a stale ACK below RCV.NXT) ping-pong ACKs forever, and duplication on the path
         multiplies them into a storm. As Linux does (tcp_oow_rate_limited), such answers go out at
-        most once per 0.5 s; a segment with data, SYN or FIN is always answered.
+        most once per ``invalid_ratelimit`` (0.5 s); a segment with data or FIN is always answered,
+        a SYN is not (a spoofed SYN flood must not make us an ACK reflector).
         """
-        if not seg.payload and not seg.flags & (SYN | FIN):
-            if now - self.last_oow_ack_at < 0.5:
+        if seg.flags & SYN or not (seg.payload or seg.flags & FIN):
+            if now - self.last_oow_ack_at < self.config.invalid_ratelimit:
+                self._count("tcp.out-of-window-acks-limited")
                 return
             self.last_oow_ack_at = now
         self._send_ack_now_if_allowed(now, challenge=False)
 
     def _challenge_ack(self, now: float) -> None:
-        """RFC 5961 §3.2/§4.2/§5.2: answer with an ACK, within the stack's rate limit (§7)."""
+        """RFC 5961 §3.2/§4.2/§5.2: answer with an ACK, within the rate limits of §7.
+
+        First per connection (Linux's tcp_invalid_ratelimit, shared with the answers to
+        out-of-window segments), then the stack's randomised budget: a flood of in-window RSTs or
+        SYNs on one connection gets at most two ACKs a second, on many connections at most the
+        stack's budget (RFC 5961 §7 leaves the limits to the implementation).
+        """
+        if now - self.last_oow_ack_at < self.config.invalid_ratelimit:
+            self._count("tcp.challenge-acks-limited-per-connection")
+            return
+        self.last_oow_ack_at = now
         if self.challenge.allow(now):
             self.stats["challenge_acks"] += 1
             self._emit(self._ack_seq(), ACK, b"", self._ack_options(now))
@@ -1320,6 +1405,8 @@ class TcpConnection:
             flags |= FIN
         self._emit(seq, flags, self._payload(seq, length) if length else b"", options)
         self.stats[cause] += 1
+        if self.trace is not None:
+            self.trace.retransmitted(self, seq, cause)
         self.rtt_seq = None  # Karn's rule (RFC 6298 §3)
 
     def output(self, now: float) -> None:
@@ -1440,6 +1527,8 @@ class TcpConnection:
                 self._charge_pacing(length + 40 + len(options), now, pacing_rate)
             if snd_nxt < self.snd_max:
                 stats["retransmits_rto"] += 1
+                if self.trace is not None:
+                    self.trace.retransmitted(self, snd_nxt, "retransmits_rto")
             else:
                 stats["bytes_sent"] += length
                 if self.rtt_seq is None and not self.ts_ok and self.retransmits == 0:
@@ -1629,6 +1718,8 @@ class TcpConnection:
         self.prr_out = 0
         self.prr_recover_fs = max(self.snd_max - self.snd_una, 1)
         cc.on_congestion(self.snd_max - self.snd_una, now)
+        if self.trace is not None:
+            self.trace.event(self, "recovery", now)
         self.tlp_at = None  # RFC 8985 §7.2: no probes during recovery
         for seg in board:
             if seg.lost and not seg.retrans and not seg.sacked:
@@ -1693,6 +1784,8 @@ class TcpConnection:
             self._charge_pacing(length + 40 + len(options), now, pacing_rate)
         board.on_retransmit(seg, now)
         self.stats[cause] += 1
+        if self.trace is not None:
+            self.trace.retransmitted(self, start, cause)
         self.rtt_seq = None  # Karn's rule (RFC 6298 §3)
         if self.undo_retrans >= 0:
             self.undo_retrans += 1
@@ -1728,6 +1821,8 @@ class TcpConnection:
         self.prr_active = False  # the reduction is undone: PRR no longer steers cwnd
         cc.undo(self.undo_cwnd, self.undo_ssthresh)
         self.undo_retrans = -1
+        if self.trace is not None:
+            self.trace.event(self, "undo", now)
 
     def _eifel_check(self, seg: TcpSegment, now: float) -> None:
         """RFC 3522 §3.2 (Eifel detection): was the timeout spurious? RFC 4015 §3 (response): undo."""
@@ -1802,6 +1897,8 @@ class TcpConnection:
             self._retransmit_segment(seg, now, "retransmits_tlp")
             self.tlp_retrans = True
         stats["tlp_probes"] += 1
+        if self.trace is not None:
+            self.trace.event(self, "tlp", now)
         self.tlp_end = self.snd_max
         self.rto_at = now + self.rtt.current()  # RFC 8985 §7.3: the RTO guards the probe
 
@@ -1854,6 +1951,11 @@ class TcpConnection:
         """Run every timer that is due."""
         if self.time_wait_at is not None and now >= self.time_wait_at:
             self.time_wait_at = None
+            if self.state == FIN_WAIT_2:
+                # The orphan's peer never sent its FIN (Linux's tcp_fin_timeout): delete it.
+                self._count("tcp.fin-wait-2-timeouts")
+                self._terminate(None)
+                return
             self.state = CLOSED  # RFC 9293 §3.10.8: TIME-WAIT timeout deletes the TCB
             self.events |= EV_CLOSED
             return
@@ -1895,6 +1997,8 @@ class TcpConnection:
         self.rtt.back_off()
         self.rtt_seq = None
         self.stats["rto_events"] += 1
+        if self.trace is not None:
+            self.trace.event(self, "rto", now)
         if state == SYN_SENT or state == SYN_RECEIVED:
             limit = config.syn_retries if state == SYN_SENT else config.synack_retries
             if self.retransmits > limit:
@@ -1904,12 +2008,18 @@ class TcpConnection:
                     self._terminate(self._timeout_error("connecting"))
                 return
             self.stats["retransmits_syn"] += 1
+            if self.trace is not None:
+                self.trace.retransmitted(self, self.iss, "retransmits_syn")
             self._send_syn(now, SYN if state == SYN_SENT else SYN | ACK)
             self.rto_at = now + self.rtt.current()
             return
         if self.snd_una >= self.snd_max:
             return
-        if self.retransmits > config.max_retransmissions:
+        # An orphan's data has no reader waiting: give up sooner (Linux's tcp_orphan_retries).
+        limit = config.orphan_retries if self.app_closed else config.max_retransmissions
+        if self.retransmits > limit:
+            if self.app_closed:
+                self._count("tcp.orphans-timed-out")
             self._terminate(self._timeout_error("waiting for an acknowledgment"))
             return
         if self.board is not None and len(self.board):
@@ -1938,9 +2048,17 @@ class TcpConnection:
             self.snd_nxt = self.snd_una + 1
         self.rto_at = now + self.rtt.current()
 
-    def _timeout_error(self, doing: str) -> TimeoutError:
-        cause = f" (last error: {self.error})" if self.error else ""
-        return TimeoutError(errno.ETIMEDOUT, f"connection timed out {doing}{cause}")
+    def _timeout_error(self, doing: str) -> OSError:
+        """ETIMEDOUT, or the last soft error when there was one (Linux's tcp_write_err)."""
+        soft = self.soft_error
+        if soft is not None and soft.errno:
+            return type(soft)(soft.errno, f"{soft.strerror} (connection timed out {doing})")
+        return TimeoutError(errno.ETIMEDOUT, f"connection timed out {doing}")
+
+    def _count(self, name: str) -> None:
+        counters = self.counters
+        if counters is not None:
+            counters[name] += 1
 
     def _on_persist(self, now: float) -> None:
         """RFC 9293 §3.8.6.1: probe a zero window with one byte of new data."""
@@ -1950,6 +2068,13 @@ class TcpConnection:
             # CLOSING too: the peer's FIN may arrive while our data still waits behind its zero window.
             or self.state not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK)
         ):
+            return
+        if self.app_closed and self.persist_backoff >= self.config.orphan_retries:
+            # A zero window would keep an orphan and its unsent data for ever (RFC 1122
+            # §4.2.2.17 probes while the peer answers); Linux's tcp_probe_timer gives up on an
+            # orphan after tcp_orphan_retries probes.
+            self._count("tcp.orphans-timed-out")
+            self._terminate(self._timeout_error("probing a zero window"))
             return
         seq = self.snd_una
         self.stats["zero_window_probes"] += 1
@@ -1965,9 +2090,7 @@ class TcpConnection:
         if self.state not in (ESTABLISHED, CLOSE_WAIT):
             return
         if self.keepalive_probes >= config.keepalive_count:
-            self._terminate(
-                TimeoutError(errno.ETIMEDOUT, "connection timed out: keepalive probes went unanswered")
-            )
+            self._terminate(self._timeout_error("waiting for keepalive probes to be answered"))
             return
         self.keepalive_probes += 1
         self.stats["keepalive_probes"] += 1

@@ -25,18 +25,20 @@ from aionetstack.wire import Buffer
 from aionetstack.wire.checksum import internet_checksum, ones_complement_sum, pseudo_header_sum
 from aionetstack.wire.icmp import (
     ICMP_DEST_UNREACHABLE,
+    ICMP_TIME_EXCEEDED,
     UNREACH_FRAGMENTATION_NEEDED,
-    UNREACH_PORT,
-    UNREACH_PROTOCOL,
+    UNREACH_HOST,
+    UNREACH_NET,
 )
 from aionetstack.wire.ipv4 import PROTO_TCP, Ipv4Header
-from aionetstack.wire.tcp import ACK, RST, SYN, TcpSegment, parse_tcp
+from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, parse_tcp
 
 if TYPE_CHECKING:
     import asyncio
 
     from aionetstack.link.endpoint import LinkEndpoint
     from aionetstack.network.interface import Interface
+    from aionetstack.observe.trace import Tracer
     from aionetstack.stack import Stack
     from aionetstack.transport.tcp.listener import TcpListener
 
@@ -46,6 +48,13 @@ ANY = b"\x00\x00\x00\x00"
 _HEADER = struct.Struct("!HHIIBBHHH")
 _TIME_WAIT = TcpState.TIME_WAIT
 _CLOSED = TcpState.CLOSED
+_SYN_SENT = TcpState.SYN_SENT
+_SYN_RECEIVED = TcpState.SYN_RECEIVED
+#: Where a connection the application closed can still be: an orphan (Linux's tcp_max_orphans).
+_ORPHAN_STATES = frozenset({TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2, TcpState.CLOSING, TcpState.LAST_ACK})
+_ICMP_PARAMETER_PROBLEM = 12
+#: Last code of destination unreachable that RFC 1812 §5.2.7.1 defines; later ones are ignored.
+_UNREACH_MAX_CODE = 15
 
 Key = tuple[bytes, int, bytes, int]
 _NO_PMTU = 65535 - 40  # TcpConnection.pmtu_mss before any path MTU was learnt
@@ -72,13 +81,18 @@ class TcpLayer:
             and (65535 << self.receive_wscale) < config.receive_buffer_max
         ):
             self.receive_wscale += 1
-        self.challenge = ChallengeAckLimiter(stack.tcp_config.challenge_ack_limit)
+        self.challenge = ChallengeAckLimiter(config.challenge_ack_limit, counters=stack.counters)
+        # Orphans (closed by their application, not yet CLOSED nor in TIME-WAIT), oldest first,
+        # and connections in TIME-WAIT: each capped (Linux's tcp_max_orphans, tcp_max_tw_buckets).
+        self.orphans: dict[TcpConnection, None] = {}
+        self.time_wait: dict[TcpConnection | TimeWait, None] = {}
         self.connections_made = 0  # numbers connections: each one's congestion-control seed
         self._dirty: dict[TcpConnection, None] = {}  # connections with input to hand up / output to send
         self._in_batch = False
         self._waiting_for_link: dict[TcpConnection, None] = {}
+        self.trace: Tracer | None = None  # Stack.trace(): one record per segment and congestion event
         # TIME-WAIT records in the order they entered it (their deadlines, mostly), and the one
-        # timer that expires them: no handle per record.
+        # timer that expires them: no handle per record. (self.time_wait counts them, capped.)
         self._time_waits: collections.deque[TimeWait] = collections.deque()
         self._time_wait_timer: asyncio.TimerHandle | None = None
 
@@ -99,9 +113,11 @@ class TcpLayer:
         if iss is None:
             iss = self.isn.isn(local[0], local[1], remote[0], remote[1], now)
         conn = TcpConnection(config, local, remote, iss, mss, self.challenge)
+        conn.counters = self.counters
         conn.ts_offset = self.ts_offset_for(local[0], remote[0])
         self.connections_made += 1
         conn.cc_seed = self.connections_made
+        conn.trace = self.trace
         return conn
 
     def ts_offset_for(self, local_ip: bytes, remote_ip: bytes) -> int:
@@ -146,8 +162,7 @@ class TcpLayer:
         if conn is not None:
             if (
                 conn.state == _TIME_WAIT
-                and seg.flags & SYN
-                and not seg.flags & (ACK | RST)
+                and seg.flags & (SYN | ACK | RST | FIN) == SYN
                 and self._time_wait_reusable(conn, seg)
             ):
                 # RFC 6191 / RFC 9293 §3.10.7.4: a new SYN may end TIME-WAIT and start anew.
@@ -159,6 +174,8 @@ class TcpLayer:
                 self._time_wait_input(conn, seg, now)
                 return
             conn.receive(seg, now)
+            if self.trace is not None:
+                self.trace.received(conn, seg, now)
             self._dirty[conn] = None
             if not self._in_batch:
                 self.stack.schedule_output()
@@ -166,10 +183,10 @@ class TcpLayer:
         self._listener_input(iface, header, seg, key, now)
 
     def _time_wait_input(self, record: TimeWait, seg: TcpSegment, now: float) -> None:
-        stack = self.stack
-        dst = record.remote_ip
-        df = stack.options.path_mtu_discovery and not (stack.pmtu and stack.pmtu.locked(dst))  # as transmit
-        for seq, ack, flags, window, options, payload in record.receive(seg, now, self.challenge):
+        df = self.dont_fragment(record.remote_ip)
+        for seq, ack, flags, window, options, payload in record.receive(
+            seg, now, self.challenge, self.counters
+        ):
             self._send(
                 record.local_ip,
                 record.local_port,
@@ -207,10 +224,18 @@ class TcpLayer:
                     self._reset_for(header, seg)
                 return
             if flags & SYN:
+                if flags & FIN:
+                    # SYN+FIN is no opening but a scanner's probe (nmap, OS fingerprinting):
+                    # dropped, as Linux's tcp_rcv_state_process drops it in LISTEN.
+                    self.counters["tcp.dropped.syn-fin"] += 1
+                    return
                 listener.syn_received(seg, key, now)
             return
         forwarder = self.stack.tcp_forwarder
         if forwarder is not None and flags & (SYN | ACK | RST) == SYN:
+            if flags & FIN:
+                self.counters["tcp.dropped.syn-fin"] += 1  # as at a listener, above
+                return
             forwarder.syn(header, seg, key)  # a connection for anyone: the forwarder decides
             return
         # RFC 9293 §3.10.7.1 CLOSED: a reset for anything but a reset.
@@ -225,6 +250,9 @@ class TcpLayer:
         else:
             seg_len = len(seg.payload) + (1 if seg.flags & SYN else 0) + (seg.flags & 1)
             seq, ack, flags = 0, (seg.seq + seg_len) & MASK, RST | ACK
+        if self.stack.ip.reply_unroutable(header.source):
+            self.counters["tcp.dropped.reset-unroutable"] += 1  # a stranger's address: drop, count
+            return
         self.counters["tcp.resets-sent"] += 1
         self._send(
             header.destination,
@@ -237,6 +265,7 @@ class TcpLayer:
             0,
             b"",
             b"",
+            dont_fragment=self.dont_fragment(header.source),
         )
 
     def register(self, conn: TcpConnection) -> None:
@@ -303,9 +332,9 @@ class TcpLayer:
         src, sport, dst, dport = conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port
         owner = conn.user_data
         stack = self.stack
-        # RFC 1191 §3: TCP segments go with DF set (path MTU discovery), unless the path claimed an
-        # MTU below our minimum: then they go at that minimum without DF, as Linux's locked PMTU.
-        df = stack.options.path_mtu_discovery and not (stack.pmtu and stack.pmtu.locked(dst))
+        df = self.dont_fragment(dst)
+        if self.trace is not None:
+            self.trace.sent(conn, outbox, stack.loop.time())
         try:
             for seq, ack, flags, window, options, payload in outbox:
                 self._send(src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df)
@@ -325,12 +354,19 @@ class TcpLayer:
                     self.counters["tcp.pmtu-reductions"] += 1
                 self._dirty[conn] = None
                 return
-            # No route or unreachable: a connection in the handshake fails at once.
-            if conn.state in (TcpState.SYN_SENT, TcpState.SYN_RECEIVED):
-                conn.icmp_error(exc, hard=True)
-            else:
-                conn.error = exc
+            # No route or unreachable: a connection in the handshake fails at once; an
+            # established one keeps it as its soft error (Linux's sk_err_soft).
+            conn.icmp_error(exc, hard=True)
             self._dirty[conn] = None
+
+    def dont_fragment(self, dst: bytes) -> bool:
+        """DF for TCP to ``dst``: every segment of ours, resets and SYN-ACKs too (as Linux).
+
+        RFC 1191 §3: TCP segments go with DF set (path MTU discovery), unless the path claimed an
+        MTU below our minimum: then they go at that minimum without DF, as Linux's locked PMTU.
+        """
+        stack = self.stack
+        return stack.options.path_mtu_discovery and not (stack.pmtu and stack.pmtu.locked(dst))
 
     def mark(self, conn: TcpConnection) -> None:
         """The connection has output to produce (an application write, a window update)."""
@@ -384,13 +420,25 @@ class TcpLayer:
         elif mtu == _NO_PMTU + 40:
             self.counters["tcp.pmtu-expired"] += 1
 
-    def after_events(self, conn: TcpConnection) -> None:
-        """Drop a connection that reached CLOSED from the table; one in TIME-WAIT becomes a record."""
+    def after_events(self, conn: TcpConnection, ready: bool = True) -> None:
+        """Drop a connection that reached CLOSED from the table; account for one in TIME-WAIT, and
+        replace it by a record once nothing is left for it to send or its application to read."""
         state = conn.state
         if state == _CLOSED:
             self._forget(conn)
-        elif state == _TIME_WAIT and not conn.outbox and not conn.ack_now and not conn.received_bytes:
-            self._enter_time_wait(conn)
+        elif state == _TIME_WAIT:
+            if conn not in self.time_wait:
+                self.orphans.pop(conn, None)  # Linux counts TIME-WAIT apart from orphans
+                if len(self.time_wait) >= self.stack.tcp_config.max_time_wait:
+                    # Linux's tcp_max_tw_buckets: past it, close at once instead of waiting 2 MSL
+                    # (RFC 9293 §3.10.7.4's TIME-WAIT only guards against old duplicates).
+                    self.counters["tcp.time-wait-overflows"] += 1
+                    conn.abort(self.stack.loop.time())  # RFC 9293 §3.10.5: in TIME-WAIT, no RST
+                    self._forget(conn)
+                    return
+                self.time_wait[conn] = None
+            if ready and not conn.outbox and not conn.ack_now and not conn.received_bytes:
+                self._enter_time_wait(conn)
 
     def _enter_time_wait(self, conn: TcpConnection) -> None:
         """Keep only what TIME-WAIT needs (Linux's inet_timewait_sock): the connection, its buffers
@@ -401,6 +449,7 @@ class TcpLayer:
         record = TimeWait(conn)
         self._forget(conn)
         self.connections[key] = record
+        self.time_wait[record] = None
         self._time_waits.append(record)
         if self._time_wait_timer is None:
             self._arm_time_wait(record.time_wait_at)  # type: ignore[arg-type]
@@ -413,7 +462,6 @@ class TcpLayer:
         self._time_wait_timer = None
         now = self.stack.loop.time()
         queue = self._time_waits
-        connections = self.connections
         while queue:
             record = queue[0]
             deadline = record.time_wait_at
@@ -421,10 +469,7 @@ class TcpLayer:
                 queue.popleft()
             elif deadline <= now:
                 queue.popleft()
-                key = (record.local_ip, record.local_port, record.remote_ip, record.remote_port)
-                if connections.get(key) is record:
-                    del connections[key]
-                record.time_wait_at = None
+                self._forget(record)
             elif record.extended:
                 # A retransmitted FIN restarted its 2 MSL: to the back, behind later deadlines, so
                 # it never holds up those queued after it.
@@ -435,13 +480,34 @@ class TcpLayer:
                 self._arm_time_wait(deadline)
                 return
 
+    def orphaned(self, conn: TcpConnection, now: float) -> None:
+        """The application closed ``conn``: while it still runs it is an orphan, and the number of
+        orphans is capped (Linux's tcp_max_orphans) by resetting the oldest (RFC 9293 §3.10.5
+        ABORT). A peer that stalls many closed connections holds no more than the cap."""
+        if conn.state not in _ORPHAN_STATES:
+            return
+        orphans = self.orphans
+        orphans[conn] = None
+        limit = self.stack.tcp_config.max_orphans
+        while len(orphans) > limit:
+            oldest = next(iter(orphans))
+            del orphans[oldest]
+            self.counters["tcp.orphans-reset"] += 1
+            oldest.abort(now)
+            self.transmit(oldest)
+            self._dirty[oldest] = None  # handed up and forgotten in the next flush
+
     def _forget(self, conn: TcpConnection | TimeWait) -> None:
+        self.time_wait.pop(conn, None)
         key = (conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)
         if self.connections.get(key) is conn:
             del self.connections[key]
         if isinstance(conn, TimeWait):
             conn.time_wait_at = None  # its queue entry is skipped when it comes up
             return
+        self.orphans.pop(conn, None)
+        if self.trace is not None:
+            self.trace.forget(conn)
         shell = conn.user_data
         if shell is not None:
             # The shell keeps its connection (for the application's later calls); the connection
@@ -472,42 +538,67 @@ class TcpLayer:
         end: int,
     ) -> None:
         conn = self.connections.get((source, sport, destination, dport))
+        counters = self.counters
         if conn is None:
             return
         if isinstance(conn, TimeWait):
             self._time_wait_icmp_error(conn, icmp_type, code, buf, ports_at, end)
             return
         frag_needed = icmp_type == ICMP_DEST_UNREACHABLE and code == UNREACH_FRAGMENTATION_NEEDED
-        # RFC 5927 §4.1: the quoted sequence number must lie in the window of data we sent.
-        if ports_at + 8 <= end:
-            seq = struct.unpack_from("!I", buf, ports_at + 4)[0]
-            if ((seq - conn.snd_una) & MASK) > ((conn.snd_max - conn.snd_una) & MASK):
-                self.counters["tcp.icmp-out-of-window"] += 1
-                return
-        elif frag_needed:
-            # Without the sequence number a forged "too big" cannot be told from a real one.
-            self.counters["tcp.icmp-out-of-window"] += 1
+        # RFC 5927 §4.1: the quoted sequence number must lie in the window of data we sent. A quote
+        # too short to carry it (RFC 792 asks for 64 bits of the datagram) cannot be checked.
+        if ports_at + 8 > end:
+            counters["tcp.icmp-short-quote"] += 1
             return
-        self.counters["tcp.icmp-errors"] += 1
+        seq = struct.unpack_from("!I", buf, ports_at + 4)[0]
+        if ((seq - conn.snd_una) & MASK) > ((conn.snd_max - conn.snd_una) & MASK):
+            counters["tcp.icmp-out-of-window"] += 1
+            return
+        counters["tcp.icmp-errors"] += 1
         if frag_needed:
             self._fragmentation_needed(conn, mtu, buf, ports_at, end)
             return
-        hard = icmp_type == ICMP_DEST_UNREACHABLE and code in (UNREACH_PORT, UNREACH_PROTOCOL)
-        conn.icmp_error(exc, hard)
+        if icmp_type not in (ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED, _ICMP_PARAMETER_PROBLEM):
+            counters["tcp.icmp-ignored"] += 1  # source quench (RFC 6633 §6), redirect
+            return
+        state = conn.state
+        if state == _SYN_SENT:
+            # As Linux's tcp_v4_err: every destination unreachable, time exceeded and parameter
+            # problem fails a connect in progress.
+            hard = icmp_type != ICMP_DEST_UNREACHABLE or code <= _UNREACH_MAX_CODE
+        elif state == _SYN_RECEIVED:
+            # Linux's tcp_req_err: only "no way there" (net or host unreachable, time exceeded,
+            # parameter problem) drops a half-open connection; its SYN showed the host is there.
+            hard = icmp_type != ICMP_DEST_UNREACHABLE or code in (UNREACH_NET, UNREACH_HOST)
+        else:
+            hard = False  # RFC 5927 §5.2: in synchronised states every ICMP error is soft
+        if conn.icmp_error(exc, hard):
+            counters["tcp.icmp-aborts"] += 1
+        else:
+            counters["tcp.icmp-soft-errors"] += 1
         self.mark(conn)
 
     def _time_wait_icmp_error(
         self, record: TimeWait, icmp_type: int, code: int, buf: Buffer, ports_at: int, end: int
     ) -> None:
-        """An ICMP error for a TIME-WAIT record, as for the connection: nothing is in flight, so
-        only SND.UNA itself passes RFC 5927 §4.1; a hard error ends it (RFC 1122 §4.2.3.9)."""
-        seq = struct.unpack_from("!I", buf, ports_at + 4)[0] if ports_at + 8 <= end else None
-        if seq != record.snd_nxt & MASK:
-            self.counters["tcp.icmp-out-of-window"] += 1
+        """An ICMP error for a TIME-WAIT record, counted as for the connection: nothing is in
+        flight, so only SND.UNA itself passes RFC 5927 §4.1, and in a synchronised state every
+        error is soft (RFC 5927 §5.2): TIME-WAIT goes on. (A "too big" for its one ACK is not
+        carried into the path MTU cache, as the connection would: no segment of ours needs it.)"""
+        counters = self.counters
+        if ports_at + 8 > end:
+            counters["tcp.icmp-short-quote"] += 1
             return
-        self.counters["tcp.icmp-errors"] += 1
-        if icmp_type == ICMP_DEST_UNREACHABLE and code in (UNREACH_PORT, UNREACH_PROTOCOL):
-            self._forget(record)
+        if struct.unpack_from("!I", buf, ports_at + 4)[0] != record.snd_nxt & MASK:
+            counters["tcp.icmp-out-of-window"] += 1
+            return
+        counters["tcp.icmp-errors"] += 1
+        if icmp_type == ICMP_DEST_UNREACHABLE and code == UNREACH_FRAGMENTATION_NEEDED:
+            return
+        if icmp_type not in (ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED, _ICMP_PARAMETER_PROBLEM):
+            counters["tcp.icmp-ignored"] += 1
+            return
+        counters["tcp.icmp-soft-errors"] += 1
 
     def _fragmentation_needed(
         self, conn: TcpConnection, mtu: int, buf: Buffer, ports_at: int, end: int

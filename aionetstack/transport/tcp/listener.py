@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from aionetstack.transport.tcp.syncookie import COOKIE_LIFETIME
 from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp_options
 
 if TYPE_CHECKING:
@@ -30,10 +31,16 @@ class TcpListener:
         self.half_open: set[TcpTransport] = set()
         self.accept_queue: deque[TcpTransport] = deque()
         self.accepting = True
+        self.last_cookie_at: float | None = None  # when a full SYN queue last answered with a cookie
 
     def syn_received(self, seg: TcpSegment, key: Key, now: float) -> None:
 
         counters = self.layer.counters
+        if self.layer.stack.ip.reply_unroutable(key[2]):
+            # No route back, or the next hop just failed ARP: a SYN-ACK could not leave, so
+            # neither a connection nor a cookie is spent on it; dropped and counted.
+            counters["tcp.dropped.no-route-for-syn"] += 1
+            return
         queued = len(self.accept_queue)
         if not self.server.is_serving():
             # Nobody accepts: every handshake in progress ends in the accept queue, so it counts
@@ -56,6 +63,8 @@ class TcpListener:
             counters["tcp.dropped.no-route-for-syn"] += 1
             return
         conn.accept(seg, now)
+        if layer.trace is not None:
+            layer.trace.received(conn, seg, now)  # the SYN, first record of a passive open
         self._track(conn)
 
     def _track(self, conn: TcpConnection) -> None:
@@ -95,6 +104,7 @@ class TcpListener:
             )
         options = build_tcp_options(mss=our_mss, wscale=wscale, sack_permitted=sack, timestamp=timestamp)
         layer.counters["tcp.syncookies-sent"] += 1
+        self.last_cookie_at = now
         layer._send(
             key[0],
             key[1],
@@ -106,6 +116,7 @@ class TcpListener:
             min(config.receive_buffer, 65535),
             options,
             b"",
+            dont_fragment=layer.dont_fragment(key[2]),  # as the SYN-ACKs of a SYN queue entry
         )
         layer.stack.schedule_output()
 
@@ -115,6 +126,11 @@ class TcpListener:
         layer = self.layer
         config = layer.stack.tcp_config
         if not config.syn_cookies or seg.flags & (SYN | RST | FIN):
+            return False
+        if self.last_cookie_at is None or now - self.last_cookie_at > COOKIE_LIFETIME:
+            # As Linux's tcp_synq_no_recent_overflow: an ACK is taken for a cookie only while cookies
+            # this listener sent may still come back, so a blind ACK flood at a listener that never
+            # overflowed has no 1-in-2**24 MAC to hit (RFC 4987 §3.6's weakness).
             return False
         peer_isn = (seg.seq - 1) & 0xFFFFFFFF
         isn = (seg.ack - 1) & 0xFFFFFFFF

@@ -14,13 +14,15 @@ from __future__ import annotations
 import hashlib
 import os
 
-__all__ = ["MSS_TABLE", "SynCookies"]
+__all__ = ["COOKIE_LIFETIME", "MSS_TABLE", "SynCookies"]
 
 #: Peer MSS values a cookie can carry (3 bits); the largest not above the peer's is chosen.
 MSS_TABLE = (536, 1220, 1300, 1360, 1400, 1440, 1460, 8960)
 _SLOT = 64.0  # seconds per clock tick
 _MAX_AGE = 1  # a cookie is good in its own slot and the next (64 to 128 s), as Linux's two
 _TS_BITS = 0x3F  # low TSval bits: 4 for the window scale (15 = none), 1 for SACK
+#: The longest a cookie stays good after it was sent (its own slot and the next).
+COOKIE_LIFETIME = _SLOT * (_MAX_AGE + 1)
 
 
 class SynCookies:

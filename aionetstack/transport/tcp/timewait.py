@@ -16,7 +16,7 @@ from aionetstack.transport.tcp.seq import MASK, unwrap
 from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp_options
 
 if TYPE_CHECKING:
-    from aionetstack.transport.tcp.connection import ChallengeAckLimiter, TcpConnection
+    from aionetstack.transport.tcp.connection import ChallengeAckLimiter, CounterSink, TcpConnection
 
 __all__ = ["Outgoing", "TimeWait"]
 
@@ -29,7 +29,7 @@ class TimeWait:
 
     __slots__ = (
         "app_closed",
-        "duration",
+        "config",
         "extended",
         "last_oow_ack_at",
         "local_ip",
@@ -77,7 +77,7 @@ class TimeWait:
         self.sack_ok = conn.sack_ok
         self.app_closed = conn.app_closed
         self.last_oow_ack_at = conn.last_oow_ack_at
-        self.duration = conn.config.time_wait
+        self.config = conn.config  # (shared) time_wait, invalid_ratelimit
         self.time_wait_at: float | None = conn.time_wait_at
         self.extended = False  # the deadline moved since the layer queued the record
 
@@ -91,19 +91,31 @@ class TimeWait:
         options = build_tcp_options(timestamp=ts, sack_blocks=blocks) if ts is not None or blocks else b""
         return (self.snd_nxt & MASK, self.rcv_nxt & MASK, ACK, self.window, options, b"")
 
-    def _dupack(self, now: float, seg: TcpSegment, dsack: tuple[int, int] | None = None) -> list[Outgoing]:
-        # As TcpConnection._dupack: an unacceptable pure ACK is answered at most once per 0.5 s.
-        if not seg.payload and not seg.flags & (SYN | FIN):
-            if now - self.last_oow_ack_at < 0.5:
+    def _dupack(
+        self, now: float, seg: TcpSegment, counters: CounterSink, dsack: tuple[int, int] | None = None
+    ) -> list[Outgoing]:
+        # As TcpConnection._dupack: a pure ACK or a SYN is answered at most once per
+        # invalid_ratelimit (Linux's tcp_oow_rate_limited); data or a FIN always.
+        if seg.flags & SYN or not (seg.payload or seg.flags & FIN):
+            if now - self.last_oow_ack_at < self.config.invalid_ratelimit:
+                counters["tcp.out-of-window-acks-limited"] += 1
                 return []
             self.last_oow_ack_at = now
         return [self._ack(now, dsack)]
 
-    def _challenge_ack(self, now: float, limiter: ChallengeAckLimiter) -> list[Outgoing]:
-        """RFC 5961 §3.2/§4.2/§5.2: an ACK, within the stack's rate limit (§7)."""
+    def _challenge_ack(
+        self, now: float, limiter: ChallengeAckLimiter, counters: CounterSink
+    ) -> list[Outgoing]:
+        """RFC 5961 §3.2/§4.2/§5.2: an ACK, within the per-connection then the stack's limit (§7)."""
+        if now - self.last_oow_ack_at < self.config.invalid_ratelimit:
+            counters["tcp.challenge-acks-limited-per-connection"] += 1
+            return []
+        self.last_oow_ack_at = now
         return [self._ack(now)] if limiter.allow(now) else []
 
-    def receive(self, seg: TcpSegment, now: float, limiter: ChallengeAckLimiter) -> list[Outgoing]:
+    def receive(
+        self, seg: TcpSegment, now: float, limiter: ChallengeAckLimiter, counters: CounterSink
+    ) -> list[Outgoing]:
         """SEGMENT ARRIVES in TIME-WAIT (RFC 9293 §3.10.7.4); ``time_wait_at`` None means CLOSED."""
         flags = seg.flags
         rcv_nxt = self.rcv_nxt
@@ -118,7 +130,7 @@ class TimeWait:
             and self.ts_recent
             and 0 < ((self.ts_recent - ts[0]) & MASK) < 0x80000000
         ):
-            return self._dupack(now, seg)
+            return self._dupack(now, seg, counters)
         # First: the acceptability test.
         window = self.rcv_adv - rcv_nxt
         if window < 0:
@@ -139,18 +151,18 @@ class TimeWait:
                 self._restart(now)  # RFC 9293 §3.10.7.4: a retransmitted FIN restarts 2 MSL
             # RFC 2883 §4: a duplicate below RCV.NXT is reported in a D-SACK block.
             dsack = (seq, seq + length) if seq < rcv_nxt and length and self.sack_ok else None
-            return self._dupack(now, seg, dsack)
+            return self._dupack(now, seg, counters, dsack)
         # Second: RST. RFC 9293 §3.10.7.4 (as Linux with tcp_rfc1337=0): an exact reset ends
         # TIME-WAIT; RFC 5961 §3.2: any other in the window is challenged.
         if flags & RST:
             if seq != rcv_nxt:
-                return self._challenge_ack(now, limiter)
+                return self._challenge_ack(now, limiter, counters)
             self.time_wait_at = None
             return []
         # Fourth: a SYN in a synchronised state (RFC 5961 §4); one that may reopen the 4-tuple
         # (RFC 6191) was taken by the layer before this.
         if flags & SYN:
-            return self._challenge_ack(now, limiter)
+            return self._challenge_ack(now, limiter, counters)
         # Fifth: the ACK field.
         if not flags & ACK:
             return []
@@ -158,7 +170,7 @@ class TimeWait:
         ack = unwrap(seg.ack, snd_nxt)
         # RFC 5961 §5.2: an ACK outside [SND.UNA - MAX.SND.WND, SND.MAX] is challenged and dropped.
         if ack > snd_nxt or ack < snd_nxt - self.max_snd_wnd:
-            return self._challenge_ack(now, limiter)
+            return self._challenge_ack(now, limiter, counters)
         # RFC 7323 §4.3: TS.Recent from a segment covering the last ACK we sent (RCV.NXT here).
         if ts is not None and self.ts_ok and seq <= rcv_nxt:
             self.ts_recent = ts[0]
@@ -180,7 +192,7 @@ class TimeWait:
         return []
 
     def _restart(self, now: float) -> None:
-        self.time_wait_at = now + self.duration
+        self.time_wait_at = now + self.config.time_wait
         self.extended = True
 
     def __repr__(self) -> str:

@@ -52,7 +52,7 @@ def test_syn_on_established_connection_gets_challenge_ack() -> None:
     t = established()
     t.at(1.0).inject("S", 500, 0, mss=1460)
     t.expect(".", seq=1, ack=1)
-    t.inject("S", 1 + WINDOW + 7, 0)  # out of window too
+    t.at(1.5).inject("S", 1 + WINDOW + 7, 0)  # out of window too (after the per-connection limit)
     t.expect(".", seq=1, ack=1)
     assert t.conn.state == TcpState.ESTABLISHED and t.conn.error is None
 
@@ -89,16 +89,17 @@ def test_ack_too_old_is_challenged_and_dropped() -> None:
 
 
 def test_challenge_ack_rate_limit() -> None:
-    """RFC 5961 §7: at most challenge_ack_limit challenge ACKs per second."""
-    t = established(TcpConfig(challenge_ack_limit=3))
+    """RFC 5961 §7: per connection at most one challenge ACK per invalid_ratelimit (Linux's 0.5 s)."""
+    t = established()
     t.at(1.0)
     for i in range(6):
         t.inject("R", 100 + i, 0)
-    assert len(t.drain()) == 3
-    assert t.conn.challenge.suppressed == 3
-    t.at(2.0).inject("R", 200, 0)
+    assert len(t.drain()) == 1
+    t.at(1.4).inject("R", 150, 0)
+    t.expect_nothing()
+    t.at(1.5).inject("R", 200, 0)
     t.expect(".", seq=1, ack=1)
-    assert t.conn.state == TcpState.ESTABLISHED
+    assert t.conn.state == TcpState.ESTABLISHED and t.conn.stats["challenge_acks"] == 2
 
 
 def test_out_of_window_data_is_acked_and_dropped() -> None:

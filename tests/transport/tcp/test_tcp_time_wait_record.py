@@ -9,6 +9,7 @@ beside it a record made from it at TIME-WAIT entry gets the same segments.
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import random
 import tracemalloc
@@ -55,7 +56,8 @@ def _feed_both(t: TcpScript, record: TimeWait, seg: TcpSegment) -> None:
     theirs = [(s, a, f, w, bytes(o), bytes(p)) for s, a, f, w, o, p in conn.outbox]
     conn.outbox.clear()
     ours = [
-        (s, a, f, w, bytes(o), bytes(p)) for s, a, f, w, o, p in record.receive(seg, t.now, conn.challenge)
+        (s, a, f, w, bytes(o), bytes(p))
+        for s, a, f, w, o, p in record.receive(seg, t.now, conn.challenge, collections.Counter())
     ]
     assert ours == theirs, (seg, ours, theirs)
     closed = conn.state == TcpState.CLOSED

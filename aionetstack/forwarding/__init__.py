@@ -1,0 +1,6 @@
+"""What a tun2socks-style forwarder needs beside :mod:`aionetstack.forwarder`.
+
+- :mod:`.udp`: UDP sessions with endpoint-independent mapping (RFC 4787), an idle timeout and a cap;
+- :mod:`.icmp`: ICMP echo to any destination, answered, relayed through a kernel ping socket, or dropped;
+- :mod:`.dns`: DNS for forwarded flows, a fake-IP pool or a relay to real servers.
+"""

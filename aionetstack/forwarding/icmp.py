@@ -1,0 +1,317 @@
+"""ICMP echo to *any* destination, for a forwarder: answer it, relay it, or drop it.
+
+``stack.set_icmp_forwarder(handler)`` makes the stack take echo requests (RFC 792 type 8) to
+addresses it does not own, as the TCP and UDP forwarders take connections. Each becomes an
+:class:`EchoRequest` handed to ``handler(request)`` — a plain call, no task per packet — which may
+
+- ``request.reply()``: answer as the destination would (a VPN that says every host is up);
+- hand it to a :class:`PingRelay`, which sends it on through an unprivileged kernel ping socket
+  (``SOCK_DGRAM``/``IPPROTO_ICMP``) and quotes back the echo reply, or the time-exceeded or
+  unreachable error the kernel reports for it (``IP_RECVERR``), from the router that sent it —
+  so ``ping`` and ``traceroute -I`` work through the tunnel;
+- do nothing: the request is dropped (counted under ``forwarder.icmp.requests``, never answered).
+
+Ping sockets need the process's group in ``net.ipv4.ping_group_range`` (Linux: "1 0" — nobody —
+unless the distribution widens it; it is per network namespace). When the kernel refuses one,
+the relay drops the request, counts ``forwarder.icmp.relay-denied`` and logs once what to set.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aionetstack import _validate
+from aionetstack.forwarding.udp import SessionTable
+from aionetstack.wire import Buffer
+from aionetstack.wire.icmp import (
+    ICMP_DEST_UNREACHABLE,
+    ICMP_ECHO_REPLY,
+    ICMP_ECHO_REQUEST,
+    ICMP_TIME_EXCEEDED,
+    build_icmp,
+    build_icmp_error,
+)
+from aionetstack.wire.ipv4 import PROTO_ICMP, Ipv4Header, format_ip, parse_ip
+
+if TYPE_CHECKING:
+    from aionetstack.stack import Stack
+
+__all__ = ["EchoRequest", "IcmpForwarder", "PingRelay"]
+
+logger = logging.getLogger("aionetstack.forwarder")
+
+_ECHO = struct.Struct("!BBHHH")
+# struct sock_extended_err (linux/errqueue.h): errno, origin, type, code, pad, info, data
+_EXTENDED_ERR = struct.Struct("=IBBBBII")
+SO_EE_ORIGIN_ICMP = 2
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+
+
+class EchoRequest:
+    """One echo request from ``source`` to ``destination``, waiting for the handler's decision."""
+
+    __slots__ = ("_stack", "destination", "identifier", "payload", "quote", "sequence", "source", "ttl")
+
+    def __init__(
+        self, stack: Stack, header: Ipv4Header, identifier: int, sequence: int, payload: bytes, quote: bytes
+    ) -> None:
+        self._stack = stack
+        #: Address the client pinged, and the client's own address (dotted quads).
+        self.destination = format_ip(header.destination)
+        self.source = format_ip(header.source)
+        self.identifier = identifier
+        self.sequence = sequence
+        self.payload = payload
+        #: The TTL the request arrived with: a relay sends on with it, so traceroute sees each hop.
+        self.ttl = header.ttl
+        #: The request's IP header and first ICMP bytes, quoted by an error about it (RFC 792).
+        self.quote = quote
+
+    def reply(self, payload: Buffer | None = None, *, sequence: int | None = None) -> None:
+        """Answer as ``destination`` with an echo reply (RFC 792: the request's data, echoed)."""
+        body = self.payload if payload is None else payload
+        _validate.datagram("payload", body)
+        seq = self.sequence if sequence is None else sequence
+        message = build_icmp(ICMP_ECHO_REPLY, 0, self.identifier, seq, body)
+        self._send(parse_ip(self.destination), message, "forwarder.icmp.replies")
+
+    def error(self, icmp_type: int, code: int, sender: str, next_hop_mtu: int = 0) -> None:
+        """Answer with an ICMP error from ``sender`` (a router on the way) quoting this request."""
+        _validate.integer("icmp_type", icmp_type, 0, 255)
+        _validate.integer("code", code, 0, 255)
+        message = build_icmp_error(icmp_type, code, self.quote, next_hop_mtu)
+        self._send(parse_ip(sender), message, "forwarder.icmp.errors")
+
+    def _send(self, source: bytes, message: bytes, counter: str) -> None:
+        stack = self._stack
+        try:
+            stack.ip.output(source, parse_ip(self.source), PROTO_ICMP, (message,))
+        except OSError:
+            stack.counters["forwarder.icmp.dropped.unroutable"] += 1
+            return
+        stack.counters[counter] += 1
+        stack.schedule_output()
+
+    def __repr__(self) -> str:
+        return f"<EchoRequest {self.source} -> {self.destination} id={self.identifier} seq={self.sequence}>"
+
+
+class IcmpForwarder:
+    """Hands echo requests to addresses the stack does not own to ``handler(request)``."""
+
+    def __init__(self, stack: Stack, handler: Callable[[EchoRequest], Any]) -> None:
+        _validate.callable_or_none("handler", handler)
+        self.stack = stack
+        self.handler = handler
+
+    def echo(
+        self,
+        header: Ipv4Header,
+        identifier: int,
+        sequence: int,
+        buf: Buffer,
+        body: int,
+        end: int,
+        ip_offset: int,
+    ) -> None:
+        stack = self.stack
+        stack.counters["forwarder.icmp.requests"] += 1
+        quote = bytes(buf[ip_offset : min(body, end)])  # IP header + the 8-byte ICMP header
+        request = EchoRequest(stack, header, identifier, sequence, bytes(buf[body:end]), quote)
+        try:
+            self.handler(request)
+        except Exception:
+            stack.counters["forwarder.icmp.handler-errors"] += 1
+            logger.exception("aionetstack forwarder: ICMP handler failed for %r", request)
+
+    def close(self) -> None:
+        handler_close = getattr(self.handler, "close", None)
+        if callable(handler_close):
+            handler_close()
+
+
+def open_ping_socket() -> socket.socket:
+    """An unprivileged ICMP echo socket (Linux ``ping_group_range``), non-blocking, with IP_RECVERR."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    return sock
+
+
+class _PingSession:
+    """One kernel ping socket for one (client, identifier): the kernel picks the outside identifier."""
+
+    __slots__ = ("key", "pending", "sock")
+
+    def __init__(self, key: tuple[str, int], sock: socket.socket) -> None:
+        self.key = key
+        self.sock = sock
+        #: sequence -> the request, to reply to and to quote in an error (the newest ``max_pending``).
+        self.pending: dict[int, EchoRequest] = {}
+
+
+class PingRelay:
+    """Relays echo requests through kernel ping sockets: ``stack.set_icmp_forwarder(PingRelay(stack))``.
+
+    One socket per client address and echo identifier (so two ``ping`` processes on the client
+    stay apart), closed after ``idle_timeout`` seconds without a request; at most ``max_sessions``
+    sockets (more are dropped, ``forwarder.icmp.relay-full``). Replies come back with the client's
+    own identifier; errors the kernel reports (time exceeded, unreachable) come back from the
+    router that sent them, quoting the client's request (RFC 792, RFC 1812 §4.3.2.3).
+    """
+
+    def __init__(
+        self,
+        stack: Stack,
+        *,
+        idle_timeout: float = 60.0,
+        max_sessions: int = 1024,
+        max_pending: int = 64,
+        socket_factory: Callable[[], socket.socket] = open_ping_socket,
+    ) -> None:
+        _validate.number("idle_timeout", idle_timeout, 0, above=True)
+        _validate.integer("max_sessions", max_sessions, 1)
+        _validate.integer("max_pending", max_pending, 1)
+        self.stack = stack
+        self.max_pending = max_pending
+        self.socket_factory = socket_factory
+        self.table: SessionTable[tuple[str, int]] = SessionTable(max_sessions, idle_timeout)
+        self.sessions: dict[tuple[str, int], _PingSession] = {}
+        self._timer: Any = None
+        self._warned = False
+
+    def __call__(self, request: EchoRequest) -> None:
+        stack = self.stack
+        counters = stack.counters
+        now = stack.loop.time()
+        key = (request.source, request.identifier)
+        session = self.sessions.get(key)
+        if session is None:
+            if not self.table.open(key, now):
+                counters["forwarder.icmp.relay-full"] += 1
+                return
+            try:
+                sock = self.socket_factory()
+            except OSError as exc:
+                self.table.remove(key)
+                if exc.errno in (errno.EACCES, errno.EPERM):
+                    counters["forwarder.icmp.relay-denied"] += 1
+                    if not self._warned:
+                        self._warned = True
+                        logger.warning(
+                            "aionetstack PingRelay: the kernel refused a ping socket (%s); allow this "
+                            "process's group with sysctl net.ipv4.ping_group_range (e.g. '0 2147483647')",
+                            exc,
+                        )
+                else:
+                    counters["forwarder.icmp.relay-errors"] += 1
+                return
+            session = self.sessions[key] = _PingSession(key, sock)
+            stack.loop.add_reader(sock.fileno(), self._readable, session)
+            if self._timer is None:
+                self._timer = stack.loop.call_at(self.table.next_deadline() or now, self._expire)
+        else:
+            self.table.touch(key, now)
+        pending = session.pending
+        pending.pop(request.sequence, None)
+        pending[request.sequence] = request
+        while len(pending) > self.max_pending:
+            del pending[next(iter(pending))]
+        try:
+            # The TTL the client chose goes on with the request, so traceroute -I sees each hop.
+            session.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, max(request.ttl, 1))
+            # The kernel fills in the identifier (the socket's "port") and the checksum.
+            session.sock.sendto(
+                build_icmp(ICMP_ECHO_REQUEST, 0, 0, request.sequence, request.payload),
+                (request.destination, 0),
+            )
+        except OSError:
+            counters["forwarder.icmp.relay-send-errors"] += 1
+            pending.pop(request.sequence, None)
+            return
+        counters["forwarder.icmp.relayed"] += 1
+
+    def _readable(self, session: _PingSession) -> None:
+        counters = self.stack.counters
+        sock = session.sock
+        for _ in range(64):  # a batch per wakeup; the loop calls again while data is left
+            try:
+                data, ancillary, _flags, _addr = sock.recvmsg(2048, 512, MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                counters["forwarder.icmp.relay-errors"] += 1
+                break
+            self._kernel_error(session, data, ancillary)
+        for _ in range(64):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # The socket's pending error, reported once after its IP_RECVERR entry was read.
+                counters["forwarder.icmp.relay-errors"] += 1
+                continue
+            if len(data) < _ECHO.size:
+                counters["forwarder.icmp.dropped.relay-short"] += 1
+                continue
+            icmp_type, _code, _csum, _ident, sequence = _ECHO.unpack_from(data)
+            request = session.pending.pop(sequence, None)
+            if icmp_type != ICMP_ECHO_REPLY or request is None:
+                counters["forwarder.icmp.dropped.relay-unexpected"] += 1
+                continue
+            if addr[0] != request.destination:
+                counters["forwarder.icmp.dropped.relay-unexpected"] += 1
+                continue
+            request.reply(data[_ECHO.size :])
+
+    def _kernel_error(
+        self, session: _PingSession, data: bytes, ancillary: list[tuple[int, int, bytes]]
+    ) -> None:
+        """An ICMP error the kernel queued for one of our requests (IP_RECVERR, ip(7))."""
+        counters = self.stack.counters
+        for level, kind, value in ancillary:
+            if level != socket.IPPROTO_IP or kind != IP_RECVERR or len(value) < _EXTENDED_ERR.size + 8:
+                continue
+            _errno, origin, icmp_type, code, _pad, info, _data = _EXTENDED_ERR.unpack_from(value)
+            if origin != SO_EE_ORIGIN_ICMP or len(data) < _ECHO.size:
+                counters["forwarder.icmp.dropped.relay-local-error"] += 1
+                continue
+            # SO_EE_OFFENDER: the sockaddr_in right after the struct says which router answered.
+            offender = socket.inet_ntoa(value[_EXTENDED_ERR.size + 4 : _EXTENDED_ERR.size + 8])
+            sequence = _ECHO.unpack_from(data)[4]
+            request = session.pending.pop(sequence, None)
+            if request is None or icmp_type not in (ICMP_TIME_EXCEEDED, ICMP_DEST_UNREACHABLE):
+                counters["forwarder.icmp.dropped.relay-unexpected"] += 1
+                continue
+            request.error(icmp_type, code, offender, info if icmp_type == ICMP_DEST_UNREACHABLE else 0)
+
+    def _expire(self) -> None:
+        self._timer = None
+        loop = self.stack.loop
+        for key in self.table.expire(loop.time()):
+            self._close_session(key)
+        deadline = self.table.next_deadline()
+        if deadline is not None:
+            self._timer = loop.call_at(deadline, self._expire)
+
+    def _close_session(self, key: tuple[str, int]) -> None:
+        session = self.sessions.pop(key, None)
+        if session is not None:
+            self.stack.loop.remove_reader(session.sock.fileno())
+            session.sock.close()
+            self.stack.counters["forwarder.icmp.relay-expired"] += 1
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for key in list(self.sessions):
+            self.table.remove(key)
+            self._close_session(key)
