@@ -45,6 +45,7 @@ class TimeWait:
         "snd_wl2",
         "snd_wscale",
         "time_wait_at",
+        "trace",
         "ts_offset",
         "ts_ok",
         "ts_recent",
@@ -80,6 +81,7 @@ class TimeWait:
         self.config = conn.config  # (shared) time_wait, invalid_ratelimit
         self.time_wait_at: float | None = conn.time_wait_at
         self.extended = False  # the deadline moved since the layer queued the record
+        self.trace = conn.trace  # Stack.trace() sets it on every table entry; a record traces nothing
 
     def next_deadline(self) -> float | None:
         return self.time_wait_at
