@@ -20,6 +20,7 @@ from tcpscript import TcpScript
 
 import aionetstack
 from aionetstack.link import pipe
+from aionetstack.observe.sockets import collect
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.connection import TcpConnection, TcpState
 from aionetstack.transport.tcp.timewait import TimeWait
@@ -195,6 +196,11 @@ async def test_records_expire_after_2msl_on_one_timer() -> None:
         table = server.tcp.connections
         assert len(table) == 50 and all(type(c) is TimeWait for c in table.values())
         assert all(c.next_deadline() == c.time_wait_at for c in table.values())
+        # ss shows them as Linux's ss shows timewait sockets: empty queues, no tcp_info.
+        rows = [i for i in collect(server) if i.remote is not None]
+        assert len(rows) == 50 and {(i.state, i.recv_q, i.send_q, i.tcp) for i in rows} == {
+            ("TIME_WAIT", 0, 0, None)
+        }
         await asyncio.sleep(60.0 - 5.0)
         assert 0 < len(table) < 50  # the first ones went at their own 2 MSL, the last still wait
         await asyncio.sleep(6.0)
