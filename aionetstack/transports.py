@@ -311,8 +311,11 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
             self._arm(deadline)
         if self._socket is not None:
             self._socket.sync_readable()
-        if conn.state == _CLOSED or conn.state == _TIME_WAIT:
-            self._layer.after_events(conn)
+        state = conn.state
+        if state == _CLOSED or state == _TIME_WAIT:
+            # CLOSED leaves the table; TIME_WAIT is counted, and becomes a record once the
+            # application has had every byte and the EOF (a half-closed reader may be behind).
+            self._layer.after_events(conn, ready=self._lost or not self._eof_pending)
 
     def _arm(self, deadline: float) -> None:
         # One handle per connection, re-armed only when a deadline moves earlier (DESIGN.md).
@@ -459,6 +462,7 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         if self._socket is not None:
             self._socket.release()  # as asyncio closes the socket here: fileno() is -1 after
+            self._socket = None  # (it holds this transport: as asyncio's _sock = None, no cycle)
         protocol = self._protocol
         # As asyncio: a protocol whose connection never came up (a failed or cancelled connect)
         # gets no connection_lost without a connection_made before it.
@@ -467,6 +471,9 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
                 protocol.connection_lost(exc)
             except BaseException as error:
                 self._stack.report_callback_error("connection_lost", error, protocol)
+        # As asyncio's _call_connection_lost: let go of the protocol, which usually holds this
+        # transport, so the pair is freed by reference counting rather than by a gc pass.
+        self._protocol = None
 
     def network_error(self, exc: OSError) -> None:
         """ARP failed for one of our segments: the host is unreachable (RFC 1122 §4.2.3.9)."""
@@ -650,6 +657,8 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
             return conn.info()
         if name == "socket":
             if self._socket is None:
+                if self._lost:
+                    return TcpSocketOptions(self)  # closed (fileno() -1): not kept, or a cycle
                 self._socket = TcpSocketOptions(self)
             return self._socket
         if name == "stack":
@@ -802,6 +811,10 @@ async def create_connection(
             await ssl_waiter
     except BaseException:
         transport.abort()
+        # The exception's traceback holds this frame, which holds the transport: the transport and
+        # its connection let go of the exception, or the three form a cycle only the gc frees.
+        transport._waiter = None
+        conn.error = None
         raise
     if ssl_waiter is not None:
         return protocol._app_transport, app_protocol  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from aionetstack.transport.tcp.timewait import TimeWait
 from aionetstack.wire.ipv4 import format_ip
 
 if TYPE_CHECKING:
@@ -180,6 +181,15 @@ def collect(stack: Stack) -> list[SocketInfo]:
             )
         )
     for conn in list(tcp.connections.values()):
+        if isinstance(conn, TimeWait):
+            # A compact TIME-WAIT record: as Linux's ss shows a timewait socket, empty queues and
+            # no tcp_info (nothing of the connection is kept).
+            local, remote = (
+                (format_ip(conn.local_ip), conn.local_port),
+                (format_ip(conn.remote_ip), conn.remote_port),
+            )
+            out.append(SocketInfo("tcp", "TIME_WAIT", local, remote, 0, 0))
+            continue
         out.append(
             SocketInfo(
                 "tcp",

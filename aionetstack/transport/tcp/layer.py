@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import errno
 import hashlib
 import os
@@ -19,6 +20,7 @@ from aionetstack.transport.tcp.connection import (
 from aionetstack.transport.tcp.isn import IsnGenerator
 from aionetstack.transport.tcp.seq import MASK
 from aionetstack.transport.tcp.syncookie import SynCookies
+from aionetstack.transport.tcp.timewait import TimeWait
 from aionetstack.wire import Buffer
 from aionetstack.wire.checksum import internet_checksum, ones_complement_sum, pseudo_header_sum
 from aionetstack.wire.icmp import (
@@ -32,6 +34,8 @@ from aionetstack.wire.ipv4 import PROTO_TCP, Ipv4Header
 from aionetstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment, parse_tcp
 
 if TYPE_CHECKING:
+    import asyncio
+
     from aionetstack.link.endpoint import LinkEndpoint
     from aionetstack.network.interface import Interface
     from aionetstack.observe.trace import Tracer
@@ -63,7 +67,7 @@ class TcpLayer:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.counters = stack.counters
-        self.connections: dict[Key, TcpConnection] = {}
+        self.connections: dict[Key, TcpConnection | TimeWait] = {}
         self.listeners: dict[tuple[bytes, int], TcpListener] = {}
         self.isn = IsnGenerator()
         self.cookies = SynCookies()
@@ -82,12 +86,16 @@ class TcpLayer:
         # Orphans (closed by their application, not yet CLOSED nor in TIME-WAIT), oldest first,
         # and connections in TIME-WAIT: each capped (Linux's tcp_max_orphans, tcp_max_tw_buckets).
         self.orphans: dict[TcpConnection, None] = {}
-        self.time_wait: dict[TcpConnection, None] = {}
+        self.time_wait: dict[TcpConnection | TimeWait, None] = {}
         self.connections_made = 0  # numbers connections: each one's congestion-control seed
         self._dirty: dict[TcpConnection, None] = {}  # connections with input to hand up / output to send
         self._in_batch = False
         self._waiting_for_link: dict[TcpConnection, None] = {}
         self.trace: Tracer | None = None  # Stack.trace(): one record per segment and congestion event
+        # TIME-WAIT records in the order they entered it (their deadlines, mostly), and the one
+        # timer that expires them: no handle per record. (self.time_wait counts them, capped.)
+        self._time_waits: collections.deque[TimeWait] = collections.deque()
+        self._time_wait_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ demultiplexing
 
@@ -163,6 +171,9 @@ class TcpLayer:
                 self._forget(conn)
                 self._listener_input(iface, header, seg, key, now)
                 return
+            if isinstance(conn, TimeWait):
+                self._time_wait_input(conn, seg, now)
+                return
             conn.receive(seg, now)
             if self.trace is not None:
                 self.trace.received(conn, seg, now)
@@ -172,7 +183,29 @@ class TcpLayer:
             return
         self._listener_input(iface, header, seg, key, now)
 
-    def _time_wait_reusable(self, conn: TcpConnection, seg: TcpSegment) -> bool:
+    def _time_wait_input(self, record: TimeWait, seg: TcpSegment, now: float) -> None:
+        df = self.dont_fragment(record.remote_ip)
+        for seq, ack, flags, window, options, payload in record.receive(
+            seg, now, self.challenge, self.counters
+        ):
+            self._send(
+                record.local_ip,
+                record.local_port,
+                record.remote_ip,
+                record.remote_port,
+                seq,
+                ack,
+                flags,
+                window,
+                options,
+                payload,
+                None,
+                df,
+            )
+        if record.time_wait_at is None:
+            self._forget(record)  # CLOSED: an exact reset, or data after close
+
+    def _time_wait_reusable(self, conn: TcpConnection | TimeWait, seg: TcpSegment) -> bool:
         """RFC 6191 §2: with timestamps, a higher TSval; without, a sequence number past RCV.NXT."""
         if conn.ts_ok and seg.timestamp is not None:
             return 0 < ((seg.timestamp[0] - conn.ts_recent) & MASK) < 0x80000000
@@ -505,21 +538,65 @@ class TcpLayer:
         elif mtu == _NO_PMTU + 40:
             self.counters["tcp.pmtu-expired"] += 1
 
-    def after_events(self, conn: TcpConnection) -> None:
-        """Drop a connection that reached CLOSED from the table; account for one in TIME-WAIT."""
+    def after_events(self, conn: TcpConnection, ready: bool = True) -> None:
+        """Drop a connection that reached CLOSED from the table; account for one in TIME-WAIT, and
+        replace it by a record once nothing is left for it to send or its application to read."""
         state = conn.state
         if state == _CLOSED:
             self._forget(conn)
-        elif state == _TIME_WAIT and conn not in self.time_wait:
-            self.orphans.pop(conn, None)  # Linux counts TIME-WAIT apart from orphans
-            if len(self.time_wait) >= self.stack.tcp_config.max_time_wait:
-                # Linux's tcp_max_tw_buckets: past it, close at once instead of waiting 2 MSL
-                # (RFC 9293 §3.10.7.4's TIME-WAIT only guards against old duplicates).
-                self.counters["tcp.time-wait-overflows"] += 1
-                conn.abort(self.stack.loop.time())  # RFC 9293 §3.10.5: in TIME-WAIT, no RST
-                self._forget(conn)
+        elif state == _TIME_WAIT:
+            if conn not in self.time_wait:
+                self.orphans.pop(conn, None)  # Linux counts TIME-WAIT apart from orphans
+                if len(self.time_wait) >= self.stack.tcp_config.max_time_wait:
+                    # Linux's tcp_max_tw_buckets: past it, close at once instead of waiting 2 MSL
+                    # (RFC 9293 §3.10.7.4's TIME-WAIT only guards against old duplicates).
+                    self.counters["tcp.time-wait-overflows"] += 1
+                    conn.abort(self.stack.loop.time())  # RFC 9293 §3.10.5: in TIME-WAIT, no RST
+                    self._forget(conn)
+                    return
+                self.time_wait[conn] = None
+            if ready and not conn.outbox and not conn.ack_now and not conn.received_bytes:
+                self._enter_time_wait(conn)
+
+    def _enter_time_wait(self, conn: TcpConnection) -> None:
+        """Keep only what TIME-WAIT needs (Linux's inet_timewait_sock): the connection, its buffers
+        and its shell are let go and freed by reference counting; the application was told."""
+        key = (conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)
+        if self.connections.get(key) is not conn or conn.time_wait_at is None:
+            return
+        record = TimeWait(conn)
+        self._forget(conn)
+        self.connections[key] = record
+        self.time_wait[record] = None
+        self._time_waits.append(record)
+        if self._time_wait_timer is None:
+            self._arm_time_wait(record.time_wait_at)  # type: ignore[arg-type]
+
+    def _arm_time_wait(self, deadline: float) -> None:
+        self._time_wait_timer = self.stack.loop.call_at(deadline, self._expire_time_waits)
+
+    def _expire_time_waits(self) -> None:
+        """RFC 9293 §3.10.8: the TIME-WAIT timeout deletes the TCB."""
+        self._time_wait_timer = None
+        now = self.stack.loop.time()
+        queue = self._time_waits
+        while queue:
+            record = queue[0]
+            deadline = record.time_wait_at
+            if deadline is None:  # ended early (reset, reuse, close_all)
+                queue.popleft()
+            elif deadline <= now:
+                queue.popleft()
+                self._forget(record)
+            elif record.extended:
+                # A retransmitted FIN restarted its 2 MSL: to the back, behind later deadlines, so
+                # it never holds up those queued after it.
+                record.extended = False
+                queue.popleft()
+                queue.append(record)
+            else:
+                self._arm_time_wait(deadline)
                 return
-            self.time_wait[conn] = None
 
     def orphaned(self, conn: TcpConnection, now: float) -> None:
         """The application closed ``conn``: while it still runs it is an orphan, and the number of
@@ -538,21 +615,28 @@ class TcpLayer:
             self.transmit(oldest)
             self._dirty[oldest] = None  # handed up and forgotten in the next flush
 
-    def _forget(self, conn: TcpConnection) -> None:
-        self.orphans.pop(conn, None)
+    def _forget(self, conn: TcpConnection | TimeWait) -> None:
         self.time_wait.pop(conn, None)
         key = (conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)
         if self.connections.get(key) is conn:
             del self.connections[key]
+        if isinstance(conn, TimeWait):
+            conn.time_wait_at = None  # its queue entry is skipped when it comes up
+            return
+        self.orphans.pop(conn, None)
         if self.trace is not None:
             self.trace.forget(conn)
         shell = conn.user_data
         if shell is not None:
+            # The shell keeps its connection (for the application's later calls); the connection
+            # lets go of the shell, so the pair is freed by reference counting, not by a gc pass.
+            conn.user_data = None
             shell.forget()  # type: ignore[attr-defined]
 
     def link_resumed(self, link: LinkEndpoint) -> None:
         for conn in list(self.connections.values()):
-            self._dirty[conn] = None
+            if not isinstance(conn, TimeWait):
+                self._dirty[conn] = None
         self.stack.schedule_output()
 
     # ------------------------------------------------------------------ ICMP
@@ -574,6 +658,9 @@ class TcpLayer:
         conn = self.connections.get((source, sport, destination, dport))
         counters = self.counters
         if conn is None:
+            return
+        if isinstance(conn, TimeWait):
+            self._time_wait_icmp_error(conn, icmp_type, code, buf, ports_at, end)
             return
         frag_needed = icmp_type == ICMP_DEST_UNREACHABLE and code == UNREACH_FRAGMENTATION_NEEDED
         # RFC 5927 §4.1: the quoted sequence number must lie in the window of data we sent. A quote
@@ -608,6 +695,28 @@ class TcpLayer:
         else:
             counters["tcp.icmp-soft-errors"] += 1
         self.mark(conn)
+
+    def _time_wait_icmp_error(
+        self, record: TimeWait, icmp_type: int, code: int, buf: Buffer, ports_at: int, end: int
+    ) -> None:
+        """An ICMP error for a TIME-WAIT record, counted as for the connection: nothing is in
+        flight, so only SND.UNA itself passes RFC 5927 §4.1, and in a synchronised state every
+        error is soft (RFC 5927 §5.2): TIME-WAIT goes on. (A "too big" for its one ACK is not
+        carried into the path MTU cache, as the connection would: no segment of ours needs it.)"""
+        counters = self.counters
+        if ports_at + 8 > end:
+            counters["tcp.icmp-short-quote"] += 1
+            return
+        if struct.unpack_from("!I", buf, ports_at + 4)[0] != record.snd_nxt & MASK:
+            counters["tcp.icmp-out-of-window"] += 1
+            return
+        counters["tcp.icmp-errors"] += 1
+        if icmp_type == ICMP_DEST_UNREACHABLE and code == UNREACH_FRAGMENTATION_NEEDED:
+            return
+        if icmp_type not in (ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED, _ICMP_PARAMETER_PROBLEM):
+            counters["tcp.icmp-ignored"] += 1
+            return
+        counters["tcp.icmp-soft-errors"] += 1
 
     def _fragmentation_needed(
         self, conn: TcpConnection, mtu: int, buf: Buffer, ports_at: int, end: int
@@ -649,6 +758,8 @@ class TcpLayer:
         for listener in list(self.listeners.values()):
             listener.close()
         for conn in list(self.connections.values()):
+            if isinstance(conn, TimeWait):
+                continue
             if conn.state not in (_CLOSED, _TIME_WAIT):
                 conn.abort(now)
                 if conn.error is None and conn.user_data is not None:
@@ -658,6 +769,10 @@ class TcpLayer:
         self.flush_pending()
         for conn in list(self.connections.values()):
             self._forget(conn)
+        self._time_waits.clear()
+        if self._time_wait_timer is not None:
+            self._time_wait_timer.cancel()
+            self._time_wait_timer = None
 
     def statistics(self) -> dict[str, int]:
         states: dict[str, int] = {}

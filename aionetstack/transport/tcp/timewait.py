@@ -1,0 +1,201 @@
+"""TIME-WAIT as a compact record (Linux's ``inet_timewait_sock``).
+
+A connection that reaches TIME-WAIT has nothing left to send or deliver; what the state must still do
+(RFC 9293 §3.10.7.4, RFC 7323 §5.3, RFC 5961, RFC 6191) needs the 4-tuple, the two sequence numbers,
+the advertised window, the timestamp state and the deadline. The layer replaces the whole connection
+(buffers, scoreboard, congestion control: several KB) by this record, which answers exactly as the
+connection did in TIME-WAIT and is freed by reference counting when it ends.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aionetstack.transport.tcp.connection import TcpState
+from aionetstack.transport.tcp.seq import MASK, unwrap
+from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp_options
+
+if TYPE_CHECKING:
+    from aionetstack.transport.tcp.connection import ChallengeAckLimiter, CounterSink, TcpConnection
+
+__all__ = ["Outgoing", "TimeWait"]
+
+#: (seq, ack, flags, window, options, payload): a connection's outbox entry.
+Outgoing = tuple[int, int, int, int, bytes, bytes]
+
+
+class TimeWait:
+    """What is left of a connection in TIME-WAIT. Sequence numbers stay unwrapped, as the connection's."""
+
+    __slots__ = (
+        "app_closed",
+        "config",
+        "extended",
+        "last_oow_ack_at",
+        "local_ip",
+        "local_port",
+        "max_snd_wnd",
+        "rcv_adv",
+        "rcv_nxt",
+        "remote_ip",
+        "remote_port",
+        "sack_ok",
+        "snd_nxt",
+        "snd_wl1",
+        "snd_wl2",
+        "snd_wscale",
+        "time_wait_at",
+        "trace",
+        "ts_offset",
+        "ts_ok",
+        "ts_recent",
+        "window",
+    )
+
+    state = TcpState.TIME_WAIT  # as the connection's, for the layer's statistics and reuse check
+    user_data = None  # no shell: the application was told when the connection left
+
+    def __init__(self, conn: TcpConnection) -> None:
+        self.local_ip = conn.local_ip
+        self.local_port = conn.local_port
+        self.remote_ip = conn.remote_ip
+        self.remote_port = conn.remote_port
+        # Everything we sent, our FIN included, is acknowledged in TIME-WAIT: SND.UNA = SND.MAX,
+        # the sequence number of every ACK we still send (TcpConnection._ack_seq).
+        self.snd_nxt = conn.snd_max
+        self.rcv_nxt = conn.rcv_nxt
+        # The window field the connection would send next; RCV.ADV as it leaves it (constant from
+        # here on: no data is taken in TIME-WAIT, RFC 9293 §3.10.7.4 seventh step).
+        self.window = conn._window()
+        self.rcv_adv = conn.rcv_adv
+        self.max_snd_wnd = conn.max_snd_wnd
+        self.snd_wl1 = conn.snd_wl1
+        self.snd_wl2 = conn.snd_wl2
+        self.snd_wscale = conn.snd_wscale
+        self.ts_ok = conn.ts_ok
+        self.ts_recent = conn.ts_recent
+        self.ts_offset = conn.ts_offset
+        self.sack_ok = conn.sack_ok
+        self.app_closed = conn.app_closed
+        self.last_oow_ack_at = conn.last_oow_ack_at
+        self.config = conn.config  # (shared) time_wait, invalid_ratelimit
+        self.time_wait_at: float | None = conn.time_wait_at
+        self.extended = False  # the deadline moved since the layer queued the record
+        self.trace = conn.trace  # Stack.trace() sets it on every table entry; a record traces nothing
+
+    def next_deadline(self) -> float | None:
+        return self.time_wait_at
+
+    def _ack(self, now: float, dsack: tuple[int, int] | None = None) -> Outgoing:
+        """The ACK the connection sends from TIME-WAIT (TcpConnection._ack_options and _emit)."""
+        ts = (((int(now * 1000) + self.ts_offset) & MASK), self.ts_recent) if self.ts_ok else None
+        blocks = ((dsack[0] & MASK, dsack[1] & MASK),) if dsack is not None else ()
+        options = build_tcp_options(timestamp=ts, sack_blocks=blocks) if ts is not None or blocks else b""
+        return (self.snd_nxt & MASK, self.rcv_nxt & MASK, ACK, self.window, options, b"")
+
+    def _dupack(
+        self, now: float, seg: TcpSegment, counters: CounterSink, dsack: tuple[int, int] | None = None
+    ) -> list[Outgoing]:
+        # As TcpConnection._dupack: a pure ACK or a SYN is answered at most once per
+        # invalid_ratelimit (Linux's tcp_oow_rate_limited); data or a FIN always.
+        if seg.flags & SYN or not (seg.payload or seg.flags & FIN):
+            if now - self.last_oow_ack_at < self.config.invalid_ratelimit:
+                counters["tcp.out-of-window-acks-limited"] += 1
+                return []
+            self.last_oow_ack_at = now
+        return [self._ack(now, dsack)]
+
+    def _challenge_ack(
+        self, now: float, limiter: ChallengeAckLimiter, counters: CounterSink
+    ) -> list[Outgoing]:
+        """RFC 5961 §3.2/§4.2/§5.2: an ACK, within the per-connection then the stack's limit (§7)."""
+        if now - self.last_oow_ack_at < self.config.invalid_ratelimit:
+            counters["tcp.challenge-acks-limited-per-connection"] += 1
+            return []
+        self.last_oow_ack_at = now
+        return [self._ack(now)] if limiter.allow(now) else []
+
+    def receive(
+        self, seg: TcpSegment, now: float, limiter: ChallengeAckLimiter, counters: CounterSink
+    ) -> list[Outgoing]:
+        """SEGMENT ARRIVES in TIME-WAIT (RFC 9293 §3.10.7.4); ``time_wait_at`` None means CLOSED."""
+        flags = seg.flags
+        rcv_nxt = self.rcv_nxt
+        seq = unwrap(seg.seq, rcv_nxt)
+        length = len(seg.payload)
+        ts = seg.timestamp
+        # RFC 7323 §5.3 PAWS: a segment whose TSval is older than TS.Recent is a stale duplicate.
+        if (
+            self.ts_ok
+            and ts is not None
+            and not flags & RST
+            and self.ts_recent
+            and 0 < ((self.ts_recent - ts[0]) & MASK) < 0x80000000
+        ):
+            return self._dupack(now, seg, counters)
+        # First: the acceptability test.
+        window = self.rcv_adv - rcv_nxt
+        if window < 0:
+            window = 0
+        seg_len = length + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        if seg_len == 0:
+            acceptable = (seq == rcv_nxt) if window == 0 else (rcv_nxt <= seq < rcv_nxt + window)
+        elif window == 0:
+            acceptable = False
+        else:
+            acceptable = (rcv_nxt <= seq < rcv_nxt + window) or (
+                rcv_nxt <= seq + seg_len - 1 < rcv_nxt + window
+            )
+        if not acceptable:
+            if flags & RST:
+                return []
+            if flags & FIN:
+                self._restart(now)  # RFC 9293 §3.10.7.4: a retransmitted FIN restarts 2 MSL
+            # RFC 2883 §4: a duplicate below RCV.NXT is reported in a D-SACK block.
+            dsack = (seq, seq + length) if seq < rcv_nxt and length and self.sack_ok else None
+            return self._dupack(now, seg, counters, dsack)
+        # Second: RST. RFC 9293 §3.10.7.4 (as Linux with tcp_rfc1337=0): an exact reset ends
+        # TIME-WAIT; RFC 5961 §3.2: any other in the window is challenged.
+        if flags & RST:
+            if seq != rcv_nxt:
+                return self._challenge_ack(now, limiter, counters)
+            self.time_wait_at = None
+            return []
+        # Fourth: a SYN in a synchronised state (RFC 5961 §4); one that may reopen the 4-tuple
+        # (RFC 6191) was taken by the layer before this.
+        if flags & SYN:
+            return self._challenge_ack(now, limiter, counters)
+        # Fifth: the ACK field.
+        if not flags & ACK:
+            return []
+        snd_nxt = self.snd_nxt
+        ack = unwrap(seg.ack, snd_nxt)
+        # RFC 5961 §5.2: an ACK outside [SND.UNA - MAX.SND.WND, SND.MAX] is challenged and dropped.
+        if ack > snd_nxt or ack < snd_nxt - self.max_snd_wnd:
+            return self._challenge_ack(now, limiter, counters)
+        # RFC 7323 §4.3: TS.Recent from a segment covering the last ACK we sent (RCV.NXT here).
+        if ts is not None and self.ts_ok and seq <= rcv_nxt:
+            self.ts_recent = ts[0]
+        # RFC 9293 §3.10.7.4: the send window from a newer segment; only its maximum still matters.
+        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            scaled = seg.window << self.snd_wscale
+            if scaled > self.max_snd_wnd:
+                self.max_snd_wnd = scaled
+        # Seventh: text. RFC 1122 §4.2.2.13: data after CLOSE gets a reset.
+        if length and self.app_closed:
+            self.time_wait_at = None
+            return [(snd_nxt & MASK, 0, RST, 0, b"", b"")]
+        # Eighth: FIN. RFC 9293 §3.10.7.4: TIME-WAIT acknowledges it and restarts the 2 MSL timeout.
+        if flags & FIN:
+            self._restart(now)
+            return [self._ack(now)]
+        return []
+
+    def _restart(self, now: float) -> None:
+        self.time_wait_at = now + self.config.time_wait
+        self.extended = True
+
+    def __repr__(self) -> str:
+        return f"<TimeWait {self.local_port} -> {self.remote_port} until {self.time_wait_at}>"
