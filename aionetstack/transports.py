@@ -797,7 +797,8 @@ async def create_connection(
             ssl_waiter,
             server_side=False,
             server_hostname=server_hostname or None,
-            ssl_handshake_timeout=ssl_handshake_timeout,
+            # typeshed says int; CPython takes any number of seconds, as asyncio's own calls pass
+            ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
     conn = stack.tcp.connect(local_ip, local_port, remote, loop.time())

@@ -202,13 +202,13 @@ def collect(stack: Stack) -> list[SocketInfo]:
             )
         )
     for (address, port), endpoint in sorted(stack.udp.endpoints.items()):
-        remote = endpoint.remote
+        peer = endpoint.remote
         out.append(
             SocketInfo(
                 "udp",
-                "UNCONN" if remote is None else "ESTABLISHED",
+                "UNCONN" if peer is None else "ESTABLISHED",
                 (format_ip(address), port),
-                None if remote is None else (format_ip(remote[0]), remote[1]),
+                None if peer is None else (format_ip(peer[0]), peer[1]),
                 0,  # a datagram is handed to the protocol at once: nothing waits in a queue
                 endpoint.get_write_buffer_size(),
             )

@@ -491,9 +491,10 @@ class TcpConnection:
         config = self.config
         if syn.mss is not None:
             self.peer_mss = max(syn.mss, 64)
-        self.ws_ok = config.window_scaling and syn.wscale is not None
-        if self.ws_ok:
-            self.snd_wscale = min(syn.wscale, 14)  # type: ignore[type-var]  # RFC 7323 §2.3: at most 14
+        wscale = syn.wscale
+        self.ws_ok = config.window_scaling and wscale is not None
+        if config.window_scaling and wscale is not None:
+            self.snd_wscale = min(wscale, 14)  # RFC 7323 §2.3: at most 14
         else:
             self.rcv_wscale = 0
         self.ts_ok = config.timestamps and syn.timestamp is not None

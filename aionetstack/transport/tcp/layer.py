@@ -7,7 +7,7 @@ import errno
 import hashlib
 import os
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from aionetstack.errors import MalformedPacket
 from aionetstack.network.pmtu import MIN_PMTU, next_lower_plateau
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from aionetstack.link.endpoint import LinkEndpoint
     from aionetstack.network.interface import Interface
+    from aionetstack.network.ipv4 import PacketOwner
     from aionetstack.observe.trace import Tracer
     from aionetstack.stack import Stack
     from aionetstack.transport.tcp.listener import TcpListener
@@ -289,7 +290,7 @@ class TcpLayer:
         window: int,
         options: bytes,
         payload: Buffer,
-        owner: object = None,
+        owner: PacketOwner | None = None,
         dont_fragment: bool = False,
     ) -> None:
         ip = self.stack.ip
@@ -331,7 +332,7 @@ class TcpLayer:
             return
         conn.outbox = []
         src, sport, dst, dport = conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port
-        owner = conn.user_data
+        owner = cast("PacketOwner | None", conn.user_data)  # the shell: TcpTransport.network_error
         stack = self.stack
         df = self.dont_fragment(dst)
         if self.trace is not None:
@@ -371,7 +372,7 @@ class TcpLayer:
         sport: int,
         dst: bytes,
         dport: int,
-        owner: object,
+        owner: PacketOwner | None,
         df: bool,
         path: tuple[Interface, bytes],
     ) -> None:
