@@ -81,7 +81,8 @@ def _probability(text: str) -> float:
     except ValueError:
         raise ValueError(f"{text!r} is not a probability like 0.01 or 1%") from None
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"loss {text} must be at least 0 and below 1 (100%)")
+        hint = f"; for {raw} percent write {raw}%" if not raw.endswith("%") and 1.0 <= value < 100.0 else ""
+        raise ValueError(f"loss {text} must be at least 0 and below 1 (100%){hint}")
     return value
 
 
