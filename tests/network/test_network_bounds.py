@@ -16,7 +16,7 @@ import asyncio
 import gc
 import struct
 import tracemalloc
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -29,16 +29,6 @@ from aionetstack.wire import Buffer
 from aionetstack.wire.ethernet import ETHERTYPE_IPV4, build_ethernet
 
 VICTIM = bytes([10, 0, 0, 2])
-
-
-@pytest.fixture
-async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
-    errors: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    yield errors
-    loop.set_exception_handler(None)
-    assert errors == []
 
 
 class Growth:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import struct
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -30,17 +29,6 @@ from aionetstack.wire.ipv4 import PROTO_TCP, PROTO_UDP, parse_ipv4
 VICTIM = ip("10.0.0.2")
 GATEWAY = ip("10.0.0.254")
 PROBER = ip("198.51.100.7")
-
-
-@pytest.fixture
-async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
-    """Fail the test if anything reaches the loop's exception handler."""
-    errors: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    yield errors
-    loop.set_exception_handler(None)
-    assert errors == []
 
 
 # ------------------------------------------------------------------------------- the generator

@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import random
 import statistics
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import pytest
 
 from aionetstack import Stack, StackOptions
 from aionetstack.link import PipeEndpoint, pipe
@@ -33,16 +31,6 @@ from aionetstack.wire.tcp import SYN, build_tcp
 
 VICTIM_OUTSIDE = bytes([10, 0, 0, 2])
 GATEWAY = bytes([10, 0, 0, 254])
-
-
-@pytest.fixture
-async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
-    errors: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    yield errors
-    loop.set_exception_handler(None)
-    assert errors == []
 
 
 class Gateway:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import struct
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -61,17 +61,6 @@ class Recording(LinkWrapper):
 
 def ip(text: str) -> bytes:
     return bytes(int(x) for x in text.split("."))
-
-
-@pytest.fixture
-async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
-    """Fail the test if anything reaches the loop's exception handler."""
-    errors: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    yield errors
-    loop.set_exception_handler(None)
-    assert errors == []
 
 
 async def settle(*stacks: Stack, rounds: int = 20) -> None:

@@ -15,7 +15,7 @@ import asyncio
 import errno
 import logging
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,16 +29,6 @@ from aionetstack.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 VICTIM = bytes([10, 0, 0, 2])
 NO_ROUTE = bytes([203, 0, 113, 9])  # the victim has no default route
 SILENT = bytes([10, 0, 0, 77])  # on the victim's link, never answers ARP
-
-
-@pytest.fixture
-async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
-    errors: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    yield errors
-    loop.set_exception_handler(None)
-    assert errors == []
 
 
 def packet(source: bytes, protocol: int, body: bytes, *, flags_offset: int = 0) -> bytes:

@@ -12,7 +12,6 @@ import errno
 import hashlib
 import random
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -47,16 +46,6 @@ def drops(stack: Stack) -> dict[str, int]:
 
     walk(stack.statistics(), "")
     return out
-
-
-@pytest.fixture
-async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
-    errors: list[dict[str, Any]] = []
-    loop = asyncio.get_running_loop()
-    loop.set_exception_handler(lambda _loop, context: errors.append(context))
-    yield errors
-    loop.set_exception_handler(None)
-    assert errors == []
 
 
 class Sink(asyncio.DatagramProtocol):
