@@ -1,7 +1,7 @@
 """The Stack: interfaces, routes, the inbound queues and their task, statistics, and the public calls.
 
 Frames wait in one queue per link and the network task drains them round-robin, at most
-``_WEIGHT`` frames from a link per turn and ``_BUDGET`` frames or ``_BUDGET_TIME`` seconds per
+``WEIGHT`` frames from a link per turn and ``BUDGET`` frames or ``BUDGET_TIME`` seconds per
 pass before output is flushed and the loop runs other work: Linux's NAPI polls each device queue
 with a weight of 64 inside a budget of 300 frames or 2 ms (``net.core.netdev_budget``,
 ``netdev_budget_usecs``) for the same reason, so a flooded interface costs the others one
@@ -25,16 +25,23 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from aionetstack import _validate
 from aionetstack.errors import MalformedPacket
+from aionetstack.inbound import (
+    BATCH_OVERHEAD,
+    BUDGET,
+    BUDGET_TIME,
+    FRAME_OVERHEAD,
+    WEIGHT,
+    LinkQueue,
+)
 from aionetstack.link.endpoint import LinkEndpoint, LinkKind
 from aionetstack.network.icmp import IcmpLayer
 from aionetstack.network.interface import Interface, LoopbackLink
 from aionetstack.network.ipv4 import Ipv4Layer, new_neighbour_cache
 from aionetstack.network.pmtu import PmtuCache
 from aionetstack.network.route import RouteTable
+from aionetstack.options import StackOptions
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.layer import TcpLayer
 from aionetstack.transport.udp import UdpLayer, UdpTransport, create_datagram_endpoint
@@ -55,37 +62,9 @@ __all__ = ["Stack", "StackOptions", "current_stack"]
 
 logger = logging.getLogger("aionetstack")
 
-#: Frames the network task takes from one link per turn (NAPI's default weight).
-_WEIGHT = 64
-#: Frames per pass over the ready links before output is flushed and the loop may run others
-#: (Linux's netdev_budget is 300)...
-_BUDGET = 256
-#: ...or this many seconds of work, whichever comes first (netdev_budget_usecs is 2,000): a pass
-#: of large frames stays short too, so other tasks (and other links' replies) are not kept waiting.
-_BUDGET_TIME = 0.002
-#: Bytes charged per queued frame besides its length: the ``bytes`` object's header and the slot
-#: that holds it (tracemalloc: about 42 on CPython 3.11, 64-bit), and per batch: its list and the
-#: queue's slot (about 70). Linux charges ``skb->truesize`` the same way.
-_FRAME_OVERHEAD = 64
-_BATCH_OVERHEAD = 128
 #: At most one log line per this many seconds for each kind of drop the log reports.
 _LOG_INTERVAL = 10.0
 _UNREACHABLE_ERRNOS = (errno.ENETUNREACH, errno.EHOSTUNREACH)
-
-
-class _LinkQueue:
-    """The frames one link delivered that the network task has not processed yet."""
-
-    __slots__ = ("batches", "frames", "link", "offset", "paused", "ready", "truesize")
-
-    def __init__(self, link: LinkEndpoint) -> None:
-        self.link = link
-        self.batches: deque[Sequence[Buffer]] = deque()
-        self.offset = 0  # frames of the first batch already processed
-        self.frames = 0  # frames waiting
-        self.truesize = 0  # what they are charged: lengths plus _FRAME/_BATCH_OVERHEAD
-        self.paused = False  # we asked the link to pause_reading()
-        self.ready = False  # in the stack's round-robin of links with frames
 
 
 _current: contextvars.ContextVar[Stack | None] = contextvars.ContextVar(
@@ -100,42 +79,6 @@ def current_stack() -> Stack:
         # A closed stack is never current, even if a context copied before its exit still names it.
         raise RuntimeError("no current aionetstack Stack: use 'async with stack:' or pass stack=")
     return stack
-
-
-@attrs.define(slots=True, on_setattr=_validate.checked_setattr(_validate.STACK_OPTIONS_BOUNDS))
-class StackOptions:
-    """Tunables of a :class:`Stack` (defaults follow Linux where it has one)."""
-
-    forwarding: bool = False
-    default_ttl: int = 64
-    inbound_queue_limit: int = 4096  #: frames queued from one link before the stack pauses it
-    #: Memory of the frames queued from one link (length plus per-frame overhead: truesize). Half
-    #: of it pauses the link; frames that would pass it are dropped (only a link that ignores the
-    #: pause gets there) and counted as ``link.dropped.queue-full``.
-    inbound_queue_bytes: int = 16 << 20
-    arp_reachable_time: float = 30.0
-    arp_retransmit_interval: float = 1.0
-    arp_max_probes: int = 3
-    arp_queue_limit: int = 64  #: packets waiting for one next hop's ARP reply (Linux unres_qlen)
-    #: Neighbour entries per interface (Linux gc_thresh3); about 520 bytes each when full.
-    arp_cache_size: int = 1024
-    #: Memory of all packets waiting for ARP on one interface: length plus per-packet overhead
-    #: (truesize); the oldest waiting packets are dropped, and counted, to stay within it.
-    arp_queue_bytes: int = 1 << 20
-    reassembly_timeout: float = 30.0
-    #: Memory of IPv4 datagrams under reassembly from one source, and in all: fragment data plus
-    #: per-fragment and per-datagram overhead (truesize, as Linux's ipfrag_high_thresh counts).
-    reassembly_bytes_per_source: int = 4 << 20
-    reassembly_bytes_total: int = 16 << 20
-    icmp_error_rate: float = 1000.0  #: tokens per second (RFC 1812 §4.3.2.8)
-    icmp_error_burst: int = 50
-    #: RFC 1191: TCP sends with DF set and learns the path MTU from ICMP "fragmentation needed"
-    #: (Linux ip_no_pmtu_disc = 0); False sends without DF and lets routers fragment.
-    path_mtu_discovery: bool = True
-    pmtu_timeout: float = 600.0  #: RFC 1191 §6.3: learnt path MTUs age out after ten minutes
-
-    def __attrs_post_init__(self) -> None:
-        _validate.stack_options(self)  # each field's type and range, naming the field
 
 
 class Stack:
@@ -167,8 +110,8 @@ class Stack:
         self.udp_forwarder: UdpForwarder | UdpSessionForwarder | None = None
         self.icmp_forwarder: IcmpForwarder | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queues: dict[LinkEndpoint, _LinkQueue] = {}  # one inbound queue per link
-        self._ready: deque[_LinkQueue] = deque()  # the queues with frames, in round-robin order
+        self._queues: dict[LinkEndpoint, LinkQueue] = {}  # one inbound queue per link
+        self._ready: deque[LinkQueue] = deque()  # the queues with frames, in round-robin order
         self._log_times: dict[str, float] = {}  # rate limit of log lines about drops, by kind
         self._log_suppressed: collections.Counter[str] = collections.Counter()
         self._wakeup: asyncio.Future[None] | None = None
@@ -502,17 +445,17 @@ class Stack:
         counters["link.frames-received"] += count
         queue = self._queues.get(link)
         if queue is None:
-            queue = self._queues[link] = _LinkQueue(link)
+            queue = self._queues[link] = LinkQueue(link)
         options = self.options
         limit = options.inbound_queue_bytes
-        size = _BATCH_OVERHEAD + count * _FRAME_OVERHEAD + sum(map(len, frames))
+        size = BATCH_OVERHEAD + count * FRAME_OVERHEAD + sum(map(len, frames))
         if queue.paused and queue.truesize + size > limit:
             # Delivered while paused and past the memory bound: keep what fits, drop the rest.
-            room = limit - queue.truesize - _BATCH_OVERHEAD
-            size = _BATCH_OVERHEAD
+            room = limit - queue.truesize - BATCH_OVERHEAD
+            size = BATCH_OVERHEAD
             keep = 0
             for frame in frames:
-                cost = _FRAME_OVERHEAD + len(frame)
+                cost = FRAME_OVERHEAD + len(frame)
                 if cost > room:
                     break
                 room -= cost
@@ -557,15 +500,15 @@ class Stack:
             if not ready:
                 self._wakeup = loop.create_future()
                 await self._wakeup
-            # One pass: each link with frames in turn, up to _WEIGHT frames each and _BUDGET in
+            # One pass: each link with frames in turn, up to WEIGHT frames each and BUDGET in
             # all (NAPI's round-robin), then transport follow-up and output flushed once.
-            budget = _BUDGET
-            until = loop.time() + _BUDGET_TIME
+            budget = BUDGET
+            until = loop.time() + BUDGET_TIME
             while ready and budget > 0:
-                if budget < _BUDGET and loop.time() >= until:
+                if budget < BUDGET and loop.time() >= until:
                     break
                 queue = ready.popleft()
-                budget -= self._poll_queue(queue, min(_WEIGHT, budget))
+                budget -= self._poll_queue(queue, min(WEIGHT, budget))
                 if queue.frames:
                     ready.append(queue)  # back of the line: the other links go first
                 else:
@@ -581,7 +524,7 @@ class Stack:
             if ready:
                 await asyncio.sleep(0)  # let applications run between large drains
 
-    def _poll_queue(self, queue: _LinkQueue, quota: int) -> int:
+    def _poll_queue(self, queue: LinkQueue, quota: int) -> int:
         """Process up to ``quota`` frames from ``queue``, oldest first; how many were processed."""
         done = 0
         batches = queue.batches
@@ -590,11 +533,11 @@ class Stack:
             start = queue.offset
             end = min(len(batch), start + quota - done)
             chunk = batch if start == 0 and end == len(batch) else batch[start:end]
-            size = (end - start) * _FRAME_OVERHEAD + sum(map(len, chunk))
+            size = (end - start) * FRAME_OVERHEAD + sum(map(len, chunk))
             if end == len(batch):
                 batches.popleft()
                 queue.offset = 0
-                size += _BATCH_OVERHEAD
+                size += BATCH_OVERHEAD
             else:
                 queue.offset = end
             queue.frames -= end - start
