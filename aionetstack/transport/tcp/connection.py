@@ -23,7 +23,7 @@ from aionetstack.transport.tcp.rate import DeliveryRateEstimator
 from aionetstack.transport.tcp.receiver import OutOfOrderQueue
 from aionetstack.transport.tcp.rtt import RttEstimator
 from aionetstack.transport.tcp.sack import Scoreboard, SentSegment
-from aionetstack.transport.tcp.seq import MASK, unwrap
+from aionetstack.transport.tcp.seq import MASK, acceptable, unwrap
 from aionetstack.wire import Buffer
 from aionetstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment, build_tcp_options
 
@@ -733,15 +733,7 @@ class TcpConnection:
             window = 0
         seg_len = length + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         rcv_nxt = self.rcv_nxt
-        if seg_len == 0:
-            acceptable = (seq == rcv_nxt) if window == 0 else (rcv_nxt <= seq < rcv_nxt + window)
-        elif window == 0:
-            acceptable = False
-        else:
-            acceptable = (rcv_nxt <= seq < rcv_nxt + window) or (
-                rcv_nxt <= seq + seg_len - 1 < rcv_nxt + window
-            )
-        if not acceptable:
+        if not acceptable(seq, seg_len, rcv_nxt, window):
             if flags & SYN and not flags & RST and state != TIME_WAIT:
                 # RFC 5961 §4.2: a SYN, whatever its sequence number, gets a challenge ACK.
                 self._challenge_ack(now)

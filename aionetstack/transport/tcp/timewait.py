@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aionetstack.transport.tcp.connection import TcpState
-from aionetstack.transport.tcp.seq import MASK, unwrap
+from aionetstack.transport.tcp.seq import MASK, acceptable, unwrap
 from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp_options
 
 if TYPE_CHECKING:
@@ -138,15 +138,7 @@ class TimeWait:
         if window < 0:
             window = 0
         seg_len = length + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-        if seg_len == 0:
-            acceptable = (seq == rcv_nxt) if window == 0 else (rcv_nxt <= seq < rcv_nxt + window)
-        elif window == 0:
-            acceptable = False
-        else:
-            acceptable = (rcv_nxt <= seq < rcv_nxt + window) or (
-                rcv_nxt <= seq + seg_len - 1 < rcv_nxt + window
-            )
-        if not acceptable:
+        if not acceptable(seq, seg_len, rcv_nxt, window):
             if flags & RST:
                 return []
             if flags & FIN:
