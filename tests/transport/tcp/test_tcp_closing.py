@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from tcpscript import TcpScript
-
+from aionetstack.testing import TcpScript
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.connection import EV_CLOSED, EV_EOF, TcpState
 

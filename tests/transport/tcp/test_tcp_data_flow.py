@@ -4,8 +4,8 @@ persist (RFC 9293 §3.8.6.1, RFC 1122 §4.2.2.17), silly window avoidance (RFC 9
 from __future__ import annotations
 
 import pytest
-from tcpscript import TcpScript
 
+from aionetstack.testing import TcpScript
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.connection import TcpState
 

@@ -11,8 +11,8 @@ import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tcpscript import LOCAL, REMOTE
 
+from aionetstack.testing import LOCAL, REMOTE
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.connection import TcpConnection, TcpState
 from aionetstack.wire import Buffer

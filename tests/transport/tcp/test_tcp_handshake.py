@@ -7,8 +7,8 @@ RFC 6691 / RFC 9293 §3.7.1 (MSS), RFC 6298 §2.1/§5.5 (SYN timer), RFC 1122 §
 from __future__ import annotations
 
 import pytest
-from tcpscript import TcpScript
 
+from aionetstack.testing import TcpScript
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.connection import EV_CLOSED, EV_CONNECTED, TcpState
 from aionetstack.wire.tcp import build_tcp_options

@@ -20,8 +20,8 @@ import random
 import tracemalloc
 
 import pytest
-from tcpscript import TcpScript
 
+from aionetstack.testing import TcpScript
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.receiver import BLOCK_OVERHEAD, PIECE_OVERHEAD, OutOfOrderQueue
 

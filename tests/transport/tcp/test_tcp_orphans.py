@@ -7,8 +7,8 @@ import errno
 from collections import Counter
 
 import pytest
-from tcpscript import TcpScript
 
+from aionetstack.testing import TcpScript
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.connection import EV_CLOSED, TcpState
 

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-from tcpscript import TcpScript
-
+from aionetstack.testing import TcpScript
 from aionetstack.testing.netsim import simulate
 from aionetstack.transport.tcp.config import TcpConfig
 

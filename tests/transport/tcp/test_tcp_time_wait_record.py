@@ -16,11 +16,11 @@ import tracemalloc
 from typing import Any
 
 import pytest
-from tcpscript import TcpScript
 
 import aionetstack
 from aionetstack.link import pipe
 from aionetstack.observe.sockets import collect
+from aionetstack.testing import TcpScript
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.connection import TcpConnection, TcpState
 from aionetstack.transport.tcp.timewait import TimeWait

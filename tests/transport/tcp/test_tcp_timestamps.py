@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tcpscript import TcpScript
 
+from aionetstack.testing import TcpScript
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.connection import TcpState
 
