@@ -39,7 +39,10 @@ import time
 from typing import Any
 
 import pytest
-from fuzzkit import (
+
+from aionetstack.link import LinkKind
+from aionetstack.transport.tcp.connection import TcpConnection, TcpState
+from tests.adversarial.fuzzkit import (
     B_IP,
     CrashLog,
     Flow,
@@ -51,9 +54,6 @@ from fuzzkit import (
     frame_in_flight,
     seed_entropy,
 )
-
-from aionetstack.link import LinkKind
-from aionetstack.transport.tcp.connection import TcpConnection, TcpState
 
 FRAMES = int(os.environ.get("AIONETSTACK_FUZZ_FRAMES", "100000"))
 SEED = int(os.environ.get("AIONETSTACK_FUZZ_SEED", "1"))

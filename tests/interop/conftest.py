@@ -1,22 +1,16 @@
 """Fixtures for the kernel-interop tests: a private network namespace per test.
 
-Test modules here import the helpers directly (``from netns import NetNS, Subnet``): this
-directory is put on ``sys.path`` below, since tests/ has no packages.
+Test modules here import the helpers from the tests package (``from tests.interop.netns import
+NetNS, Subnet``).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 
 import pytest
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
-
-from netns import NetNS, require_interop  # noqa: E402  (needs the sys.path entry above)
+from tests.interop.netns import NetNS, require_interop
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from netns import NetNS, Subnet, require_tool, unique_device_name
+
+from tests.interop.netns import NetNS, Subnet, require_tool, unique_device_name
 
 pytestmark = pytest.mark.interop
 

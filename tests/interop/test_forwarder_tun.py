@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
-from netns import NetNS, Subnet, require_interop, require_tool, unique_device_name
+
+from tests.interop.netns import NetNS, Subnet, require_interop, require_tool, unique_device_name
 
 pytestmark = pytest.mark.interop
 

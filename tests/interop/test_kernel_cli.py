@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from netns import NetNS, Subnet, require_tool, tshark_problems, unique_device_name
-from test_kernel_peer import (
+
+from tests.interop.netns import NetNS, Subnet, require_tool, tshark_problems, unique_device_name
+from tests.interop.test_kernel_peer import (
     KERNEL_HASHER,
     KERNEL_SENDER,
     KERNEL_UDP_ECHO,

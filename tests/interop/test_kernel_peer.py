@@ -22,12 +22,12 @@ from pathlib import Path
 
 import attrs
 import pytest
-from netns import NetNS, Subnet, require_tool, tshark_problems
 
 from aionetstack import Stack
 from aionetstack.apps.netcat import netcat
 from aionetstack.apps.services import ServiceGroup
 from aionetstack.link.pcap import PcapLink
+from tests.interop.netns import NetNS, Subnet, require_tool, tshark_problems
 
 pytestmark = pytest.mark.interop
 

@@ -1,28 +1,25 @@
 """Scanner probes answered as the Linux kernel answers them (issue 10, item 8).
 
 The same scapy-built probes go to a kernel listener (a TUN device into a namespace) and to our
-stack (the in-memory attacker wire of tests/transport); what comes back (TCP flags, DF) must match.
+stack (the in-memory attacker wire of tests/transport/tcp); what comes back (TCP flags, DF) must match.
 SYN+FIN in any mix with PSH/URG is no opening: Linux drops it in LISTEN and so do we.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from netns import NetNS
 from scapy.all import IP, TCP
 
 from aionetstack import Stack
 from aionetstack.link.endpoint import LinkEndpoint
 from aionetstack.wire import Buffer
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "transport"))
-from tcp_attacker import PEER_IP, STACK_IP, RawPeer, settle
+from tests.interop.netns import NetNS
+from tests.transport.tcp.attacker import PEER_IP, STACK_IP, RawPeer, settle
 
 pytestmark = pytest.mark.interop
 

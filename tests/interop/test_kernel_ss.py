@@ -16,9 +16,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from netns import NetNS, Subnet, tshark_problems, unique_device_name
-from test_kernel_cli import CHECKOUT, aionetstack_argv
-from test_kernel_peer import PYTHON, TIMEOUT
+
+from tests.interop.netns import NetNS, Subnet, tshark_problems, unique_device_name
+from tests.interop.test_kernel_cli import CHECKOUT, aionetstack_argv
+from tests.interop.test_kernel_peer import PYTHON, TIMEOUT
 
 pytestmark = pytest.mark.interop
 

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 
 import attrs
 import pytest
-from netns import NetNS, Subnet
 
 from aionetstack import Stack
+from tests.interop.netns import NetNS, Subnet
 
 pytestmark = pytest.mark.interop
 

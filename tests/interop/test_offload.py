@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import NetNS, require_tool
-from test_kernel_peer import MB, pattern_sha256
 
 from aionetstack import Stack
 from aionetstack.apps.services import ServiceGroup
@@ -29,6 +27,8 @@ from aionetstack.link import tap
 from aionetstack.link.endpoint import LinkCapabilities
 from aionetstack.link.pcap import PcapLink
 from aionetstack.link.tap import TunTapLink
+from tests.interop.netns import NetNS, require_tool
+from tests.interop.test_kernel_peer import MB, pattern_sha256
 
 pytestmark = pytest.mark.interop
 TIMEOUT = 30.0

@@ -22,7 +22,6 @@ import sys
 from collections.abc import Iterator, Sequence
 
 import pytest
-from netns import NetNS, Subnet, require_tap, require_tool, unique_device_name
 
 from aionetstack.errors import MalformedPacket
 from aionetstack.link import tap
@@ -41,6 +40,7 @@ from aionetstack.wire.ethernet import (
 )
 from aionetstack.wire.icmp import ICMP_ECHO_REQUEST, build_icmp_echo, parse_icmp
 from aionetstack.wire.ipv4 import PROTO_ICMP, build_ipv4, parse_ip, parse_ipv4
+from tests.interop.netns import NetNS, Subnet, require_tap, require_tool, unique_device_name
 
 interop = pytest.mark.interop
 TIMEOUT = 10.0  # seconds: generous for a loaded CI machine, far below the suite's own timeout

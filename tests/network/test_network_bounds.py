@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from test_stack_network import stat
 
 from aionetstack import Stack, StackOptions
 from aionetstack.link import PipeEndpoint, pipe
 from aionetstack.link.endpoint import LinkEndpoint, LinkKind
 from aionetstack.wire import Buffer
 from aionetstack.wire.ethernet import ETHERTYPE_IPV4, build_ethernet
+from tests.network.test_stack_network import stat
 
 VICTIM = bytes([10, 0, 0, 2])
 

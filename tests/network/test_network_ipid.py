@@ -15,7 +15,6 @@ import struct
 from typing import Any
 
 import pytest
-from test_stack_network import Recording, ip, settle
 
 from aionetstack import Stack
 from aionetstack.link import PipeEndpoint, pipe
@@ -25,6 +24,7 @@ from aionetstack.wire import Buffer
 from aionetstack.wire.arp import ARP_REQUEST, build_arp
 from aionetstack.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, build_ethernet
 from aionetstack.wire.ipv4 import PROTO_TCP, PROTO_UDP, parse_ipv4
+from tests.network.test_stack_network import Recording, ip, settle
 
 VICTIM = ip("10.0.0.2")
 GATEWAY = ip("10.0.0.254")

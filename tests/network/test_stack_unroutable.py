@@ -19,12 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from test_stack_network import settle, stat
 
 from aionetstack import Stack, TcpConfig
 from aionetstack.link import PipeEndpoint, pipe
 from aionetstack.wire.ethernet import ETHERTYPE_IPV4, build_ethernet
 from aionetstack.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
+from tests.network.test_stack_network import settle, stat
 
 VICTIM = bytes([10, 0, 0, 2])
 NO_ROUTE = bytes([203, 0, 113, 9])  # the victim has no default route

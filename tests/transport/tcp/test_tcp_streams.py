@@ -16,7 +16,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-from tcp_stream_kit import (
+
+import aionetstack
+from aionetstack.transport.ports import EPHEMERAL_HIGH, EPHEMERAL_LOW
+from aionetstack.transport.tcp.config import DEFAULT_RECEIVE_BUFFER
+from tests.transport.tcp.stream_kit import (
     SERVER_IP,
     pattern,
     receive_all,
@@ -26,10 +30,6 @@ from tcp_stream_kit import (
     tcp_info,
     two_stacks,
 )
-
-import aionetstack
-from aionetstack.transport.ports import EPHEMERAL_HIGH, EPHEMERAL_LOW
-from aionetstack.transport.tcp.config import DEFAULT_RECEIVE_BUFFER
 
 Scenario = Callable[[], Coroutine[Any, Any, None]]
 

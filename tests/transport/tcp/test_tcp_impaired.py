@@ -13,10 +13,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from tcp_stream_kit import SERVER_IP, Net, receive_all, send_all, tcp_info, two_stacks
 
 import aionetstack
 from aionetstack.link import ImpairedLink
+from tests.transport.tcp.stream_kit import SERVER_IP, Net, receive_all, send_all, tcp_info, two_stacks
 
 #: 5% loss, 5% duplication, 5% held back for reordering, 20 ms +- 10 ms one way; seeded.
 BAD_WIRE: dict[str, Any] = {

@@ -1,7 +1,7 @@
 """Issue 10, written as the attacker: orphans that never end, ICMP that resets, challenge-ACK
 floods and side channels, SYN+FIN probes, resets without DF.
 
-The attacker is scapy at the far end of a TUN-like wire (``tcp_attacker.RawPeer``): it sees our
+The attacker is scapy at the far end of a TUN-like wire (``attacker.RawPeer`` beside it): it sees our
 bytes on the wire and forges its own. Everything runs in virtual loop time (looptime); each test
 prints the figure it measures (``pytest -s``).
 """
@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 from scapy.all import ICMP, IP, TCP
-from tcp_attacker import PEER_IP, STACK_IP, RawPeer, settle
 
 from aionetstack import Stack
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.connection import TcpConnection, TcpState
+from tests.transport.tcp.attacker import PEER_IP, STACK_IP, RawPeer, settle
 
 LISTEN = 80
 

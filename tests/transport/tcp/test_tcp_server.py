@@ -7,10 +7,10 @@ import asyncio
 import socket
 
 import pytest
-from tcp_stream_kit import SERVER_IP, run_on_uvloop, settle, two_stacks
 
 import aionetstack
 from aionetstack.transport.ports import EPHEMERAL_HIGH, EPHEMERAL_LOW
+from tests.transport.tcp.stream_kit import SERVER_IP, run_on_uvloop, settle, two_stacks
 
 
 async def echo_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -1,7 +1,7 @@
 """Shared scaffolding for the asyncio-level TCP tests: two stacks on a wire, bulk transfers, hashes.
 
-Imported by the ``test_tcp_*.py`` modules beside it (pytest puts this directory on ``sys.path``,
-as tests/ has no packages). Nothing here is a test.
+Imported by the ``test_tcp_*.py`` modules beside it (``from tests.transport.tcp.stream_kit import
+two_stacks``). Nothing here is a test.
 """
 
 from __future__ import annotations

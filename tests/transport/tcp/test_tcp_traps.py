@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tcp_stream_kit import two_stacks
 
 from aionetstack.transport.tcp.connection import TcpConnection, TcpState
+from tests.transport.tcp.stream_kit import two_stacks
 
 
 def _timer_handles(loop: asyncio.AbstractEventLoop) -> int:

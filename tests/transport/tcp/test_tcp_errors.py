@@ -11,9 +11,9 @@ import asyncio
 import errno
 
 import pytest
-from tcp_stream_kit import CLIENT_IP, SERVER_IP, pattern, run_on_uvloop, tcp_info, two_stacks
 
 import aionetstack
+from tests.transport.tcp.stream_kit import CLIENT_IP, SERVER_IP, pattern, run_on_uvloop, tcp_info, two_stacks
 
 
 class Recorder(asyncio.Protocol):

@@ -11,11 +11,11 @@ import asyncio
 import hashlib
 
 import pytest
-from tcp_stream_kit import SERVER_IP, two_stacks
 
 from aionetstack import TcpConfig
 from aionetstack.testing.netsim import simulate
 from aionetstack.transport.tcp.connection import TcpConnection
+from tests.transport.tcp.stream_kit import SERVER_IP, two_stacks
 
 KIB = 1024
 RATE = 4e6  # bytes/s

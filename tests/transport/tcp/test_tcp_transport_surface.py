@@ -19,11 +19,11 @@ import tempfile
 from collections.abc import Callable
 
 import pytest
-from tcp_stream_kit import SERVER_IP, pattern, run_on_uvloop, two_stacks
 
 import aionetstack
 from aionetstack.transport.tcp.connection import TcpConnection
 from aionetstack.transports import MAX_READ, TcpTransport
+from tests.transport.tcp.stream_kit import SERVER_IP, pattern, run_on_uvloop, two_stacks
 
 
 async def wait_until(condition: Callable[[], bool], rounds: int = 100_000) -> None:
