@@ -237,6 +237,11 @@ class TcpScript:
             self.log.append(out)
         conn.outbox.clear()
 
+    def _flush(self) -> None:
+        """What the shell does after each call and each arrival: ``output``, then collect it."""
+        self.conn.output(self.now)
+        self._collect()
+
     def connect(self) -> TcpScript:
         """Active open: our SYN goes out."""
         self.conn.connect(self.now)
@@ -246,29 +251,25 @@ class TcpScript:
     def write(self, data: bytes) -> TcpScript:
         """The application writes; the shell then flushes (``output``)."""
         self.conn.send(data)
-        self.conn.output(self.now)
-        self._collect()
+        self._flush()
         return self
 
     def read(self) -> bytes:
         """The application reads everything in order; the freed window may produce an update."""
         data = self.conn.take_received()
-        self.conn.output(self.now)
-        self._collect()
+        self._flush()
         return data
 
     def shutdown(self) -> TcpScript:
         """The application closes its sending side (``write_eof``): our FIN follows the data."""
         self.conn.shutdown(self.now)
-        self.conn.output(self.now)
-        self._collect()
+        self._flush()
         return self
 
     def close(self) -> TcpScript:
         """The application closes the connection (RFC 9293 §3.10.4 CLOSE)."""
         self.conn.close(self.now)
-        self.conn.output(self.now)
-        self._collect()
+        self._flush()
         return self
 
     def abort(self) -> TcpScript:
@@ -338,8 +339,7 @@ class TcpScript:
         """
         seg = self.segment(flags, seq, ack, **kw)
         self.conn.receive(seg, self.now)
-        self.conn.output(self.now)
-        self._collect()
+        self._flush()
         return self
 
     # ------------------------------------------------------------------ expectations
