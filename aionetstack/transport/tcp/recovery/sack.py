@@ -155,8 +155,11 @@ class SackRecovery(Recovery):
     def window_end(self, conn: Tcb, snd_nxt: int) -> int:
         # RFC 6675 §5 / Linux: with SACK, what the congestion window limits is the pipe (SACKed and
         # lost segments have left the network), not SND.NXT - SND.UNA.
-        rwnd_end = conn.snd_una + conn.snd_wnd
-        cwnd_end = snd_nxt + conn.cc.cwnd - self.pipe(conn)
+        board = self.board
+        snd_una = conn.snd_una
+        rwnd_end = snd_una + conn.snd_wnd
+        pipe = conn.snd_max - snd_una - board.sacked_bytes - board.lost_bytes + board.retrans_bytes
+        cwnd_end = snd_nxt + conn.cc.cwnd - pipe  # (self.pipe, inline: this runs for every segment)
         return rwnd_end if rwnd_end < cwnd_end else cwnd_end
 
     def on_send(self, conn: Tcb, start: int, end: int, now: float) -> None:
