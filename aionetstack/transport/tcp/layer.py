@@ -300,9 +300,12 @@ class TcpLayer:
         payload: Buffer,
         owner: PacketOwner | None = None,
         dont_fragment: bool = False,
+        path: tuple[Interface, bytes] | None = None,
     ) -> None:
+        """One segment to the IP layer; ``path``, the route to ``dst`` when the caller has it."""
         ip = self.stack.ip
-        path = ip.route(dst)
+        if path is None:
+            path = ip.route(dst)
         header = tcp_header(
             src,
             dst,
@@ -345,7 +348,9 @@ class TcpLayer:
                 self._transmit_offload(outbox, src, sport, dst, dport, owner, df, path)
             else:
                 for seq, ack, flags, window, options, payload in outbox:
-                    self._send(src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df)
+                    self._send(
+                        src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df, path
+                    )
         except OSError as exc:
             if exc.errno == errno.EMSGSIZE:
                 # DF and a datagram over the first hop's MTU (the route moved to a smaller link since
@@ -392,7 +397,7 @@ class TcpLayer:
             seq, ack, flags, window, options, payload = outbox[i]
             size = len(payload)
             if not size or flags & (SYN | RST):
-                self._send(src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df)
+                self._send(src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df, path)
                 i += 1
                 continue
             # Gather the run: same ACK, window and options, each segment right after the last,
@@ -429,7 +434,7 @@ class TcpLayer:
                 # a segment is larger than the wire's MTU (fragmented, or EMSGSIZE under DF).
                 for k in range(i, j):
                     s, a, f, w, o, p = outbox[k]
-                    self._send(src, sport, dst, dport, s, a, f, w, o, p, owner, df)
+                    self._send(src, sport, dst, dport, s, a, f, w, o, p, owner, df, path)
             i = j
 
     def _send_offload(

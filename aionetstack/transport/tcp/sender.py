@@ -101,7 +101,7 @@ class Sender(Receiver):
         """Send new data (and a FIN) as the windows, SWS avoidance, Nagle and pacing allow."""
         cc = self.cc
         recovery = self.recovery
-        on_send = recovery.on_send
+        record_send = recovery.record_send
         window_end_of = recovery.window_end
         had_dsack = self.dsack is not None
         options = self._ack_options(now)
@@ -125,7 +125,8 @@ class Sender(Receiver):
                 # (SND.NXT < SND.MAX): a lone FIN is retransmitted like data (RFC 9293 §3.8.1).
                 if fin_queued and snd_nxt == snd_end and (self.snd_max <= snd_end or snd_nxt < self.snd_max):
                     self._emit(snd_nxt, ACK | FIN, b"", options)
-                    on_send(self, snd_nxt, snd_end + 1, now)
+                    record_send(snd_nxt, snd_end + 1, now)
+                    self.tlp_rearm = True  # RFC 8985 §7.2 (with SACK; NewReno sends no probes)
                     self.snd_nxt = snd_end + 1
                     if self.snd_max < self.snd_nxt:
                         self.snd_max = self.snd_nxt
@@ -179,7 +180,8 @@ class Sender(Receiver):
                 had_dsack = False
                 options = self._ack_options(now)
                 room_for_payload = self._room(options)
-            on_send(self, snd_nxt, snd_nxt + length + (1 if flags & FIN else 0), now)
+            record_send(snd_nxt, snd_nxt + length + (1 if flags & FIN else 0), now)
+            self.tlp_rearm = True
             if pacing_rate:
                 self._charge_pacing(length + 40 + len(options), now, pacing_rate)
             if snd_nxt < self.snd_max:

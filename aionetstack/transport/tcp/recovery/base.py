@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -16,6 +17,9 @@ class Recovery:
 
     __slots__ = ()
     name = "base"
+    #: ``record_send(start, end, now)``: ``[start, end)`` went out (new data, or go-back-N after a
+    #: timeout). An attribute, not a method: with SACK it is the scoreboard's own, called per segment.
+    record_send: Callable[[int, int, float], None]
 
     def rtt_sample(self, conn: Tcb, ts: tuple[int, int] | None, ack: int, now: float) -> float | None:
         """An RTT sample from an ACK of new data, fed to the estimator; None when this strategy has
@@ -42,9 +46,6 @@ class Recovery:
     def window_end(self, conn: Tcb, snd_nxt: int) -> int:
         """The sequence number new data may reach: the send and congestion windows."""
         raise NotImplementedError
-
-    def on_send(self, conn: Tcb, start: int, end: int, now: float) -> None:
-        """``[start, end)`` went out (new data, or go-back-N after a timeout)."""
 
     def app_limited(self, conn: Tcb) -> None:
         """The sender ran out of data to send (the application, not the network, limits it)."""

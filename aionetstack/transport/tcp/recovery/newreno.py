@@ -20,6 +20,7 @@ class NewRenoRecovery(Recovery):
 
     __slots__ = ()
     name = "newreno"
+    record_send = staticmethod(lambda start, end, now: None)  # nothing to record without SACK
 
     def rtt_sample(self, conn: Tcb, ts: tuple[int, int] | None, ack: int, now: float) -> float | None:
         # RFC 7323 §4: from the echoed timestamp, when timestamps are on.

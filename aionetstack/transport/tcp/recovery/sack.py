@@ -30,12 +30,13 @@ class SackRecovery(Recovery):
     """RFC 6675 recovery off a scoreboard, with RACK-TLP and PRR; one per connection (it holds the
     scoreboard and RACK's state, which ``conn.board`` and ``conn.rack`` also name)."""
 
-    __slots__ = ("board", "rack")
+    __slots__ = ("board", "rack", "record_send")
     name = "sack"
 
     def __init__(self) -> None:
         self.board = Scoreboard()
         self.rack = Rack()
+        self.record_send = self.board.on_send
 
     # ------------------------------------------------------------------ the connection's calls
 
@@ -161,10 +162,6 @@ class SackRecovery(Recovery):
         pipe = conn.snd_max - snd_una - board.sacked_bytes - board.lost_bytes + board.retrans_bytes
         cwnd_end = snd_nxt + conn.cc.cwnd - pipe  # (self.pipe, inline: this runs for every segment)
         return rwnd_end if rwnd_end < cwnd_end else cwnd_end
-
-    def on_send(self, conn: Tcb, start: int, end: int, now: float) -> None:
-        self.board.on_send(start, end, now)
-        conn.tlp_rearm = True
 
     def app_limited(self, conn: Tcb) -> None:
         rate = self.board.rate
