@@ -301,11 +301,15 @@ class TcpLayer:
         owner: PacketOwner | None = None,
         dont_fragment: bool = False,
         path: tuple[Interface, bytes] | None = None,
+        checksum: bool | None = None,
     ) -> None:
-        """One segment to the IP layer; ``path``, the route to ``dst`` when the caller has it."""
+        """One segment to the IP layer. A caller sending many gives the route to ``dst`` (``path``)
+        and whether its link wants TCP checksums (``checksum``), looked up once for all of them."""
         ip = self.stack.ip
         if path is None:
             path = ip.route(dst)
+        if checksum is None:
+            checksum = not path[0].link.checksum_offload
         header = tcp_header(
             src,
             dst,
@@ -317,7 +321,7 @@ class TcpLayer:
             window,
             options,
             payload,
-            not path[0].link.checksum_offload,
+            checksum,
         )
         ip.output(
             src,
@@ -347,9 +351,24 @@ class TcpLayer:
             if path[0].link.segmentation_offload:
                 self._transmit_offload(outbox, src, sport, dst, dport, owner, df, path)
             else:
+                send = self._send
+                checksum = not path[0].link.checksum_offload  # one look-up for the whole outbox
                 for seq, ack, flags, window, options, payload in outbox:
-                    self._send(
-                        src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df, path
+                    send(
+                        src,
+                        sport,
+                        dst,
+                        dport,
+                        seq,
+                        ack,
+                        flags,
+                        window,
+                        options,
+                        payload,
+                        owner,
+                        df,
+                        path,
+                        checksum,
                     )
         except OSError as exc:
             if exc.errno == errno.EMSGSIZE:
