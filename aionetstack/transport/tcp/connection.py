@@ -35,7 +35,7 @@ from aionetstack.transport.tcp.contract import (
     Outgoing,
     outgoing,
 )
-from aionetstack.transport.tcp.guards import ChallengeAckLimiter, paws_rejects
+from aionetstack.transport.tcp.guards import ChallengeAckLimiter, ack_acceptable, newer_window, paws_rejects
 from aionetstack.transport.tcp.recovery.undo import eifel_check
 from aionetstack.transport.tcp.seq import MASK, acceptable, unwrap
 from aionetstack.transport.tcp.state import (
@@ -207,7 +207,7 @@ class TcpConnection(Timers):
         if state == SYN_RECEIVED and not self._syn_received_ack(seg, seq, ack, now):
             return
         # RFC 5961 §5.2: an ACK outside [SND.UNA - MAX.SND.WND, SND.MAX] is challenged and dropped.
-        if ack > self.snd_max or ack < self.snd_una - self.max_snd_wnd:
+        if not ack_acceptable(ack, self.snd_una, self.snd_max, self.max_snd_wnd):
             self._challenge_ack(now)
             return
         # RFC 7323 §4.3: remember TSval from the segment that covers the last ACK we sent.
@@ -259,7 +259,7 @@ class TcpConnection(Timers):
         window = seg.window << self.snd_wscale
         # RFC 9293 §3.10.7.4: update the send window only from a newer segment (SND.WL1/WL2).
         window_changed = False
-        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+        if newer_window(self.snd_wl1, self.snd_wl2, seq, ack):
             window_changed = window != self.snd_wnd
             self.snd_wnd = window
             self.snd_wl1 = seq

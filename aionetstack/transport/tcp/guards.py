@@ -17,7 +17,15 @@ if TYPE_CHECKING:
     from aionetstack.transport.tcp.config import TcpConfig
     from aionetstack.transport.tcp.contract import CounterSink
 
-__all__ = ["ChallengeAckLimiter", "RateLimited", "challenge_allowed", "oow_answer_allowed", "paws_rejects"]
+__all__ = [
+    "ChallengeAckLimiter",
+    "RateLimited",
+    "ack_acceptable",
+    "challenge_allowed",
+    "newer_window",
+    "oow_answer_allowed",
+    "paws_rejects",
+]
 
 
 class ChallengeAckLimiter:
@@ -76,6 +84,18 @@ def paws_rejects(ts_recent: int, ts: tuple[int, int] | None, flags: int) -> bool
         and ts_recent != 0
         and 0 < ((ts_recent - ts[0]) & MASK) < 0x80000000
     )
+
+
+def ack_acceptable(ack: int, snd_una: int, snd_max: int, max_snd_wnd: int) -> bool:
+    """RFC 5961 §5.2: SEG.ACK in [SND.UNA - MAX.SND.WND, SND.MAX]; any other is challenged and the
+    segment dropped (a blind attacker must guess an acknowledgment in that range, too)."""
+    return snd_una - max_snd_wnd <= ack <= snd_max
+
+
+def newer_window(snd_wl1: int, snd_wl2: int, seq: int, ack: int) -> bool:
+    """RFC 9293 §3.10.7.4 (fifth step): the send window is taken only from a segment no older than
+    the one it last came from (SND.WL1 < SEG.SEQ, or SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)."""
+    return snd_wl1 < seq or (snd_wl1 == seq and snd_wl2 <= ack)
 
 
 def oow_answer_allowed(

@@ -12,7 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aionetstack.transport.tcp.contract import Outgoing, outgoing
-from aionetstack.transport.tcp.guards import challenge_allowed, oow_answer_allowed, paws_rejects
+from aionetstack.transport.tcp.guards import (
+    ack_acceptable,
+    challenge_allowed,
+    newer_window,
+    oow_answer_allowed,
+    paws_rejects,
+)
 from aionetstack.transport.tcp.seq import MASK, acceptable, unwrap
 from aionetstack.transport.tcp.state import TcpState
 from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp_options
@@ -148,13 +154,13 @@ class TimeWait:
         snd_nxt = self.snd_nxt
         ack = unwrap(seg.ack, snd_nxt)
         # RFC 5961 §5.2: an ACK outside [SND.UNA - MAX.SND.WND, SND.MAX] is challenged and dropped.
-        if ack > snd_nxt or ack < snd_nxt - self.max_snd_wnd:
+        if not ack_acceptable(ack, snd_nxt, snd_nxt, self.max_snd_wnd):
             return self._challenge_ack(now, limiter, counters)
         # RFC 7323 §4.3: TS.Recent from a segment covering the last ACK we sent (RCV.NXT here).
         if ts is not None and self.ts_ok and seq <= rcv_nxt:
             self.ts_recent = ts[0]
         # RFC 9293 §3.10.7.4: the send window from a newer segment; only its maximum still matters.
-        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+        if newer_window(self.snd_wl1, self.snd_wl2, seq, ack):
             self.snd_wl1 = seq
             self.snd_wl2 = ack
             scaled = seg.window << self.snd_wscale
