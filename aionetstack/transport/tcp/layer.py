@@ -310,19 +310,7 @@ class TcpLayer:
             path = ip.route(dst)
         if checksum is None:
             checksum = not path[0].link.checksum_offload
-        header = tcp_header(
-            src,
-            dst,
-            sport,
-            dport,
-            seq,
-            ack,
-            flags,
-            window,
-            options,
-            payload,
-            checksum,
-        )
+        header = tcp_header(src, dst, sport, dport, seq, ack, flags, window, options, payload, checksum)
         ip.output(
             src,
             dst,
@@ -353,23 +341,8 @@ class TcpLayer:
             else:
                 send = self._send
                 checksum = not path[0].link.checksum_offload  # one look-up for the whole outbox
-                for seq, ack, flags, window, options, payload in outbox:
-                    send(
-                        src,
-                        sport,
-                        dst,
-                        dport,
-                        seq,
-                        ack,
-                        flags,
-                        window,
-                        options,
-                        payload,
-                        owner,
-                        df,
-                        path,
-                        checksum,
-                    )
+                for s, a, f, w, o, p in outbox:
+                    send(src, sport, dst, dport, s, a, f, w, o, p, owner, df, path, checksum)
         except OSError as exc:
             if exc.errno == errno.EMSGSIZE:
                 # DF and a datagram over the first hop's MTU (the route moved to a smaller link since
