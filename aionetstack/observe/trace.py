@@ -26,8 +26,8 @@ from aionetstack.wire.ipv4 import format_ip
 from aionetstack.wire.tcp import SYN, flags_to_str
 
 if TYPE_CHECKING:
-    from aionetstack.transport.tcp.connection import TcpConnection
-    from aionetstack.wire import Buffer
+    from aionetstack.transport.tcp.contract import Outgoing
+    from aionetstack.transport.tcp.tcb import Tcb
     from aionetstack.wire.tcp import TcpSegment
 
 __all__ = [
@@ -109,7 +109,7 @@ class TraceRecord:
 TraceCallback = Callable[[TraceRecord], None]
 
 
-def _conn_name(conn: TcpConnection) -> str:
+def _conn_name(conn: Tcb) -> str:
     return f"{format_ip(conn.local_ip)}:{conn.local_port}>{format_ip(conn.remote_ip)}:{conn.remote_port}"
 
 
@@ -173,18 +173,18 @@ class Tracer:
         #: (src ip, src port, dst ip, dst port, seq32) of a frame to be sent -> its pcapng comment
         self.annotations: dict[tuple[bytes, int, bytes, int, int], str] = {}
         self.on_error = on_error
-        self._conns: dict[TcpConnection, _ConnState] = {}
+        self._conns: dict[Tcb, _ConnState] = {}
         self._failed = False
 
     # -- state per connection --------------------------------------------------------------
 
-    def _state(self, conn: TcpConnection) -> _ConnState:
+    def _state(self, conn: Tcb) -> _ConnState:
         state = self._conns.get(conn)
         if state is None:
             state = self._conns[conn] = _ConnState(_conn_name(conn))
         return state
 
-    def forget(self, conn: TcpConnection) -> None:
+    def forget(self, conn: Tcb) -> None:
         self._conns.pop(conn, None)
 
     def _emit(self, record: TraceRecord) -> None:
@@ -195,7 +195,7 @@ class Tracer:
                 self._failed = True  # said once: a broken callback must not flood the log
                 self.on_error(exc)
 
-    def _record(self, conn: TcpConnection, state: _ConnState, event: str, now: float) -> TraceRecord:
+    def _record(self, conn: Tcb, state: _ConnState, event: str, now: float) -> TraceRecord:
         cc = conn.cc
         rtt = conn.rtt
         sample = None
@@ -215,9 +215,7 @@ class Tracer:
 
     # -- what the layer calls --------------------------------------------------------------
 
-    def sent(
-        self, conn: TcpConnection, outbox: list[tuple[int, int, int, int, bytes, Buffer]], now: float
-    ) -> None:
+    def sent(self, conn: Tcb, outbox: list[Outgoing], now: float) -> None:
         """The segments of ``outbox`` leave now (called by TcpLayer.transmit before it sends them)."""
         state = self._state(conn)
         pending = state.pending
@@ -249,7 +247,7 @@ class Tracer:
                 annotations[(conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port, seq)] = comment
             self._emit(record)
 
-    def received(self, conn: TcpConnection, seg: TcpSegment, now: float) -> None:
+    def received(self, conn: Tcb, seg: TcpSegment, now: float) -> None:
         """``seg`` arrived for ``conn`` and was handled (called by TcpLayer.segment_input)."""
         state = self._state(conn)
         record = self._record(conn, state, "recv", now)
@@ -268,11 +266,11 @@ class Tracer:
 
     # -- what a connection calls -----------------------------------------------------------
 
-    def retransmitted(self, conn: TcpConnection, seq: int, cause: str) -> None:
+    def retransmitted(self, conn: Tcb, seq: int, cause: str) -> None:
         """``conn`` put a retransmission of ``seq`` in its outbox, counted in ``stats[cause]``."""
         self._state(conn).pending.append((seq & MASK, cause))
 
-    def event(self, conn: TcpConnection, event: str, now: float) -> None:
+    def event(self, conn: Tcb, event: str, now: float) -> None:
         """A congestion event: "rto", "recovery", "undo", "tlp"."""
         state = self._state(conn)
         if event == "tlp" and conn.outbox and not conn.tlp_retrans:

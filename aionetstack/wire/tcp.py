@@ -6,6 +6,7 @@ import struct
 
 from aionetstack.errors import MalformedPacket
 from aionetstack.wire import Buffer
+from aionetstack.wire.checksum import internet_checksum
 
 __all__ = [
     "ACK",
@@ -22,6 +23,8 @@ __all__ = [
     "build_tcp_options",
     "flags_to_str",
     "parse_tcp",
+    "tcp_header",
+    "tcp_offload_header",
 ]
 
 FIN = 0x01
@@ -34,6 +37,7 @@ ECE = 0x40
 CWR = 0x80
 
 TCP_HEADER_LENGTH = 20
+_PROTO_TCP = 6  # the pseudo-header's protocol field (RFC 9293 §3.1; IPv6's next header, RFC 8200 §8.1)
 
 OPT_EOL = 0
 OPT_NOP = 1
@@ -283,3 +287,67 @@ def build_tcp(
         )
         + options
     )
+
+
+def tcp_header(
+    src: bytes,
+    dst: bytes,
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    options: bytes,
+    payload: Buffer,
+    checksum: bool = True,
+) -> bytes:
+    """The fixed 20 bytes of a segment's header; ``options`` (padded) and ``payload`` follow it.
+
+    With ``checksum``, the checksum covers the pseudo-header, the header, the options and the data
+    (RFC 9293 §3.1), summed from the fields: 2**16 is 1 mod 0xFFFF, so 32-bit fields and the
+    addresses (IPv4's or IPv6's) add as they are (RFC 1071 §2). Without it (a link that offloads
+    checksums) the field is 0.
+    """
+    header_length = TCP_HEADER_LENGTH + len(options)
+    offset_flags = ((header_length << 2) << 8) | flags
+    value = 0
+    if checksum:
+        value = internet_checksum(
+            payload,
+            int.from_bytes(src, "big")
+            + int.from_bytes(dst, "big")
+            + _PROTO_TCP
+            + header_length
+            + len(payload)
+            + ((sport << 16) | dport)
+            + seq
+            + ack
+            + ((offset_flags << 16) | window)
+            + (int.from_bytes(options, "big") if options else 0),
+        )
+    return _HEADER.pack(sport, dport, seq, ack, header_length << 2, flags, window, value, 0)
+
+
+def tcp_offload_header(
+    src: bytes,
+    dst: bytes,
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    flags: int,
+    window: int,
+    options: bytes,
+    length: int,
+) -> bytes:
+    """The header of a super-segment a device will cut (TSO), ``length`` bytes of TCP in all.
+
+    Its checksum field holds the pseudo-header sum over the whole length, folded and not
+    complemented (RFC 9293 §3.1's pseudo-header; what Linux's TSO and virtio's NEEDS_CSUM expect):
+    the device adds the header and the data and fixes the length per segment.
+    """
+    s = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + _PROTO_TCP + length
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return _HEADER.pack(sport, dport, seq, ack, (TCP_HEADER_LENGTH + len(options)) << 2, flags, window, s, 0)

@@ -7,22 +7,21 @@ import errno
 import hashlib
 import os
 import struct
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from aionetstack.errors import MalformedPacket
 from aionetstack.network.pmtu import MIN_PMTU, next_lower_plateau
 from aionetstack.transport.ports import pick_ephemeral_port
-from aionetstack.transport.tcp.connection import (
-    ChallengeAckLimiter,
-    TcpConnection,
-    TcpState,
-)
+from aionetstack.transport.tcp.connection import TcpConnection
+from aionetstack.transport.tcp.contract import Outgoing
+from aionetstack.transport.tcp.guards import ChallengeAckLimiter
 from aionetstack.transport.tcp.isn import IsnGenerator
 from aionetstack.transport.tcp.seq import MASK
+from aionetstack.transport.tcp.state import TcpState
 from aionetstack.transport.tcp.syncookie import SynCookies
 from aionetstack.transport.tcp.timewait import TimeWait
 from aionetstack.wire import Buffer
-from aionetstack.wire.checksum import internet_checksum, ones_complement_sum, pseudo_header_sum
+from aionetstack.wire.checksum import ones_complement_sum, pseudo_header_sum
 from aionetstack.wire.icmp import (
     ICMP_DEST_UNREACHABLE,
     ICMP_TIME_EXCEEDED,
@@ -31,7 +30,17 @@ from aionetstack.wire.icmp import (
     UNREACH_NET,
 )
 from aionetstack.wire.ipv4 import PROTO_TCP, Ipv4Header
-from aionetstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment, parse_tcp
+from aionetstack.wire.tcp import (
+    ACK,
+    FIN,
+    PSH,
+    RST,
+    SYN,
+    TcpSegment,
+    parse_tcp,
+    tcp_header,
+    tcp_offload_header,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -46,7 +55,6 @@ if TYPE_CHECKING:
 __all__ = ["TcpLayer"]
 
 ANY = b"\x00\x00\x00\x00"
-_HEADER = struct.Struct("!HHIIBBHHH")
 _TIME_WAIT = TcpState.TIME_WAIT
 _CLOSED = TcpState.CLOSED
 _SYN_SENT = TcpState.SYN_SENT
@@ -292,28 +300,17 @@ class TcpLayer:
         payload: Buffer,
         owner: PacketOwner | None = None,
         dont_fragment: bool = False,
+        path: tuple[Interface, bytes] | None = None,
+        checksum: bool | None = None,
     ) -> None:
+        """One segment to the IP layer. A caller sending many gives the route to ``dst`` (``path``)
+        and whether its link wants TCP checksums (``checksum``), looked up once for all of them."""
         ip = self.stack.ip
-        header_length = 20 + len(options)
-        checksum = 0
-        path = ip.route(dst)
-        if not path[0].link.checksum_offload:
-            # RFC 9293 §3.1: the checksum over pseudo-header, header and data, summed from the
-            # fields (2**16 == 1 mod 0xFFFF, so 32-bit fields add as they are; RFC 1071 §2).
-            checksum = internet_checksum(
-                payload,
-                int.from_bytes(src, "big")
-                + int.from_bytes(dst, "big")
-                + PROTO_TCP
-                + header_length
-                + len(payload)
-                + ((sport << 16) | dport)
-                + seq
-                + ack
-                + ((((header_length << 2) << 8) | flags) << 16 | window)
-                + (int.from_bytes(options, "big") if options else 0),
-            )
-        header = _HEADER.pack(sport, dport, seq, ack, header_length << 2, flags, window, checksum, 0)
+        if path is None:
+            path = ip.route(dst)
+        if checksum is None:
+            checksum = not path[0].link.checksum_offload
+        header = tcp_header(src, dst, sport, dport, seq, ack, flags, window, options, payload, checksum)
         ip.output(
             src,
             dst,
@@ -332,7 +329,7 @@ class TcpLayer:
             return
         conn.outbox = []
         src, sport, dst, dport = conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port
-        owner = cast("PacketOwner | None", conn.user_data)  # the shell: TcpTransport.network_error
+        owner = conn.user_data  # the shell (a PacketOwner too): told if a segment cannot be delivered
         stack = self.stack
         df = self.dont_fragment(dst)
         if self.trace is not None:
@@ -342,8 +339,10 @@ class TcpLayer:
             if path[0].link.segmentation_offload:
                 self._transmit_offload(outbox, src, sport, dst, dport, owner, df, path)
             else:
-                for seq, ack, flags, window, options, payload in outbox:
-                    self._send(src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df)
+                send = self._send
+                checksum = not path[0].link.checksum_offload  # one look-up for the whole outbox
+                for s, a, f, w, o, p in outbox:
+                    send(src, sport, dst, dport, s, a, f, w, o, p, owner, df, path, checksum)
         except OSError as exc:
             if exc.errno == errno.EMSGSIZE:
                 # DF and a datagram over the first hop's MTU (the route moved to a smaller link since
@@ -367,7 +366,7 @@ class TcpLayer:
 
     def _transmit_offload(
         self,
-        outbox: list[tuple[int, int, int, int, bytes, Buffer]],
+        outbox: list[Outgoing],
         src: bytes,
         sport: int,
         dst: bytes,
@@ -390,7 +389,7 @@ class TcpLayer:
             seq, ack, flags, window, options, payload = outbox[i]
             size = len(payload)
             if not size or flags & (SYN | RST):
-                self._send(src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df)
+                self._send(src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df, path)
                 i += 1
                 continue
             # Gather the run: same ACK, window and options, each segment right after the last,
@@ -427,7 +426,7 @@ class TcpLayer:
                 # a segment is larger than the wire's MTU (fragmented, or EMSGSIZE under DF).
                 for k in range(i, j):
                     s, a, f, w, o, p = outbox[k]
-                    self._send(src, sport, dst, dport, s, a, f, w, o, p, owner, df)
+                    self._send(src, sport, dst, dport, s, a, f, w, o, p, owner, df, path)
             i = j
 
     def _send_offload(
@@ -451,13 +450,7 @@ class TcpLayer:
         if 20 + header_length + size > path[0].link.mtu:
             return False  # larger than the wire takes: _send fragments it or says EMSGSIZE
         length = header_length + total
-        # The checksum field holds the pseudo-header sum over the whole length, folded and not
-        # complemented (RFC 9293 §3.1's pseudo-header; what Linux's TSO and virtio's NEEDS_CSUM
-        # expect): the device adds the header and the data and fixes the length per segment.
-        s = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + PROTO_TCP + length
-        s = (s & 0xFFFF) + (s >> 16)
-        s = (s & 0xFFFF) + (s >> 16)
-        header = _HEADER.pack(sport, dport, seq, ack, header_length << 2, flags, window, s, 0)
+        header = tcp_offload_header(src, dst, sport, dport, seq, ack, flags, window, options, length)
         segments = len(payloads)
         if not self.stack.ip.output_offload(
             src,

@@ -1,289 +1,286 @@
-"""The out-of-order queue of a TCP receiver and the SACK blocks it describes.
+"""The receiving side of a connection: data in order and out of it, what we acknowledge and when.
 
-RFC 9293 §3.10.7.4 (segments beyond RCV.NXT), RFC 2018 (SACK), RFC 2883 (D-SACK).
+RFC 9293 §3.10.7.4 (seventh step: the segment text, trimmed to the window), §3.8.6.2.2 (the window we
+advertise, receiver SWS avoidance), RFC 1122 §4.2.3.2 and RFC 5681 §4.2 (the ACK policy: delayed and
+immediate ACKs), RFC 2018 and RFC 2883 (the SACK and D-SACK blocks of every ACK), RFC 5961 (challenge
+ACKs), and receive-buffer auto-tuning (Linux's dynamic right-sizing). The held out-of-order data is
+an :class:`~.ooo.OutOfOrderQueue` (``ooo.py``).
 
-Everything a peer sends lands here, so every operation is bounded by what one segment touches, never
-by how much the peer has queued (a peer sending thousands of one-byte segments, each leaving a hole,
-must not make every ACK walk them all):
-
-- held data is kept as *merged blocks* — contiguous runs of sequence space, coalesced on insert, so
-  the sorted index counts holes, not segments. Finding a segment's place is a ``bisect`` (O(log n))
-  plus a pointer ``memmove`` in the index list; merging k blocks costs O(k), and those k-1 blocks are
-  gone afterwards, so it is paid for by the inserts that made them. Pieces move only from a smaller
-  block into a larger one, so each piece moves O(log n) times in all;
-- SACK blocks (RFC 2018 §4) come from the blocks most recently touched, tracked by identity, topped
-  up from the highest blocks: O(number of blocks reported);
-- a duplicate (RFC 2883 D-SACK) is one ``bisect``; data made in order by RCV.NXT leaves from the
-  head by advancing a head index (the lists are cut once half of them is delivered: amortised O(1)),
-  costing what it delivers.
-
-The index is a pair of plain lists, not a tree: an insert or a join in the *middle* shifts pointers
-(one C ``memmove``, about a microsecond per 10,000 entries), the one step that is not O(log n); a
-peer moving forward appends at the top, delivery leaves at the bottom, and the segment cap bounds
-the list (``benchmarks/ooo_cost.py`` measures all four paths at 0 and 10,000 held).
-
-Memory is counted by what a held piece really costs (Linux's ``skb->truesize``): its payload plus a
-fixed overhead per piece and per block, measured with :func:`sys.getsizeof` on this interpreter. The
-queue is capped by that figure and by a count of held pieces, so one-byte segments cannot multiply the
-configured limit. At a cap the *new* segment is refused (the caller counts it): RFC 9293 §3.10.7.4
-leaves keeping out-of-order data to the receiver, and refusing the newcomer never reneges on data
-already SACKed (which RFC 2018 §8 allows but makes the sender keep everything until cumulatively
-acknowledged and recover by timeout); Linux instead prunes from the highest sequence end
-(``tcp_prune_ofo_queue``), which matters to it because out-of-order data shares the receive buffer.
+Every segment we send passes :meth:`Receiver._emit`, which stamps our side of it: the ACK field,
+the window, and the end of a delayed ACK.
 """
 
 from __future__ import annotations
 
-import bisect
-import sys
+from aionetstack.transport.tcp.contract import EV_DATA, outgoing
+from aionetstack.transport.tcp.guards import challenge_allowed, oow_answer_allowed
+from aionetstack.transport.tcp.ooo import BLOCK_OVERHEAD, PIECE_OVERHEAD, OutOfOrderQueue
+from aionetstack.transport.tcp.seq import MASK
+from aionetstack.transport.tcp.state import CAN_RECEIVE
+from aionetstack.transport.tcp.tcb import Tcb
+from aionetstack.wire import Buffer
+from aionetstack.wire.tcp import ACK, RST, TcpSegment, build_tcp_options
 
-__all__ = ["BLOCK_OVERHEAD", "PIECE_OVERHEAD", "OutOfOrderQueue"]
-
-
-class _Block:
-    """A contiguous run ``[start, end)`` of held data, as payload pieces in sequence order.
-
-    The pieces are ``reversed(front) + pieces``: prepending goes to ``front`` (appending to a
-    reversed list), so neither end costs a ``memmove`` of the whole run.
-    """
-
-    __slots__ = ("count", "end", "front", "into", "live", "pieces", "start")
-
-    def __init__(self, start: int, end: int, pieces: list[bytes]) -> None:
-        self.start = start
-        self.end = end
-        self.pieces = pieces
-        self.front: list[bytes] | None = None
-        self.count = len(pieces)
-        self.live = True
-        #: the block this one was merged into (only read to repoint the recent list)
-        self.into: _Block | None = None
-
-    def ordered(self) -> list[bytes]:
-        front = self.front
-        return self.pieces if not front else front[::-1] + self.pieces
+__all__ = ["BLOCK_OVERHEAD", "PIECE_OVERHEAD", "OutOfOrderQueue", "Receiver"]
 
 
-# What a held piece costs beyond its payload: the bytes object's header, the allocator's rounding up
-# to 8 bytes (at worst 7), and its slot in a list.
-PIECE_OVERHEAD = sys.getsizeof(b"") + 7 + 8
-# What a block costs: the object, its two piece lists, its start and end ints (sequence numbers are
-# unbounded ints above 2**30: 32 bytes each), and its slots in the two index lists.
-BLOCK_OVERHEAD = sys.getsizeof(_Block(0, 0, [])) + 2 * sys.getsizeof([]) + 2 * sys.getsizeof(1 << 40) + 2 * 8
+class Receiver(Tcb):
+    """What a connection does with what it receives, and the ACKs it owes for it."""
 
-_DELIVERED = _Block(0, 0, [])  # stands in the index for a delivered block until the head is cut
-_DELIVERED.live = False
+    __slots__ = ()
 
-_RECENT = 8  # blocks remembered for RFC 2018 §4 ordering (at most 4 are ever reported)
-
-
-class OutOfOrderQueue:
-    """Segments that arrived beyond RCV.NXT, kept as merged, sorted blocks within two limits.
-
-    ``limit`` bounds :attr:`truesize` (payload plus overhead, bytes); ``segment_limit`` bounds the
-    held pieces (:func:`len`). Sequence numbers are the connection's unbounded ints (see :mod:`.seq`).
-    """
-
-    __slots__ = (
-        "_blocks",
-        "_head",
-        "_recent",
-        "_starts",
-        "bytes",
-        "limit",
-        "segment_limit",
-        "segments",
-        "truesize",
-    )
-
-    def __init__(self, limit: int, segment_limit: int = 1 << 30) -> None:
-        self.limit = limit
-        self.segment_limit = segment_limit
-        self._starts: list[int] = []  # block starts, sorted: the bisect index
-        self._blocks: list[_Block] = []  # the blocks, parallel to _starts
-        # Entries below _head were delivered: the head advances instead of shifting both lists on every
-        # delivery; they are cut off in one go once they are half the list (amortised O(1)).
-        self._head = 0
-        self._recent: list[_Block] = []  # blocks touched most recently, newest first (RFC 2018 §4)
-        self.bytes = 0  #: payload bytes held
-        self.truesize = 0  #: payload plus per-piece and per-block overhead
-        self.segments = 0  #: pieces held (a segment is one piece, or several where it filled holes)
-
-    def __len__(self) -> int:
-        return self.segments
-
-    @property
-    def block_count(self) -> int:
-        return len(self._blocks) - self._head
-
-    def insert(self, start: int, data: bytes) -> bool:
-        """Keep ``data`` at ``start``, minus what is already held; False if nothing new (or no room)."""
-        end = start + len(data)
-        starts, blocks, head = self._starts, self._blocks, self._head
-        i = bisect.bisect_right(starts, start, head)  # blocks[head:i] start at or before ours
-        lo = i - 1 if i > head and blocks[i - 1].end >= start else i  # first block we touch (or abut)
-        hi = bisect.bisect_right(starts, end, i)  # blocks[lo:hi] touch or abut [start, end]
-        if lo == hi:
-            # A new island: the common case of a segment beyond a hole.
-            cost = len(data) + PIECE_OVERHEAD + BLOCK_OVERHEAD
-            if self.truesize + cost > self.limit or self.segments >= self.segment_limit:
-                return False
-            block = _Block(start, end, [data])
-            starts.insert(lo, start)
-            blocks.insert(lo, block)
-            self.bytes += len(data)
-            self.truesize += cost
-            self.segments += 1
-            self._touch(block)
-            return True
-        first = blocks[lo]
-        if first.start <= start and end <= first.end:
-            self._touch(first)  # all of it is held already: a duplicate (RFC 2883 §4.1.2)
-            return False
-        # Merge blocks[lo:hi] and the parts of [start, end) between them into one block.
-        items: list[_Block | bytes] = []
-        added = 0
-        cursor = start
-        for k in range(lo, hi):
-            block = blocks[k]
-            if block.start > cursor:
-                gap = data[cursor - start : block.start - start]
-                items.append(gap)
-                added += len(gap)
-            items.append(block)
-            if block.end > cursor:
-                cursor = block.end
-        if cursor < end:
-            gap = data[cursor - start :]
-            items.append(gap)
-            added += len(gap)
-        new_pieces = len(items) - (hi - lo)
-        if not new_pieces:
-            # Every part of it is held (it spanned blocks that abut it): still a duplicate.
-            self._touch(first)
-            return False
-        cost = added + new_pieces * PIECE_OVERHEAD - (hi - lo - 1) * BLOCK_OVERHEAD
-        if self.truesize + cost > self.limit or self.segments + new_pieces > self.segment_limit:
-            return False
-        # The block with the most pieces stays; the others' pieces move into it (small into large).
-        base_at = lo
-        for k in range(lo + 1, hi):
-            if blocks[k].count > blocks[base_at].count:
-                base_at = k
-        base = blocks[base_at]
-        split = items.index(base)
-        left: list[bytes] = []
-        for item in items[:split]:
-            if isinstance(item, bytes):
-                left.append(item)
-            else:
-                left += item.ordered()
-        right: list[bytes] = []
-        for item in items[split + 1 :]:
-            if isinstance(item, bytes):
-                right.append(item)
-            else:
-                right += item.ordered()
-        if left:
-            if base.front is None:
-                base.front = left[::-1]
-            else:
-                base.front += left[::-1]
-        base.pieces += right
-        base.count += len(left) + len(right)  # the pieces moved in and the new ones
-        base.start = first.start if first.start < start else start
-        last = blocks[hi - 1]
-        base.end = last.end if last.end > end else end
-        for k in range(lo, hi):
-            block = blocks[k]
-            if block is not base:
-                block.live = False
-                block.into = base
-        starts[lo:hi] = [base.start]
-        blocks[lo:hi] = [base]
-        self.bytes += added
-        self.truesize += cost
-        self.segments += new_pieces
-        recent = self._recent
-        for k, block in enumerate(recent):
-            if block.into is not None:
-                recent[k] = block.into
-        self._touch(base)
-        return True
-
-    def covers(self, start: int, end: int) -> bool:
-        """True if ``[start, end)`` is held entirely (a duplicate, for D-SACK: RFC 2883 §4)."""
-        i = bisect.bisect_right(self._starts, start, self._head)
-        return i > self._head and self._blocks[i - 1].end >= end
-
-    def _touch(self, block: _Block) -> None:
-        recent = self._recent
-        if recent and recent[0] is block:
-            return
-        self._recent = [block, *(b for b in recent if b is not block and b.live)][:_RECENT]
-
-    def pop_ready(self, rcv_nxt: int) -> tuple[list[bytes], int]:
-        """Take the blocks now contiguous with ``rcv_nxt``; returns ``(chunks, new rcv_nxt)``."""
-        starts, blocks, head = self._starts, self._blocks, self._head
-        k = bisect.bisect_right(starts, rcv_nxt, head)
-        if k == head:
-            return [], rcv_nxt
-        chunks: list[bytes] = []
-        for j in range(head, k):
-            block = blocks[j]
-            blocks[j] = _DELIVERED  # let its pieces go now, not at the next cut
-            block.live = False
-            pieces = block.ordered()
-            block.pieces, block.front = [], None
-            self.segments -= len(pieces)
-            self.bytes -= block.end - block.start
-            self.truesize -= block.end - block.start + len(pieces) * PIECE_OVERHEAD + BLOCK_OVERHEAD
-            if block.end > rcv_nxt:
-                pos = block.start
-                if pos < rcv_nxt:
-                    # Skip the part RCV.NXT already passed (the in-order segment overlapped it).
-                    for n, piece in enumerate(pieces):
-                        if pos + len(piece) > rcv_nxt:
-                            pieces = [piece[rcv_nxt - pos :], *pieces[n + 1 :]]
-                            break
-                        pos += len(piece)
-                chunks.append(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-                rcv_nxt = block.end
-        if k > 64 and 2 * k > len(starts):
-            del starts[:k]
-            del blocks[:k]
-            k = 0
-        self._head = k
-        return chunks, rcv_nxt
-
-    def blocks(self) -> list[tuple[int, int]]:
-        """Held data as merged ``(left, right)`` edges, in sequence order (O(n): not per segment)."""
-        return [(b.start, b.end) for b in self._blocks[self._head :]]
-
-    def sack_blocks(self, limit: int) -> list[tuple[int, int]]:
-        """RFC 2018 §4: the block holding the latest segment first, then other recent ones, then the
-        highest others; costs O(limit), whatever is held."""
-        chosen: list[_Block] = []
-        for block in self._recent:
-            if block.live and block not in chosen:
-                chosen.append(block)
-                if len(chosen) == limit:
+    def take_received(self, limit: int | None = None) -> bytes:
+        """In-order data received so far (at most ``limit`` bytes of it), and the window it frees
+        (RFC 9293 §3.8.6.2.2). What is left stays queued and still counts against the window."""
+        chunks = self.received
+        if limit is None or self.received_bytes <= limit:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            taken = self.received_bytes
+        else:
+            # Whole segments up to the limit: one join, as for everything; a segment larger than
+            # the limit (a jumbo MTU) is cut, its tail left at the head of the queue.
+            taken = count = 0
+            for chunk in chunks:
+                if taken + len(chunk) > limit:
                     break
-        blocks = self._blocks
-        k = len(blocks) - 1
-        head = self._head
-        while len(chosen) < limit and k >= head:
-            block = blocks[k]
-            if block not in chosen:
-                chosen.append(block)
-            k -= 1
-        return [(b.start, b.end) for b in chosen]
+                taken += len(chunk)
+                count += 1
+            if count == 0:
+                head = chunks[0]
+                data = head[:limit]
+                chunks[0] = head[limit:]
+                taken = limit
+            else:
+                data = chunks[0] if count == 1 else b"".join(chunks[:count])
+                del chunks[:count]
+        self.received_bytes -= taken
+        if self.rcv_buffer < self.config.receive_buffer_max:
+            self._rcv_space_adjust(taken)
+        self._maybe_window_update()
+        return data
 
-    def clear(self) -> None:
-        for block in self._blocks:
-            block.live = False
-        self._head = 0
-        self._starts.clear()
-        self._blocks.clear()
-        self._recent.clear()
-        self.bytes = self.truesize = self.segments = 0
+    def _maybe_window_update(self) -> None:
+        if self.state not in CAN_RECEIVE:
+            return
+        # RFC 9293 §3.8.6.2.2: announce the larger window once it grows by min(buffer/2, MSS).
+        # Only as much as the window field can say (RFC 7323 §2.3): without scaling a 1 MiB buffer
+        # is still a 64 KiB window, and counting the rest would send an "update" on every read.
+        free = min(self.rcv_buffer - self.received_bytes, 65535 << self.rcv_wscale)
+        if self.rcv_nxt + free - self.rcv_adv >= min(self.rcv_buffer // 2, self.rcv_mss):
+            if self.rcv_adv - self.rcv_nxt < self.rcv_mss:
+                self.stats["window_updates"] += 1
+            self.ack_now = True
+
+    def _receive_data(self, payload: Buffer, seq: int, length: int, now: float) -> None:
+        """RFC 9293 §3.10.7.4 seventh step, with the out-of-order queue and ACK policy."""
+        rcv_nxt = self.rcv_nxt
+        stats = self.stats
+        # Trim to the window (RFC 9293 §3.10.7.4: keep only what fits).
+        right = self.rcv_adv if self.rcv_adv > rcv_nxt else rcv_nxt
+        if seq + length > right:
+            length = right - seq
+            if length <= 0:
+                self.ack_now = True
+                return
+            payload = payload[:length]
+        if seq == rcv_nxt:
+            self.received.append(bytes(payload))
+            rcv_nxt += length
+            self.received_bytes += length
+            stats["bytes_received"] += length
+            if length > self.rcv_mss:
+                self.rcv_mss = min(length, self.mss_base)
+            if self.ooo.bytes:
+                chunks, new_nxt = self.ooo.pop_ready(rcv_nxt)
+                if chunks:
+                    for chunk in chunks:
+                        self.received.append(chunk)
+                        self.received_bytes += len(chunk)
+                        stats["bytes_received"] += len(chunk)
+                    rcv_nxt = new_nxt
+                # RFC 5681 §4.2: ACK at once when a segment fills (part of) a hole.
+                self.ack_now = True
+            self.rcv_nxt = rcv_nxt
+            self.events |= EV_DATA
+            # RFC 1122 §4.2.3.2 / RFC 5681 §4.2: ACK at least every second full-sized segment.
+            self.unacked_bytes += length
+            if self.quick_acks > 0:
+                self.quick_acks -= 1
+                self.ack_now = True
+            elif self.unacked_bytes >= 2 * self.rcv_mss:
+                self.ack_now = True
+            elif self.delack_at is None:
+                self.delack_at = now + self.config.delayed_ack
+        elif seq < rcv_nxt:
+            # Overlaps what we have: keep the new tail (the acceptability test let it in).
+            skip = rcv_nxt - seq
+            if self.sack_ok:
+                self.dsack = (seq, rcv_nxt)  # RFC 2883 §4.1.1: the duplicated part, in a D-SACK block
+            self._receive_data(payload[skip:], rcv_nxt, length - skip, now)
+        else:
+            stats["out_of_order_segments"] += 1
+            ooo = self.ooo
+            if not ooo.insert(seq, bytes(payload)):
+                if ooo.covers(seq, seq + length):
+                    if self.sack_ok:
+                        self.dsack = (seq, seq + length)  # RFC 2883 §4.1.2: a duplicate above RCV.NXT
+                else:
+                    # At the cap the new segment is dropped, never what we hold: RFC 9293 §3.10.7.4
+                    # lets a receiver keep out-of-order data or not, and what we have SACKed stays
+                    # (no reneging, RFC 2018 §8), so the sender's scoreboard stays true.
+                    stats["out_of_order_dropped"] += 1
+            # RFC 5681 §4.2: an out-of-order segment is ACKed at once — one duplicate ACK for
+            # every such segment, even several in one batch (the sender counts them, RFC 5681
+            # §3.2; a flag would merge them into one), each with the SACK blocks of that moment.
+            self._send_ack(now)
+
+    def _rcv_rtt_measure(self, ts: tuple[int, int] | None, length: int, now: float) -> None:
+        """The receiver's RTT estimate, which auto-tuning needs (Linux's tcp_rcv_rtt_measure[_ts]).
+
+        With timestamps, a full-sized segment's TSecr echoes our clock at the ACK that released it
+        (RFC 7323 §4); the samples are smoothed with the gain of RFC 6298 §2.3. Without them, the
+        time to receive one advertised window is an upper bound of the RTT: keep the least.
+        """
+        if ts is not None and self.ts_ok:
+            if not ts[1] or length < self.rcv_mss:
+                return
+            sample = ((self.ts_clock(now) - ts[1]) & MASK) / 1000.0
+            if sample >= 1000.0:
+                return  # an echo from before a wrap or a bogus one
+            if sample < 0.001:
+                sample = 0.001  # our timestamp clock ticks in milliseconds
+            prev = self.rcv_rtt
+            self.rcv_rtt = sample if prev is None else prev + (sample - prev) / 8
+            return
+        rcv_nxt = self.rcv_nxt
+        mark = self.rcv_rtt_seq
+        if mark is not None and rcv_nxt >= mark:
+            sample = now - self.rcv_rtt_time
+            if sample < 0.001:
+                sample = 0.001
+            if self.rcv_rtt is None or sample < self.rcv_rtt:
+                self.rcv_rtt = sample
+        if mark is None or rcv_nxt >= mark:
+            window = self.rcv_adv - rcv_nxt
+            self.rcv_rtt_seq = rcv_nxt + (window if window > self.rcv_mss else self.rcv_mss)
+            self.rcv_rtt_time = now
+
+    def _rcv_space_adjust(self, taken: int) -> None:
+        """Receive-buffer auto-tuning, as Linux's tcp_rcv_space_adjust (dynamic right-sizing).
+
+        Once per receiver RTT, compare what the application consumed in it with the last such
+        figure; when it grew, the sender is limited by our window, so offer about twice the
+        measured bandwidth-delay product (more while it is still growing, as in slow start), up to
+        ``receive_buffer_max``. The buffer never shrinks, so the right edge never moves left
+        (RFC 9293 §3.8.6.2.2). The application reads what just arrived: its clock is the arrival.
+        """
+        now = self.last_received_at
+        copied_seq = self.rcv_nxt - self.received_bytes  # what the application has taken
+        space = self.rcvq_space
+        if space == 0:
+            # Linux's tcp_init_buffer_space: start from an initial window's worth.
+            self.rcvq_space = min(self.rcv_buffer, max(self.config.initial_window, 2) * self.rcv_mss)
+            self.rcvq_seq = copied_seq - taken
+            self.rcvq_time = now
+            return
+        rtt = self.rcv_rtt
+        if rtt is None or now - self.rcvq_time < rtt:
+            return
+        copied = copied_seq - self.rcvq_seq
+        if copied > space:
+            window = 2 * copied + 16 * self.rcv_mss
+            window += 2 * (window * (copied - space) // space)
+            limit = self.config.receive_buffer_max
+            if window > limit:
+                window = limit
+            if window > self.rcv_buffer:
+                self.rcv_buffer = window
+                self.stats["rcv_buffer_grown"] = self.stats.get("rcv_buffer_grown", 0) + 1
+            self.rcvq_space = copied
+        self.rcvq_seq = copied_seq
+        self.rcvq_time = now
+
+    def _ack_options(self, now: float) -> bytes:
+        ts = (self.ts_clock(now), self.ts_recent) if self.ts_ok else None
+        blocks: tuple[tuple[int, int], ...] = ()
+        limit = 3 if self.ts_ok else 4  # RFC 2018 §3: what fits in 40 option bytes
+        dsack = self.dsack
+        if dsack is not None:
+            # RFC 2883 §4: the D-SACK block first, reported once, then the usual blocks.
+            self.dsack = None
+            self.stats["dsacks_sent"] += 1
+            blocks = ((dsack[0] & MASK, dsack[1] & MASK),)
+            limit -= 1
+        if self.sack_ok and self.ooo.bytes:
+            blocks += tuple((left & MASK, right & MASK) for left, right in self.ooo.sack_blocks(limit))
+        if ts is None and not blocks:
+            return b""
+        return build_tcp_options(timestamp=ts, sack_blocks=blocks)
+
+    def _window(self) -> int:
+        """The window field: free buffer, never shrinking the right edge (RFC 9293 §3.8.6.2.2)."""
+        free = self.rcv_buffer - self.received_bytes
+        if free < 0:
+            free = 0
+        rcv_nxt = self.rcv_nxt
+        right = rcv_nxt + free
+        adv = self.rcv_adv
+        if right < adv:
+            right = adv  # RFC 9293 §3.8.6.2.2: do not shrink the window
+        elif right - adv < min(self.rcv_buffer // 2, self.rcv_mss):
+            # Receiver SWS avoidance (RFC 9293 §3.8.6.2.2): hold back a small increase, a closed
+            # window included (offering a few bytes of a zero window is the silly window itself).
+            right = adv
+        scale = self.rcv_wscale
+        value = (right - rcv_nxt + (1 << scale) - 1) >> scale if right - rcv_nxt > 0 else 0
+        if value > 65535:
+            value = 65535
+        self.rcv_adv = rcv_nxt + (value << scale)
+        return value
+
+    def _emit(self, seq: int, flags: int, payload: Buffer, options: bytes) -> None:
+        window = self._window()
+        rcv_nxt = self.rcv_nxt
+        self.outbox.append(outgoing((seq & MASK, rcv_nxt & MASK, flags, window, options, payload)))
+        if self.prr_active:
+            self.prr_out += len(payload)  # RFC 6937 §3: prr_out counts every octet sent in recovery
+        self.last_ack_sent = rcv_nxt
+        self.ack_now = False
+        self.unacked_bytes = 0
+        self.delack_at = None
+        self.stats["segments_sent"] += 1
+
+    def _ack_seq(self) -> int:
+        """SEG.SEQ of a pure ACK: the highest sequence sent (BSD's snd_max), kept in the peer's window.
+
+        Not SND.NXT: an RTO rewinds it (go-back-N) below what the peer already holds, and an ACK
+        with SEG.SEQ < RCV.NXT fails the peer's acceptability test (RFC 9293 §3.10.7.4), so its
+        ACK field is dropped; when both ends rewind, neither ever learns of the other's progress.
+        """
+        snd_max = self.snd_max
+        wnd_end = self.snd_una + self.snd_wnd
+        if snd_max <= wnd_end:
+            return snd_max
+        return wnd_end if wnd_end > self.snd_nxt else self.snd_nxt  # as Linux's tcp_acceptable_seq
+
+    def _send_ack(self, now: float) -> None:
+        """A pure ACK now, with the window and the SACK blocks of this moment."""
+        self._emit(self._ack_seq(), ACK, b"", self._ack_options(now))
+
+    def _dupack(self, now: float, seg: TcpSegment) -> None:
+        """The ACK owed for an unacceptable segment (RFC 9293 §3.10.7.4, RFC 7323 §5.3 R1), within
+        the rate limit on such answers (guards.oow_answer_allowed)."""
+        if oow_answer_allowed(self, now, seg, self.counters):
+            self._send_ack(now)
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 §3.2/§4.2/§5.2: answer with an ACK, within the rate limits of §7."""
+        if challenge_allowed(self, now, self.challenge, self.counters):
+            self.stats["challenge_acks"] += 1
+            self._emit(self._ack_seq(), ACK, b"", self._ack_options(now))
+
+    def _send_reset(self, ack32: int) -> None:
+        """RFC 9293 §3.10.7.3: <SEQ=SEG.ACK><CTL=RST> for an unacceptable ACK."""
+        self.outbox.append(outgoing((ack32, 0, RST, 0, b"", b"")))
+        self.stats["segments_sent"] += 1

@@ -11,17 +11,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aionetstack.transport.tcp.connection import TcpState
+from aionetstack.transport.tcp.contract import Outgoing, outgoing
+from aionetstack.transport.tcp.guards import (
+    ack_acceptable,
+    challenge_allowed,
+    newer_window,
+    oow_answer_allowed,
+    paws_rejects,
+)
 from aionetstack.transport.tcp.seq import MASK, acceptable, unwrap
+from aionetstack.transport.tcp.state import TcpState
 from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp_options
 
 if TYPE_CHECKING:
-    from aionetstack.transport.tcp.connection import ChallengeAckLimiter, CounterSink, TcpConnection
+    from aionetstack.transport.tcp.connection import TcpConnection
+    from aionetstack.transport.tcp.contract import CounterSink
+    from aionetstack.transport.tcp.guards import ChallengeAckLimiter
 
 __all__ = ["Outgoing", "TimeWait"]
-
-#: (seq, ack, flags, window, options, payload): a connection's outbox entry.
-Outgoing = tuple[int, int, int, int, bytes, bytes]
 
 
 class TimeWait:
@@ -91,29 +98,19 @@ class TimeWait:
         ts = (((int(now * 1000) + self.ts_offset) & MASK), self.ts_recent) if self.ts_ok else None
         blocks = ((dsack[0] & MASK, dsack[1] & MASK),) if dsack is not None else ()
         options = build_tcp_options(timestamp=ts, sack_blocks=blocks) if ts is not None or blocks else b""
-        return (self.snd_nxt & MASK, self.rcv_nxt & MASK, ACK, self.window, options, b"")
+        return outgoing((self.snd_nxt & MASK, self.rcv_nxt & MASK, ACK, self.window, options, b""))
 
     def _dupack(
         self, now: float, seg: TcpSegment, counters: CounterSink, dsack: tuple[int, int] | None = None
     ) -> list[Outgoing]:
-        # As TcpConnection._dupack: a pure ACK or a SYN is answered at most once per
-        # invalid_ratelimit (Linux's tcp_oow_rate_limited); data or a FIN always.
-        if seg.flags & SYN or not (seg.payload or seg.flags & FIN):
-            if now - self.last_oow_ack_at < self.config.invalid_ratelimit:
-                counters["tcp.out-of-window-acks-limited"] += 1
-                return []
-            self.last_oow_ack_at = now
-        return [self._ack(now, dsack)]
+        """As TcpConnection._dupack: within the rate limit on answers to out-of-window segments."""
+        return [self._ack(now, dsack)] if oow_answer_allowed(self, now, seg, counters) else []
 
     def _challenge_ack(
         self, now: float, limiter: ChallengeAckLimiter, counters: CounterSink
     ) -> list[Outgoing]:
         """RFC 5961 §3.2/§4.2/§5.2: an ACK, within the per-connection then the stack's limit (§7)."""
-        if now - self.last_oow_ack_at < self.config.invalid_ratelimit:
-            counters["tcp.challenge-acks-limited-per-connection"] += 1
-            return []
-        self.last_oow_ack_at = now
-        return [self._ack(now)] if limiter.allow(now) else []
+        return [self._ack(now)] if challenge_allowed(self, now, limiter, counters) else []
 
     def receive(
         self, seg: TcpSegment, now: float, limiter: ChallengeAckLimiter, counters: CounterSink
@@ -125,13 +122,7 @@ class TimeWait:
         length = len(seg.payload)
         ts = seg.timestamp
         # RFC 7323 §5.3 PAWS: a segment whose TSval is older than TS.Recent is a stale duplicate.
-        if (
-            self.ts_ok
-            and ts is not None
-            and not flags & RST
-            and self.ts_recent
-            and 0 < ((self.ts_recent - ts[0]) & MASK) < 0x80000000
-        ):
+        if self.ts_ok and paws_rejects(self.ts_recent, ts, flags):
             return self._dupack(now, seg, counters)
         # First: the acceptability test.
         window = self.rcv_adv - rcv_nxt
@@ -163,13 +154,13 @@ class TimeWait:
         snd_nxt = self.snd_nxt
         ack = unwrap(seg.ack, snd_nxt)
         # RFC 5961 §5.2: an ACK outside [SND.UNA - MAX.SND.WND, SND.MAX] is challenged and dropped.
-        if ack > snd_nxt or ack < snd_nxt - self.max_snd_wnd:
+        if not ack_acceptable(ack, snd_nxt, snd_nxt, self.max_snd_wnd):
             return self._challenge_ack(now, limiter, counters)
         # RFC 7323 §4.3: TS.Recent from a segment covering the last ACK we sent (RCV.NXT here).
         if ts is not None and self.ts_ok and seq <= rcv_nxt:
             self.ts_recent = ts[0]
         # RFC 9293 §3.10.7.4: the send window from a newer segment; only its maximum still matters.
-        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+        if newer_window(self.snd_wl1, self.snd_wl2, seq, ack):
             self.snd_wl1 = seq
             self.snd_wl2 = ack
             scaled = seg.window << self.snd_wscale
@@ -178,7 +169,7 @@ class TimeWait:
         # Seventh: text. RFC 1122 §4.2.2.13: data after CLOSE gets a reset.
         if length and self.app_closed:
             self.time_wait_at = None
-            return [(snd_nxt & MASK, 0, RST, 0, b"", b"")]
+            return [outgoing((snd_nxt & MASK, 0, RST, 0, b"", b""))]
         # Eighth: FIN. RFC 9293 §3.10.7.4: TIME-WAIT acknowledges it and restarts the 2 MSL timeout.
         if flags & FIN:
             self._restart(now)

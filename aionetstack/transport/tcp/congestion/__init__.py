@@ -22,15 +22,21 @@ def register(cls: type[CongestionControl]) -> type[CongestionControl]:
     return cls
 
 
-def create(name: str, mss: int, initial_window: int) -> CongestionControl:
-    """A new controller by name (``"cubic"``, ``"newreno"``)."""
+def create(
+    name: str, mss: int, initial_window: int, carry: CongestionControl | None = None
+) -> CongestionControl:
+    """A new controller by name (``"cubic"``, ``"newreno"``); with ``carry``, it starts from that
+    controller's cwnd and ssthresh (a connection switching controllers keeps its learned window)."""
     try:
         cls = ALGORITHMS[name.lower()]
     except KeyError:
         raise ValueError(
             f"unknown congestion control {name!r}; known: {', '.join(sorted(ALGORITHMS))}"
         ) from None
-    return cls(mss, initial_window)
+    cc = cls(mss, initial_window)
+    if carry is not None:
+        cc.cwnd, cc.ssthresh = carry.cwnd, carry.ssthresh
+    return cc
 
 
 __all__ = ["ALGORITHMS", "Bbr", "CongestionControl", "Cubic", "NewReno", "create", "register"]

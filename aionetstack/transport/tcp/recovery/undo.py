@@ -1,0 +1,57 @@
+"""Undoing a reduction that was not needed: the timeout was spurious (Eifel detection, RFC 3522 §3.2,
+and response, RFC 4015), or every retransmission of an episode arrived twice (D-SACK, RFC 3708)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aionetstack.transport.tcp.seq import MASK
+
+if TYPE_CHECKING:
+    from aionetstack.transport.tcp.rack import Rack
+    from aionetstack.transport.tcp.sack import Scoreboard
+    from aionetstack.transport.tcp.tcb import Tcb
+    from aionetstack.wire.tcp import TcpSegment
+
+__all__ = ["eifel_check", "on_dsack", "undo"]
+
+
+def undo(conn: Tcb, now: float) -> None:
+    """Back to cwnd and ssthresh as they were before the latest reduction."""
+    conn.stats["undo_events"] += 1
+    conn.prr_active = False  # the reduction is undone: PRR no longer steers cwnd
+    conn.cc.undo(conn.undo_cwnd, conn.undo_ssthresh)
+    conn.undo_retrans = -1
+    if conn.trace is not None:
+        conn.trace.event(conn, "undo", now)
+
+
+def eifel_check(conn: Tcb, seg: TcpSegment, now: float) -> None:
+    """RFC 3522 §3.2 (Eifel detection): was the timeout spurious? RFC 4015 §3 (response): undo."""
+    tsval = conn.rto_undo_tsval
+    conn.rto_undo_tsval = None
+    ts = seg.timestamp
+    if tsval is None or ts is None or not ts[1]:
+        return
+    if not 0 < ((tsval - ts[1]) & MASK) < 0x80000000:
+        return  # the echo is of the retransmission (or later): the timeout was real
+    # The first ACK after the timeout echoes an older TSval: it answers the original transmission.
+    conn.stats["spurious_rto"] += 1
+    undo(conn, now)
+    conn.recovery.on_spurious_timeout(conn)
+
+
+def on_dsack(conn: Tcb, board: Scoreboard, rack: Rack, block: tuple[int, int], now: float) -> None:
+    """RFC 2883 §5 / RFC 3708: a duplicate arrived; if we retransmitted it, that was spurious."""
+    stats = conn.stats
+    stats["dsacks_received"] += 1
+    rack.on_dsack(conn.snd_una, conn.snd_max)  # RFC 8985 §6.2 step 4: widen the reordering window
+    covered = board.is_covered(block[0], block[1])
+    if block[1] <= conn.snd_una or (covered is not None and covered.ever_retrans):
+        stats["spurious_retransmits"] += 1
+        if conn.undo_retrans > 0:
+            conn.undo_retrans -= 1
+            if conn.undo_retrans == 0:
+                # Every retransmission of the episode was a duplicate (RFC 3708 §3): the loss was
+                # not one, so undo the reduction as Linux's DSACK undo does.
+                undo(conn, now)

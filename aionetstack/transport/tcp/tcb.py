@@ -1,0 +1,371 @@
+"""The transmission control block: one connection's variables (RFC 9293 §3.3.1), and what every part
+of the connection reads from them.
+
+:class:`~.connection.TcpConnection` is this one slotted object seen through its parts, each a class
+over it in one file: ``receiver.py`` (what we receive and acknowledge), ``sender.py`` (what we send),
+``handshake.py``, ``timers.py``, and ``connection.py`` on top (the user calls and the receive steps in
+RFC 9293 order); loss recovery is a strategy object (``recovery/``) chosen when the handshake settles.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import TYPE_CHECKING
+
+from aionetstack.transport.tcp import congestion
+from aionetstack.transport.tcp.config import TcpConfig
+from aionetstack.transport.tcp.contract import EV_CLOSED, ConnectionShell, CounterSink, Outgoing
+from aionetstack.transport.tcp.guards import ChallengeAckLimiter
+from aionetstack.transport.tcp.ooo import OutOfOrderQueue
+from aionetstack.transport.tcp.recovery import NEWRENO, Recovery
+from aionetstack.transport.tcp.rtt import RttEstimator
+from aionetstack.transport.tcp.seq import MASK
+from aionetstack.transport.tcp.state import CLOSED, ESTABLISHED, TIME_WAIT, TcpState
+
+if TYPE_CHECKING:
+    from aionetstack.observe.trace import Tracer
+    from aionetstack.transport.tcp.rack import Rack
+    from aionetstack.transport.tcp.sack import Scoreboard
+    from aionetstack.wire import Buffer
+
+__all__ = ["TS_OPTION_LENGTH", "Tcb"]
+
+TS_OPTION_LENGTH = 12  # NOP NOP TS: what timestamps cost every segment (RFC 7323 §3.2, RFC 6691)
+DEFAULT_MSS = 536  # RFC 9293 §3.7.1 / RFC 1122 §4.2.2.6: the MSS to assume without the option
+
+
+class Tcb:
+    """One connection's state (sans-IO); its behaviour is in the subclasses (see the module doc)."""
+
+    __slots__ = (
+        "ack_now",
+        "app_closed",
+        "board",
+        "cc",
+        "cc_seed",
+        "challenge",
+        "config",
+        "counters",
+        "delack_at",
+        "dsack",
+        "dupacks",
+        "error",
+        "events",
+        "fin_queued",
+        "in_recovery",
+        "irs",
+        "iss",
+        "keepalive_at",
+        "keepalive_probes",
+        "last_ack_sent",
+        "last_oow_ack_at",
+        "last_received_at",
+        "local_ip",
+        "local_port",
+        "max_snd_wnd",
+        "mss_base",
+        "nodelay",
+        "ooo",
+        "outbox",
+        "pace_at",
+        "pace_release",
+        "peer_fin_seq",
+        "peer_mss",
+        "persist_at",
+        "persist_backoff",
+        "pmtu_mss",
+        "prr_active",
+        "prr_delivered",
+        "prr_out",
+        "prr_recover_fs",
+        "quick_acks",
+        "rack",
+        "rcv_adv",
+        "rcv_buffer",
+        "rcv_mss",
+        "rcv_nxt",
+        "rcv_rtt",
+        "rcv_rtt_seq",
+        "rcv_rtt_time",
+        "rcv_wscale",
+        "rcvq_seq",
+        "rcvq_space",
+        "rcvq_time",
+        "received",
+        "received_bytes",
+        "recover",
+        "recovery",
+        "recovery_tsval",
+        "remote_ip",
+        "remote_port",
+        "reo_at",
+        "retransmits",
+        "rto_at",
+        "rto_recovery",
+        "rto_undo_tsval",
+        "rtt",
+        "rtt_seq",
+        "rtt_time",
+        "sack_ok",
+        "sbuf",
+        "sbuf_off",
+        "sbuf_seq",
+        "snd_buffer",
+        "snd_max",
+        "snd_nxt",
+        "snd_una",
+        "snd_wl1",
+        "snd_wl2",
+        "snd_wnd",
+        "snd_wscale",
+        "soft_error",
+        "state",
+        "stats",
+        "syn_options",
+        "time_wait_at",
+        "tlp_at",
+        "tlp_end",
+        "tlp_rearm",
+        "tlp_retrans",
+        "trace",
+        "ts_offset",
+        "ts_ok",
+        "ts_recent",
+        "unacked_bytes",
+        "undo_cwnd",
+        "undo_retrans",
+        "undo_ssthresh",
+        "user_data",
+        "ws_ok",
+    )
+
+    def __init__(
+        self,
+        config: TcpConfig,
+        local: tuple[bytes, int],
+        remote: tuple[bytes, int],
+        iss: int,
+        mss: int,
+        challenge: ChallengeAckLimiter | None = None,
+    ) -> None:
+        """``mss`` is what the route allows (MTU - 40, RFC 9293 §3.7.1), before options."""
+        self.config = config
+        self.local_ip, self.local_port = local
+        self.remote_ip, self.remote_port = remote
+        self.challenge = challenge or ChallengeAckLimiter(config.challenge_ack_limit)
+        self.state: TcpState = CLOSED
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_max = iss
+        self.snd_wnd = 0
+        self.max_snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.snd_wscale = 0
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0
+        self.rcv_buffer = config.receive_buffer
+        self.rcv_wscale = 0
+        if config.window_scaling:
+            # RFC 7323 §2.3: the smallest shift that lets the window cover the whole buffer — the
+            # largest auto-tuning may grow it to, since the shift is fixed by the SYN.
+            while (65535 << self.rcv_wscale) < config.receive_buffer_max and self.rcv_wscale < 14:
+                self.rcv_wscale += 1
+        # Receive-buffer auto-tuning (Linux's DRS, tcp_rcv_space_adjust): the receiver's RTT
+        # estimate, and what the application consumed since the measurement began at rcvq_time.
+        self.rcv_rtt: float | None = None
+        self.rcv_rtt_seq: int | None = None
+        self.rcv_rtt_time = 0.0
+        self.rcvq_space = 0
+        self.rcvq_seq = 0
+        self.rcvq_time = 0.0
+        self.snd_buffer = config.send_buffer  # grows with cwnd (expand_send_buffer)
+        self.pmtu_mss = 65535 - 40  # RFC 1191: the path MTU minus headers; lowered by set_path_mtu
+        self.mss_base = mss if config.mss is None else min(mss, config.mss)
+        self.peer_mss = DEFAULT_MSS
+        self.rcv_mss = min(self.mss_base, DEFAULT_MSS)
+        self.ws_ok = False
+        self.ts_ok = False
+        self.sack_ok = False
+        self.ts_recent = 0
+        self.ts_offset = int.from_bytes(os.urandom(4), "big")  # RFC 7323 §5.4: a random clock offset
+        self.last_ack_sent = 0
+        self.last_oow_ack_at = float("-inf")
+        self.syn_options = b""
+        self.nodelay = bool(config.nodelay)  # None: Nagle on, as a fresh kernel socket
+        self.sbuf = bytearray()
+        self.sbuf_off = 0
+        self.sbuf_seq = iss + 1
+        self.fin_queued = False
+        self.peer_fin_seq: int | None = None
+        self.app_closed = False
+        self.received: list[bytes] = []
+        self.received_bytes = 0
+        self.ooo = OutOfOrderQueue(config.out_of_order_limit, config.out_of_order_segments)
+        self.outbox: list[Outgoing] = []
+        self.events = 0  # ConnEvent bits (contract.py); the shell clears them
+        self.error: BaseException | None = None
+        # The last ICMP or routing error of a synchronised connection: never fatal by itself, it is
+        # what the application hears if the connection later times out (Linux's sk_err_soft).
+        self.soft_error: OSError | None = None
+        self.counters: CounterSink | None = None  # the stack's counters, when a stack runs it
+        self.ack_now = False
+        self.unacked_bytes = 0
+        self.quick_acks = config.quick_ack_segments
+        self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
+        self.rtt_seq: int | None = None
+        self.rtt_time = 0.0
+        self.retransmits = 0
+        self.dupacks = 0
+        self.in_recovery = False
+        self.recover = iss
+        self.cc = congestion.create(config.congestion_control, self.mss_base, config.initial_window)
+        self.cc_seed = 0  # for the controller's random choices; the stack numbers its connections
+        # Loss recovery: NewReno (RFC 6582) until the SYNs agree on SACK; then RFC 6675 with PRR and
+        # RACK-TLP (RFC 8985), whose scoreboard and RACK state are also here for introspection.
+        self.recovery: Recovery = NEWRENO
+        self.board: Scoreboard | None = None
+        self.rack: Rack | None = None
+        # Pacing, when the congestion control sets a pacing_rate: when what was sent so far would
+        # have finished leaving at that rate, and, while the sender waits on it, the time it may
+        # go on (a timer, in next_deadline).
+        self.pace_at = 0.0
+        self.pace_release: float | None = None
+        self.dsack: tuple[int, int] | None = None  # a duplicate to report first (RFC 2883 §4)
+        self.reo_at: float | None = None  # RACK's reordering timer (RFC 8985 §6.3)
+        self.tlp_at: float | None = None  # the probe timeout (RFC 8985 §7.2)
+        self.tlp_end: int | None = None  # TLP.end_seq: an episode is open (RFC 8985 §7.3)
+        self.tlp_retrans = False  # TLP.is_retrans
+        self.tlp_rearm = False
+        self.rto_recovery = False  # recovering after a timeout (Linux's CA_Loss)
+        self.rto_undo_tsval: int | None = None  # Eifel (RFC 3522): TSval of the first RTO retransmission
+        self.undo_cwnd = 0  # cwnd and ssthresh before the latest reduction, to undo a spurious one
+        self.undo_ssthresh = 0
+        self.undo_retrans = -1  # retransmissions of this episode not yet shown spurious by D-SACK
+        self.recovery_tsval: int | None = None  # TSval of the fast recovery's first retransmission
+        # Proportional Rate Reduction (RFC 6937 §3) during SACK fast recovery.
+        self.prr_active = False
+        self.prr_delivered = 0  # prr_delivered: octets delivered to the receiver since recovery began
+        self.prr_out = 0  # prr_out: octets sent since recovery began
+        self.prr_recover_fs = 1  # RecoverFS: the flight size when recovery began
+        self.rto_at: float | None = None
+        self.delack_at: float | None = None
+        self.persist_at: float | None = None
+        self.persist_backoff = 0
+        self.keepalive_at: float | None = None
+        self.keepalive_probes = 0
+        # TIME-WAIT's 2 MSL; in FIN-WAIT-2, an orphan's timeout (Linux's tcp_fin_timeout).
+        self.time_wait_at: float | None = None
+        self.last_received_at = 0.0
+        self.user_data: ConnectionShell | None = None  # the asyncio transport, when one runs it
+        self.trace: Tracer | None = None  # the stack's trace hook (aionetstack.observe), when set
+        self.stats = {
+            "bytes_sent": 0,
+            "bytes_acked": 0,
+            "bytes_received": 0,
+            "segments_sent": 0,
+            "segments_received": 0,
+            "retransmits_rto": 0,
+            "retransmits_fast": 0,
+            "retransmits_recovery": 0,
+            "retransmits_syn": 0,
+            "rto_events": 0,
+            "fast_retransmit_events": 0,
+            "dupacks_received": 0,
+            "out_of_order_segments": 0,
+            "out_of_order_dropped": 0,  # refused at the out-of-order queue's cap (bytes or segments)
+            "challenge_acks": 0,
+            "paws_rejected": 0,
+            "zero_window_probes": 0,
+            "keepalive_probes": 0,
+            "delayed_acks": 0,
+            "window_updates": 0,
+            "retransmits_tlp": 0,
+            "tlp_probes": 0,
+            "tlp_recoveries": 0,
+            "rack_reorder_timeouts": 0,
+            "sack_blocks_received": 0,
+            "sack_blocks_invalid": 0,
+            "dsacks_received": 0,
+            "dsacks_sent": 0,
+            "spurious_retransmits": 0,
+            "spurious_rto": 0,
+            "undo_events": 0,
+            "congestion_control_fallbacks": 0,  # a rate-based controller without SACK: CUBIC runs
+        }
+
+    if TYPE_CHECKING:
+        # What the parts call across one another, and the recovery strategies on the connection: the
+        # TCB's interface, declared here for the type checker, defined in receiver.py and sender.py.
+        def _emit(self, seq: int, flags: int, payload: Buffer, options: bytes) -> None: ...
+        def _ack_options(self, now: float) -> bytes: ...
+        def _payload(self, seq: int, length: int) -> memoryview: ...
+        def _room(self, options: bytes) -> int: ...
+        def _send_data(self, now: float) -> None: ...
+        def _charge_pacing(self, wire: int, now: float, pacing_rate: float) -> None: ...
+        @property
+        def pipe(self) -> int: ...
+
+    # ------------------------------------------------------------------ derived values
+
+    @property
+    def send_mss(self) -> int:
+        """Payload bytes in a full-sized segment: MSS minus per-segment option overhead (RFC 6691)."""
+        mss = min(self.peer_mss, self.mss_base, self.pmtu_mss)
+        return mss - TS_OPTION_LENGTH if self.ts_ok else mss
+
+    @property
+    def snd_end(self) -> int:
+        """Sequence number just past the last byte the application queued."""
+        return self.sbuf_seq + len(self.sbuf) - self.sbuf_off
+
+    @property
+    def send_buffered(self) -> int:
+        """Bytes queued and not yet acknowledged."""
+        return len(self.sbuf) - self.sbuf_off
+
+    @property
+    def in_flight(self) -> int:
+        return self.snd_max - self.snd_una
+
+    @property
+    def is_synchronized(self) -> bool:
+        return self.state >= ESTABLISHED
+
+    def ts_clock(self, now: float) -> int:
+        """Our TSval: a millisecond clock (RFC 7323 §5.4 allows 1 ms to 1 s per tick)."""
+        return (int(now * 1000) + self.ts_offset) & MASK
+
+    def _count(self, name: str) -> None:
+        counters = self.counters
+        if counters is not None:
+            counters[name] += 1
+
+    def _timeout_error(self, doing: str) -> OSError:
+        """ETIMEDOUT, or the last soft error when there was one (Linux's tcp_write_err)."""
+        soft = self.soft_error
+        if soft is not None and soft.errno:
+            return type(soft)(soft.errno, f"{soft.strerror} (connection timed out {doing})")
+        return TimeoutError(errno.ETIMEDOUT, f"connection timed out {doing}")
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.state = TIME_WAIT
+        self.rto_at = None
+        self.persist_at = None
+        self.keepalive_at = None
+        self.delack_at = None
+        self.tlp_at = self.reo_at = None
+        self.time_wait_at = now + self.config.time_wait  # RFC 9293 §3.10.7.4: 2 MSL
+        self.events |= EV_CLOSED
+
+    def _terminate(self, error: BaseException | None) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self.error = error
+        self.rto_at = self.delack_at = self.persist_at = self.keepalive_at = self.time_wait_at = None
+        self.tlp_at = self.reo_at = None
+        self.events |= EV_CLOSED
