@@ -92,7 +92,7 @@ class TcpForwardRequest:
         if self._accepted:
             raise RuntimeError("this forward request was already accepted")
         self._accepted = True  # decided
-        self._forwarder.stack.tcp._reset_for(self._header, self._segment)
+        self._forwarder.stack.tcp.refuse(self._header, self._segment)
         self._forwarder.stack.counters["forwarder.tcp.rejected"] += 1
         self._forwarder.stack.schedule_output()
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aionetstack import _validate
-from aionetstack.resolver import StubResolver
+
+if TYPE_CHECKING:
+    from aionetstack.resolver import StubResolver
 
 __all__ = ["NameResolution"]
 
@@ -59,6 +61,9 @@ class NameResolution:
         _validate.nameservers("nameservers", nameservers)
         _validate.number("timeout", timeout, 0, above=True)
         _validate.integer("attempts", attempts, 1)
+        # Imported here, not above: dnspython loads only for a stack that is given name servers.
+        from aionetstack.resolver import StubResolver
+
         self.resolver = (
             StubResolver(self, nameservers, timeout=timeout, attempts=attempts)  # type: ignore[arg-type]
             if nameservers

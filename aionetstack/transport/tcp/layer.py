@@ -314,6 +314,10 @@ class TcpLayer:
             dont_fragment=self.dont_fragment(header.source),
         )
 
+    def refuse(self, header: NetworkHeader, seg: TcpSegment) -> None:
+        """Answer a SYN as a closed port would, with a reset (a forwarder's no)."""
+        self._reset_for(header, seg)
+
     def register(self, conn: TcpConnection) -> None:
         self.connections[(conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)] = conn
         if self.pmtu:
