@@ -152,6 +152,7 @@ class Stack(NameResolution, ForwarderSetup):
             scheduler=self,
         )
         self.networks.register(self.ip)
+        self._by_ethertype = self.networks.by_ethertype  # the dict itself: one lookup a frame
         for transport in (self.icmp, self.udp, self.tcp):
             self.transports.register(transport)
 
@@ -536,7 +537,7 @@ class Stack(NameResolution, ForwarderSetup):
             # Unicast to another host: a NIC not in promiscuous mode filters it.
             self.counters["link.dropped.not-our-mac"] += 1
             return
-        handler = self.networks.by_ethertype.get(ethertype)
+        handler = self._by_ethertype.get(ethertype)
         if handler is None:
             self.counters["link.dropped.unknown-ethertype"] += 1
             return

@@ -111,6 +111,10 @@ class ForwarderSetup:
         _validate.callable_or_none("handler", handler)
         if self.icmp_forwarder is not None:
             self.icmp_forwarder.close()
-        stack: Stack = self  # type: ignore[assignment]
-        self.icmp_forwarder = IcmpForwarder(stack, handler) if handler is not None else None
+        scheduler: Stack = self  # type: ignore[assignment]  # the mixin is on a Stack
+        self.icmp_forwarder = (
+            IcmpForwarder(self.icmp.network, self.icmp.counters, scheduler, handler)
+            if handler is not None
+            else None
+        )
         self.icmp.forwarder = self.icmp_forwarder
