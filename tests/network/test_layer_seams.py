@@ -5,12 +5,16 @@ The oracle is scapy: packets going in are built by it, and what the layer sends 
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import errno
+from collections.abc import Callable
 
 import pytest
-from scapy.all import ARP, ICMP, IP, TCP, UDP, Ether, Raw, fragment
+from scapy.all import ARP, ICMP, IP, TCP, UDP, Ether, IPv6, Raw, fragment
 
+from aionetstack import Stack
+from aionetstack.link.pipe import pipe
 from aionetstack.network.icmp import IcmpLayer
 from aionetstack.network.interface import Interface, LoopbackLink
 from aionetstack.network.ipv4 import Ipv4Layer, new_neighbour_cache
@@ -30,6 +34,7 @@ from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.connection import TcpState
 from aionetstack.transport.tcp.layer import TcpLayer
 from aionetstack.transport.udp import UdpLayer
+from aionetstack.wire import Buffer
 from aionetstack.wire.ipv4 import Ipv4Header, parse_ipv4
 
 US, PEER = "10.0.0.1", "10.0.0.2"
@@ -270,3 +275,49 @@ def test_tcp_alone_opens_a_connection() -> None:
     assert conn.state is TcpState.ESTABLISHED
     ack = TCP(network.sent[-1].data)
     assert ack.flags == "A" and ack.ack == 5001
+
+
+# ---------------------------------------------------------------------------------- a second version
+
+
+class _FakeIpv6(FakeNetwork):
+    """What an Ipv6Layer registers: EtherType 0x86DD, IP version 6, 16-byte addresses."""
+
+    ip_version = 6
+    address_length = 16
+
+    def __init__(self) -> None:
+        super().__init__(bytes(15) + b"\x01")
+        self.received: list[tuple[Interface, bytes, int]] = []
+        self.polled: list[float] = []
+
+    def ethertypes(self) -> dict[int, Callable[[Interface, Buffer, int], None]]:
+        return {0x86DD: self.packet_input}
+
+    def packet_input(self, iface: Interface, buf: Buffer, offset: int) -> None:
+        self.received.append((iface, bytes(buf), offset))
+
+    def poll(self, now: float) -> None:
+        self.polled.append(now)
+
+    def next_deadline(self) -> float | None:
+        return None
+
+
+async def test_a_second_ip_version_registers_beside_ipv4() -> None:
+    async with Stack() as stack:
+        v6 = _FakeIpv6()
+        stack.networks.register(v6)
+        assert stack.networks.for_address(bytes(16)) is v6 and stack.networks.for_address(US_B) is stack.ip
+        left, right = pipe()
+        iface = stack.add_interface(left, f"{US}/24")
+        packet = bytes(IPv6(src="fe80::2", dst="fe80::1") / UDP(dport=9))
+        right.write(
+            [bytes(Ether(dst=left.mac, src=PEER_MAC) / IPv6(src="fe80::2", dst="fe80::1") / UDP(dport=9))]
+        )
+        stack.loopback.link.write([packet])  # a bare packet: by its version
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert [(i, offset) for i, _buf, offset in v6.received] == [(iface, 14), (stack.loopback, 0)]
+        assert v6.received[1][1] == packet
+        assert stack.counters["link.dropped.unknown-ethertype"] == 0
