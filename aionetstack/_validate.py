@@ -76,6 +76,9 @@ def _type_error(name: str, expected: str, value: object) -> NoReturn:
     raise TypeError(f"{name} must be {expected}, not {_kind(value)} ({value!r})")
 
 
+type_error = _type_error  #: for a check made elsewhere (a Protocol), with the same message
+
+
 def _range(lo: float | None, hi: float | None) -> str:
     if lo is not None and hi is not None:
         return f"in {lo}..{hi}"

@@ -26,8 +26,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aionetstack import _validate
+from aionetstack.network.registration import NetworkHeader
 from aionetstack.transports import TcpTransport
-from aionetstack.wire.ipv4 import Ipv4Header, format_ip
+from aionetstack.wire.ipv4 import format_ip
 from aionetstack.wire.tcp import TcpSegment
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class TcpForwardRequest:
 
     __slots__ = ("_accepted", "_forwarder", "_header", "_key", "_segment", "_writer", "destination", "source")
 
-    def __init__(self, forwarder: TcpForwarder, header: Ipv4Header, segment: TcpSegment, key: Key) -> None:
+    def __init__(self, forwarder: TcpForwarder, header: NetworkHeader, segment: TcpSegment, key: Key) -> None:
         self._forwarder = forwarder
         self._header = header
         self._segment = segment
@@ -91,7 +92,7 @@ class TcpForwardRequest:
         if self._accepted:
             raise RuntimeError("this forward request was already accepted")
         self._accepted = True  # decided
-        self._forwarder.stack.tcp._reset_for(self._header, self._segment)
+        self._forwarder.stack.tcp.refuse(self._header, self._segment)
         self._forwarder.stack.counters["forwarder.tcp.rejected"] += 1
         self._forwarder.stack.schedule_output()
 
@@ -113,7 +114,7 @@ class TcpForwarder:
         self.pending: dict[Key, TcpForwardRequest] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def syn(self, header: Ipv4Header, segment: TcpSegment, key: Key) -> None:
+    def syn(self, header: NetworkHeader, segment: TcpSegment, key: Key) -> None:
         counters = self.stack.counters
         if key in self.pending:
             return  # the client retransmitted its SYN while the handler decides
@@ -241,7 +242,7 @@ class UdpForwarder:
         self.flows: dict[Key, UdpFlow] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def datagram(self, header: Ipv4Header, sport: int, dport: int, data: bytes) -> None:
+    def datagram(self, header: NetworkHeader, sport: int, dport: int, data: bytes) -> None:
         key = (header.destination, dport, header.source, sport)
         flow = self.flows.get(key)
         counters = self.stack.counters

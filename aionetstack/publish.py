@@ -172,10 +172,8 @@ class Publication:
 
 def _kernel_loop_call(loop: asyncio.AbstractEventLoop) -> Any:
     """The base loop's create_server for a drop-in loop (its own would go to the stack)."""
-    from aionetstack.loop import _StackLoopMixin
-
-    if isinstance(loop, _StackLoopMixin):
-        return loop._base()
+    if getattr(loop, "aionetstack_stack", None) is not None:  # a drop-in loop (aionetstack.loop)
+        return loop._base()  # type: ignore[attr-defined]
     return loop
 
 

@@ -21,12 +21,15 @@ import errno
 import ipaddress
 import logging
 import socket
+import struct
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aionetstack import _validate
+from aionetstack.current import _current, current_stack
 from aionetstack.errors import MalformedPacket
+from aionetstack.forwarding.setup import ForwarderSetup
 from aionetstack.inbound import (
     BATCH_OVERHEAD,
     BUDGET,
@@ -36,22 +39,26 @@ from aionetstack.inbound import (
     LinkQueue,
 )
 from aionetstack.link.endpoint import LinkEndpoint, LinkKind
+from aionetstack.names import NameResolution
 from aionetstack.network.icmp import IcmpLayer
 from aionetstack.network.interface import Interface, LoopbackLink
 from aionetstack.network.ipv4 import Ipv4Layer, new_neighbour_cache
 from aionetstack.network.pmtu import PmtuCache
+from aionetstack.network.registration import Cancellable, NetworkProtocols, TransportDispatcher
 from aionetstack.network.route import RouteTable
 from aionetstack.options import StackOptions
+from aionetstack.ping import ping
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.layer import TcpLayer
 from aionetstack.transport.udp import UdpLayer, UdpTransport, create_datagram_endpoint
 from aionetstack.wire import Buffer
+from aionetstack.wire.ethernet import ETHERNET_HEADER_LENGTH
 from aionetstack.wire.ipv4 import parse_ip
 
 if TYPE_CHECKING:
-    from aionetstack.forwarder import TcpForwarder, TcpForwardRequest, UdpFlow, UdpForwarder
-    from aionetstack.forwarding.icmp import EchoRequest, IcmpForwarder
-    from aionetstack.forwarding.udp import UdpSession, UdpSessionForwarder
+    from aionetstack.forwarder import TcpForwarder, UdpForwarder
+    from aionetstack.forwarding.icmp import IcmpForwarder
+    from aionetstack.forwarding.udp import UdpSessionForwarder
     from aionetstack.observe.sockets import SocketInfo
     from aionetstack.observe.trace import TraceCallback, Tracer
     from aionetstack.publish import Publication
@@ -65,23 +72,10 @@ logger = logging.getLogger("aionetstack")
 #: At most one log line per this many seconds for each kind of drop the log reports.
 _LOG_INTERVAL = 10.0
 _UNREACHABLE_ERRNOS = (errno.ENETUNREACH, errno.EHOSTUNREACH)
+_ETHERNET = struct.Struct("!6s6sH")
 
 
-_current: contextvars.ContextVar[Stack | None] = contextvars.ContextVar(
-    "aionetstack_current_stack", default=None
-)
-
-
-def current_stack() -> Stack:
-    """The stack of the innermost ``async with stack:`` (or ``with stack.as_current():``)."""
-    stack = _current.get()
-    if stack is None or stack._closed:
-        # A closed stack is never current, even if a context copied before its exit still names it.
-        raise RuntimeError("no current aionetstack Stack: use 'async with stack:' or pass stack=")
-    return stack
-
-
-class Stack:
+class Stack(NameResolution, ForwarderSetup):
     """A user-space TCP/IP stack: NICs, routes, ARP, IPv4, ICMP, UDP and TCP, on the running loop.
 
     Use it as an async context manager (``async with Stack() as stack:``) or call ``start()`` and
@@ -124,16 +118,43 @@ class Stack:
         self._context_tokens: list[contextvars.Token[Stack | None]] = []
         self._pending_announcements: list[tuple[Interface, bytes]] = []
         self.pmtu = PmtuCache(self.options.pmtu_timeout)  #: path MTUs learnt (RFC 1191), by destination
-        self.ip = Ipv4Layer(self)
-        self.icmp = IcmpLayer(self)
-        self.udp = UdpLayer(self)
-        self.tcp = TcpLayer(self)
         self.loopback = Interface("lo", 0, LoopbackLink())
         self.loopback.add_address(ipaddress.IPv4Interface("127.0.0.1/8"))
         self.interfaces.append(self.loopback)
         self._iface_by_link[self.loopback.link] = self.loopback
         self.loopback.link.attach(self)
         self.local_addresses[b"\x7f\x00\x00\x01"] = self.loopback
+        # The layers, each handed its collaborators (network/registration.py), never the Stack.
+        self.networks = NetworkProtocols()  #: by EtherType and IP version
+        self.transports = TransportDispatcher()  #: by IP protocol number
+        counters, clock = self.counters, self.now
+        self.ip = Ipv4Layer(
+            options=self.options,
+            counters=counters,
+            clock=clock,
+            links=self,
+            transports=self.transports,
+            interfaces=self.interfaces,
+            local_addresses=self.local_addresses,
+            routes=self.routes,
+            loopback=self.loopback,
+        )
+        self.icmp = IcmpLayer(self.ip, self.transports, options=self.options, counters=counters, clock=clock)
+        self.ip.icmp = self.icmp
+        self.udp = UdpLayer(self.ip, counters)
+        self.tcp = TcpLayer(
+            self.ip,
+            config=self.tcp_config,
+            options=self.options,
+            pmtu=self.pmtu,
+            counters=counters,
+            clock=clock,
+            scheduler=self,
+        )
+        self.networks.register(self.ip)
+        self._by_ethertype = self.networks.by_ethertype  # the dict itself: one lookup a frame
+        for transport in (self.icmp, self.udp, self.tcp):
+            self.transports.register(transport)
 
     _count = 0
 
@@ -144,6 +165,17 @@ class Stack:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         return self._loop
+
+    def now(self) -> float:
+        """The layers' clock: the loop's time (the running loop's, before the stack started)."""
+        loop = self._loop
+        if loop is None:
+            loop = self.loop
+        return loop.time()
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Cancellable:
+        """The layers' timers: ``callback`` at ``when`` on the loop."""
+        return self.loop.call_at(when, callback)
 
     def start(self) -> None:
         """Start the stack's network task on the running loop (idempotent)."""
@@ -162,9 +194,7 @@ class Stack:
         if self._closed:
             return
         self._closed = True
-        for forwarder in (self.tcp_forwarder, self.udp_forwarder, self.icmp_forwarder):
-            if forwarder is not None:
-                forwarder.close()
+        self._close_forwarders()
         self.tcp.close_all()
         for transport in list(self.udp.endpoints.values()):
             transport.close()
@@ -225,7 +255,7 @@ class Stack:
             raise ValueError(f"{link!r} is already an interface of stack {self.name}")
         iface = Interface(name or f"eth{len(self.interfaces) - 1}", len(self.interfaces), link)
         if link.kind is LinkKind.ETHERNET:
-            iface.neighbours = new_neighbour_cache(self)
+            iface.neighbours = new_neighbour_cache(self.options)
         self.interfaces.append(iface)
         self._iface_by_link[link] = iface
         link.attach(self)
@@ -321,55 +351,7 @@ class Stack:
         return iface.own
 
     def is_broadcast(self, destination: bytes) -> bool:
-        return any(i.is_broadcast(destination) for i in self.interfaces)
-
-    # ------------------------------------------------------------------ names
-
-    def resolve_address(self, addr: Any, passive: bool = False) -> tuple[bytes, int]:
-        """``(host, port)`` to ``(4-byte address, port)``: numeric, ``localhost`` or ``stack.hosts``."""
-        host, port = _validate.address("address", addr)
-        return self.resolve_host(host, passive), port
-
-    def resolve_host(self, host: str | None, passive: bool = False) -> bytes:
-        host = _validate.host("host", host)
-        if host is None or host == "":
-            if passive:
-                return b"\x00\x00\x00\x00"
-            raise ValueError("a destination host is required")
-        if host in self.hosts:
-            name, host = host, self.hosts[host]
-            _validate.ipv4(f"stack.hosts[{name!r}]", host)  # a plain dict put in place of the table
-        if host == "localhost":
-            return b"\x7f\x00\x00\x01"
-        try:
-            return ipaddress.IPv4Address(host).packed
-        except ValueError:
-            raise socket.gaierror(
-                socket.EAI_NONAME, f"cannot resolve {host!r}: not an IPv4 address or a name in stack.hosts"
-            ) from None
-
-    async def resolve_address_async(self, addr: Any, passive: bool = False) -> tuple[bytes, int]:
-        """As :meth:`resolve_address`, then asking the DNS servers of :meth:`set_nameservers`."""
-        try:
-            return self.resolve_address(addr, passive)
-        except socket.gaierror:
-            if self.resolver is None:
-                raise
-        addresses = await self.resolver.resolve(addr[0])
-        return ipaddress.IPv4Address(addresses[0]).packed, addr[1]
-
-    def set_nameservers(
-        self, nameservers: list[str | tuple[str, int]], *, timeout: float = 2.0, attempts: int = 2
-    ) -> None:
-        """Resolve names that are neither numeric nor in ``hosts`` with DNS over this stack's UDP."""
-        _validate.nameservers("nameservers", nameservers)
-        _validate.number("timeout", timeout, 0, above=True)
-        _validate.integer("attempts", attempts, 1)
-        from aionetstack.resolver import StubResolver
-
-        self.resolver = (
-            StubResolver(self, nameservers, timeout=timeout, attempts=attempts) if nameservers else None
-        )
+        return self.ip.is_broadcast(destination)
 
     # ------------------------------------------------------------------ statistics
 
@@ -546,22 +528,39 @@ class Stack:
             self._process_batch(queue.link, chunk)
         return done
 
+    def _ethernet_input(self, iface: Interface, frame: Buffer) -> None:
+        """One Ethernet frame (RFC 894) to the network protocol registered for its EtherType."""
+        if len(frame) < ETHERNET_HEADER_LENGTH:
+            raise MalformedPacket("ethernet-truncated", f"{len(frame)} bytes")
+        dst, _src, ethertype = _ETHERNET.unpack_from(frame)
+        if dst != iface.link.mac and not dst[0] & 1:
+            # Unicast to another host: a NIC not in promiscuous mode filters it.
+            self.counters["link.dropped.not-our-mac"] += 1
+            return
+        handler = self._by_ethertype.get(ethertype)
+        if handler is None:
+            self.counters["link.dropped.unknown-ethertype"] += 1
+            return
+        handler(iface, frame, ETHERNET_HEADER_LENGTH)
+
+    def _packet_input(self, iface: Interface, packet: Buffer) -> None:
+        """One bare packet (TUN, loopback) to the network protocol of its IP version; one of no
+        version we speak is IPv4's to count as malformed (``ipv4-bad-version``)."""
+        handler = self.networks.by_version.get(packet[0] >> 4) if packet else None
+        (handler or self.ip.ipv4_input)(iface, packet, 0)
+
     def _process_batch(self, link: LinkEndpoint, frames: Sequence[Buffer]) -> None:
         iface = self._iface_by_link.get(link)
         if iface is None:
             self.counters["link.dropped.unknown-link"] += len(frames)
             return
-        ip = self.ip
-        handler = ip.ethernet_input if link.kind is LinkKind.ETHERNET else None
+        handler = self._ethernet_input if link.kind is LinkKind.ETHERNET else self._packet_input
         counters = self.counters
         iface.rx_checksum_valid = getattr(frames, "checksum_valid", False)
         self.tcp.batch_begin()
         for frame in frames:
             try:
-                if handler is not None:
-                    handler(iface, frame)
-                else:
-                    ip.ipv4_input(iface, frame, 0)
+                handler(iface, frame)
             except MalformedPacket as exc:
                 counters["dropped.malformed"] += 1
                 counters[f"dropped.{exc.reason}"] += 1
@@ -614,8 +613,9 @@ class Stack:
     # ------------------------------------------------------------------ network timers
 
     def arm_network_timer(self) -> None:
-        """Keep one timer for ARP and reassembly at the earliest deadline."""
-        deadline = self.ip.next_deadline()
+        """Keep one timer for the network protocols (ARP, reassembly) at the earliest deadline."""
+        deadlines = [d for d in (n.next_deadline() for n in self.networks) if d is not None]
+        deadline = min(deadlines) if deadlines else None
         if deadline == self._timer_at:
             return
         if self._timer is not None:
@@ -628,7 +628,9 @@ class Stack:
     def _on_network_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.ip.poll(self.loop.time())
+        now = self.loop.time()
+        for network in self.networks:
+            network.poll(now)
         self._run_output()
 
     # ------------------------------------------------------------------ rate-limited log lines
@@ -664,82 +666,6 @@ class Stack:
 
     # ------------------------------------------------------------------ applications
 
-    def set_tcp_forwarder(
-        self, handler: Callable[[TcpForwardRequest], Awaitable[Any]] | None, *, max_pending: int = 1024
-    ) -> None:
-        """Accept TCP connections to *any* address and port (see :mod:`aionetstack.forwarder`).
-
-        ``handler(request)`` runs in a task per SYN that no connection or listener takes; it
-        calls ``await request.accept()`` for the streams, or returns/raises to refuse with RST.
-        ``None`` turns forwarding off. Replies leave from the original destination address.
-        """
-        from aionetstack.forwarder import TcpForwarder
-
-        _validate.callable_or_none("handler", handler)
-        _validate.integer("max_pending", max_pending, 1)
-        if self.tcp_forwarder is not None:
-            self.tcp_forwarder.close()
-        self.tcp_forwarder = TcpForwarder(self, handler, max_pending) if handler is not None else None
-
-    def set_udp_forwarder(
-        self,
-        handler: Callable[[UdpFlow], Awaitable[Any]] | None,
-        *,
-        max_flows: int = 4096,
-        idle_timeout: float = 60.0,
-    ) -> None:
-        """Take UDP datagrams to *any* address and port, one ``handler(flow)`` task per flow."""
-        from aionetstack.forwarder import UdpForwarder
-
-        _validate.callable_or_none("handler", handler)
-        _validate.integer("max_flows", max_flows, 1)
-        _validate.number("idle_timeout", idle_timeout, 0, above=True)
-        if self.udp_forwarder is not None:
-            self.udp_forwarder.close()
-        self.udp_forwarder = (
-            UdpForwarder(self, handler, max_flows, idle_timeout) if handler is not None else None
-        )
-
-    def set_udp_session_forwarder(
-        self,
-        handler: Callable[[UdpSession], Awaitable[Any]] | None,
-        *,
-        max_sessions: int = 4096,
-        idle_timeout: float = 300.0,
-        max_queued: int = 256,
-    ) -> None:
-        """Take UDP to *any* address, one ``handler(session)`` task per client address and port.
-
-        Endpoint-independent mapping (RFC 4787 REQ-1): see :mod:`aionetstack.forwarding.udp`.
-        Replaces a :meth:`set_udp_forwarder` handler (one UDP forwarder at a time).
-        """
-        from aionetstack.forwarding.udp import UdpSessionForwarder
-
-        _validate.callable_or_none("handler", handler)
-        _validate.integer("max_sessions", max_sessions, 1)
-        _validate.number("idle_timeout", idle_timeout, 0, above=True)
-        _validate.integer("max_queued", max_queued, 1)
-        if self.udp_forwarder is not None:
-            self.udp_forwarder.close()
-        self.udp_forwarder = (
-            UdpSessionForwarder(self, handler, max_sessions, idle_timeout, max_queued)
-            if handler is not None
-            else None
-        )
-
-    def set_icmp_forwarder(self, handler: Callable[[EchoRequest], Any] | None) -> None:
-        """Take ICMP echo requests to *any* address: ``handler(request)`` is called for each.
-
-        It answers (``request.reply()``), relays (a :class:`~aionetstack.forwarding.icmp.PingRelay`)
-        or ignores it (dropped). See :mod:`aionetstack.forwarding.icmp`. ``None`` turns it off.
-        """
-        from aionetstack.forwarding.icmp import IcmpForwarder
-
-        _validate.callable_or_none("handler", handler)
-        if self.icmp_forwarder is not None:
-            self.icmp_forwarder.close()
-        self.icmp_forwarder = IcmpForwarder(self, handler) if handler is not None else None
-
     async def ping(self, host: str, *, timeout: float = 1.0, size: int = 56, ttl: int | None = None) -> float:
         """Send one ICMP echo request to ``host``; the round-trip time in seconds.
 
@@ -752,7 +678,7 @@ class Stack:
         if ttl is not None:
             _validate.ttl("ttl", ttl)
         self.start()
-        return await self.icmp.ping(self.resolve_host(host), timeout=timeout, size=size, ttl=ttl)
+        return await ping(self.loop, self.icmp, self.resolve_host(host), timeout=timeout, size=size, ttl=ttl)
 
     async def create_datagram_endpoint(
         self,

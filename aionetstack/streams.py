@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aionetstack import _validate
+from aionetstack.current import StackApi, current_stack
 
 if TYPE_CHECKING:
     from aionetstack.server import Server
@@ -18,12 +19,11 @@ _DEFAULT_LIMIT = 2**16  # as asyncio.streams
 
 
 def _stack(stack: Stack | None) -> Stack:
-    from aionetstack.stack import Stack, current_stack
-
-    _validate.instance("stack", stack, Stack, none=True)
-    if stack is not None:
-        return stack
-    return current_stack()
+    if stack is None:
+        return current_stack()
+    if not isinstance(stack, StackApi):
+        _validate.type_error("stack", "a Stack or None", stack)
+    return stack
 
 
 async def open_connection(

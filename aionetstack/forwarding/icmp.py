@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aionetstack import _validate
 from aionetstack.forwarding.udp import SessionTable
+from aionetstack.network.registration import Counters, NetworkEndpoint, Scheduler
 from aionetstack.wire import Buffer
 from aionetstack.wire.icmp import (
     ICMP_DEST_UNREACHABLE,
@@ -56,12 +57,18 @@ MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 class EchoRequest:
     """One echo request from ``source`` to ``destination``, waiting for the handler's decision."""
 
-    __slots__ = ("_stack", "destination", "identifier", "payload", "quote", "sequence", "source", "ttl")
+    __slots__ = ("_forwarder", "destination", "identifier", "payload", "quote", "sequence", "source", "ttl")
 
     def __init__(
-        self, stack: Stack, header: Ipv4Header, identifier: int, sequence: int, payload: bytes, quote: bytes
+        self,
+        forwarder: IcmpForwarder,
+        header: Ipv4Header,
+        identifier: int,
+        sequence: int,
+        payload: bytes,
+        quote: bytes,
     ) -> None:
-        self._stack = stack
+        self._forwarder = forwarder
         #: Address the client pinged, and the client's own address (dotted quads).
         self.destination = format_ip(header.destination)
         self.source = format_ip(header.source)
@@ -89,25 +96,34 @@ class EchoRequest:
         self._send(parse_ip(sender), message, "forwarder.icmp.errors")
 
     def _send(self, source: bytes, message: bytes, counter: str) -> None:
-        stack = self._stack
+        forwarder = self._forwarder
         try:
-            stack.ip.output(source, parse_ip(self.source), PROTO_ICMP, (message,))
+            forwarder.network.output(source, parse_ip(self.source), PROTO_ICMP, (message,))
         except OSError:
-            stack.counters["forwarder.icmp.dropped.unroutable"] += 1
+            forwarder.counters["forwarder.icmp.dropped.unroutable"] += 1
             return
-        stack.counters[counter] += 1
-        stack.schedule_output()
+        forwarder.counters[counter] += 1
+        forwarder.scheduler.schedule_output()
 
     def __repr__(self) -> str:
         return f"<EchoRequest {self.source} -> {self.destination} id={self.identifier} seq={self.sequence}>"
 
 
 class IcmpForwarder:
-    """Hands echo requests to addresses the stack does not own to ``handler(request)``."""
+    """Hands echo requests to addresses the stack does not own to ``handler(request)``; answers
+    leave through IPv4's :class:`NetworkEndpoint` (``stack.ip``), never through the Stack."""
 
-    def __init__(self, stack: Stack, handler: Callable[[EchoRequest], Any]) -> None:
+    def __init__(
+        self,
+        network: NetworkEndpoint,
+        counters: Counters,
+        scheduler: Scheduler,
+        handler: Callable[[EchoRequest], Any],
+    ) -> None:
         _validate.callable_or_none("handler", handler)
-        self.stack = stack
+        self.network = network
+        self.counters = counters
+        self.scheduler = scheduler
         self.handler = handler
 
     def echo(
@@ -120,14 +136,14 @@ class IcmpForwarder:
         end: int,
         ip_offset: int,
     ) -> None:
-        stack = self.stack
-        stack.counters["forwarder.icmp.requests"] += 1
+        counters = self.counters
+        counters["forwarder.icmp.requests"] += 1
         quote = bytes(buf[ip_offset : min(body, end)])  # IP header + the 8-byte ICMP header
-        request = EchoRequest(stack, header, identifier, sequence, bytes(buf[body:end]), quote)
+        request = EchoRequest(self, header, identifier, sequence, bytes(buf[body:end]), quote)
         try:
             self.handler(request)
         except Exception:
-            stack.counters["forwarder.icmp.handler-errors"] += 1
+            counters["forwarder.icmp.handler-errors"] += 1
             logger.exception("aionetstack forwarder: ICMP handler failed for %r", request)
 
     def close(self) -> None:

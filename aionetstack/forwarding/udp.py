@@ -28,7 +28,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from aionetstack import _validate
-from aionetstack.wire.ipv4 import Ipv4Header, format_ip
+from aionetstack.network.registration import NetworkHeader
+from aionetstack.wire.ipv4 import format_ip
 
 if TYPE_CHECKING:
     from aionetstack.stack import Stack
@@ -206,7 +207,7 @@ class UdpSessionForwarder:
     def max_sessions(self) -> int:
         return self.table.max_sessions
 
-    def datagram(self, header: Ipv4Header, sport: int, dport: int, data: bytes) -> None:
+    def datagram(self, header: NetworkHeader, sport: int, dport: int, data: bytes) -> None:
         """A datagram from the client to a destination nobody on this stack listens on."""
         key = (header.source, sport)
         stack = self.stack

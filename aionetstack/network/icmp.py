@@ -1,15 +1,26 @@
-"""ICMPv4 for a stack (RFC 792, RFC 1122 §3.2.2): echo, errors out (rate limited), errors in, ping."""
+"""ICMPv4 for a stack (RFC 792, RFC 1122 §3.2.2): echo, errors out (rate limited), errors in, echo out.
+
+Sans-IO: an echo request goes out with :meth:`IcmpLayer.send_echo` and its reply (or an error
+quoting it) is handed to the :class:`EchoWaiter` the caller registered; the waiting with a
+timeout is the shell's (:mod:`aionetstack.ping`).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import itertools
 import os
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aionetstack.errors import MalformedPacket
+from aionetstack.network.registration import (
+    Clock,
+    Counters,
+    NetworkEndpoint,
+    NetworkHeader,
+    TransportDispatcher,
+)
 from aionetstack.wire import Buffer
 from aionetstack.wire.icmp import (
     ICMP_DEST_UNREACHABLE,
@@ -25,13 +36,13 @@ from aionetstack.wire.icmp import (
     build_icmp_error,
     parse_icmp,
 )
-from aionetstack.wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, Ipv4Header, format_ip
+from aionetstack.wire.ipv4 import PROTO_ICMP, Ipv4Header
 
 if TYPE_CHECKING:
     from aionetstack.network.interface import Interface
-    from aionetstack.stack import Stack
+    from aionetstack.options import StackOptions
 
-__all__ = ["IcmpLayer", "icmp_error_to_exception"]
+__all__ = ["EchoForwarder", "EchoWaiter", "IcmpLayer", "icmp_error_to_exception"]
 
 _PORTS = struct.Struct("!HH")
 
@@ -55,19 +66,70 @@ def icmp_error_to_exception(icmp_type: int, code: int, next_hop_mtu: int = 0) ->
     return OSError(errno.EPROTO, f"ICMP error type {icmp_type} code {code}")
 
 
-class IcmpLayer:
-    """ICMP of one stack."""
+class EchoWaiter(Protocol):
+    """Who waits for the reply to an echo request of ours (the shell's ``ping``)."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.counters = stack.counters
+    def echo_reply(self, now: float) -> bool:
+        """The reply came at ``now``; False when nobody waits any more (counted as unexpected)."""
+
+    def network_error(self, exc: OSError) -> None:
+        """ARP failed for it, or an ICMP error quoted it."""
+
+
+class EchoForwarder(Protocol):
+    """Takes echo requests to addresses that are not ours (``stack.set_icmp_forwarder``)."""
+
+    def echo(
+        self,
+        header: Ipv4Header,
+        identifier: int,
+        sequence: int,
+        buf: Buffer,
+        body: int,
+        end: int,
+        ip_offset: int,
+    ) -> None: ...
+
+
+class IcmpLayer:
+    """ICMPv4 of one stack: a transport protocol (number 1) over IPv4's :class:`NetworkEndpoint`,
+    handing the errors it receives to the transport protocols they quote."""
+
+    number = PROTO_ICMP
+
+    def __init__(
+        self,
+        network: NetworkEndpoint,
+        transports: TransportDispatcher,
+        *,
+        options: StackOptions,
+        counters: Counters,
+        clock: Clock,
+    ) -> None:
+        self.network = network
+        self.transports = transports
+        self.counters = counters
+        self.clock = clock
+        self.forwarder: EchoForwarder | None = None
         # RFC 1812 §4.3.2.8 / RFC 1122 §3.2.2: limit the rate of errors we generate (token bucket).
-        self.error_rate = stack.options.icmp_error_rate
-        self.error_burst = stack.options.icmp_error_burst
+        self.error_rate = options.icmp_error_rate
+        self.error_burst = options.icmp_error_burst
         self._tokens = float(self.error_burst)
         self._tokens_at = 0.0
-        self._pings: dict[tuple[int, int], asyncio.Future[float]] = {}
-        self._ping_ids = itertools.count(int.from_bytes(os.urandom(2), "big"))
+        self._echoes: dict[tuple[int, int], EchoWaiter] = {}
+        self._echo_ids = itertools.count(int.from_bytes(os.urandom(2), "big"))
+
+    @property
+    def promiscuous(self) -> bool:
+        return self.forwarder is not None
+
+    def icmp_error(self, *args: object) -> None:
+        """Errors about ICMP messages are matched in :meth:`_error_input` (echo requests only)."""
+
+    def packet_input(
+        self, iface: Interface, header: NetworkHeader, buf: Buffer, start: int, end: int, ip_offset: int
+    ) -> None:
+        self.message_input(iface, header, buf, start, end, ip_offset)  # type: ignore[arg-type]
 
     def message_input(
         self, iface: Interface, header: Ipv4Header, buf: Buffer, start: int, end: int, ip_offset: int
@@ -78,9 +140,9 @@ class IcmpLayer:
         counters["icmp.received"] += 1
         if message.type == ICMP_ECHO_REQUEST:
             counters["icmp.echo-requests"] += 1
-            if header.destination not in self.stack.local_addresses and header.destination[0] != 127:
-                forwarder = self.stack.icmp_forwarder
-                if forwarder is not None and not self.stack.is_broadcast(header.destination):
+            if not self.network.is_local(header.destination):
+                forwarder = self.forwarder
+                if forwarder is not None and not self.network.is_broadcast(header.destination):
                     forwarder.echo(
                         header, message.identifier, message.sequence, buf, message.body_offset, end, ip_offset
                     )
@@ -93,15 +155,13 @@ class IcmpLayer:
                 memoryview(buf)[message.body_offset : end],
             )
             try:
-                self.stack.ip.output(header.destination, header.source, PROTO_ICMP, (reply,), tos=header.tos)
+                self.network.output(header.destination, header.source, PROTO_ICMP, (reply,), tos=header.tos)
                 counters["icmp.echo-replies-sent"] += 1
             except OSError:
                 counters["icmp.dropped.reply-unroutable"] += 1
         elif message.type == ICMP_ECHO_REPLY:
-            future = self._pings.pop((message.identifier, message.sequence), None)
-            if future is not None and not future.done():
-                future.set_result(self.stack.loop.time())
-            else:
+            waiter = self._echoes.pop((message.identifier, message.sequence), None)
+            if waiter is None or not waiter.echo_reply(self.clock()):
                 counters["icmp.dropped.unexpected-echo-reply"] += 1
         elif message.is_error:
             counters["icmp.errors-received"] += 1
@@ -125,25 +185,24 @@ class IcmpLayer:
             self.counters["icmp.dropped.bad-quote"] += 1
             return
         sport, dport = _PORTS.unpack_from(buf, ports_at)
-        if q_src not in self.stack.local_addresses and q_src[0] != 127:
+        if not self.network.is_local(q_src):
             self.counters["icmp.dropped.bad-quote"] += 1
             return
         exc = icmp_error_to_exception(icmp_type, code, mtu)
-        if protocol == PROTO_UDP:
-            self.stack.udp.icmp_error(q_src, sport, q_dst, dport, exc)
-        elif protocol == PROTO_TCP:
-            self.stack.tcp.icmp_error(
-                q_src, sport, q_dst, dport, icmp_type, code, mtu, exc, buf, ports_at, end
-            )
-        elif protocol == PROTO_ICMP and ports_at + 8 <= end:
-            # An error quoting one of our echo requests fails that ping.
-            ident, seq = _PORTS.unpack_from(buf, ports_at + 4)
-            future = self._pings.pop((ident, seq), None)
-            if future is not None and not future.done():
-                future.set_exception(exc)
+        if protocol == PROTO_ICMP:
+            if ports_at + 8 <= end:
+                # An error quoting one of our echo requests fails that ping.
+                ident, seq = _PORTS.unpack_from(buf, ports_at + 4)
+                waiter = self._echoes.pop((ident, seq), None)
+                if waiter is not None:
+                    waiter.network_error(exc)
+            return
+        transport = self.transports.protocols.get(protocol)
+        if transport is not None:
+            transport.icmp_error(q_src, sport, q_dst, dport, icmp_type, code, mtu, exc, buf, ports_at, end)
 
     def _allow_error(self) -> bool:
-        now = self.stack.loop.time()
+        now = self.clock()
         self._tokens = min(self.error_burst, self._tokens + (now - self._tokens_at) * self.error_rate)
         self._tokens_at = now
         if self._tokens < 1.0:
@@ -160,14 +219,14 @@ class IcmpLayer:
         The datagram may be one addressed to us (port or protocol unreachable, reassembly timeout)
         or one we were forwarding (time exceeded, net unreachable, fragmentation needed).
         """
-        stack = self.stack
+        network = self.network
         destination = header.destination
         source = header.source
         # RFC 1122 §3.2.2: never about an ICMP error, a datagram sent to a broadcast or multicast
         # address, a non-initial fragment, or one whose source is not a single host.
-        if header.fragment_offset or destination[0] >= 224 or stack.is_broadcast(destination):
+        if header.fragment_offset or destination[0] >= 224 or network.is_broadcast(destination):
             return
-        if source[0] == 0 or source[0] >= 224 or stack.is_broadcast(source):
+        if source[0] == 0 or source[0] >= 224 or network.is_broadcast(source):
             return
         if header.protocol == PROTO_ICMP:
             try:
@@ -179,7 +238,7 @@ class IcmpLayer:
         quote = memoryview(buf)[ip_offset : header.payload_end]
         # From the address the datagram was sent to when it is ours; a router answers from the
         # address of the interface the error leaves by (RFC 1812 §4.3.2.4, Linux's default).
-        local = destination in stack.local_addresses or destination[0] == 127
+        local = network.is_local(destination)
         self.send_error_quote(icmp_type, code, source, quote, mtu, source=destination if local else None)
 
     def send_error_quote(
@@ -189,47 +248,38 @@ class IcmpLayer:
             return
         message = build_icmp_error(icmp_type, code, quote, mtu)
         try:
-            src = source or self.stack.ip.source_address(to)
-            self.stack.ip.output(src, to, PROTO_ICMP, (message,))
+            src = source or self.network.source_address(to)
+            self.network.output(src, to, PROTO_ICMP, (message,))
             self.counters["icmp.errors-sent"] += 1
         except OSError:
             self.counters["icmp.dropped.error-unroutable"] += 1
 
-    async def ping(self, address: bytes, *, timeout: float, size: int, ttl: int | None) -> float:
-        """Send one echo request; the round-trip time in seconds."""
-        loop = self.stack.loop
-        ident = next(self._ping_ids) & 0xFFFF
-        seq = 1
-        future: asyncio.Future[float] = loop.create_future()
-        self._pings[(ident, seq)] = future
+    def new_echo_identifier(self) -> int:
+        """An identifier for a run of echo requests: random start, then counting (as ping(8))."""
+        return next(self._echo_ids) & 0xFFFF
+
+    def send_echo(
+        self, address: bytes, identifier: int, sequence: int, size: int, ttl: int | None, waiter: EchoWaiter
+    ) -> None:
+        """Send one echo request (RFC 792) of ``size`` data bytes; its reply goes to ``waiter``.
+
+        Raises ``OSError`` (no route, too big with DF) with nothing left registered.
+        """
         data = bytes(i & 0xFF for i in range(size))
-        request = build_icmp(ICMP_ECHO_REQUEST, 0, ident, seq, data)
-        owner = _FutureOwner(future)
-        sent = loop.time()
+        request = build_icmp(ICMP_ECHO_REQUEST, 0, identifier, sequence, data)
+        key = (identifier, sequence)
+        self._echoes[key] = waiter
         try:
-            source = self.stack.ip.source_address(address)
-            self.stack.ip.output(source, address, PROTO_ICMP, (request,), ttl=ttl, owner=owner)
-            self.counters["icmp.echo-requests-sent"] += 1
-            async with asyncio.timeout(timeout):
-                received = await future
-        except TimeoutError:
-            raise TimeoutError(f"no echo reply from {format_ip(address)} within {timeout} s") from None
-        finally:
-            self._pings.pop((ident, seq), None)
-        return received - sent
+            source = self.network.source_address(address)
+            self.network.output(source, address, PROTO_ICMP, (request,), ttl=ttl, owner=waiter)
+        except OSError:
+            del self._echoes[key]
+            raise
+        self.counters["icmp.echo-requests-sent"] += 1
 
-
-class _FutureOwner:
-    """Fails a ping when ARP cannot resolve its next hop."""
-
-    __slots__ = ("future",)
-
-    def __init__(self, future: asyncio.Future[float]) -> None:
-        self.future = future
-
-    def network_error(self, exc: OSError) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
+    def forget_echo(self, identifier: int, sequence: int) -> None:
+        """Nobody waits for that reply any more (the shell's timeout)."""
+        self._echoes.pop((identifier, sequence), None)
 
 
 def parse_ipv4_quote(buf: Buffer, start: int, end: int) -> tuple[bytes, bytes, int, int]:

@@ -1,9 +1,12 @@
 """IPv4 input and output for a stack (RFC 791, RFC 1122 §3.3): validate, deliver, route, fragment, resolve.
 
-The stack owns one :class:`Ipv4Layer`. Input takes a frame (or a bare IP packet on a TUN or the
-loopback) and hands the transport payload to ICMP/UDP/TCP; output takes a transport segment as a
-list of parts, picks a route, fragments to the link MTU, resolves the next hop's MAC and queues
-the frame on the link for the next batched flush.
+The stack registers one :class:`Ipv4Layer` (EtherTypes IPv4 and ARP, IP version 4). Input takes a
+frame (or a bare IP packet on a TUN or the loopback) and hands the transport payload to the
+protocol registered for its number (:class:`~aionetstack.network.registration.TransportDispatcher`);
+output takes a transport segment as a list of parts, picks a route, fragments to the link MTU,
+resolves the next hop's MAC and hands the frame to the :class:`LinkOutput` for the next batched
+flush. It never sees the ``Stack``: the clock, the counters and the address tables come in at
+construction, and it never reads a loop (sans-IO: its timers are ``poll(now)``/``next_deadline``).
 """
 
 from __future__ import annotations
@@ -12,11 +15,19 @@ import errno
 import struct
 from typing import TYPE_CHECKING, Protocol, cast
 
-from aionetstack.errors import MalformedPacket
 from aionetstack.link.endpoint import LinkKind, OffloadFrame
 from aionetstack.network.ipid import IpIdGenerator
 from aionetstack.network.neighbour import NeighbourCache, ResolveAction
 from aionetstack.network.reassembly import Reassembler
+from aionetstack.network.registration import (
+    Clock,
+    Counters,
+    LinkOutput,
+    NetworkHeader,
+    NetworkInput,
+    PacketOwner,
+    TransportDispatcher,
+)
 from aionetstack.wire import Buffer
 from aionetstack.wire.arp import ARP_REPLY, ARP_REQUEST, build_arp, parse_arp
 from aionetstack.wire.ethernet import (
@@ -32,11 +43,11 @@ from aionetstack.wire.icmp import (
     UNREACH_FRAGMENTATION_NEEDED,
     UNREACH_HOST,
     UNREACH_NET,
+    UNREACH_PORT,
     UNREACH_PROTOCOL,
 )
 from aionetstack.wire.ipv4 import (
     IPV4_HEADER_LENGTH,
-    PROTO_ICMP,
     PROTO_TCP,
     PROTO_UDP,
     Ipv4Header,
@@ -47,19 +58,36 @@ from aionetstack.wire.ipv4 import (
 
 if TYPE_CHECKING:
     from aionetstack.network.interface import Interface
-    from aionetstack.stack import Stack
+    from aionetstack.network.route import RouteTable
+    from aionetstack.options import StackOptions
 
-__all__ = ["Ipv4Layer", "PacketOwner", "fragment_packet"]
+__all__ = ["IcmpErrors", "Ipv4Layer", "PacketOwner", "fragment_packet", "new_neighbour_cache"]
 
 _ETH_IP = struct.Struct("!6s6sH")
 _IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
 _ZERO_MAC = b"\x00" * 6
 
 
-class PacketOwner(Protocol):
-    """Who to tell when a queued packet could not be delivered (ARP failed): a socket-like endpoint."""
+class IcmpErrors(Protocol):
+    """What IPv4 asks of ICMP (RFC 792): an error about a datagram, or about a quote of one."""
 
-    def network_error(self, exc: OSError) -> None: ...
+    def send_error(
+        self, icmp_type: int, code: int, header: Ipv4Header, buf: Buffer, ip_offset: int, mtu: int = 0
+    ) -> None: ...
+
+    def send_error_quote(
+        self, icmp_type: int, code: int, to: bytes, quote: Buffer, mtu: int = 0, source: bytes | None = None
+    ) -> None: ...
+
+
+class _NoIcmp:
+    """Until an ICMP layer is attached (a test of IPv4 alone): errors are not sent."""
+
+    def send_error(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def send_error_quote(self, *args: object, **kwargs: object) -> None:
+        pass
 
 
 #: What waits in a neighbour entry's queue (the cache holds it opaquely): an IP packet and its owner.
@@ -67,43 +95,67 @@ _Waiting = tuple[bytes, PacketOwner | None]
 
 
 class Ipv4Layer:
-    """The network layer of one stack."""
+    """The IPv4 network protocol of one stack (a :class:`~aionetstack.network.registration.NetworkProtocol`).
 
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.counters = stack.counters
+    ``interfaces``, ``local_addresses`` (our addresses to their interface), ``routes`` and
+    ``loopback`` are the stack's tables, shared and read here; ``transports`` is what payloads
+    go up to and ``links`` where frames go down. ``icmp`` is attached once ICMP is built on it.
+    """
+
+    ip_version = 4
+    address_length = 4
+
+    def __init__(
+        self,
+        *,
+        options: StackOptions,
+        counters: Counters,
+        clock: Clock,
+        links: LinkOutput,
+        transports: TransportDispatcher,
+        interfaces: list[Interface],
+        local_addresses: dict[bytes, Interface],
+        routes: RouteTable,
+        loopback: Interface,
+    ) -> None:
+        self.counters = counters
+        self.clock = clock
+        self.emit = links.emit  # bound once: called for every frame
+        self.transports = transports
+        self._inputs = transports.inputs
+        self.interfaces = interfaces
+        self.local_addresses = local_addresses
+        self.routes = routes
+        self.loopback = loopback
+        self.icmp: IcmpErrors = _NoIcmp()
         self.reassembler = Reassembler(
-            timeout=stack.options.reassembly_timeout,
-            max_bytes_per_source=stack.options.reassembly_bytes_per_source,
-            max_bytes_total=stack.options.reassembly_bytes_total,
+            timeout=options.reassembly_timeout,
+            max_bytes_per_source=options.reassembly_bytes_per_source,
+            max_bytes_total=options.reassembly_bytes_total,
         )
         #: IDs per destination, hashed with a secret (RFC 6864, RFC 7739 §7.2), never one
         #: stack-wide counter that an idle scan could read our traffic from.
         self.ids = IpIdGenerator()
-        self.forwarding = stack.options.forwarding
-        self.default_ttl = stack.options.default_ttl
+        self.forwarding = options.forwarding
+        self.default_ttl = options.default_ttl
+
+    def ethertypes(self) -> dict[int, NetworkInput]:
+        """IPv4 and ARP frames (RFC 894, RFC 826) come here."""
+        return {ETHERTYPE_IPV4: self.ipv4_input, ETHERTYPE_ARP: self.arp_input}
+
+    # ------------------------------------------------------------------ the addresses
+
+    def is_local(self, address: bytes) -> bool:
+        return address in self.local_addresses or address[0] == 127
+
+    def is_broadcast(self, address: bytes) -> bool:
+        return any(i.is_broadcast(address) for i in self.interfaces)
 
     # ------------------------------------------------------------------ input
 
-    def ethernet_input(self, iface: Interface, frame: Buffer) -> None:
-        """One Ethernet frame from ``iface`` (RFC 894)."""
-        if len(frame) < ETHERNET_HEADER_LENGTH:
-            raise MalformedPacket("ethernet-truncated", f"{len(frame)} bytes")
-        dst, _src, ethertype = _ETH_IP.unpack_from(frame)
-        if dst != iface.link.mac and not dst[0] & 1:
-            # Unicast to another host: a NIC not in promiscuous mode filters it.
-            self.counters["link.dropped.not-our-mac"] += 1
-            return
-        if ethertype == ETHERTYPE_IPV4:
-            self.ipv4_input(iface, frame, ETHERNET_HEADER_LENGTH)
-        elif ethertype == ETHERTYPE_ARP:
-            self.arp_input(iface, frame)
-        else:
-            self.counters["link.dropped.unknown-ethertype"] += 1
-
-    def arp_input(self, iface: Interface, frame: Buffer) -> None:
+    def arp_input(self, iface: Interface, frame: Buffer, offset: int = ETHERNET_HEADER_LENGTH) -> None:
         """RFC 826 §"Packet Reception": merge the sender into the cache, answer requests for us."""
-        packet = parse_arp(frame, ETHERNET_HEADER_LENGTH)
+        packet = parse_arp(frame, offset)
         counters = self.counters
         counters["arp.received"] += 1
         sender_ip = packet.sender_ip
@@ -119,7 +171,7 @@ class Ipv4Layer:
             # (RFC 1812 §3.3.2, as Linux's arp_process): learning it would poison the cache.
             counters["arp.dropped.bad-address"] += 1
             return
-        ours = self.stack.addresses_of(iface)
+        ours = iface.own
         targeted = packet.target_ip in ours
         if packet.sender_ip == b"\x00\x00\x00\x00":
             # An RFC 5227 probe: nothing to learn; we still answer if it asks for our address.
@@ -127,25 +179,20 @@ class Ipv4Layer:
         elif packet.sender_ip in ours:
             counters["arp.address-conflict"] += 1
         else:
-            now = self.stack.loop.time()
+            now = self.clock()
             # RFC 826: update an existing entry whatever the target; create one only if we are it.
             waiting = iface.neighbours.update(packet.sender_ip, packet.sender_mac, now, create=targeted)
             for ip_packet, _owner in cast("list[_Waiting]", waiting):  # what output() queued
                 self._emit_ethernet(iface, packet.sender_mac, ip_packet)
-            if waiting:
-                self.stack.arm_network_timer()
         if packet.operation == ARP_REQUEST and targeted:
             counters["arp.replies-sent"] += 1
             reply = build_arp(
                 ARP_REPLY, iface.link.mac, packet.target_ip, packet.sender_mac, packet.sender_ip
             )
-            self.stack.emit(
-                iface.link, build_ethernet(packet.sender_mac, iface.link.mac, ETHERTYPE_ARP) + reply
-            )
+            self.emit(iface.link, build_ethernet(packet.sender_mac, iface.link.mac, ETHERTYPE_ARP) + reply)
 
     def ipv4_input(self, iface: Interface, buf: Buffer, offset: int) -> None:
         """Validate an IPv4 datagram (RFC 1122 §3.2.1) and deliver it to its protocol."""
-        stack = self.stack
         counters = self.counters
         header = parse_ipv4(buf, offset, verify_checksum=not iface.link.checksum_offload)
         counters["ip.received"] += 1
@@ -161,26 +208,24 @@ class Ipv4Layer:
             # broadcast, as Linux allows): answering one would reply to a whole subnet, or to nobody.
             counters["ip.dropped.martian"] += 1
             return
-        if destination not in stack.local_addresses:
+        if destination not in self.local_addresses:
             if destination[0] == 127:
-                if iface is not stack.loopback:
+                if iface is not self.loopback:
                     # RFC 1122 §3.2.1.3: 127/8 must never appear outside a host.
                     counters["ip.dropped.martian"] += 1
                     return
-            elif not iface.is_broadcast(destination) and destination[0] < 224:
+            elif (
+                not iface.is_broadcast(destination)
+                and destination[0] < 224
                 # A forwarder makes the stack promiscuous for its protocol (the tun2socks use).
-                protocol = header.protocol
-                if not (
-                    (protocol == PROTO_TCP and stack.tcp_forwarder is not None)
-                    or (protocol == PROTO_UDP and stack.udp_forwarder is not None)
-                    or (protocol == PROTO_ICMP and stack.icmp_forwarder is not None)
-                ):
-                    if self.forwarding:
-                        self.forward(iface, buf, offset, header)
-                    else:
-                        counters["ip.dropped.not-for-us"] += 1
-                    return
-        if header.source[0] == 127 and iface is not stack.loopback:
+                and not self.transports.promiscuous(header.protocol)
+            ):
+                if self.forwarding:
+                    self.forward(iface, buf, offset, header)
+                else:
+                    counters["ip.dropped.not-for-us"] += 1
+                return
+        if header.source[0] == 127 and iface is not self.loopback:
             counters["ip.dropped.martian"] += 1
             return
         if header.more_fragments or header.fragment_offset:
@@ -195,10 +240,9 @@ class Ipv4Layer:
                 header.fragment_offset,
                 header.more_fragments,
                 memoryview(buf)[header.payload_offset : header.payload_end],
-                stack.loop.time(),
+                self.clock(),
                 header=bytes(buf[offset : header.payload_offset]),
             )
-            stack.arm_network_timer()
             if whole is None:
                 # Count the reassembler's drops among the stack's, by reason.
                 if rstats["overlaps"] != overlaps:
@@ -225,23 +269,28 @@ class Ipv4Layer:
             start, end = header.payload_offset, header.payload_end
         else:
             start, end = header.payload_offset, header.payload_end
-        protocol = header.protocol
         counters["ip.delivered"] += 1
-        if protocol == PROTO_TCP:
-            stack.tcp.segment_input(iface, header, buf, start, end)
-        elif protocol == PROTO_UDP:
-            stack.udp.datagram_input(iface, header, buf, start, end, offset)
-        elif protocol == PROTO_ICMP:
-            stack.icmp.message_input(iface, header, buf, start, end, offset)
+        deliver = self._inputs.get(header.protocol)
+        if deliver is not None:
+            deliver(iface, header, buf, start, end, offset)
         else:
             counters["ip.dropped.unknown-protocol"] += 1
             # RFC 1122 §3.2.2.1: protocol unreachable for an unknown transport.
-            stack.icmp.send_error(ICMP_DEST_UNREACHABLE, UNREACH_PROTOCOL, header, buf, offset)
+            self.icmp.send_error(ICMP_DEST_UNREACHABLE, UNREACH_PROTOCOL, header, buf, offset)
+
+    packet_input = ipv4_input
+
+    def port_unreachable(self, header: NetworkHeader, buf: Buffer, ip_offset: int) -> None:
+        """RFC 1122 §4.1.3.1: a datagram to a port nobody listens on (never for broadcast/multicast)."""
+        if self.is_local(header.destination):
+            self.icmp.send_error(
+                ICMP_DEST_UNREACHABLE, UNREACH_PORT, cast("Ipv4Header", header), buf, ip_offset
+            )
 
     def forward(self, iface: Interface, buf: Buffer, offset: int, header: Ipv4Header) -> None:
         """Forward a datagram not for us (forwarding on): RFC 1812 §5.3.1 TTL, §5.2.7 errors, §5.2.6."""
         counters = self.counters
-        icmp = self.stack.icmp
+        icmp = self.icmp
         if header.ttl <= 1:
             # RFC 1812 §5.3.1: a router never forwards a datagram whose TTL would reach zero.
             counters["ip.dropped.ttl-exceeded"] += 1
@@ -291,14 +340,13 @@ class Ipv4Layer:
         A limited broadcast or multicast from a given local ``source`` leaves by that address's
         interface, whatever the routes say (as Linux does for a socket bound to an address).
         """
-        stack = self.stack
-        if destination in stack.local_addresses or destination[0] == 127:
-            return stack.loopback, destination
+        if destination in self.local_addresses or destination[0] == 127:
+            return self.loopback, destination
         if source is not None and (destination == b"\xff\xff\xff\xff" or 224 <= destination[0] < 240):
-            iface = stack.local_addresses.get(source)
-            if iface is not None and iface is not stack.loopback:
+            iface = self.local_addresses.get(source)
+            if iface is not None and iface is not self.loopback:
                 return iface, destination
-        route = stack.routes.lookup(destination)
+        route = self.routes.lookup(destination)
         if route is None:
             self.counters["ip.dropped.no-route"] += 1
             raise OSError(errno.ENETUNREACH, f"no route to {format_ip(destination)}: network is unreachable")
@@ -313,10 +361,9 @@ class Ipv4Layer:
         §3.2.2 and §4.2.3.10 only ever *allow* such replies). Counts ``ip.dropped.no-route`` or
         ``ip.dropped.host-unreachable`` as :meth:`output` would.
         """
-        stack = self.stack
-        if destination in stack.local_addresses or destination[0] == 127:
+        if destination in self.local_addresses or destination[0] == 127:
             return False
-        route = stack.routes.lookup(destination)
+        route = self.routes.lookup(destination)
         if route is None:
             self.counters["ip.dropped.no-route"] += 1
             return True
@@ -324,7 +371,7 @@ class Ipv4Layer:
         neighbours = iface.neighbours
         if neighbours is None or iface.is_broadcast(destination) or 224 <= destination[0] < 240:
             return False
-        if neighbours.recently_failed(route.gateway or destination, stack.loop.time()):
+        if neighbours.recently_failed(route.gateway or destination, self.clock()):
             # RFC 1122 §2.3.2.1: the negative cache says the next hop is not answering ARP.
             self.counters["ip.dropped.host-unreachable"] += 1
             return True
@@ -332,7 +379,7 @@ class Ipv4Layer:
 
     def source_address(self, destination: bytes) -> bytes:
         """The source address the stack would use to reach ``destination`` (RFC 1122 §3.3.4.3)."""
-        if destination in self.stack.local_addresses:
+        if destination in self.local_addresses:
             return destination
         if destination[0] == 127:
             return b"\x7f\x00\x00\x01"
@@ -385,7 +432,7 @@ class Ipv4Layer:
         chunk = (mtu - IPV4_HEADER_LENGTH) & ~7
         # One ID for every fragment, unique for (source, destination, protocol) while the
         # fragments may live (RFC 6864 §4.2); 0 is a valid ID like any other (RFC 791 §3.2).
-        ident = self.ids.next(source, destination, protocol, self.stack.loop.time())
+        ident = self.ids.next(source, destination, protocol, self.clock())
         view = memoryview(payload)
         for start in range(0, length, chunk):
             piece = view[start : start + chunk]
@@ -413,7 +460,7 @@ class Ipv4Layer:
         if ident is None:
             # RFC 6864 §4.1: an atomic datagram's ID carries no meaning; we still vary it, from
             # the same per-destination counters (as Linux), so it reveals nothing either.
-            ident = self.ids.next(source, destination, protocol, self.stack.loop.time())
+            ident = self.ids.next(source, destination, protocol, self.clock())
         flags = (0x4000 if dont_fragment else 0) | (0x2000 if more else 0) | (fragment_offset >> 3)
         ttl = self.default_ttl if ttl is None else ttl
         total = IPV4_HEADER_LENGTH + payload_length
@@ -478,7 +525,7 @@ class Ipv4Layer:
             # The device numbers the wire datagrams' IDs from this one on (Linux's
             # inet_gso_segment, ip_idents_reserve): take those from the flow's counter too, so no
             # other datagram of the flow reuses them (RFC 6864 §4.2).
-            ids, now = self.ids, self.stack.loop.time()
+            ids, now = self.ids, self.clock()
             for _ in range(segments - 1):
                 ids.next(source, destination, protocol, now)
         self.counters["ip.sent"] += segments
@@ -487,7 +534,7 @@ class Ipv4Layer:
         frame.csum_offset = checksum_offset
         frame.header_length = l2 + IPV4_HEADER_LENGTH + transport_header_length
         frame.segment_size = segment_size
-        self.stack.emit(link, frame)
+        self.emit(link, frame)
         return True
 
     def _resolve(self, iface: Interface, next_hop: bytes, destination: bytes) -> bytes | None:
@@ -498,7 +545,7 @@ class Ipv4Layer:
             # RFC 1112 §6.4: multicast group to 01:00:5e + low 23 bits.
             return b"\x01\x00\x5e" + bytes([destination[1] & 0x7F, destination[2], destination[3]])
         neighbours = iface.neighbours
-        now = self.stack.loop.time()
+        now = self.clock()
         mac = neighbours.lookup(next_hop, now)
         if neighbours.stale_seen:
             neighbours.stale_seen = False
@@ -506,7 +553,6 @@ class Ipv4Layer:
                 # RFC 1122 §2.3.2.1: keep using a stale entry, but check it with a unicast request.
                 self.send_arp_request(iface, next_hop, unicast_to=mac)
                 neighbours.mark_probing(next_hop, now)
-                self.stack.arm_network_timer()
         return mac
 
     def _link_output(
@@ -519,14 +565,14 @@ class Ipv4Layer:
     ) -> None:
         link = iface.link
         if link.kind is not LinkKind.ETHERNET:
-            self.stack.emit(link, b"".join(parts))
+            self.emit(link, b"".join(parts))
             return
         mac = self._resolve(iface, next_hop, destination)
         if mac is not None:
-            self.stack.emit(link, b"".join((_ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV4), *parts)))
+            self.emit(link, b"".join((_ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV4), *parts)))
             return
         # RFC 1122 §2.3.2.2: queue (boundedly) while ARP resolves the next hop.
-        now = self.stack.loop.time()
+        now = self.clock()
         cache = iface.neighbours
         overflow = cache.stats["queue_dropped"]
         packet = b"".join(parts)
@@ -536,14 +582,13 @@ class Ipv4Layer:
             self.counters["ip.dropped.arp-queue-full"] += cache.stats["queue_dropped"] - overflow
         if action is ResolveAction.SEND_REQUEST:
             self.send_arp_request(iface, next_hop)
-            self.stack.arm_network_timer()
         elif action is ResolveAction.UNREACHABLE:
             self.counters["ip.dropped.host-unreachable"] += 1
             raise OSError(errno.EHOSTUNREACH, f"no ARP reply from {format_ip(next_hop)}: host is unreachable")
 
     def _emit_ethernet(self, iface: Interface, mac: bytes, ip_packet: bytes) -> None:
         link = iface.link
-        self.stack.emit(link, _ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV4) + ip_packet)
+        self.emit(link, _ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV4) + ip_packet)
 
     def send_arp_request(
         self, iface: Interface, target: bytes, *, gratuitous: bool = False, unicast_to: bytes | None = None
@@ -556,14 +601,13 @@ class Ipv4Layer:
         self.counters["arp.requests-sent"] += 1
         request = build_arp(ARP_REQUEST, iface.link.mac, source, _ZERO_MAC, target)
         destination = unicast_to or BROADCAST_MAC
-        self.stack.emit(iface.link, build_ethernet(destination, iface.link.mac, ETHERTYPE_ARP) + request)
+        self.emit(iface.link, build_ethernet(destination, iface.link.mac, ETHERTYPE_ARP) + request)
 
     # ------------------------------------------------------------------ timers
 
     def poll(self, now: float) -> None:
         """Timer work: ARP retransmission and failure, reassembly timeouts."""
-        stack = self.stack
-        for iface in stack.interfaces:
+        for iface in self.interfaces:
             if iface.link.kind is not LinkKind.ETHERNET:
                 continue
             retry, failed = iface.neighbours.poll(now)
@@ -583,15 +627,15 @@ class Ipv4Layer:
         if self.reassembler.stats["timeouts"] != timeouts:
             self.counters["ip.dropped.reassembly-timeout"] += self.reassembler.stats["timeouts"] - timeouts
         for source, _destination, quote in expired:
-            if source[0] == 0 or source[0] >= 224 or stack.is_broadcast(source):
+            if source[0] == 0 or source[0] >= 224 or self.is_broadcast(source):
                 continue  # RFC 1122 §3.2.2: never an error to a source that is not one host
             # RFC 792 / RFC 1122 §3.3.2: time exceeded (code 1) when the first fragment had come.
-            stack.icmp.send_error_quote(ICMP_TIME_EXCEEDED, 1, source, quote)
+            self.icmp.send_error_quote(ICMP_TIME_EXCEEDED, 1, source, quote)
 
     def next_deadline(self) -> float | None:
         deadlines = [
             d
-            for d in (i.neighbours.next_deadline() for i in self.stack.interfaces if i.neighbours is not None)
+            for d in (i.neighbours.next_deadline() for i in self.interfaces if i.neighbours is not None)
             if d is not None
         ]
         r = self.reassembler.next_deadline()
@@ -654,8 +698,8 @@ def fragment_packet(packet: bytearray, header_length: int, mtu: int) -> list[byt
     return pieces
 
 
-def new_neighbour_cache(stack: Stack) -> NeighbourCache:
-    o = stack.options
+def new_neighbour_cache(o: StackOptions) -> NeighbourCache:
+    """An interface's ARP cache with the stack's tunables."""
     return NeighbourCache(
         reachable_time=o.arp_reachable_time,
         retransmit_interval=o.arp_retransmit_interval,

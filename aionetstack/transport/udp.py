@@ -6,15 +6,15 @@ import asyncio
 import errno
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aionetstack import _validate
 from aionetstack.errors import MalformedPacket
+from aionetstack.network.registration import Counters, NetworkEndpoint, NetworkHeader
 from aionetstack.transport.ports import pick_ephemeral_port
 from aionetstack.wire import Buffer
 from aionetstack.wire.checksum import internet_checksum, ones_complement_sum, pseudo_header_sum
-from aionetstack.wire.icmp import ICMP_DEST_UNREACHABLE, UNREACH_PORT
-from aionetstack.wire.ipv4 import PROTO_UDP, Ipv4Header, format_ip
+from aionetstack.wire.ipv4 import PROTO_UDP, format_ip
 from aionetstack.wire.udp import UDP_HEADER_LENGTH
 
 if TYPE_CHECKING:
@@ -22,19 +22,29 @@ if TYPE_CHECKING:
     from aionetstack.network.interface import Interface
     from aionetstack.stack import Stack
 
-__all__ = ["UdpLayer", "UdpTransport"]
+__all__ = ["DatagramForwarder", "UdpLayer", "UdpTransport"]
 
 ANY = b"\x00\x00\x00\x00"
 MAX_UDP_PAYLOAD = 65535 - 20 - UDP_HEADER_LENGTH
 _HEADER = struct.Struct("!HHHH")
 
 
-class UdpLayer:
-    """UDP demultiplexing by (local address, port), with wildcard binds."""
+class DatagramForwarder(Protocol):
+    """Takes datagrams to addresses and ports nobody on the stack binds (a UDP forwarder)."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.counters = stack.counters
+    def datagram(self, header: NetworkHeader, sport: int, dport: int, data: bytes) -> None: ...
+
+
+class UdpLayer:
+    """UDP demultiplexing by (local address, port), with wildcard binds: a transport protocol
+    (number 17) over the :class:`NetworkEndpoint` of its address family."""
+
+    number = PROTO_UDP
+
+    def __init__(self, network: NetworkEndpoint, counters: Counters) -> None:
+        self.network = network
+        self.counters = counters
+        self.forwarder: DatagramForwarder | None = None
         self.endpoints: dict[tuple[bytes, int], UdpTransport] = {}
         # Transports whose protocol we paused because the link they send on held frames back.
         self._paused: dict[UdpTransport, LinkEndpoint] = {}
@@ -50,7 +60,7 @@ class UdpLayer:
             (ANY, port) in self.endpoints or (address == ANY and self.port_in_use(port))
         ):
             raise OSError(errno.EADDRINUSE, f"UDP address {format_ip(address)}:{port} is already in use")
-        if address != ANY and address not in self.stack.local_addresses and address[0] != 127:
+        if address != ANY and not self.network.is_local(address):
             raise OSError(errno.EADDRNOTAVAIL, f"{format_ip(address)} is not an address of this stack")
         self.endpoints[(address, port)] = transport
         return port
@@ -58,8 +68,12 @@ class UdpLayer:
     def unbind(self, address: bytes, port: int) -> None:
         self.endpoints.pop((address, port), None)
 
-    def datagram_input(
-        self, iface: Interface, header: Ipv4Header, buf: Buffer, start: int, end: int, ip_offset: int
+    @property
+    def promiscuous(self) -> bool:
+        return self.forwarder is not None
+
+    def packet_input(
+        self, iface: Interface, header: NetworkHeader, buf: Buffer, start: int, end: int, ip_offset: int
     ) -> None:
         counters = self.counters
         if end - start < UDP_HEADER_LENGTH:
@@ -76,14 +90,12 @@ class UdpLayer:
         counters["udp.received"] += 1
         endpoint = self.endpoints.get((header.destination, dport)) or self.endpoints.get((ANY, dport))
         if endpoint is None:
-            forwarder = self.stack.udp_forwarder
+            forwarder = self.forwarder
             if forwarder is not None:
                 forwarder.datagram(header, sport, dport, bytes(buf[start + UDP_HEADER_LENGTH : end]))
                 return
             counters["udp.dropped.no-port"] += 1
-            # RFC 1122 §4.1.3.1: port unreachable (never for broadcast/multicast).
-            if header.destination in self.stack.local_addresses or header.destination[0] == 127:
-                self.stack.icmp.send_error(ICMP_DEST_UNREACHABLE, UNREACH_PORT, header, buf, ip_offset)
+            self.network.port_unreachable(header, buf, ip_offset)  # RFC 1122 §4.1.3.1
             return
         remote = endpoint.remote
         if remote is not None and (remote[0] != header.source or remote[1] != sport):
@@ -91,7 +103,20 @@ class UdpLayer:
             return
         endpoint.datagram_in(bytes(buf[start + UDP_HEADER_LENGTH : end]), header.source, sport)
 
-    def icmp_error(self, source: bytes, sport: int, destination: bytes, dport: int, exc: OSError) -> None:
+    def icmp_error(
+        self,
+        source: bytes,
+        sport: int,
+        destination: bytes,
+        dport: int,
+        icmp_type: int,
+        code: int,
+        mtu: int,
+        exc: OSError,
+        buf: Buffer,
+        ports_at: int,
+        end: int,
+    ) -> None:
         endpoint = self.endpoints.get((source, sport)) or self.endpoints.get((ANY, sport))
         if endpoint is None:
             return
@@ -108,8 +133,8 @@ class UdpLayer:
         self, source: bytes, sport: int, destination: bytes, dport: int, data: Buffer, owner: Any
     ) -> None:
         length = UDP_HEADER_LENGTH + len(data)
-        stack = self.stack
-        path = stack.ip.route(destination, source)
+        network = self.network
+        path = network.route(destination, source)
         iface = path[0]
         checksum = 0
         link = iface.link
@@ -122,7 +147,7 @@ class UdpLayer:
             )
             checksum = internet_checksum(data, pseudo) or 0xFFFF  # RFC 768: 0 is sent as all ones
         header = _HEADER.pack(sport, dport, length, checksum)
-        stack.ip.output(source, destination, PROTO_UDP, (header, data), owner=owner, path=path)
+        network.output(source, destination, PROTO_UDP, (header, data), owner=owner, path=path)
         self.counters["udp.sent"] += 1
         if not link.writable and isinstance(owner, UdpTransport) and owner not in self._paused:
             # The link is holding frames for a receiver that paused it: flow control reaches

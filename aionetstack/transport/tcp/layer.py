@@ -7,10 +7,19 @@ import errno
 import hashlib
 import os
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aionetstack.errors import MalformedPacket
 from aionetstack.network.pmtu import MIN_PMTU, next_lower_plateau
+from aionetstack.network.registration import (
+    Cancellable,
+    Clock,
+    Counters,
+    NetworkEndpoint,
+    NetworkHeader,
+    PacketOwner,
+    Scheduler,
+)
 from aionetstack.transport.ports import pick_ephemeral_port
 from aionetstack.transport.tcp.connection import TcpConnection
 from aionetstack.transport.tcp.contract import Outgoing
@@ -29,7 +38,7 @@ from aionetstack.wire.icmp import (
     UNREACH_HOST,
     UNREACH_NET,
 )
-from aionetstack.wire.ipv4 import PROTO_TCP, Ipv4Header
+from aionetstack.wire.ipv4 import PROTO_TCP
 from aionetstack.wire.tcp import (
     ACK,
     FIN,
@@ -43,16 +52,15 @@ from aionetstack.wire.tcp import (
 )
 
 if TYPE_CHECKING:
-    import asyncio
-
     from aionetstack.link.endpoint import LinkEndpoint
     from aionetstack.network.interface import Interface
-    from aionetstack.network.ipv4 import PacketOwner
+    from aionetstack.network.pmtu import PmtuCache
     from aionetstack.observe.trace import Tracer
-    from aionetstack.stack import Stack
+    from aionetstack.options import StackOptions
+    from aionetstack.transport.tcp.config import TcpConfig
     from aionetstack.transport.tcp.listener import TcpListener
 
-__all__ = ["TcpLayer"]
+__all__ = ["SynForwarder", "TcpLayer"]
 
 ANY = b"\x00\x00\x00\x00"
 _TIME_WAIT = TcpState.TIME_WAIT
@@ -70,18 +78,46 @@ _NO_PMTU = 65535 - 40  # TcpConnection.pmtu_mss before any path MTU was learnt
 _LAST_ONLY = PSH | FIN  # flags a TSO engine keeps on the last wire segment only (Linux tcp_gso_segment)
 
 
-class TcpLayer:
-    """All TCP of one stack. Connections are sans-IO; this class moves their segments and timers."""
+class SynForwarder(Protocol):
+    """Takes SYNs that no connection or listener takes (``stack.set_tcp_forwarder``)."""
 
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.counters = stack.counters
+    def syn(self, header: NetworkHeader, seg: TcpSegment, key: Key) -> None: ...
+
+
+class TcpLayer:
+    """All TCP of one stack. Connections are sans-IO; this class moves their segments and timers.
+
+    A transport protocol (number 6) over the :class:`NetworkEndpoint` of its address family; the
+    loop reaches it only through ``clock`` and ``scheduler``.
+    """
+
+    number = PROTO_TCP
+
+    def __init__(
+        self,
+        network: NetworkEndpoint,
+        *,
+        config: TcpConfig,
+        options: StackOptions,
+        pmtu: PmtuCache,
+        counters: Counters,
+        clock: Clock,
+        scheduler: Scheduler,
+    ) -> None:
+        self.network = network
+        self.config = config
+        self.options = options
+        self.pmtu = pmtu
+        self.counters = counters
+        self.clock = clock
+        self.scheduler = scheduler
+        self.schedule_output = scheduler.schedule_output  # bound once: called per segment
+        self.forwarder: SynForwarder | None = None
         self.connections: dict[Key, TcpConnection | TimeWait] = {}
         self.listeners: dict[tuple[bytes, int], TcpListener] = {}
         self.isn = IsnGenerator()
         self.cookies = SynCookies()
         self._ts_key = os.urandom(16)
-        config = stack.tcp_config
         # The window scale every connection of this stack offers (RFC 7323 §2.3): from the largest
         # buffer auto-tuning may reach, as each connection computes it.
         self.receive_wscale = 0
@@ -91,7 +127,7 @@ class TcpLayer:
             and (65535 << self.receive_wscale) < config.receive_buffer_max
         ):
             self.receive_wscale += 1
-        self.challenge = ChallengeAckLimiter(config.challenge_ack_limit, counters=stack.counters)
+        self.challenge = ChallengeAckLimiter(config.challenge_ack_limit, counters=counters)
         # Orphans (closed by their application, not yet CLOSED nor in TIME-WAIT), oldest first,
         # and connections in TIME-WAIT: each capped (Linux's tcp_max_orphans, tcp_max_tw_buckets).
         self.orphans: dict[TcpConnection, None] = {}
@@ -104,7 +140,7 @@ class TcpLayer:
         # TIME-WAIT records in the order they entered it (their deadlines, mostly), and the one
         # timer that expires them: no handle per record. (self.time_wait counts them, capped.)
         self._time_waits: collections.deque[TimeWait] = collections.deque()
-        self._time_wait_timer: asyncio.TimerHandle | None = None
+        self._time_wait_timer: Cancellable | None = None
 
     # ------------------------------------------------------------------ demultiplexing
 
@@ -117,8 +153,8 @@ class TcpLayer:
         self, local: tuple[bytes, int], remote: tuple[bytes, int], now: float, iss: int | None = None
     ) -> TcpConnection:
         """A connection on the route to ``remote``; ``iss`` given only by a SYN cookie (RFC 4987)."""
-        config = self.stack.tcp_config
-        iface, _ = self.stack.ip.route(remote[0])
+        config = self.config
+        iface, _ = self.network.route(remote[0])
         mss = iface.link.mtu - 40  # RFC 9293 §3.7.1: MTU minus fixed IP and TCP headers
         if iss is None:
             iss = self.isn.isn(local[0], local[1], remote[0], remote[1], now)
@@ -158,7 +194,13 @@ class TcpLayer:
         conn.connect(now)
         return conn
 
-    def segment_input(self, iface: Interface, header: Ipv4Header, buf: Buffer, start: int, end: int) -> None:
+    @property
+    def promiscuous(self) -> bool:
+        return self.forwarder is not None
+
+    def segment_input(
+        self, iface: Interface, header: NetworkHeader, buf: Buffer, start: int, end: int, ip_offset: int = 0
+    ) -> None:
         counters = self.counters
         if not (iface.rx_checksum_valid or iface.link.checksum_offload):
             pseudo = pseudo_header_sum(header.source, header.destination, PROTO_TCP, end - start)
@@ -168,7 +210,7 @@ class TcpLayer:
         counters["tcp.segments-received"] += 1
         key = (header.destination, seg.destination_port, header.source, seg.source_port)
         conn = self.connections.get(key)
-        now = self.stack.loop.time()
+        now = self.clock()
         if conn is not None:
             if (
                 conn.state == _TIME_WAIT
@@ -188,9 +230,11 @@ class TcpLayer:
                 self.trace.received(conn, seg, now)
             self._dirty[conn] = None
             if not self._in_batch:
-                self.stack.schedule_output()
+                self.schedule_output()
             return
         self._listener_input(iface, header, seg, key, now)
+
+    packet_input = segment_input
 
     def _time_wait_input(self, record: TimeWait, seg: TcpSegment, now: float) -> None:
         df = self.dont_fragment(record.remote_ip)
@@ -221,7 +265,7 @@ class TcpLayer:
         return 0 < ((seg.seq - conn.rcv_nxt) & MASK) < 0x80000000
 
     def _listener_input(
-        self, iface: Interface, header: Ipv4Header, seg: TcpSegment, key: Key, now: float
+        self, iface: Interface, header: NetworkHeader, seg: TcpSegment, key: Key, now: float
     ) -> None:
         listener = self.listeners.get((key[0], key[1])) or self.listeners.get((ANY, key[1]))
         flags = seg.flags
@@ -241,7 +285,7 @@ class TcpLayer:
                     return
                 listener.syn_received(seg, key, now)
             return
-        forwarder = self.stack.tcp_forwarder
+        forwarder = self.forwarder
         if forwarder is not None and flags & (SYN | ACK | RST) == SYN:
             if flags & FIN:
                 self.counters["tcp.dropped.syn-fin"] += 1  # as at a listener, above
@@ -253,14 +297,14 @@ class TcpLayer:
         if not flags & RST:
             self._reset_for(header, seg)
 
-    def _reset_for(self, header: Ipv4Header, seg: TcpSegment) -> None:
+    def _reset_for(self, header: NetworkHeader, seg: TcpSegment) -> None:
         """RFC 9293 §3.10.7.1: <SEQ=SEG.ACK><CTL=RST>, or <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>."""
         if seg.flags & ACK:
             seq, ack, flags = seg.ack, 0, RST
         else:
             seg_len = len(seg.payload) + (1 if seg.flags & SYN else 0) + (seg.flags & 1)
             seq, ack, flags = 0, (seg.seq + seg_len) & MASK, RST | ACK
-        if self.stack.ip.reply_unroutable(header.source):
+        if self.network.reply_unroutable(header.source):
             self.counters["tcp.dropped.reset-unroutable"] += 1  # a stranger's address: drop, count
             return
         self.counters["tcp.resets-sent"] += 1
@@ -278,11 +322,15 @@ class TcpLayer:
             dont_fragment=self.dont_fragment(header.source),
         )
 
+    def refuse(self, header: NetworkHeader, seg: TcpSegment) -> None:
+        """Answer a SYN as a closed port would, with a reset (a forwarder's no)."""
+        self._reset_for(header, seg)
+
     def register(self, conn: TcpConnection) -> None:
         self.connections[(conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port)] = conn
-        if self.stack.pmtu:
+        if self.pmtu:
             # Start with what the path taught earlier connections (RFC 1191 §6.2).
-            self._sync_pmtu(conn, self.stack.loop.time())
+            self._sync_pmtu(conn, self.clock())
 
     # ------------------------------------------------------------------ output
 
@@ -305,7 +353,7 @@ class TcpLayer:
     ) -> None:
         """One segment to the IP layer. A caller sending many gives the route to ``dst`` (``path``)
         and whether its link wants TCP checksums (``checksum``), looked up once for all of them."""
-        ip = self.stack.ip
+        ip = self.network
         if path is None:
             path = ip.route(dst)
         if checksum is None:
@@ -330,12 +378,12 @@ class TcpLayer:
         conn.outbox = []
         src, sport, dst, dport = conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port
         owner = conn.user_data  # the shell (a PacketOwner too): told if a segment cannot be delivered
-        stack = self.stack
+        network = self.network
         df = self.dont_fragment(dst)
         if self.trace is not None:
-            self.trace.sent(conn, outbox, stack.loop.time())
+            self.trace.sent(conn, outbox, self.clock())
         try:
-            path = stack.ip.route(dst)
+            path = network.route(dst)
             if path[0].link.segmentation_offload:
                 self._transmit_offload(outbox, src, sport, dst, dport, owner, df, path)
             else:
@@ -349,12 +397,12 @@ class TcpLayer:
                 # the connection sized its segments): take that MTU as the path's and resend.
                 self.counters["tcp.pmtu-local-reductions"] += 1
                 try:
-                    route_mtu = stack.ip.route(dst)[0].link.mtu
+                    route_mtu = network.route(dst)[0].link.mtu
                 except OSError:
                     route_mtu = MIN_PMTU
-                now = stack.loop.time()
+                now = self.clock()
                 # Into the cache too, or the next flush would "age" it back up (_sync_pmtu).
-                route_mtu = stack.pmtu.update(dst, route_mtu, now)
+                route_mtu = self.pmtu.update(dst, route_mtu, now)
                 if conn.set_path_mtu(route_mtu, now):
                     self.counters["tcp.pmtu-reductions"] += 1
                 self._dirty[conn] = None
@@ -452,7 +500,7 @@ class TcpLayer:
         length = header_length + total
         header = tcp_offload_header(src, dst, sport, dport, seq, ack, flags, window, options, length)
         segments = len(payloads)
-        if not self.stack.ip.output_offload(
+        if not self.network.output_offload(
             src,
             dst,
             PROTO_TCP,
@@ -477,14 +525,14 @@ class TcpLayer:
         RFC 1191 §3: TCP segments go with DF set (path MTU discovery), unless the path claimed an
         MTU below our minimum: then they go at that minimum without DF, as Linux's locked PMTU.
         """
-        stack = self.stack
-        return stack.options.path_mtu_discovery and not (stack.pmtu and stack.pmtu.locked(dst))
+        pmtu = self.pmtu
+        return self.options.path_mtu_discovery and not (pmtu and pmtu.locked(dst))
 
     def mark(self, conn: TcpConnection) -> None:
         """The connection has output to produce (an application write, a window update)."""
         self._dirty[conn] = None
         if not self._in_batch:
-            self.stack.schedule_output()
+            self.schedule_output()
 
     def batch_begin(self) -> None:
         self._in_batch = True
@@ -497,8 +545,8 @@ class TcpLayer:
         dirty = self._dirty
         if not dirty:
             return
-        now = self.stack.loop.time()
-        pmtu = self.stack.pmtu
+        now = self.clock()
+        pmtu = self.pmtu
         while dirty:
             conns = list(dirty)
             dirty.clear()
@@ -520,7 +568,7 @@ class TcpLayer:
         the estimate belongs to the path, not the connection) and raises it again once the entry
         aged out (RFC 1191 §6.3), up to the route's MTU.
         """
-        mtu = self.stack.pmtu.get(conn.remote_ip, now)
+        mtu = self.pmtu.get(conn.remote_ip, now)
         if mtu is None:
             if conn.pmtu_mss == _NO_PMTU:
                 return
@@ -541,11 +589,11 @@ class TcpLayer:
         elif state == _TIME_WAIT:
             if conn not in self.time_wait:
                 self.orphans.pop(conn, None)  # Linux counts TIME-WAIT apart from orphans
-                if len(self.time_wait) >= self.stack.tcp_config.max_time_wait:
+                if len(self.time_wait) >= self.config.max_time_wait:
                     # Linux's tcp_max_tw_buckets: past it, close at once instead of waiting 2 MSL
                     # (RFC 9293 §3.10.7.4's TIME-WAIT only guards against old duplicates).
                     self.counters["tcp.time-wait-overflows"] += 1
-                    conn.abort(self.stack.loop.time())  # RFC 9293 §3.10.5: in TIME-WAIT, no RST
+                    conn.abort(self.clock())  # RFC 9293 §3.10.5: in TIME-WAIT, no RST
                     self._forget(conn)
                     return
                 self.time_wait[conn] = None
@@ -567,12 +615,12 @@ class TcpLayer:
             self._arm_time_wait(record.time_wait_at)  # type: ignore[arg-type]
 
     def _arm_time_wait(self, deadline: float) -> None:
-        self._time_wait_timer = self.stack.loop.call_at(deadline, self._expire_time_waits)
+        self._time_wait_timer = self.scheduler.call_at(deadline, self._expire_time_waits)
 
     def _expire_time_waits(self) -> None:
         """RFC 9293 §3.10.8: the TIME-WAIT timeout deletes the TCB."""
         self._time_wait_timer = None
-        now = self.stack.loop.time()
+        now = self.clock()
         queue = self._time_waits
         while queue:
             record = queue[0]
@@ -600,7 +648,7 @@ class TcpLayer:
             return
         orphans = self.orphans
         orphans[conn] = None
-        limit = self.stack.tcp_config.max_orphans
+        limit = self.config.max_orphans
         while len(orphans) > limit:
             oldest = next(iter(orphans))
             del orphans[oldest]
@@ -631,7 +679,7 @@ class TcpLayer:
         for conn in list(self.connections.values()):
             if not isinstance(conn, TimeWait):
                 self._dirty[conn] = None
-        self.stack.schedule_output()
+        self.schedule_output()
 
     # ------------------------------------------------------------------ ICMP
 
@@ -717,8 +765,7 @@ class TcpLayer:
     ) -> None:
         """RFC 1191: a router dropped a segment of ours with DF set; lower the path MTU and resend."""
         counters = self.counters
-        stack = self.stack
-        now = stack.loop.time()
+        now = self.clock()
         # The size of the datagram the router refused: from the quoted IPv4 header (we send no IP
         # options, so it starts 20 bytes before the TCP header), else what we send at most.
         quote = ports_at - 20
@@ -739,7 +786,7 @@ class TcpLayer:
             counters["tcp.pmtu-ignored"] += 1
             return
         counters["tcp.pmtu-messages"] += 1
-        pmtu = stack.pmtu.update(conn.remote_ip, mtu, now)  # never below MIN_PMTU
+        pmtu = self.pmtu.update(conn.remote_ip, mtu, now)  # never below MIN_PMTU
         if conn.set_path_mtu(pmtu, now):
             counters["tcp.pmtu-reductions"] += 1
             self.mark(conn)
@@ -748,7 +795,7 @@ class TcpLayer:
 
     def close_all(self) -> None:
         """The stack is closing: abort every connection (their applications see it)."""
-        now = self.stack.loop.time()
+        now = self.clock()
         for listener in list(self.listeners.values()):
             listener.close()
         for conn in list(self.connections.values()):

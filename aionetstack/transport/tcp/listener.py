@@ -26,7 +26,7 @@ class TcpListener:
         self.address = address
         self.port = port
         self.backlog = max(backlog, 1)
-        self.syn_backlog = max(layer.stack.tcp_config.syn_backlog, self.backlog)
+        self.syn_backlog = max(layer.config.syn_backlog, self.backlog)
         self.server = server
         self.half_open: set[TcpTransport] = set()
         self.accept_queue: deque[TcpTransport] = deque()
@@ -36,7 +36,7 @@ class TcpListener:
     def syn_received(self, seg: TcpSegment, key: Key, now: float) -> None:
 
         counters = self.layer.counters
-        if self.layer.stack.ip.reply_unroutable(key[2]):
+        if self.layer.network.reply_unroutable(key[2]):
             # No route back, or the next hop just failed ARP: a SYN-ACK could not leave, so
             # neither a connection nor a cookie is spent on it; dropped and counted.
             counters["tcp.dropped.no-route-for-syn"] += 1
@@ -51,7 +51,7 @@ class TcpListener:
             counters["tcp.listen-overflows"] += 1
             return
         if len(self.half_open) >= self.syn_backlog:
-            if self.layer.stack.tcp_config.syn_cookies:
+            if self.layer.config.syn_cookies:
                 self._send_cookie(seg, key, now)  # RFC 4987 §3.6: stateless under a flood
             else:
                 counters["tcp.syn-queue-drops"] += 1
@@ -73,7 +73,7 @@ class TcpListener:
 
         layer = self.layer
         layer.register(conn)
-        transport = TcpTransport(layer.stack, conn, None)
+        transport = TcpTransport(self.server._stack, conn, None)
         transport._listener = self
         self.half_open.add(transport)
         layer.counters["tcp.passive-opens"] += 1
@@ -82,9 +82,9 @@ class TcpListener:
     def _send_cookie(self, seg: TcpSegment, key: Key, now: float) -> None:
         """A SYN-ACK whose ISN is a cookie; nothing is remembered (RFC 4987 §3.6)."""
         layer = self.layer
-        config = layer.stack.tcp_config
+        config = layer.config
         try:
-            iface, _ = layer.stack.ip.route(key[2])
+            iface, _ = layer.network.route(key[2])
         except OSError:
             layer.counters["tcp.dropped.no-route-for-syn"] += 1
             return
@@ -118,13 +118,13 @@ class TcpListener:
             b"",
             dont_fragment=layer.dont_fragment(key[2]),  # as the SYN-ACKs of a SYN queue entry
         )
-        layer.stack.schedule_output()
+        layer.schedule_output()
 
     def cookie_ack(self, seg: TcpSegment, key: Key, now: float) -> bool:
         """The final ACK of a cookie handshake: rebuild the connection, or False (RFC 4987 §3.6)."""
 
         layer = self.layer
-        config = layer.stack.tcp_config
+        config = layer.config
         if not config.syn_cookies or seg.flags & (SYN | RST | FIN):
             return False
         if self.last_cookie_at is None or now - self.last_cookie_at > COOKIE_LIFETIME:
