@@ -509,32 +509,27 @@ class NeighbourCache:
                 retransmit.append(entry.ip)
                 self._schedule(entry, now + self.retransmit_interval)
             elif state is _PROBE:
-                if entry.probes < self.max_unicast_probes:
-                    entry.probes += 1
-                    self.stats["retransmits"] += 1
-                    retransmit.append(entry.ip)
-                    self._schedule(entry, now + self.retransmit_interval)
-                else:
-                    # RFC 4861 §7.3.3: MAX_UNICAST_SOLICIT probes unanswered: delete the entry.
-                    self.stats["probe_failed"] += 1
-                    self._drop(entry)
+                self._probe_again(entry, now, self.max_unicast_probes, retransmit)
             elif entry.probing:
-                if not self._age(entry, now):
-                    continue
-                if entry.probes < self.max_probes:
-                    entry.probes += 1
-                    self.stats["retransmits"] += 1
-                    retransmit.append(entry.ip)
-                    self._schedule(entry, now + self.retransmit_interval)
-                else:
-                    # RFC 4861 §7.3.3: the neighbour did not answer its probes; forget it.
-                    self.stats["probe_failed"] += 1
-                    self._drop(entry)
+                if self._age(entry, now):
+                    self._probe_again(entry, now, self.max_probes, retransmit)
             elif self._age(entry, now):
                 # REACHABLE or STALE: reschedule at the next ageing step (the entry may have been
                 # refreshed since this deadline was set).
                 self._schedule(entry, self._ageing_deadline(entry))
         return retransmit, failed
+
+    def _probe_again(self, entry: _Entry, now: float, limit: int, retransmit: list[bytes]) -> None:
+        """A re-probe (ARP's of a STALE entry, ND's PROBE state) is due: another request while
+        within ``limit``, else forget the neighbour (RFC 4861 §7.3.3: MAX_UNICAST_SOLICIT)."""
+        if entry.probes < limit:
+            entry.probes += 1
+            self.stats["retransmits"] += 1
+            retransmit.append(entry.ip)
+            self._schedule(entry, now + self.retransmit_interval)
+        else:
+            self.stats["probe_failed"] += 1
+            self._drop(entry)
 
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`poll` may have work, or ``None`` when the cache is empty.
