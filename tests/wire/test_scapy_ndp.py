@@ -401,3 +401,24 @@ def test_mldv2_leave_and_sources() -> None:
         message.body_end = cut
         with pytest.raises(MalformedPacket):
             parse_mldv2_report(message, built)
+
+
+@FAST
+@given(
+    kind=st.sampled_from([133, 134, 135, 136, 137, 143]),
+    body=st.binary(max_size=120),
+    source=st.sampled_from([LL_A, UNSPECIFIED, GLOBAL]),
+    destination=st.sampled_from([LL_B, ALL_NODES, solicited_node(GLOBAL)]),
+)
+def test_random_bodies_never_raise_anything_else(
+    kind: int, body: bytes, source: bytes, destination: bytes
+) -> None:
+    message = bytes((kind, 0, 0, 0)) + body
+    try:
+        parsed = parse_icmpv6(message, source, destination, verify_checksum=False)
+        if kind == 143:
+            parse_mldv2_report(parsed, message)
+        else:
+            parse_nd(parsed, message, source, destination, 255)
+    except MalformedPacket:
+        pass
