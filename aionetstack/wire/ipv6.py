@@ -24,6 +24,7 @@ __all__ = [
     "ALL_MLDV2_ROUTERS",
     "ALL_NODES",
     "ALL_ROUTERS",
+    "EXTENSION_HEADERS",
     "FRAGMENT_HEADER_LENGTH",
     "IPV6_HEADER_LENGTH",
     "IPV6_MIN_MTU",
@@ -68,6 +69,9 @@ NEXT_FRAGMENT = 44
 NEXT_ICMPV6 = 58
 NEXT_NONE = 59
 NEXT_DESTINATION_OPTIONS = 60
+#: The headers :func:`walk_extensions` walks. A packet whose fixed header names none of them
+#: (the usual TCP, UDP or ICMPv6) needs no walk: its upper layer starts at ``payload_offset``.
+EXTENSION_HEADERS = frozenset({NEXT_HOP_BY_HOP, NEXT_ROUTING, NEXT_FRAGMENT, NEXT_DESTINATION_OPTIONS})
 
 OPTION_PAD1 = 0
 OPTION_PADN = 1
@@ -314,7 +318,7 @@ def walk_extensions(buf: Buffer, header: Ipv6Header) -> ExtensionChain:
                     )
                 return chain
             continue
-        if next_header not in (NEXT_HOP_BY_HOP, NEXT_ROUTING, NEXT_DESTINATION_OPTIONS):
+        if next_header not in EXTENSION_HEADERS:
             return chain
         if next_header == NEXT_HOP_BY_HOP and position != header.payload_offset:
             # RFC 8200 §4.1: hop-by-hop options may only follow the fixed header; elsewhere it is
