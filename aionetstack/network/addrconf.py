@@ -40,6 +40,7 @@ from aionetstack.wire.ipv6 import (
 )
 from aionetstack.wire.ndp import (
     PrefixInformation,
+    Redirect,
     RouterAdvertisement,
     build_mldv2_report_packet,
     build_neighbour_solicitation,
@@ -62,6 +63,7 @@ __all__ = [
     "Transmit",
     "eui64_interface_id",
     "random_reachable_time",
+    "redirect_route",
     "stable_interface_id",
 ]
 
@@ -193,6 +195,24 @@ def stable_interface_id(
 def random_reachable_time(base: float, rng: random.Random) -> float:
     """RFC 4861 §6.3.2: ReachableTime is BaseReachableTime times a uniform factor in [0.5, 1.5]."""
     return base * rng.uniform(0.5, 1.5)
+
+
+def redirect_route(
+    source: bytes, redirect: Redirect, current_first_hop: bytes | None
+) -> tuple[bytes, bytes | None] | None:
+    """What a redirect (already checked by ``parse_nd``, RFC 4861 §8.1) may change, honoured
+    safely: only from the router we use now for its destination (§8.1: the source is "the
+    current first-hop router for the specified ICMP Destination Address"), else None (ignored).
+
+    Returns ``(destination, gateway)``: a /128 route for ``destination`` via ``gateway``, or with
+    ``gateway`` None when the target is the destination itself, i.e. on-link (§8.3). The link-layer
+    address in the redirect goes to the neighbour cache (``learn``, §8.3).
+    """
+    if current_first_hop is None or source != current_first_hop:
+        return None
+    if redirect.target == redirect.destination:
+        return redirect.destination, None
+    return redirect.destination, redirect.target
 
 
 def _expiry(now: float, lifetime: int) -> float:

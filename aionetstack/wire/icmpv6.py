@@ -15,7 +15,7 @@ import attrs
 from aionetstack.wire import Buffer
 from aionetstack.wire.checksum import pseudo_header_sum_v6
 from aionetstack.wire.icmp import ICMP_HEADER_LENGTH, build_icmp, check_icmp_bounds
-from aionetstack.wire.ipv6 import IPV6_HEADER_LENGTH, IPV6_MIN_MTU, NEXT_ICMPV6
+from aionetstack.wire.ipv6 import IPV6_HEADER_LENGTH, IPV6_MIN_MTU, NEXT_ICMPV6, UNSPECIFIED, is_multicast
 
 __all__ = [
     "ICMPV6_DEST_UNREACHABLE",
@@ -40,6 +40,7 @@ __all__ = [
     "build_icmpv6",
     "build_icmpv6_echo",
     "build_icmpv6_error",
+    "error_allowed",
     "parse_icmpv6",
 ]
 
@@ -147,3 +148,36 @@ def build_icmpv6_error(
     1280-byte packet (RFC 4443 §2.4(c)). ``word`` is the MTU (packet too big) or the pointer
     (parameter problem), else zero (unused)."""
     return build_icmpv6(icmp_type, code, word, memoryview(invoking_packet)[:MAX_QUOTE], source, destination)
+
+
+#: ND's redirect (RFC 4861 §4.5), which an error must never answer (RFC 4443 §2.4(e.2)).
+_REDIRECT = 137
+
+
+def error_allowed(
+    icmp_type: int,
+    code: int,
+    source: bytes,
+    destination: bytes,
+    link_multicast: bool = False,
+    invoking_icmpv6_type: int | None = None,
+) -> bool:
+    """Whether an ICMPv6 error of ``icmp_type``/``code`` may answer a packet from ``source`` to
+    ``destination`` (RFC 4443 §2.4(e)).
+
+    Never for an ICMPv6 error or a redirect (``invoking_icmpv6_type``, None when the packet is
+    not ICMPv6); never for a source that does not name one node (``::`` or multicast); and for a
+    multicast destination or a link-layer multicast/broadcast frame only packet too big and
+    parameter problem code 2 (an unrecognised option whose type asks for it, RFC 8200 §4.2).
+    The rate limit (RFC 4443 §2.4(f)) comes after this.
+    """
+    if invoking_icmpv6_type is not None and (invoking_icmpv6_type < 128 or invoking_icmpv6_type == _REDIRECT):
+        return False  # (e.1), (e.2)
+    if source == UNSPECIFIED or is_multicast(source):
+        return False  # (e.6)
+    if is_multicast(destination) or link_multicast:
+        # (e.3) to (e.5), and their two exceptions.
+        return icmp_type == ICMPV6_PACKET_TOO_BIG or (
+            icmp_type == ICMPV6_PARAMETER_PROBLEM and code == PARAM_UNRECOGNIZED_OPTION
+        )
+    return True

@@ -37,11 +37,12 @@ from aionetstack.network.addrconf import (
     OnLinkPrefixRemoved,
     Transmit,
     eui64_interface_id,
+    redirect_route,
     stable_interface_id,
 )
 from aionetstack.wire.icmpv6 import parse_icmpv6
 from aionetstack.wire.ipv6 import UNSPECIFIED, format_ipv6, parse_ipv6, parse_ipv6_address, solicited_node
-from aionetstack.wire.ndp import RouterAdvertisement, parse_nd
+from aionetstack.wire.ndp import NdOptions, Redirect, RouterAdvertisement, parse_nd
 
 MAC = bytes.fromhex("020000000001")
 ROUTER = parse_ipv6_address("fe80::1")
@@ -352,3 +353,15 @@ def test_bad_arguments() -> None:
         AddressConfigurator(MAC, link_mtu=1000)
     with pytest.raises(ValueError, match="dad_transmits"):
         AddressConfigurator(MAC, dad_transmits=-1)
+
+
+def test_redirect_only_from_the_current_first_hop() -> None:
+    """RFC 4861 §8.1, §8.3: honoured from the router in use for that destination, else ignored."""
+    destination = parse_ipv6_address("2001:db8:9::1")
+    better = parse_ipv6_address("fe80::7")
+    via_router = Redirect(better, destination, NdOptions())
+    assert redirect_route(ROUTER, via_router, ROUTER) == (destination, better)
+    assert redirect_route(parse_ipv6_address("fe80::66"), via_router, ROUTER) is None
+    assert redirect_route(ROUTER, via_router, None) is None
+    on_link = Redirect(destination, destination, NdOptions())
+    assert redirect_route(ROUTER, on_link, ROUTER) == (destination, None)

@@ -27,6 +27,7 @@ from aionetstack.wire.icmpv6 import (
     MAX_QUOTE,
     build_icmpv6_echo,
     build_icmpv6_error,
+    error_allowed,
     parse_icmpv6,
 )
 from aionetstack.wire.ipv6 import NEXT_ICMPV6, build_ipv6, format_ipv6, parse_ipv6, parse_ipv6_address
@@ -140,3 +141,35 @@ def test_random_bytes_never_raise_anything_else(data: bytes) -> None:
         parse_icmpv6(data, SRC, DST)
     except MalformedPacket:
         pass
+
+
+MULTICAST = parse_ipv6_address("ff02::1")
+
+
+@pytest.mark.parametrize(
+    ("icmp_type", "code", "source", "destination", "link_multicast", "invoking", "allowed"),
+    [
+        (ICMPV6_DEST_UNREACHABLE, 4, DST, SRC, False, None, True),
+        (ICMPV6_DEST_UNREACHABLE, 4, DST, SRC, False, ICMPV6_ECHO_REQUEST, True),
+        (ICMPV6_DEST_UNREACHABLE, 4, DST, SRC, False, ICMPV6_TIME_EXCEEDED, False),  # (e.1)
+        (ICMPV6_PARAMETER_PROBLEM, 0, DST, SRC, False, 137, False),  # (e.2) a redirect
+        (ICMPV6_DEST_UNREACHABLE, 4, DST, MULTICAST, False, None, False),  # (e.3)
+        (ICMPV6_DEST_UNREACHABLE, 4, DST, SRC, True, None, False),  # (e.4)/(e.5)
+        (ICMPV6_PACKET_TOO_BIG, 0, DST, MULTICAST, False, None, True),  # the exceptions
+        (ICMPV6_PARAMETER_PROBLEM, 2, DST, MULTICAST, True, None, True),
+        (ICMPV6_PARAMETER_PROBLEM, 1, DST, MULTICAST, False, None, False),
+        (ICMPV6_TIME_EXCEEDED, 0, bytes(16), SRC, False, None, False),  # (e.6)
+        (ICMPV6_TIME_EXCEEDED, 0, MULTICAST, SRC, False, None, False),
+    ],
+)
+def test_error_allowed(
+    icmp_type: int,
+    code: int,
+    source: bytes,
+    destination: bytes,
+    link_multicast: bool,
+    invoking: int | None,
+    allowed: bool,
+) -> None:
+    """RFC 4443 §2.4(e): when an error must not be sent."""
+    assert error_allowed(icmp_type, code, source, destination, link_multicast, invoking) is allowed
