@@ -1,4 +1,11 @@
-"""The ARP neighbour cache: IPv4 address to Ethernet address, with resolution and ageing.
+"""The neighbour cache of both families: IPv4 over ARP and IPv6 over Neighbour Discovery.
+
+One design, two address families (RFC 4861 §7.3 for ND, ARP following it in spirit): the same
+entries, states, queues, bounds and timer heap serve both; what differs is how a mapping is
+learned (:meth:`NeighbourCache.update` is RFC 826's merge rule; :meth:`NeighbourCache.learn` and
+:meth:`NeighbourCache.advertisement_input` are RFC 4861 §7.2.3 and §7.2.5) and how a STALE entry
+is re-checked: ARP probes it at once (``needs_refresh``/``mark_probing``); ND, made with
+``delay_first_probe_time``, goes STALE -> DELAY -> PROBE with unicast solicitations (§7.3.3).
 
 RFC 826 gives the packet and the merge rule, RFC 1122 §2.3.2.1/§2.3.2.2 the host's duties
 (flush stale entries, rate-limit requests, queue at least one packet per unresolved address);
@@ -12,6 +19,10 @@ the states follow RFC 4861's Neighbour Unreachability Detection in spirit:
   has been stale for ``stale_time``, or when a re-probe gets no answer after ``max_probes``.
 - ``FAILED``: resolution gave up; sends fail at once (a negative cache, so a dead host is not
   ARPed for on every packet) until ``failed_time`` has passed.
+- ``DELAY`` and ``PROBE`` (ND only, RFC 4861 §7.3.3): a STALE entry used to send moves to DELAY;
+  unless an upper layer confirms it within ``delay_first_probe_time`` it moves to PROBE, where
+  :meth:`NeighbourCache.poll` lists it for a unicast solicitation every ``retransmit_interval``,
+  up to ``max_unicast_probes``, then removes it. Both states are usable for sending.
 
 Packets waiting for resolution are bounded twice: ``queue_limit`` packets per entry (Linux's
 ``unres_qlen``) and ``queue_bytes`` for the whole cache, counted by what a waiting packet really
@@ -42,6 +53,8 @@ class NeighbourState(enum.Enum):
     REACHABLE = "reachable"  #: recently confirmed
     STALE = "stale"  #: not confirmed lately; still used, may be re-probed
     FAILED = "failed"  #: resolution failed; sends are refused for a while
+    DELAY = "delay"  #: ND: stale and used; waiting for an upper-layer confirmation before probing
+    PROBE = "probe"  #: ND: unicast solicitations out; still used
 
 
 class ResolveAction(enum.Enum):
@@ -56,12 +69,26 @@ _INCOMPLETE = NeighbourState.INCOMPLETE
 _REACHABLE = NeighbourState.REACHABLE
 _STALE = NeighbourState.STALE
 _FAILED = NeighbourState.FAILED
+_DELAY = NeighbourState.DELAY
+_PROBE = NeighbourState.PROBE
 
 
 class _Entry:
     """One neighbour. ``updated`` is when it was created, confirmed or failed."""
 
-    __slots__ = ("deadline", "ip", "mac", "probes", "probing", "queue", "queued", "sizes", "state", "updated")
+    __slots__ = (
+        "deadline",
+        "ip",
+        "is_router",
+        "mac",
+        "probes",
+        "probing",
+        "queue",
+        "queued",
+        "sizes",
+        "state",
+        "updated",
+    )
 
     def __init__(self, ip: bytes, mac: bytes | None, state: NeighbourState, now: float) -> None:
         self.ip = ip
@@ -74,6 +101,7 @@ class _Entry:
         self.probes = 0  # requests sent in the current resolution or re-probe
         self.probing = False  # a STALE entry being re-probed
         self.deadline = now  # when poll() next has work for this entry (heap key)
+        self.is_router = False  # ND's IsRouter flag (RFC 4861 §7.2.5); unused by ARP
 
 
 class NeighbourCache:
@@ -92,6 +120,12 @@ class NeighbourCache:
     and per ARP packet received, ``for p in cache.update(sender_ip, sender_mac, now,
     create=we_are_target): send(sender_mac, p)``; and when ``next_deadline()`` passes,
     ``poll(now)``.
+
+    For ND (``delay_first_probe_time=5.0``, RFC 4861 §10), the same calls with these changes:
+    ``SEND_REQUEST`` means a multicast NS to the target's solicited-node group; an NS, RS, RA or
+    redirect carrying a link-layer address goes to :meth:`learn`, an NA to
+    :meth:`advertisement_input`; for each address :meth:`poll` lists, :meth:`state` says which
+    solicitation: INCOMPLETE, multicast; PROBE, unicast to :meth:`peek`'s address.
     """
 
     __slots__ = (
@@ -99,8 +133,10 @@ class NeighbourCache:
         "_entries",
         "_heap",
         "capacity",
+        "delay_first_probe_time",
         "failed_time",
         "max_probes",
+        "max_unicast_probes",
         "queue_bytes",
         "queue_limit",
         "queued_bytes",
@@ -122,6 +158,8 @@ class NeighbourCache:
         queue_limit: int = 64,
         capacity: int = 1024,
         queue_bytes: int = 1 << 20,
+        delay_first_probe_time: float | None = None,
+        max_unicast_probes: int | None = None,
     ) -> None:
         if retransmit_interval <= 0:
             raise ValueError("retransmit_interval must be positive")
@@ -134,6 +172,14 @@ class NeighbourCache:
             raise ValueError("capacity must be at least 1")
         if queue_bytes < 1:
             raise ValueError("queue_bytes must be at least 1")
+        if delay_first_probe_time is not None and delay_first_probe_time < 0:
+            raise ValueError("delay_first_probe_time must not be negative")
+        if max_unicast_probes is not None and max_unicast_probes < 1:
+            raise ValueError("max_unicast_probes must be at least 1")
+        #: ND's DELAY_FIRST_PROBE_TIME (RFC 4861 §10); None: ARP, which re-probes STALE at once.
+        self.delay_first_probe_time = delay_first_probe_time
+        #: ND's MAX_UNICAST_SOLICIT (RFC 4861 §10): probes of a PROBE entry before it goes.
+        self.max_unicast_probes = max_probes if max_unicast_probes is None else max_unicast_probes
         self.reachable_time = reachable_time
         self.stale_time = stale_time
         self.retransmit_interval = retransmit_interval
@@ -167,6 +213,7 @@ class NeighbourCache:
             "expired": 0,  # STALE entries removed after stale_time
             "refreshes": 0,  # re-probes of STALE entries started (mark_probing)
             "probe_failed": 0,  # re-probes that got no answer (entry removed)
+            "advert_ignored": 0,  # ND advertisements that changed nothing (RFC 4861 §7.2.5)
         }
 
     # -- the hot path -----------------------------------------------------------------------
@@ -187,8 +234,13 @@ class NeighbourCache:
             return None
         if not self._age(entry, now):
             return None
-        if not entry.probing:
-            self.stale_seen = True  # a STALE entry was used: the caller may re-check it (needs_refresh)
+        if entry.state is _STALE:
+            if self.delay_first_probe_time is not None:
+                # RFC 4861 §7.3.3: the first packet to a STALE neighbour moves it to DELAY.
+                entry.state = _DELAY
+                self._schedule(entry, now + self.delay_first_probe_time)
+            elif not entry.probing:
+                self.stale_seen = True  # a STALE entry was used: the caller may re-check it (needs_refresh)
         return entry.mac
 
     def enqueue(self, ip: bytes, packet: object, now: float, size: int = 0) -> ResolveAction:
@@ -259,13 +311,7 @@ class NeighbourCache:
         elif entry.mac is not None and entry.mac != mac:
             self.stats["changed"] += 1
         entry.mac = bytes(mac)
-        entry.state = _REACHABLE
-        entry.updated = now
-        entry.probes = 0
-        entry.probing = False
-        # Keep the dict ordered by `updated` for eviction.
-        del self._entries[entry.ip]
-        self._entries[entry.ip] = entry
+        self._set(entry, _REACHABLE, now)
         if state is not _REACHABLE:
             self._schedule(entry, now + self.reachable_time)
         # A REACHABLE entry keeps its (earlier) heap deadline: poll() will find it not yet due
@@ -283,15 +329,106 @@ class NeighbourCache:
         entry = self._entries.get(ip)
         if entry is None or entry.mac is None or entry.state is _INCOMPLETE or entry.state is _FAILED:
             return
+        # ND's DELAY and PROBE entries too: RFC 4861 §7.3.3, a confirmation ends the probing.
         was_reachable = entry.state is _REACHABLE
-        entry.state = _REACHABLE
-        entry.updated = now
-        entry.probes = 0
-        entry.probing = False
-        del self._entries[entry.ip]
-        self._entries[entry.ip] = entry
+        self._set(entry, _REACHABLE, now)
         if not was_reachable:
             self._schedule(entry, now + self.reachable_time)
+
+    # -- Neighbour Discovery (RFC 4861 §7.2) ------------------------------------------------
+
+    def learn(self, ip: bytes, mac: bytes, now: float, *, router: bool | None = None) -> list[object]:
+        """A link-layer address seen in an NS, RS, RA or redirect (RFC 4861 §7.2.3, §6.2.6,
+        §6.3.4, §8.3): create the entry STALE if there is none (a FAILED one counts as none),
+        complete an INCOMPLETE one as STALE, and make a known one STALE only if its address
+        changed. ``router`` sets the IsRouter flag (False from an RS, True from an RA).
+
+        Returns the packets that were waiting for ``ip``: the caller sends them to ``mac`` (and,
+        sending, moves the entry to DELAY as RFC 4861 §7.3.3 asks; this method does it for them).
+        """
+        mac = bytes(mac)
+        entry = self._entries.get(ip)
+        if entry is None or entry.state is _FAILED:
+            if entry is not None:
+                self._drop(entry)
+            self._make_room()
+            entry = _Entry(bytes(ip), mac, _STALE, now)
+            self._entries[entry.ip] = entry
+            self._schedule(entry, self._ageing_deadline(entry))
+            self.stats["learned"] += 1
+        elif entry.state is _INCOMPLETE:
+            self.stats["resolved"] += 1
+            entry.mac = mac
+            self._set(entry, _STALE, now)
+            self._schedule(entry, self._ageing_deadline(entry))
+        elif entry.mac != mac:
+            self.stats["changed"] += 1
+            entry.mac = mac
+            self._set(entry, _STALE, now)
+            self._schedule(entry, self._ageing_deadline(entry))
+        if router is not None:
+            entry.is_router = router
+        return self._send_queued(entry, now)
+
+    def advertisement_input(
+        self, ip: bytes, mac: bytes | None, now: float, *, solicited: bool, override: bool, router: bool
+    ) -> tuple[list[object], bool]:
+        """Apply a Neighbour Advertisement for target ``ip`` (RFC 4861 §7.2.5).
+
+        ``mac`` is its target link-layer address option, if any. Returns the packets that were
+        waiting (send them to the entry's address, :meth:`peek`) and whether the neighbour
+        stopped being a router (its IsRouter flag went from true to false): the caller then
+        removes it from the default router list and the routes through it (§7.2.5).
+        """
+        entry = self._entries.get(ip)
+        if entry is None or entry.state is _FAILED:
+            # §7.2.5: with no entry the advertisement is silently discarded (no entry is made).
+            self.stats["advert_ignored"] += 1
+            return [], False
+        if entry.state is _INCOMPLETE:
+            if mac is None:
+                self.stats["advert_ignored"] += 1
+                return [], False
+            entry.mac = bytes(mac)
+            entry.is_router = router
+            self.stats["resolved"] += 1
+            self._set(entry, _REACHABLE if solicited else _STALE, now)
+            self._schedule(entry, self._ageing_deadline(entry))
+            return self._send_queued(entry, now), False
+        changed = mac is not None and mac != entry.mac
+        if changed and not override:
+            # §7.2.5: a new address without Override is not believed; a REACHABLE entry becomes
+            # STALE (so it gets re-checked), and nothing else changes.
+            self.stats["advert_ignored"] += 1
+            if entry.state is _REACHABLE:
+                self._set(entry, _STALE, now)
+                self._schedule(entry, self._ageing_deadline(entry))
+            return [], False
+        if changed and mac is not None:
+            self.stats["changed"] += 1
+            entry.mac = bytes(mac)
+        if solicited:
+            was_reachable = entry.state is _REACHABLE
+            self._set(entry, _REACHABLE, now)
+            if not was_reachable:
+                self._schedule(entry, self._ageing_deadline(entry))
+        elif changed:
+            self._set(entry, _STALE, now)
+            self._schedule(entry, self._ageing_deadline(entry))
+        router_lost = entry.is_router and not router
+        entry.is_router = router
+        return [], router_lost
+
+    def is_router(self, ip: bytes) -> bool:
+        """ND's IsRouter flag of ``ip``'s entry (False when unknown)."""
+        entry = self._entries.get(ip)
+        return entry is not None and entry.is_router
+
+    def peek(self, ip: bytes) -> bytes | None:
+        """The link-layer address held for ``ip`` whatever its state, without ageing it: where
+        a PROBE entry's unicast solicitation goes (RFC 4861 §7.3.3)."""
+        entry = self._entries.get(ip)
+        return None if entry is None else entry.mac
 
     # -- re-probing STALE entries -----------------------------------------------------------
 
@@ -363,23 +500,36 @@ class NeighbourCache:
                     failed.append((entry.ip, packets))
             elif state is _FAILED:
                 self._drop(entry)
+            elif state is _DELAY:
+                # RFC 4861 §7.3.3: no confirmation within DELAY_FIRST_PROBE_TIME: PROBE, and
+                # send the first unicast solicitation now.
+                entry.state = _PROBE
+                entry.probes = 1
+                self.stats["refreshes"] += 1
+                retransmit.append(entry.ip)
+                self._schedule(entry, now + self.retransmit_interval)
+            elif state is _PROBE:
+                self._probe_again(entry, now, self.max_unicast_probes, retransmit)
             elif entry.probing:
-                if not self._age(entry, now):
-                    continue
-                if entry.probes < self.max_probes:
-                    entry.probes += 1
-                    self.stats["retransmits"] += 1
-                    retransmit.append(entry.ip)
-                    self._schedule(entry, now + self.retransmit_interval)
-                else:
-                    # RFC 4861 §7.3.3: the neighbour did not answer its probes; forget it.
-                    self.stats["probe_failed"] += 1
-                    self._drop(entry)
+                if self._age(entry, now):
+                    self._probe_again(entry, now, self.max_probes, retransmit)
             elif self._age(entry, now):
                 # REACHABLE or STALE: reschedule at the next ageing step (the entry may have been
                 # refreshed since this deadline was set).
                 self._schedule(entry, self._ageing_deadline(entry))
         return retransmit, failed
+
+    def _probe_again(self, entry: _Entry, now: float, limit: int, retransmit: list[bytes]) -> None:
+        """A re-probe (ARP's of a STALE entry, ND's PROBE state) is due: another request while
+        within ``limit``, else forget the neighbour (RFC 4861 §7.3.3: MAX_UNICAST_SOLICIT)."""
+        if entry.probes < limit:
+            entry.probes += 1
+            self.stats["retransmits"] += 1
+            retransmit.append(entry.ip)
+            self._schedule(entry, now + self.retransmit_interval)
+        else:
+            self.stats["probe_failed"] += 1
+            self._drop(entry)
 
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`poll` may have work, or ``None`` when the cache is empty.
@@ -435,7 +585,10 @@ class NeighbourCache:
         return entry.updated + self.reachable_time + self.stale_time
 
     def _age(self, entry: _Entry, now: float) -> bool:
-        """Apply ageing to a REACHABLE/STALE entry; False if it was removed."""
+        """Apply ageing to a REACHABLE/STALE entry; False if it was removed. DELAY and PROBE
+        entries end by their own timers (poll)."""
+        if entry.state is _DELAY or entry.state is _PROBE:
+            return True
         if entry.state is _REACHABLE:
             if now < entry.updated + self.reachable_time:
                 return True
@@ -447,6 +600,25 @@ class NeighbourCache:
             self._drop(entry)
             return False
         return True
+
+    def _set(self, entry: _Entry, state: NeighbourState, now: float) -> None:
+        """Enter ``state`` as of ``now`` (a fresh start: no probes out), keeping the dict ordered
+        by ``updated`` for eviction."""
+        entry.state = state
+        entry.updated = now
+        entry.probes = 0
+        entry.probing = False
+        del self._entries[entry.ip]
+        self._entries[entry.ip] = entry
+
+    def _send_queued(self, entry: _Entry, now: float) -> list[object]:
+        """Hand over the waiting packets; sending them to a STALE ND neighbour starts DELAY."""
+        if not entry.queue:
+            return []
+        if entry.state is _STALE and self.delay_first_probe_time is not None:
+            entry.state = _DELAY  # RFC 4861 §7.3.3
+            self._schedule(entry, now + self.delay_first_probe_time)
+        return self._take_queue(entry)
 
     def _queue(self, entry: _Entry, packet: object, size: int) -> None:
         queue = entry.queue

@@ -1,11 +1,15 @@
-"""IPv4 reassembly (RFC 791 §3.2, RFC 815, RFC 1122 §3.3.2), safe against overlaps and floods.
+"""IPv4 and IPv6 reassembly (RFC 791 §3.2, RFC 815, RFC 1122 §3.3.2, RFC 8200 §4.5), safe
+against overlaps and floods. One :class:`Reassembler` serves both families under the same bounds:
+:meth:`Reassembler.add` takes IPv4 fragments, :meth:`Reassembler.add_v6` IPv6 ones.
 
 Each datagram being reassembled keeps its received data as a sorted list of disjoint pieces
 (RFC 815's hole list, seen from the other side: the holes are the gaps between pieces). A
 fragment that overlaps data already held must carry the same bytes there; if it does not, the
 whole datagram is discarded (the rule RFC 5722 makes for IPv6, which closes the overlapping-
 fragment attacks on IPv4 too). Exact duplicates are ignored; a consistent partial overlap (the
-same datagram re-fragmented along another path) contributes only its new bytes.
+same datagram re-fragmented along another path) contributes only its new bytes. IPv6 is stricter
+(RFC 5722, RFC 8200 §4.5): any overlap but an exact duplicate discards the whole datagram, and an
+atomic fragment (offset 0, M clear, RFC 6946) is handed back at once, never mixed with others.
 
 Memory is bounded per source and in total; a flood of incomplete datagrams evicts the oldest
 ones rather than growing without limit, and incomplete datagrams time out (``timeout``, Linux's
@@ -24,10 +28,16 @@ from __future__ import annotations
 import bisect
 
 from aionetstack.wire.ipv4 import IPV4_HEADER_LENGTH
+from aionetstack.wire.ipv6 import FRAGMENT_HEADER_LENGTH, IPV6_HEADER_LENGTH, IPV6_MIN_MTU
 
 __all__ = ["Reassembler"]
 
+#: (source, destination, protocol, identification); the protocol is -1 for IPv6, whose key is
+#: (source, destination, identification) alone (RFC 8200 §4.5).
 _Key = tuple[bytes, bytes, int, int]
+_V6 = -1
+#: RFC 4443 §2.4(c): a time exceeded quotes as much of the first fragment as fits in 1280 bytes.
+_V6_QUOTE = IPV6_MIN_MTU - IPV6_HEADER_LENGTH - 8
 
 #: Bytes charged for each piece held besides its data: the ``bytes`` object's header, its offset
 #: (an ``int``) and the two list slots (measured: about 82 on CPython 3.11, 64-bit).
@@ -50,6 +60,7 @@ class _Datagram:
         "first_seen",
         "header",
         "key",
+        "next_header",
         "received",
         "source",
         "starts",
@@ -68,6 +79,7 @@ class _Datagram:
         self.total: int | None = None  # payload length, known once the last fragment arrived
         self.first_seen = False  # the fragment at offset 0 arrived
         self.header = b""  # that fragment's IP header, for an ICMP time exceeded quote
+        self.next_header = 0  # IPv6: the first fragment's fragment header Next Header (RFC 8200 §4.5)
         self.truesize = 0  # memory charged for it (see the module docstring); 0 until stored
 
     @property
@@ -77,10 +89,11 @@ class _Datagram:
 
 
 class Reassembler:
-    """Reassembles fragmented IPv4 datagrams; sans-IO, time is the ``now`` argument.
+    """Reassembles fragmented IPv4 and IPv6 datagrams; sans-IO, time is the ``now`` argument.
 
-    Call :meth:`add` for every fragment (a datagram with MF set or a non-zero offset) and
-    :meth:`expire` when :meth:`next_deadline` passes. ``now`` must not go backwards.
+    Call :meth:`add` for every IPv4 fragment (a datagram with MF set or a non-zero offset),
+    :meth:`add_v6` for every IPv6 packet with a fragment header, and :meth:`expire` when
+    :meth:`next_deadline` passes. ``now`` must not go backwards. Both families share the bounds.
     """
 
     __slots__ = (
@@ -155,19 +168,74 @@ class Reassembler:
         if fragment_offset == 0 and not more_fragments:
             # RFC 791 §3.2: offset 0 and MF clear is a whole datagram, not a fragment.
             return bytes(payload)
+        key = (source, destination, protocol, identification)  # RFC 791 §3.2: the datagram's key
+        # RFC 791 §3.1: total length is 16 bits, header included.
+        done = self._add(key, fragment_offset, more_fragments, payload, now, header, IPV4_HEADER_LENGTH)
+        return None if done is None else done[1]
+
+    def add_v6(
+        self,
+        source: bytes,
+        destination: bytes,
+        identification: int,
+        fragment_offset: int,
+        more_fragments: bool,
+        next_header: int,
+        payload: bytes | memoryview,
+        now: float,
+        headers: bytes = b"",
+    ) -> tuple[int, bytes, bytes] | None:
+        """Take one IPv6 fragment (RFC 8200 §4.5); when its packet completes, return
+        ``(next_header, unfragmentable, payload)``, else None.
+
+        ``next_header`` is this fragment's fragment header Next Header; ``payload`` its
+        fragmentable part; ``headers`` every byte before that: the IPv6 header, the
+        Unfragmentable Part's extension headers and the 8-byte fragment header. The answer's
+        ``next_header`` and ``unfragmentable`` (``headers`` less the fragment header) come from the
+        offset-0 fragment, as RFC 8200 §4.5 rebuilds the packet from them. An atomic fragment
+        (offset 0, M clear) comes back at once, without touching any reassembly state (RFC 6946).
+        Overlaps other than exact duplicates discard the whole packet silently (RFC 5722).
+        """
+        if fragment_offset == 0 and not more_fragments:
+            return next_header, bytes(headers[:-FRAGMENT_HEADER_LENGTH]), bytes(payload)
+        key = (source, destination, _V6, identification)
+        # RFC 8200 §4.5: the reassembled payload (extension headers of the Unfragmentable Part
+        # included) must fit the 16-bit Payload Length.
+        overhead = max(0, len(headers) - FRAGMENT_HEADER_LENGTH - IPV6_HEADER_LENGTH)
+        done = self._add(key, fragment_offset, more_fragments, payload, now, headers, overhead, next_header)
+        if done is None:
+            return None
+        dgram, data = done
+        return dgram.next_header, dgram.header[:-FRAGMENT_HEADER_LENGTH], data
+
+    def _add(
+        self,
+        key: _Key,
+        fragment_offset: int,
+        more_fragments: bool,
+        payload: bytes | memoryview,
+        now: float,
+        header: bytes,
+        header_overhead: int,
+        next_header: int | None = None,
+    ) -> tuple[_Datagram, bytes] | None:
+        """Both families' reassembly. ``header_overhead`` is what the datagram's 16-bit length
+        counts besides the data; ``next_header`` is given for IPv6 only (which also makes
+        overlaps strict, RFC 5722). Returns the completed datagram and its payload."""
         stats = self.stats
         stats["fragments"] += 1
         length = len(payload)
         end = fragment_offset + length
-        key = (source, destination, protocol, identification)  # RFC 791 §3.2: the datagram's key
+        source = key[0]
+        strict = next_header is not None
         if fragment_offset < 0 or fragment_offset % 8 or (more_fragments and (length == 0 or length % 8)):
-            # RFC 791 §3.2: offsets count 8-octet units, and every fragment but the last carries a
-            # non-empty multiple of 8 octets.
+            # RFC 791 §3.2, RFC 8200 §4.5: offsets count 8-octet units, and every fragment but the
+            # last carries a non-empty multiple of 8 octets.
             stats["bad_fragments"] += 1
             return None
-        if end > self.max_datagram - IPV4_HEADER_LENGTH:
-            # RFC 791 §3.1: total length is 16 bits; a fragment reaching past it can only come from
-            # an attack ("ping of death"): drop it and whatever was gathered for that datagram.
+        if end > self.max_datagram - header_overhead:
+            # RFC 791 §3.1 / RFC 8200 §4.5: the length field is 16 bits; a fragment reaching past it
+            # can only come from an attack ("ping of death"): drop it and whatever was gathered.
             stats["bad_fragments"] += 1
             stats["oversize"] += 1
             self._discard_key(key)
@@ -210,6 +278,12 @@ class Reassembler:
             lo = max(piece_start, fragment_offset)
             hi = min(piece_end, end)
             held = memoryview(piece)[lo - piece_start : hi - piece_start]
+            if strict and (piece_start != fragment_offset or piece_end != end):
+                # RFC 5722: an IPv6 fragment overlapping another (not an exact duplicate, which
+                # RFC 8200 §4.5 lets us drop alone) discards the whole datagram, silently.
+                stats["overlaps"] += 1
+                self._discard(dgram)
+                return None
             if held != view[lo - fragment_offset : hi - fragment_offset]:
                 # RFC 5722 (in spirit, for IPv4): overlapping fragments that disagree make the
                 # datagram ambiguous; discard all of it rather than pick a version.
@@ -257,19 +331,22 @@ class Reassembler:
         if keep_header:
             dgram.first_seen = True
             dgram.header = bytes(header)
+            if next_header is not None:
+                dgram.next_header = next_header
         if not complete:
             return None
         self._discard(dgram)
         stats["reassembled"] += 1
-        return datas[0] if len(datas) == 1 else b"".join(datas)
+        return dgram, datas[0] if len(datas) == 1 else b"".join(datas)
 
     def expire(self, now: float) -> list[tuple[bytes, bytes, bytes]]:
         """Drop the datagrams older than ``timeout`` (RFC 791 §3.2, RFC 1122 §3.3.2).
 
         Returns ``(source, destination, quote)`` for each dropped datagram whose first fragment
-        (offset 0) had arrived, ``quote`` being that fragment's IP header and first 8 data bytes:
-        the caller sends ICMP time exceeded, code 1 (RFC 792). Without the first fragment no
-        message is sent (RFC 1122 §3.3.2, RFC 792).
+        (offset 0) had arrived, ``quote`` being that fragment's IP header and first 8 data bytes
+        (IPv6: its headers and as much data as fits in 1280 bytes; 16-byte addresses tell the
+        families apart): the caller sends ICMP time exceeded, code 1 (RFC 792, RFC 4443 §3.3).
+        Without the first fragment no message is sent (RFC 1122 §3.3.2, RFC 792, RFC 8200 §4.5).
         """
         expired: list[tuple[bytes, bytes, bytes]] = []
         datagrams = self._datagrams
@@ -281,7 +358,9 @@ class Reassembler:
             self._discard(dgram)
             self.stats["timeouts"] += 1
             if dgram.first_seen:
-                expired.append((dgram.source, dgram.destination, dgram.header + dgram.datas[0][:8]))
+                # RFC 792 quotes the header and 8 bytes; RFC 4443 §2.4(c) as much as fits.
+                quote = 8 if dgram.key[2] != _V6 else max(0, _V6_QUOTE - len(dgram.header))
+                expired.append((dgram.source, dgram.destination, dgram.header + dgram.datas[0][:quote]))
         return expired
 
     def next_deadline(self) -> float | None:

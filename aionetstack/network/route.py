@@ -1,4 +1,7 @@
-"""The IPv4 routing table: longest-prefix match, then lowest metric (RFC 1812 §5.2.4.3).
+"""The routing table of both families: longest-prefix match, then lowest metric (RFC 1812
+§5.2.4.3; RFC 4191 / RFC 8028 give IPv6 hosts the same rule). IPv4 routes and IPv6 routes (up to
+/128) live in one table, told apart by their address width; a lookup takes a 4- or 16-byte
+destination and only ever matches routes of its own family.
 
 A host's routing is small (a connected network or two and a default route) but it is consulted
 for every outgoing datagram, so :meth:`RouteTable.lookup` answers from a per-destination cache
@@ -13,17 +16,18 @@ from collections.abc import Iterator
 import attrs
 
 from aionetstack.wire.ipv4 import format_ip, parse_ip
+from aionetstack.wire.ipv6 import format_ipv6, parse_ipv6_address
 
 __all__ = ["Route", "RouteTable"]
 
-_FULL = 0xFFFFFFFF
 # Cached destinations are bounded: replying to traffic from many sources must not grow the
 # cache without limit. When full it is simply emptied; a miss costs only a short prefix walk.
 _CACHE_LIMIT = 4096
 
 
-def _mask(prefix_length: int) -> int:
-    return (_FULL << (32 - prefix_length)) & _FULL
+def _mask(prefix_length: int, bits: int = 32) -> int:
+    full = (1 << bits) - 1
+    return (full << (bits - prefix_length)) & full
 
 
 @attrs.define(slots=True, frozen=True)
@@ -32,7 +36,8 @@ class Route:
 
     ``gateway`` is the next hop's address, or ``None`` when the destination is on the link
     itself (a directly connected network: the next hop is the destination, RFC 1122 §3.3.1.1).
-    ``interface`` is opaque here: it is whatever the stack uses for a NIC.
+    ``interface`` is opaque here: it is whatever the stack uses for a NIC. ``bits`` is the
+    address width: 32 for IPv4, 128 for IPv6.
     """
 
     network: int
@@ -40,10 +45,13 @@ class Route:
     gateway: bytes | None
     interface: object
     metric: int = 0
+    bits: int = 32
 
     def contains(self, address: bytes) -> bool:
-        """Whether the 4-byte ``address`` falls inside this route's prefix."""
-        shift = 32 - self.prefix_length
+        """Whether ``address`` (of this route's family) falls inside this route's prefix."""
+        if len(address) * 8 != self.bits:
+            return False
+        shift = self.bits - self.prefix_length
         return int.from_bytes(address, "big") >> shift == self.network >> shift
 
     def next_hop(self, destination: bytes) -> bytes:
@@ -52,26 +60,43 @@ class Route:
 
     @property
     def destination(self) -> str:
-        """The prefix as text, ``"10.0.0.0/24"``."""
-        return f"{format_ip(self.network.to_bytes(4, 'big'))}/{self.prefix_length}"
+        """The prefix as text, ``"10.0.0.0/24"`` or ``"2001:db8::/64"`` (RFC 5952)."""
+        return f"{_format(self.network.to_bytes(self.bits // 8, 'big'))}/{self.prefix_length}"
 
     def __str__(self) -> str:
         if self.gateway is None:
             name = getattr(self.interface, "name", None) or repr(self.interface)
             return f"{self.destination} dev {name} metric {self.metric}"
-        return f"{self.destination} via {format_ip(self.gateway)} metric {self.metric}"
+        return f"{self.destination} via {_format(self.gateway)} metric {self.metric}"
 
 
-def _parse_destination(destination: str) -> tuple[int, int]:
+def _format(address: bytes) -> str:
+    return format_ip(address) if len(address) == 4 else format_ipv6(address)
+
+
+def _parse_destination(destination: str) -> tuple[int, int, int]:
+    """``(network, prefix length, address bits)``; ``"default"`` is IPv4's, ``"::/0"`` IPv6's."""
     if destination == "default":
-        return 0, 0
+        return 0, 0, 32
     try:
         # strict=True: "10.0.0.1/24" is almost always a typo for the network or for an address
         # assignment, so refuse it rather than silently routing 10.0.0.0/24.
-        net = ipaddress.IPv4Network(destination, strict=True)
+        net = ipaddress.ip_network(destination, strict=True)
     except ValueError as exc:
         raise ValueError(f"bad route destination {destination!r}: {exc}") from None
-    return int(net.network_address), net.prefixlen
+    return int(net.network_address), net.prefixlen, net.max_prefixlen
+
+
+def _parse_gateway(gateway: bytes | str | None, bits: int) -> bytes | None:
+    if gateway is None:
+        return None
+    if isinstance(gateway, str):
+        gateway = parse_ip(gateway) if bits == 32 else parse_ipv6_address(gateway)
+    else:
+        gateway = bytes(gateway)
+    if len(gateway) * 8 != bits:
+        raise ValueError(f"gateway must be {bits // 8} bytes for this destination, got {len(gateway)}")
+    return gateway
 
 
 class RouteTable:
@@ -86,9 +111,10 @@ class RouteTable:
 
     def __init__(self) -> None:
         self._routes: list[Route] = []
-        # prefix length -> network -> routes, lowest metric first (stable for equal metrics)
-        self._by_prefix: dict[int, dict[int, list[Route]]] = {}
-        self._prefixes: list[int] = []  # present prefix lengths, longest first
+        # (address bits, prefix length) -> network -> routes, lowest metric first (stable for
+        # equal metrics); the family's width is part of the key so 0.0.0.0/0 is not ::/0.
+        self._by_prefix: dict[tuple[int, int], dict[int, list[Route]]] = {}
+        self._prefixes: dict[int, list[int]] = {}  # address bits -> prefix lengths, longest first
         self._cache: dict[bytes, Route | None] = {}
 
     def add(
@@ -101,28 +127,24 @@ class RouteTable:
         """Add a route and return it.
 
         ``destination`` is ``"10.0.0.0/24"``, a bare address (a /32 host route), ``"0.0.0.0/0"``
-        or ``"default"``; a prefix with host bits set raises ``ValueError``. ``gateway`` is four
-        bytes (or dotted text) or ``None`` for a directly connected network. Adding a route equal
-        to one already present returns the existing one instead of a duplicate.
+        or ``"default"``; or IPv6: ``"2001:db8::/64"``, a bare address (/128), ``"::/0"``. A
+        prefix with host bits set raises ``ValueError``. ``gateway`` is the address of the
+        destination's family as bytes (4 or 16) or text, or ``None`` for a directly connected
+        network. Adding a route equal to one already present returns the existing one.
         """
-        network, prefix_length = _parse_destination(destination)
-        if isinstance(gateway, str):
-            gateway = parse_ip(gateway)
-        elif gateway is not None:
-            gateway = bytes(gateway)
-            if len(gateway) != 4:
-                raise ValueError(f"gateway must be 4 bytes, got {len(gateway)}")
+        network, prefix_length, bits = _parse_destination(destination)
+        gateway = _parse_gateway(gateway, bits)
         if metric < 0:
             raise ValueError(f"metric must not be negative, got {metric}")
-        route = Route(network, prefix_length, gateway, interface, metric)
+        route = Route(network, prefix_length, gateway, interface, metric, bits)
         for existing in self._routes:
             if existing == route and existing.interface is interface:
                 return existing
         self._routes.append(route)
-        networks = self._by_prefix.get(prefix_length)
+        networks = self._by_prefix.get((bits, prefix_length))
         if networks is None:
-            networks = self._by_prefix[prefix_length] = {}
-            self._prefixes = sorted(self._by_prefix, reverse=True)
+            networks = self._by_prefix[bits, prefix_length] = {}
+            self._reindex_prefixes()
         bucket = networks.setdefault(network, [])
         bucket.append(route)
         bucket.sort(key=lambda r: r.metric)  # stable: equal metrics keep insertion order
@@ -151,8 +173,14 @@ class RouteTable:
             self._unindex(route)
         self._cache.clear()
 
+    def _reindex_prefixes(self) -> None:
+        prefixes: dict[int, list[int]] = {}
+        for bits, prefix_length in sorted(self._by_prefix, reverse=True):
+            prefixes.setdefault(bits, []).append(prefix_length)
+        self._prefixes = prefixes
+
     def _unindex(self, route: Route) -> None:
-        networks = self._by_prefix[route.prefix_length]
+        networks = self._by_prefix[route.bits, route.prefix_length]
         bucket = networks[route.network]
         for i, r in enumerate(bucket):
             if r is route:
@@ -161,23 +189,25 @@ class RouteTable:
         if not bucket:
             del networks[route.network]
             if not networks:
-                del self._by_prefix[route.prefix_length]
-                self._prefixes = sorted(self._by_prefix, reverse=True)
+                del self._by_prefix[route.bits, route.prefix_length]
+                self._reindex_prefixes()
 
     def lookup(self, destination: bytes) -> Route | None:
-        """The route for a 4-byte ``destination``, or ``None`` when no route covers it.
+        """The route for a 4-byte (IPv4) or 16-byte (IPv6) ``destination``, or ``None``.
 
-        RFC 1812 §5.2.4.3 (and RFC 1122 §3.3.1.2 for a host): the longest matching prefix wins,
-        then the lowest metric. Amortised O(1): answers are cached per destination.
+        RFC 1812 §5.2.4.3 (and RFC 1122 §3.3.1.2 for a host): the longest matching prefix of the
+        destination's family wins, then the lowest metric. Amortised O(1): answers are cached
+        per destination (4- and 16-byte keys never collide).
         """
         try:
             return self._cache[destination]
         except KeyError:
             pass
         address = int.from_bytes(destination, "big")
+        bits = len(destination) * 8
         found: Route | None = None
-        for prefix_length in self._prefixes:
-            bucket = self._by_prefix[prefix_length].get(address & _mask(prefix_length))
+        for prefix_length in self._prefixes.get(bits, ()):
+            bucket = self._by_prefix[bits, prefix_length].get(address & _mask(prefix_length, bits))
             if bucket:
                 found = bucket[0]
                 break

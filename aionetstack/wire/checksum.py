@@ -15,6 +15,7 @@ __all__ = [
     "internet_checksum",
     "ones_complement_sum",
     "pseudo_header_sum",
+    "pseudo_header_sum_v6",
     "transport_checksum",
 ]
 
@@ -44,8 +45,20 @@ def pseudo_header_sum(src: bytes, dst: bytes, protocol: int, length: int) -> int
     return int.from_bytes(src, "big") + int.from_bytes(dst, "big") + (protocol << 16) + length
 
 
+def pseudo_header_sum_v6(src: bytes, dst: bytes, next_header: int, length: int) -> int:
+    """Unfolded sum of the IPv6 pseudo-header (RFC 8200 §8.1): two 16-byte addresses, a 32-bit
+    upper-layer packet length and three zero bytes before the next header value.
+
+    Modulo 0xFFFF this is the IPv4 formula: each address reads as one big integer, a 32-bit length
+    folds to the sum of its 16-bit halves, and a word-aligned protocol byte weighs as ``<< 16``
+    would. So one sum serves both; this name says which pseudo-header the caller means.
+    """
+    return pseudo_header_sum(src, dst, next_header, length)
+
+
 def transport_checksum(src: bytes, dst: bytes, protocol: int, segment: Buffer) -> int:
-    """Checksum of a UDP or TCP segment (with its checksum field zeroed) over the pseudo-header."""
+    """Checksum of a UDP, TCP or ICMPv6 message (with its checksum field zeroed) over the
+    pseudo-header; IPv4 and IPv6 alike (4- or 16-byte addresses, RFC 768, RFC 9293, RFC 8200 §8.1)."""
     return internet_checksum(segment, pseudo_header_sum(src, dst, protocol, len(segment)))
 
 

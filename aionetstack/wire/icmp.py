@@ -25,6 +25,7 @@ __all__ = [
     "build_icmp",
     "build_icmp_echo",
     "build_icmp_error",
+    "check_icmp_bounds",
     "parse_icmp",
 ]
 
@@ -71,28 +72,39 @@ class IcmpMessage:
         return self.type in ERROR_TYPES
 
 
-def parse_icmp(
-    buf: Buffer, offset: int = 0, end: int | None = None, verify_checksum: bool = True
-) -> IcmpMessage:
-    """Parse an ICMP message occupying ``buf[offset:end]``, verifying its checksum (RFC 792)."""
+def check_icmp_bounds(
+    buf: Buffer, offset: int, end: int | None, verify_checksum: bool, initial: int = 0, name: str = "icmp"
+) -> int:
+    """Check an ICMP or ICMPv6 message in ``buf[offset:end]``: at least the 8-byte header, inside
+    the buffer, and (unless ``verify_checksum`` is false) summing to 0xFFFF with ``initial`` added
+    (0 for ICMPv4, RFC 792; the pseudo-header sum for ICMPv6, RFC 4443 §2.3). Returns ``end``.
+    ``name`` prefixes the reasons (``icmp-truncated``, ``icmpv6-bad-checksum``)."""
     if end is None:
         end = len(buf)
     elif end > len(buf):
         # A caller's ``end`` (the IP payload end) past the buffer would let unpack_from read
         # beyond it; that is a truncated ICMP message, not an IndexError.
-        raise MalformedPacket("icmp-truncated", f"end {end} past a {len(buf)}-byte buffer")
+        raise MalformedPacket(f"{name}-truncated", f"end {end} past a {len(buf)}-byte buffer")
     if end - offset < ICMP_HEADER_LENGTH:
-        raise MalformedPacket("icmp-truncated", f"{end - offset} bytes")
-    if verify_checksum and not checksum_ok(memoryview(buf)[offset:end]):
-        raise MalformedPacket("icmp-bad-checksum")
+        raise MalformedPacket(f"{name}-truncated", f"{end - offset} bytes")
+    if verify_checksum and not checksum_ok(memoryview(buf)[offset:end], initial):
+        raise MalformedPacket(f"{name}-bad-checksum")
+    return end
+
+
+def parse_icmp(
+    buf: Buffer, offset: int = 0, end: int | None = None, verify_checksum: bool = True
+) -> IcmpMessage:
+    """Parse an ICMP message occupying ``buf[offset:end]``, verifying its checksum (RFC 792)."""
+    end = check_icmp_bounds(buf, offset, end, verify_checksum)
     icmp_type, code, csum, word1, word2 = _HEADER.unpack_from(buf, offset)
     return IcmpMessage(icmp_type, code, csum, word1, word2, offset + ICMP_HEADER_LENGTH, end)
 
 
-def build_icmp(icmp_type: int, code: int, word1: int, word2: int, body: Buffer) -> bytes:
-    """A whole ICMP message with its checksum."""
+def build_icmp(icmp_type: int, code: int, word1: int, word2: int, body: Buffer, initial: int = 0) -> bytes:
+    """A whole ICMP message with its checksum; ``initial`` is a pseudo-header sum (ICMPv6 only)."""
     header = _HEADER.pack(icmp_type, code, 0, word1, word2)
-    csum = internet_checksum(header, int.from_bytes(body, "big") << (8 if len(body) & 1 else 0))
+    csum = internet_checksum(header, (int.from_bytes(body, "big") << (8 if len(body) & 1 else 0)) + initial)
     return _HEADER.pack(icmp_type, code, csum, word1, word2) + bytes(body)
 
 

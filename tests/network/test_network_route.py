@@ -64,7 +64,9 @@ def test_host_bits_set_is_an_error_naming_the_destination() -> None:
     assert len(table) == 0
 
 
-@pytest.mark.parametrize("text", ["10.0.0.0/33", "300.0.0.0/8", "nonsense", "", "10.0.0.0/-1", "::/0"])
+@pytest.mark.parametrize(
+    "text", ["10.0.0.0/33", "300.0.0.0/8", "nonsense", "", "10.0.0.0/-1", "::/129", "2001:db8::1/64"]
+)
 def test_bad_destinations_raise(text: str) -> None:
     with pytest.raises(ValueError, match="bad route destination"):
         RouteTable().add(text, ETH0)
