@@ -296,14 +296,16 @@ def _load(row: Row) -> str:
     return " ".join(f"{x:.2f}" for x in row.load_average)
 
 
-HEADER = ("scenario", "figure", "loop", "ours min / median / max", "kernel min / median / max", "ratio", "target", "load")
+HEADER = ("scenario", "figure", "unit", "better", "loop", "ours min / median / max", "kernel min / median / max", "ratio", "target", "load")
 
 
 def _cells(row: Row) -> tuple[str, ...]:
     ratio = "-" if row.ratio is None else f"{row.ratio:.3g}x"
     return (
         row.scenario,
-        f"{row.figure} ({row.unit}, {row.better} is better)",
+        row.figure,
+        row.unit,
+        row.better,
         row.loop,
         _mmm(row.ours),
         _mmm(row.kernel),
