@@ -362,7 +362,9 @@ def emit(report: Report, as_json: bool) -> dict[str, Any]:
     return document
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, rounds: int, loop: str = "both") -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, *, rounds: int, loop: str = "both", quick_rounds: int = 3
+) -> None:
     """The options every scenario takes: --rounds, --loop, --json, --quick, --tiny."""
     parser.add_argument("--rounds", type=int, default=None, help=f"interleaved rounds (default {rounds})")
     parser.add_argument("--loop", choices=["asyncio", "uvloop", "both"], default=loop)
@@ -370,18 +372,19 @@ def add_arguments(parser: argparse.ArgumentParser, *, rounds: int, loop: str = "
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller sizes and fewer rounds")
     size.add_argument("--tiny", action="store_true", help="the smallest run that exercises every path (smoke test)")
-    parser.set_defaults(default_rounds=rounds)
+    parser.set_defaults(default_rounds=rounds, quick_rounds=quick_rounds)
 
 
 def rounds_of(args: argparse.Namespace) -> int:
-    """--rounds if given, else 1 with --tiny, 3 with --quick, the script's default otherwise."""
+    """--rounds if given, else 1 with --tiny, the quick rounds (3 unless the script says) with --quick,
+    the script's default otherwise."""
     if args.rounds is not None:
         if args.rounds < 1:
             raise SystemExit(f"--rounds must be at least 1, not {args.rounds}")
         return int(args.rounds)
     if args.tiny:
         return 1
-    return min(3, args.default_rounds) if args.quick else int(args.default_rounds)
+    return min(args.quick_rounds, args.default_rounds) if args.quick else int(args.default_rounds)
 
 
 def scale(args: argparse.Namespace, full: T, quick: T, tiny: T) -> T:
