@@ -24,9 +24,9 @@ from typing import Any
 if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import aionetstack  # noqa: E402
-from aionetstack.link import pipe  # noqa: E402
-from benchmarks.report import Report, Target, add_arguments, emit, interleave, loop_names, rounds_of, scale  # noqa: E402
+import aionetstack
+from aionetstack.link import pipe
+from benchmarks.report import Report, Target, add_arguments, emit, interleave, loop_names, rounds_of, scale
 
 CHUNK = bytes(range(256)) * 256  # 64 KiB per write, as a bulk sender would
 Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
@@ -102,7 +102,9 @@ PATHS = (
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=None, help="megabytes to move (default 256, --quick 32)")
     add_arguments(parser, rounds=3)
     args = parser.parse_args(argv)
@@ -116,7 +118,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results = interleave(rounds_of(args), cases, loop)
         for figure, _, _, target in PATHS:
             report.add(
-                figure, "MB/s", results[figure], results["kernel"], loop=loop, target=target,
+                figure,
+                "MB/s",
+                results[figure],
+                results["kernel"],
+                loop=loop,
+                target=target,
                 note="kernel: one asyncio-streams connection over 127.0.0.1",
             )
     return emit(report, args.json)

@@ -30,9 +30,9 @@ from typing import Any
 if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import aionetstack  # noqa: E402
-from aionetstack.link import pipe  # noqa: E402
-from benchmarks.report import Report, Target, add_arguments, emit, interleave, loop_names, rounds_of, scale  # noqa: E402
+import aionetstack
+from aionetstack.link import pipe
+from benchmarks.report import Report, Target, add_arguments, emit, interleave, loop_names, rounds_of, scale
 
 
 async def _echo_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -141,26 +141,41 @@ FIGURES = (
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--connections", type=int, default=None, help="a round (default 2000, --quick 500)")
     add_arguments(parser, rounds=3)
     args = parser.parse_args(argv)
     n = args.connections or scale(args, 2000, 500, 20)
-    report = Report("conn_churn", f"{n} sequential connections a round (open, 4-byte echo, close)", vars(args))
+    report = Report(
+        "conn_churn", f"{n} sequential connections a round (open, 4-byte echo, close)", vars(args)
+    )
     for loop in loop_names(args.loop):
         r = interleave(rounds_of(args), {"kernel": lambda: kernel(n), "ours": lambda: ours(n)}, loop)
         report.add(
-            "sequential connect + 4-byte echo + close", "conn/s",
-            [x["per_second"] for x in r["ours"]], [x["per_second"] for x in r["kernel"]],
-            loop=loop, target=Target(">=", 0.7),
+            "sequential connect + 4-byte echo + close",
+            "conn/s",
+            [x["per_second"] for x in r["ours"]],
+            [x["per_second"] for x in r["kernel"]],
+            loop=loop,
+            target=Target(">=", 0.7),
         )
         for key, label, unit in FIGURES:
             report.add(
-                label, unit, [x[key] for x in r["ours"]], [x[key] for x in r["kernel"]], loop=loop, better="lower"
+                label,
+                unit,
+                [x[key] for x in r["ours"]],
+                [x[key] for x in r["kernel"]],
+                loop=loop,
+                better="lower",
             )
         report.add(
-            "TIME_WAIT entries left on our server", "entries", [x["time_wait"] for x in r["ours"]],
-            loop=loop, better="lower",
+            "TIME_WAIT entries left on our server",
+            "entries",
+            [x["time_wait"] for x in r["ours"]],
+            loop=loop,
+            better="lower",
         )
         # Memory in a round of its own: tracemalloc slows every allocation, so not in the timed ones.
         tracemalloc.start()
@@ -169,13 +184,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             tracemalloc.stop()
         report.add(
-            "Python memory kept per connection after the churn (tracemalloc)", "B",
-            [m["ours"][0]["kept_bytes_per_conn"]], [m["kernel"][0]["kept_bytes_per_conn"]],
-            loop=loop, better="lower", note="the kernel's TIME_WAIT lives in the kernel, outside Python",
+            "Python memory kept per connection after the churn (tracemalloc)",
+            "B",
+            [m["ours"][0]["kept_bytes_per_conn"]],
+            [m["kernel"][0]["kept_bytes_per_conn"]],
+            loop=loop,
+            better="lower",
+            note="the kernel's TIME_WAIT lives in the kernel, outside Python",
         )
         report.add(
-            "Python memory per TIME_WAIT entry of ours (tracemalloc)", "B",
-            [m["ours"][0]["bytes_per_time_wait"]], loop=loop, better="lower",
+            "Python memory per TIME_WAIT entry of ours (tracemalloc)",
+            "B",
+            [m["ours"][0]["bytes_per_time_wait"]],
+            loop=loop,
+            better="lower",
         )
     return emit(report, args.json)
 

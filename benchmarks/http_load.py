@@ -26,12 +26,13 @@ import sys
 import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from typing import Any
 
 if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.report import (  # noqa: E402
+from benchmarks.report import (
     Report,
     Target,
     add_arguments,
@@ -43,7 +44,7 @@ from benchmarks.report import (  # noqa: E402
     rounds_of,
     scale,
 )
-from benchmarks.tap_env import PORT, Server, kernel_over_veth, serve_over_tap, unavailable  # noqa: E402
+from benchmarks.tap_env import PORT, Server, kernel_over_veth, serve_over_tap, unavailable
 
 #: wrk's ``done`` hook: the summary as one JSON line (latencies in microseconds).
 DONE_HOOK = r"""
@@ -85,7 +86,9 @@ def measure(setup: Callable[[], AbstractContextManager[Server]], *args: Any) -> 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=None, help="a wrk run (default 10, --quick 3)")
     parser.add_argument("--concurrency", type=int, action="append", help="default 1, 10, 100 and 1000")
     parser.add_argument("--mode", choices=list(MODES), action="append", help="default: both")
@@ -107,16 +110,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for loop in loop_names(args.loop):
             for mode in modes:
                 for c in levels:
-                    wrk_args = (hook, c, seconds, MODES[mode])
                     setups: dict[str, Callable[[], AbstractContextManager[Server]]] = {
-                        "ours": lambda loop=loop: serve_over_tap(1500, offload=True, loop=loop),  # type: ignore[misc]
-                        "kernel": lambda loop=loop: kernel_over_veth(1500, loop=loop),  # type: ignore[misc]
+                        "ours": partial(serve_over_tap, 1500, offload=True, loop=loop),
+                        "kernel": partial(kernel_over_veth, 1500, loop=loop),
                     }
                     progress(f"http_load: {loop}, {mode}, concurrency {c}")
-                    r = interleave_sync(
-                        rounds_of(args),
-                        {case: lambda s=s: measure(s, *wrk_args) for case, s in setups.items()},  # type: ignore[misc]
-                    )
+                    runs = {
+                        case: partial(measure, s, hook, c, seconds, MODES[mode]) for case, s in setups.items()
+                    }
+                    r = interleave_sync(rounds_of(args), runs)
                     errors = f"wrk errors ours/kernel: {sum(x['errors'] for x in r['ours']):.0f}" + (
                         f"/{sum(x['errors'] for x in r['kernel']):.0f}"
                     )
@@ -126,15 +128,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         ("p99_us", "p99 latency", "ms", "lower", Target("<=", 2.0)),
                         ("rps", "requests per second", "req/s", "higher", None),
                         (
-                            "cpu_us_per_request", "server CPU per request", "µs", "lower",
+                            "cpu_us_per_request",
+                            "server CPU per request",
+                            "µs",
+                            "lower",
                             Target("<=", 1.5) if new_conn else None,
                         ),
                     ):
                         k = 1e-3 if unit == "ms" else 1.0
                         report.add(
-                            f"{mode}, concurrency {c}: {figure}", unit, [x[key] * k for x in r["ours"]],
-                            [x[key] * k for x in r["kernel"]], loop=loop, better=better,  # type: ignore[arg-type]
-                            target=target, note=errors,
+                            f"{mode}, concurrency {c}: {figure}",
+                            unit,
+                            [x[key] * k for x in r["ours"]],
+                            [x[key] * k for x in r["kernel"]],
+                            loop=loop,
+                            better=better,  # type: ignore[arg-type]
+                            target=target,
+                            note=errors,
                         )
     finally:
         os.unlink(hook)

@@ -33,9 +33,9 @@ from typing import Any
 if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import aionetstack  # noqa: E402
-from aionetstack.link import pipe  # noqa: E402
-from benchmarks.report import (  # noqa: E402
+import aionetstack
+from aionetstack.link import pipe
+from benchmarks.report import (
     Report,
     Target,
     add_arguments,
@@ -120,9 +120,13 @@ async def ours(n: int, idle: float) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--connections", type=int, default=None, help="default 10000")
-    parser.add_argument("--idle", type=float, default=None, help="seconds of idleness measured (default 5, --quick 2)")
+    parser.add_argument(
+        "--idle", type=float, default=None, help="seconds of idleness measured (default 5, --quick 2)"
+    )
     add_arguments(parser, rounds=3)
     args = parser.parse_args(argv)
     n = args.connections or scale(args, 10_000, 10_000, 50)
@@ -142,8 +146,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ("close_s", f"close {n} idle connections", "s", "lower", Target("<=", 1.0)),
         ):
             report.add(
-                figure, unit, [x[key] for x in r["ours"]], [x[key] for x in k] if k else None,
-                loop=loop, better=better, target=target,  # type: ignore[arg-type]
+                figure,
+                unit,
+                [x[key] for x in r["ours"]],
+                [x[key] for x in k] if k else None,
+                loop=loop,
+                better=better,
+                target=target,  # type: ignore[arg-type]
             )
         tracemalloc.start()
         try:
@@ -151,9 +160,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             tracemalloc.stop()
         report.add(
-            "Python memory per established connection, both ends (tracemalloc)", "B",
-            [m["ours"][0]["bytes_per_conn"]], [m["kernel"][0]["bytes_per_conn"]] if "kernel" in m else None,
-            loop=loop, better="lower", target=Target("<=", 8192, "ours"),
+            "Python memory per established connection, both ends (tracemalloc)",
+            "B",
+            [m["ours"][0]["bytes_per_conn"]],
+            [m["kernel"][0]["bytes_per_conn"]] if "kernel" in m else None,
+            loop=loop,
+            better="lower",
+            target=Target("<=", 8192, "ours"),
             note="the kernel's figure is its Python side only (stream objects, handler task, socket object)",
         )
     return emit(report, args.json)

@@ -1,6 +1,6 @@
 """100 concurrent bulk flows between two endpoints: aggregate throughput and Jain's fairness index.
 
-    python benchmarks/many_flows.py [--flows N] [--seconds S] [--rounds R] [--loop asyncio|uvloop|both] [--json]
+    python benchmarks/many_flows.py [--flows N] [--seconds S] [--rounds R] [--loop ...] [--json]
 
 Ours: two stacks on one in-memory pipe (MTU 65,535, checksum offload), ``--flows`` connections from
 one to the other, each sending 64 KiB writes as fast as ``drain()`` lets it. The kernel: the same
@@ -23,9 +23,9 @@ from typing import Any
 if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import aionetstack  # noqa: E402
-from aionetstack.link import pipe  # noqa: E402
-from benchmarks.report import (  # noqa: E402
+import aionetstack
+from aionetstack.link import pipe
+from benchmarks.report import (
     Report,
     add_arguments,
     emit,
@@ -116,9 +116,13 @@ async def ours(n: int, seconds: float) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--flows", type=int, default=None, help="concurrent connections (default 100)")
-    parser.add_argument("--seconds", type=float, default=None, help="measured time a round (default 5, --quick 2)")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="measured time a round (default 5, --quick 2)"
+    )
     add_arguments(parser, rounds=3)
     args = parser.parse_args(argv)
     n = args.flows or scale(args, 100, 100, 20)
@@ -126,14 +130,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     raise_fd_limit(2 * n + 100)
     report = Report("many_flows", f"{n} concurrent bulk flows, {seconds:g} s measured a round", vars(args))
     for loop in loop_names(args.loop):
-        r = interleave(rounds_of(args), {"kernel": lambda: kernel(n, seconds), "ours": lambda: ours(n, seconds)}, loop)
+        r = interleave(
+            rounds_of(args), {"kernel": lambda: kernel(n, seconds), "ours": lambda: ours(n, seconds)}, loop
+        )
         for key, figure, unit in (
             ("aggregate", f"{n} flows, aggregate throughput", "MB/s"),
             ("jain", f"{n} flows, Jain's fairness index", "index"),
             ("slowest", f"{n} flows, slowest flow", "MB/s"),
         ):
             report.add(
-                figure, unit, [x[key] for x in r["ours"]], [x[key] for x in r["kernel"]], loop=loop,
+                figure,
+                unit,
+                [x[key] for x in r["ours"]],
+                [x[key] for x in r["kernel"]],
+                loop=loop,
                 note="ours: pipe MTU 65535, checksum offload; kernel: loopback",
             )
     return emit(report, args.json)

@@ -207,7 +207,9 @@ class Row:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["target"] = None if self.target is None else {**asdict(self.target), "text": self.target.text(self.unit)}
+        d["target"] = (
+            None if self.target is None else {**asdict(self.target), "text": self.target.text(self.unit)}
+        )
         return d
 
 
@@ -296,7 +298,18 @@ def _load(row: Row) -> str:
     return " ".join(f"{x:.2f}" for x in row.load_average)
 
 
-HEADER = ("scenario", "figure", "unit", "better", "loop", "ours min / median / max", "kernel min / median / max", "ratio", "target", "load")
+HEADER = (
+    "scenario",
+    "figure",
+    "unit",
+    "better",
+    "loop",
+    "ours min / median / max",
+    "kernel min / median / max",
+    "ratio",
+    "target",
+    "load",
+)
 
 
 def _cells(row: Row) -> tuple[str, ...]:
@@ -371,7 +384,9 @@ def add_arguments(
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smaller sizes and fewer rounds")
-    size.add_argument("--tiny", action="store_true", help="the smallest run that exercises every path (smoke test)")
+    size.add_argument(
+        "--tiny", action="store_true", help="the smallest run that exercises every path (smoke test)"
+    )
     parser.set_defaults(default_rounds=rounds, quick_rounds=quick_rounds)
 
 

@@ -26,9 +26,9 @@ from typing import Any
 if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import aionetstack  # noqa: E402
-from aionetstack.link import pipe  # noqa: E402
-from benchmarks.report import Report, Target, add_arguments, emit, interleave, loop_names, rounds_of, scale  # noqa: E402
+import aionetstack
+from aionetstack.link import pipe
+from benchmarks.report import Report, Target, add_arguments, emit, interleave, loop_names, rounds_of, scale
 
 Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 Exchange = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -93,7 +93,9 @@ async def ours(exchange: Exchange, n: int, config: aionetstack.TcpConfig | None 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--exchanges", type=int, default=None, help="per round (default 2000, --quick 500)")
     add_arguments(parser, rounds=5)
     args = parser.parse_args(argv)
@@ -115,16 +117,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             loop,
         )
         report.add(
-            "64-byte request/response, NODELAY", "µs", [v * us for v in r["ours rr64"]],
-            [v * us for v in r["kernel rr64"]], loop=loop, better="lower", target=Target("<=", 1.5),
+            "64-byte request/response, NODELAY",
+            "µs",
+            [v * us for v in r["ours rr64"]],
+            [v * us for v in r["kernel rr64"]],
+            loop=loop,
+            better="lower",
+            target=Target("<=", 1.5),
         )
         report.add(
-            "write-write-read, NODELAY", "µs", [v * us for v in r["ours wwr"]],
-            [v * us for v in r["kernel wwr"]], loop=loop, better="lower",
+            "write-write-read, NODELAY",
+            "µs",
+            [v * us for v in r["ours wwr"]],
+            [v * us for v in r["kernel wwr"]],
+            loop=loop,
+            better="lower",
         )
         report.add(
-            "write-write-read, TcpConfig(nodelay=False)", "µs", [v * us for v in r["ours wwr nagle"]],
-            [v * us for v in r["kernel wwr"]], loop=loop, better="lower",
+            "write-write-read, TcpConfig(nodelay=False)",
+            "µs",
+            [v * us for v in r["ours wwr nagle"]],
+            [v * us for v in r["kernel wwr"]],
+            loop=loop,
+            better="lower",
             note="kernel figure: asyncio's NODELAY; ours waits for the peer's delayed ACK (Nagle, RFC 896)",
         )
     return emit(report, args.json)

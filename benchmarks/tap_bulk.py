@@ -1,6 +1,7 @@
 """The kernel downloads from and uploads to ``aionetstack serve --http`` over a TAP device.
 
-    sudo python benchmarks/tap_bulk.py [--size MB] [--rounds N] [--loop ...] [--json] [--quick] [--profile FILE]
+    sudo python benchmarks/tap_bulk.py [--size MB] [--mtu N ...] [--rounds N] [--loop ...] [--json] [--quick]
+                                       [--profile FILE]
 
 For each event loop and round, interleaved, at MTU 1,500 on the wire: ``serve`` with the kernel's
 offloads (IFF_VNET_HDR: super-segments cut by the kernel, its large segments with trusted
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +28,7 @@ from typing import Any
 if not __package__:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.report import (  # noqa: E402
+from benchmarks.report import (
     Report,
     Target,
     add_arguments,
@@ -39,7 +39,7 @@ from benchmarks.report import (  # noqa: E402
     rounds_of,
     scale,
 )
-from benchmarks.tap_env import PORT, Server, kernel_over_veth, serve_over_tap, unavailable  # noqa: E402
+from benchmarks.tap_env import PORT, Server, kernel_over_veth, serve_over_tap, unavailable
 
 
 def pattern_sha256(n: int) -> str:
@@ -79,8 +79,16 @@ def curl_both_ways(server: Server, upload: Upload) -> tuple[float, float]:
         raise RuntimeError("download: SHA-256 mismatch")
     start = time.perf_counter()
     out = server.client.run(
-        "curl", "-sS", "--fail", "--data-binary", f"@{upload.path}",
-        "-H", "Content-Type: application/octet-stream", f"{url}/sha256", check=True, timeout=600,
+        "curl",
+        "-sS",
+        "--fail",
+        "--data-binary",
+        f"@{upload.path}",
+        "-H",
+        "Content-Type: application/octet-stream",
+        f"{url}/sha256",
+        check=True,
+        timeout=600,
     ).stdout
     up = size / (time.perf_counter() - start) / 1e6
     if out.strip() != upload.digest:
@@ -88,7 +96,9 @@ def curl_both_ways(server: Server, upload: Upload) -> tuple[float, float]:
     return down, up
 
 
-def measure(setup: Callable[[], AbstractContextManager[Server]], upload: Upload, seen: dict[str, str]) -> tuple[float, float]:
+def measure(
+    setup: Callable[[], AbstractContextManager[Server]], upload: Upload, seen: dict[str, str]
+) -> tuple[float, float]:
     with setup() as server:
         result = curl_both_ways(server, upload)
     seen["offloads"] = server.offloads()
@@ -110,9 +120,14 @@ def targets(mtu: int, case: str) -> Target | None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=None, help="megabytes each way (default 200, --quick 50)")
     parser.add_argument("--mtu", type=int, action="append", help="wire MTUs (default 1500 and 65521)")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="then cProfile one more offload run of serve into FILE"
+    )
     add_arguments(parser, rounds=3)
     args = parser.parse_args(argv)
     mb = args.size or scale(args, 200, 50, 2)
@@ -139,10 +154,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         if case == "kernel":
                             continue
                         report.add(
-                            f"TAP MTU {mtu}, the kernel {direction}s ({case})", "MB/s", [x[i] for x in values],
-                            kernel, loop=loop, target=targets(mtu, case),
+                            f"TAP MTU {mtu}, the kernel {direction}s ({case})",
+                            "MB/s",
+                            [x[i] for x in values],
+                            kernel,
+                            loop=loop,
+                            target=targets(mtu, case),
                             note=f"kernel: veth MTU {mtu}; device offloads: {seen.get('offloads', '?')}",
                         )
+        if args.profile:
+            # One more run under cProfile, outside the figures (the profiler slows it down).
+            loop = loop_names(args.loop)[0]
+            down, up = measure(lambda: serve_over_tap(mtus[0], loop=loop, profile=args.profile), upload, seen)
+            progress(f"profiled run: download {down:.1f} MB/s, upload {up:.1f} MB/s -> {args.profile}")
     finally:
         upload.close()
     return emit(report, args.json)

@@ -88,12 +88,16 @@ def _stop(proc: subprocess.Popen[str]) -> str:
 
 
 @contextmanager
-def serve_over_tap(mtu: int, *, offload: bool = True, loop: str = "asyncio") -> Iterator[Server]:
+def serve_over_tap(
+    mtu: int, *, offload: bool = True, loop: str = "asyncio", profile: str | None = None
+) -> Iterator[Server]:
     """``aionetstack serve --http`` in its own process on a fresh TAP device; the device's kernel
-    side in a fresh namespace (the client runs there)."""
+    side in a fresh namespace (the client runs there). ``profile``: run serve under cProfile, into
+    that file."""
     device = unique_device_name()
     subnet = Subnet.random()
-    argv = [PYTHON, "-m", "aionetstack", "--loop", loop, "serve", "--tap", device]
+    argv = [PYTHON, *(["-m", "cProfile", "-o", profile] if profile else [])]
+    argv += ["-m", "aionetstack", "--loop", loop, "serve", "--tap", device]
     argv += ["--ip", subnet.cidr(2), "--mtu", str(mtu), "--http", str(PORT)]
     if not offload:
         argv.append("--no-offload")
@@ -118,14 +122,32 @@ def kernel_over_veth(mtu: int, *, loop: str = "asyncio") -> Iterator[Server]:
     a, b = unique_device_name(), unique_device_name()
     with NetNS() as client, NetNS() as server_ns:
         subprocess.run(
-            ["ip", "link", "add", a, "netns", client.name, "type", "veth", "peer", "name", b, "netns", server_ns.name],
-            check=True, capture_output=True, timeout=10,
+            [
+                "ip",
+                "link",
+                "add",
+                a,
+                "netns",
+                client.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b,
+                "netns",
+                server_ns.name,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=10,
         )
         for ns, dev, host in ((client, a, 1), (server_ns, b, 2)):
             ns.ip("link", "set", dev, "mtu", str(mtu))
             ns.ip("link", "set", dev, "up")
             ns.add_address(dev, subnet.cidr(host))
-        argv = server_ns.command(PYTHON, "-m", "benchmarks.tap_env", "kernel-http", subnet.ours, str(PORT), loop)
+        argv = server_ns.command(
+            PYTHON, "-m", "benchmarks.tap_env", "kernel-http", subnet.ours, str(PORT), loop
+        )
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         server = Server(proc, client, subnet.ours)
         try:
