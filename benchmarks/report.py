@@ -204,6 +204,7 @@ class Row:
     met: bool | None
     load_average: tuple[float, float, float]
     note: str = ""
+    reference: str = "kernel"  #: what the second column is (the kernel's figure, unless said)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -235,12 +236,27 @@ class Report:
         better: Literal["higher", "lower"] = "higher",
         target: Target | None = None,
         note: str = "",
+        reference: str = "kernel",
     ) -> Row:
         o = Summary.of(ours)
         k = Summary.of(kernel) if kernel else None
         ratio = o.median / k.median if k is not None and k.median else None
         met = target.met(o.median, ratio) if target is not None else None
-        row = Row(self.scenario, figure, loop, unit, better, o, k, ratio, target, met, load_average(), note)
+        row = Row(
+            self.scenario,
+            figure,
+            loop,
+            unit,
+            better,
+            o,
+            k,
+            ratio,
+            target,
+            met,
+            load_average(),
+            note,
+            reference,
+        )
         self.rows.append(row)
         return row
 
@@ -305,15 +321,21 @@ HEADER = (
     "better",
     "loop",
     "ours min / median / max",
-    "kernel min / median / max",
+    "kernel (or reference) min / median / max",
     "ratio",
     "target",
     "load",
 )
 
 
+def _ratio(row: Row) -> str:
+    if row.ratio is None:
+        return "-"
+    return f"{row.ratio:.3g}x" + ("" if row.reference == "kernel" else f" vs {row.reference}")
+
+
 def _cells(row: Row) -> tuple[str, ...]:
-    ratio = "-" if row.ratio is None else f"{row.ratio:.3g}x"
+    ratio = _ratio(row)
     return (
         row.scenario,
         row.figure,
@@ -344,7 +366,7 @@ def markdown(rows: Sequence[Row], skipped: Sequence[str] = ()) -> str:
     lines = [head, "| --- | --- | --- | ---: | ---: | ---: | --- | --- |"]
     for row in rows:
         kernel = "-" if row.kernel is None else f"{_num(row.kernel.median)} {row.unit}"
-        ratio = "-" if row.ratio is None else f"{row.ratio:.3g}x"
+        ratio = _ratio(row)
         target = _verdict(row).replace("NOT met", "**not met**") or "-"
         lines.append(
             f"| {row.scenario} | {row.figure} | {row.loop} | {_num(row.ours.median)} {row.unit} | {kernel} "

@@ -87,7 +87,8 @@ def rows_of(document: dict[str, Any]) -> list[Row]:
                 None if t is None else Target(t["op"], t["value"], t["of"]),
                 d["met"],
                 tuple(d["load_average"]),
-                d.get("note", ""),  # type: ignore[arg-type]
+                d.get("note", ""),
+                d.get("reference", "kernel"),  # type: ignore[arg-type]
             )
         )
     return out
