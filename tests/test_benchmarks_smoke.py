@@ -3,16 +3,21 @@ suite's entry point, producing well-formed JSON. Never a timing: benchmarks meas
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from benchmarks.report import Report, Target, markdown, table
 from benchmarks.suite import render
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_MEMORY = ("bulk", "small_exchanges", "conn_churn", "idle_conns", "many_flows")
+#: In-memory scripts outside the suite (the issue's table): run in this process, one loop.
+OTHERS = ("call_checks", "flood_fairness", "forwarder_udp", "ooo_cost")
 
 
 def _check_row(row: dict[str, object]) -> None:
@@ -53,6 +58,16 @@ def test_in_memory_scenarios_run_and_write_json(tmp_path: Path) -> None:
         for row in doc["rows"]:
             _check_row(row)
     assert "| scenario |" in md.read_text()
+
+
+@pytest.mark.parametrize("name", OTHERS)
+def test_other_in_memory_scripts_write_json(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module = importlib.import_module(f"benchmarks.{name}")
+    module.main(["--tiny", "--json", "--loop", "asyncio"])
+    document = json.loads(capsys.readouterr().out)
+    assert document["scenario"] == name and document["rows"]
+    for row in document["rows"]:
+        _check_row(row)
 
 
 def test_report_prints_table_markdown_and_json() -> None:
