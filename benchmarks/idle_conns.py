@@ -85,7 +85,7 @@ async def _idle(open_conn: Opener, server: Server, n: int, idle: float) -> dict[
         writers += [w for _, w in opened]
     await server.all_accepted.wait()
     opened_in = time.perf_counter() - start
-    result = {"open_s": opened_in, "per_second": n / opened_in}
+    result = {"open_us": opened_in / n * 1e6, "per_second": n / opened_in}
     if tracemalloc.is_tracing():
         gc.collect()
         result["bytes_per_conn"] = (tracemalloc.get_traced_memory()[0] - memory_before) / n
@@ -97,7 +97,7 @@ async def _idle(open_conn: Opener, server: Server, n: int, idle: float) -> dict[
         w.close()
     await server.all_closed.wait()
     await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
-    result["close_s"] = time.perf_counter() - start
+    result["close_us"] = (time.perf_counter() - start) / n * 1e6
     return result
 
 
@@ -133,26 +133,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     idle = args.idle if args.idle is not None else scale(args, 5.0, 2.0, 0.1)
     limit = raise_fd_limit(2 * n + 200)
     report = Report("idle_conns", f"{n} idle connections, {idle:g} s idle", vars(args))
-    cases = {"kernel": lambda: kernel(n, idle), "ours": lambda: ours(n, idle)}
-    if limit < 2 * n + 200:
-        report.skip(f"the kernel's figures: RLIMIT_NOFILE is {limit}, {2 * n + 200} needed")
-        del cases["kernel"]
+    # Both kernel ends live in this process: two descriptors a connection. Where RLIMIT_NOFILE
+    # cannot be raised that far (no CAP_SYS_RESOURCE), the kernel opens as many as fit, and the
+    # figures are per connection so that the two still compare.
+    n_kernel = min(n, (limit - 200) // 2)
+    note = "" if n_kernel == n else f"kernel: {n_kernel} connections (RLIMIT_NOFILE {limit}); "
+    cases = {"kernel": lambda: kernel(n_kernel, idle), "ours": lambda: ours(n, idle)}
     for loop in loop_names(args.loop):
         r = interleave(rounds_of(args), cases, loop, fresh_loop=True)
-        k = r.get("kernel")
+        k = r["kernel"]
         for key, figure, unit, better, target in (
-            ("open_s", f"open {n} connections", "s", "lower", None),
+            ("open_us", f"open {n} connections, per connection", "µs", "lower", None),
             ("idle_cpu_ms_per_s", f"CPU while {n} connections idle", "ms/s", "lower", None),
-            ("close_s", f"close {n} idle connections", "s", "lower", Target("<=", 1.0)),
+            ("close_us", f"close {n} idle connections, per connection", "µs", "lower", Target("<=", 1.0)),
         ):
             report.add(
                 figure,
                 unit,
                 [x[key] for x in r["ours"]],
-                [x[key] for x in k] if k else None,
+                [x[key] for x in k],
                 loop=loop,
-                better=better,
-                target=target,  # type: ignore[arg-type]
+                better=better,  # type: ignore[arg-type]
+                target=target,
+                note=note,
             )
         tracemalloc.start()
         try:
@@ -163,11 +166,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "Python memory per established connection, both ends (tracemalloc)",
             "B",
             [m["ours"][0]["bytes_per_conn"]],
-            [m["kernel"][0]["bytes_per_conn"]] if "kernel" in m else None,
+            [m["kernel"][0]["bytes_per_conn"]],
             loop=loop,
             better="lower",
             target=Target("<=", 8192, "ours"),
-            note="the kernel's figure is its Python side only (stream objects, handler task, socket object)",
+            note=note + "the kernel's figure is its Python side only (streams, handler task, socket object)",
         )
     return emit(report, args.json)
 
