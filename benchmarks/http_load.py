@@ -72,11 +72,9 @@ def wrk(server: Server, hook: str, concurrency: int, seconds: float, extra: list
     if line is None:
         raise RuntimeError(f"wrk printed no summary: {done.stdout[-1000:]} {done.stderr[-1000:]}")
     result: dict[str, float] = json.loads(line.split(" ", 1)[1])
-    if not result["requests"]:
-        raise RuntimeError(f"wrk completed no request: {done.stdout[-1000:]}")
     result["errors"] = sum(result[k] for k in ("connect", "read", "write", "timeout", "status"))
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-    result["cpu_us_per_request"] = cpu / result["requests"] * 1e6
+    result["cpu_us_per_request"] = cpu / max(result["requests"], 1) * 1e6
     return result
 
 
@@ -119,6 +117,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         case: partial(measure, s, hook, c, seconds, MODES[mode]) for case, s in setups.items()
                     }
                     r = interleave_sync(rounds_of(args), runs)
+                    stalled = [
+                        f"{case} ({sum(x['errors'] for x in runs_):.0f} wrk errors)"
+                        for case, runs_ in r.items()
+                        if any(not x["requests"] for x in runs_)
+                    ]
+                    if stalled:  # no latency to report: said, not hidden in a median
+                        report.skip(
+                            f"{loop}, {mode}, concurrency {c}: wrk completed no request in "
+                            f"{seconds:g} s against {', '.join(stalled)}"
+                        )
+                        continue
                     errors = f"wrk errors ours/kernel: {sum(x['errors'] for x in r['ours']):.0f}" + (
                         f"/{sum(x['errors'] for x in r['kernel']):.0f}"
                     )
