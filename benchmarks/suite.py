@@ -41,6 +41,12 @@ SCENARIOS = {
 
 
 def run_scenario(name: str, size: str | None, loop: str, timeout: float) -> dict[str, Any]:
+    document = _run_scenario(name, size, loop, timeout)
+    document.setdefault("size", size or "full")
+    return document
+
+
+def _run_scenario(name: str, size: str | None, loop: str, timeout: float) -> dict[str, Any]:
     argv = [sys.executable, "-m", f"benchmarks.{name}", "--json", "--loop", loop]
     if size:
         argv.append(f"--{size}")
@@ -57,7 +63,6 @@ def run_scenario(name: str, size: str | None, loop: str, timeout: float) -> dict
         document: dict[str, Any] = json.loads(done.stdout)
     except json.JSONDecodeError as exc:
         return {"scenario": name, "failed": f"not JSON: {exc}", "rows": [], "skipped": []}
-    document["size"] = size or "full"
     document["wall_s"] = round(elapsed, 1)
     return document
 
