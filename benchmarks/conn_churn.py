@@ -1,16 +1,18 @@
-"""Connection churn: open, exchange a few bytes, close — N times on one loop — ours beside the kernel's.
+"""Connection churn: open, exchange a few bytes, close -- N times on one loop -- ours beside the kernel's.
 
-    python benchmarks/conn_churn.py [--connections N] [--rounds R] [--loop asyncio|uvloop|both]
+    python benchmarks/conn_churn.py [--connections N] [--rounds R] [--loop asyncio|uvloop|both] [--json]
 
-Reports per round, as min / median / max over interleaved rounds:
-- time per connection (open + 4-byte echo + close, the client waiting for the close to finish);
+Reports, as min / median / max over interleaved rounds:
+- connections per second, sequentially (open + 4-byte echo + close, the client waiting for the close
+  to finish): the issue's "sequential connect + close" row, target ours >= 0.7x the kernel's;
 - the longest collector pause seen during the churn (``gc.callbacks``: start to stop of each pass);
-- the time of one full ``gc.collect()`` after the churn (what a loop stalls for when it comes);
-- Python memory (tracemalloc) held after the churn minus before it, per connection: what TIME_WAIT
-  and any leftovers keep (the server closes first, so the server side holds TIME_WAIT);
-- the TIME_WAIT entries left in our server's table, with tracemalloc's bytes per entry.
+- the time of one full ``gc.collect()`` after the churn (what a loop stalls for when it comes), and
+  the objects it found;
+- in a round of its own (tracemalloc slows every allocation): Python memory held after the churn
+  minus before it, per connection -- what TIME_WAIT and any leftovers keep (the server closes first,
+  so the server side holds TIME_WAIT); and the bytes per TIME_WAIT entry of our server.
 The kernel's figure is the same churn over asyncio's sockets on loopback (its TIME_WAIT lives in the
-kernel, outside Python's memory). Prints the load average: the machine is shared.
+kernel, outside Python's memory).
 """
 
 from __future__ import annotations
@@ -19,17 +21,18 @@ import argparse
 import asyncio
 import gc
 import os
-import statistics
+import sys
 import time
 import tracemalloc
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import uvloop
+if not __package__:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import aionetstack
 from aionetstack.link import pipe
-from aionetstack.transport.tcp.connection import TcpState
+from benchmarks.report import Report, Target, add_arguments, emit, interleave, loop_names, rounds_of, scale
 
 
 async def _echo_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -61,13 +64,17 @@ class _Pauses:
             self.longest = max(self.longest, time.perf_counter() - self._start)
 
 
+async def _one(open_conn: Opener) -> None:
+    reader, writer = await open_conn()
+    writer.write(b"ping")
+    await reader.read(100)
+    writer.close()
+    await writer.wait_closed()
+
+
 async def _churn(open_conn: Opener, n: int) -> dict[str, float]:
     for _ in range(20):  # warm up: first-use allocations are not per-connection costs
-        reader, writer = await open_conn()
-        writer.write(b"ping")
-        await reader.read(100)
-        writer.close()
-        await writer.wait_closed()
+        await _one(open_conn)
     gc.collect()
     before = tracemalloc.get_traced_memory()[0]  # 0 unless this is the memory round
     pauses = _Pauses()
@@ -75,11 +82,7 @@ async def _churn(open_conn: Opener, n: int) -> dict[str, float]:
     try:
         start = time.perf_counter()
         for _ in range(n):
-            reader, writer = await open_conn()
-            writer.write(b"ping")
-            await reader.read(100)
-            writer.close()
-            await writer.wait_closed()
+            await _one(open_conn)
         elapsed = time.perf_counter() - start
     finally:
         gc.callbacks.remove(pauses)
@@ -90,105 +93,113 @@ async def _churn(open_conn: Opener, n: int) -> dict[str, float]:
     collect = time.perf_counter() - t0
     after = tracemalloc.get_traced_memory()[0]
     return {
-        "per_conn_us": elapsed / n * 1e6,
+        "per_second": n / elapsed,
         "max_pause_ms": pauses.longest * 1e3,
-        "passes": pauses.passes,
         "collect_ms": collect * 1e3,
         "collected": found,
         "kept_bytes_per_conn": (after - before) / n if tracemalloc.is_tracing() else 0.0,
     }
 
 
-async def _kernel(n: int) -> dict[str, float]:
+async def kernel(n: int) -> dict[str, float]:
     server = await asyncio.start_server(_echo_once, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
         return await _churn(lambda: asyncio.open_connection("127.0.0.1", port), n)
 
 
-async def _ours(n: int) -> dict[str, float]:
+def _time_waits(stack: aionetstack.Stack) -> int:
+    return sum(1 for s in stack.connections() if s.state == "TIME_WAIT")
+
+
+async def ours(n: int) -> dict[str, float]:
     left, right = pipe()
     client, server = aionetstack.Stack("client"), aionetstack.Stack("server")
     async with client, server:
         client.add_interface(left, "10.0.0.1/24")
         server.add_interface(right, "10.0.0.2/24")
         await server.start_server(_echo_once, "10.0.0.2", 7)
+        tracing = tracemalloc.is_tracing()
         result = await _churn(lambda: client.open_connection("10.0.0.2", 7), n)
-        table = server.tcp.connections.values()
-        result["time_wait"] = sum(1 for c in table if c.state == TcpState.TIME_WAIT)
+        result["time_wait"] = _time_waits(server)
+        if tracing:
+            # Bytes per TIME_WAIT entry: a second churn on the same stacks, server closing first.
+            gc.collect()
+            before, entries_before = tracemalloc.get_traced_memory()[0], _time_waits(server)
+            await _churn(lambda: client.open_connection("10.0.0.2", 7), n)
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+            result["bytes_per_time_wait"] = grown / max(_time_waits(server) - entries_before, 1)
         return result
 
 
-def _time_wait_entry_bytes(n: int) -> float:
-    """tracemalloc's bytes per TIME_WAIT entry, both ends ours, server closing first."""
-
-    async def run() -> float:
-        left, right = pipe()
-        client, server = aionetstack.Stack("client"), aionetstack.Stack("server")
-        async with client, server:
-            client.add_interface(left, "10.0.0.1/24")
-            server.add_interface(right, "10.0.0.2/24")
-            await server.start_server(_echo_once, "10.0.0.2", 7)
-            opener = lambda: client.open_connection("10.0.0.2", 7)  # noqa: E731
-            await _churn(opener, 10)
-            gc.collect()
-            before = tracemalloc.get_traced_memory()[0]
-            entries_before = len(server.tcp.connections)
-            await _churn(opener, n)
-            gc.collect()
-            grown = tracemalloc.get_traced_memory()[0] - before
-            entries = len(server.tcp.connections) - entries_before
-            return grown / max(entries, 1)
-
-    return asyncio.run(run())
-
-
 FIGURES = (
-    ("per_conn_us", "time per connection", "µs"),
-    ("max_pause_ms", "longest gc pause during churn", "ms"),
-    ("collect_ms", "gc.collect() after churn", "ms"),
-    ("collected", "objects gc.collect() freed", ""),
+    ("max_pause_ms", "longest gc pause during the churn", "ms"),
+    ("collect_ms", "gc.collect() after the churn", "ms"),
+    ("collected", "objects gc.collect() found after the churn", "objects"),
 )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--loop", choices=["asyncio", "uvloop", "both"], default="asyncio")
-    args = parser.parse_args()
-    loops = {"asyncio": asyncio.SelectorEventLoop, "uvloop": uvloop.Loop}
-    chosen = list(loops) if args.loop == "both" else [args.loop]
-    cases: dict[str, Callable[[], Coroutine[Any, Any, dict[str, float]]]] = {
-        "kernel": lambda: _kernel(args.connections),
-        "ours": lambda: _ours(args.connections),
-    }
-    for name in chosen:
-        results: dict[str, list[dict[str, float]]] = {case: [] for case in cases}
-        with asyncio.Runner(loop_factory=loops[name]) as runner:
-            for _ in range(args.rounds):  # interleaved, so load changes hit every case alike
-                for case, run in cases.items():
-                    results[case].append(runner.run(run()))
-        print(f"{name}: {args.connections} connections a round, min / median / max over {args.rounds} rounds")
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--connections", type=int, default=None, help="a round (default 2000, --quick 500)")
+    add_arguments(parser, rounds=3)
+    args = parser.parse_args(argv)
+    n = args.connections or scale(args, 2000, 500, 20)
+    report = Report(
+        "conn_churn", f"{n} sequential connections a round (open, 4-byte echo, close)", vars(args)
+    )
+    for loop in loop_names(args.loop):
+        r = interleave(rounds_of(args), {"kernel": lambda: kernel(n), "ours": lambda: ours(n)}, loop)
+        report.add(
+            "sequential connect + 4-byte echo + close",
+            "conn/s",
+            [x["per_second"] for x in r["ours"]],
+            [x["per_second"] for x in r["kernel"]],
+            loop=loop,
+            target=Target(">=", 0.7),
+        )
         for key, label, unit in FIGURES:
-            for case in cases:
-                values = [r[key] for r in results[case]]
-                print(
-                    f"  {case:6s} {label:36s} {min(values):10.1f} / {statistics.median(values):10.1f}"
-                    f" / {max(values):10.1f} {unit}"
-                )
-        time_wait = [r["time_wait"] for r in results["ours"]]
-        print(f"  ours   TIME_WAIT entries left (server)  {statistics.median(time_wait):10.0f}")
+            report.add(
+                label,
+                unit,
+                [x[key] for x in r["ours"]],
+                [x[key] for x in r["kernel"]],
+                loop=loop,
+                better="lower",
+            )
+        report.add(
+            "TIME_WAIT entries left on our server",
+            "entries",
+            [x["time_wait"] for x in r["ours"]],
+            loop=loop,
+            better="lower",
+        )
         # Memory in a round of its own: tracemalloc slows every allocation, so not in the timed ones.
         tracemalloc.start()
-        with asyncio.Runner(loop_factory=loops[name]) as runner:
-            for case, run in cases.items():
-                kept = runner.run(run())["kept_bytes_per_conn"]
-                print(f"  {case:6s} {'Python memory kept per connection':36s} {kept:10.0f} B (tracemalloc)")
-        tracemalloc.stop()
-    tracemalloc.start()
-    print(f"  ours   bytes per TIME_WAIT entry (tracemalloc): {_time_wait_entry_bytes(args.connections):.0f}")
-    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        try:
+            m = interleave(1, {"kernel": lambda: kernel(n), "ours": lambda: ours(n)}, loop)
+        finally:
+            tracemalloc.stop()
+        report.add(
+            "Python memory kept per connection after the churn (tracemalloc)",
+            "B",
+            [m["ours"][0]["kept_bytes_per_conn"]],
+            [m["kernel"][0]["kept_bytes_per_conn"]],
+            loop=loop,
+            better="lower",
+            note="the kernel's TIME_WAIT lives in the kernel, outside Python",
+        )
+        report.add(
+            "Python memory per TIME_WAIT entry of ours (tracemalloc)",
+            "B",
+            [m["ours"][0]["bytes_per_time_wait"]],
+            loop=loop,
+            better="lower",
+        )
+    return emit(report, args.json)
 
 
 if __name__ == "__main__":

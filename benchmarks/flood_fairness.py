@@ -1,6 +1,6 @@
 """Connect latency on a quiet interface while another interface is SYN-flooded, in wall-clock time.
 
-    python benchmarks/flood_fairness.py [--rounds N] [--loop asyncio|uvloop|both]
+    python benchmarks/flood_fairness.py [--rounds N] [--loop asyncio|uvloop|both] [--json] [--quick]
 
 A victim stack has two interfaces. On eth0 an attacker writes spoofed SYNs (random off-link
 sources, answered with SYN cookies toward a gateway that swallows them) whenever the wire is
@@ -18,10 +18,13 @@ import argparse
 import asyncio
 import os
 import random
-import statistics
+import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+if not __package__:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import aionetstack
 from aionetstack.link import PipeEndpoint, pipe
@@ -31,6 +34,7 @@ from aionetstack.wire.arp import ARP_REPLY, ARP_REQUEST, build_arp, parse_arp
 from aionetstack.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, build_ethernet
 from aionetstack.wire.ipv4 import PROTO_TCP, build_ipv4
 from aionetstack.wire.tcp import SYN, build_tcp
+from benchmarks.report import Report, emit, interleave, loop_names, scale
 
 VICTIM = bytes([10, 0, 0, 2])
 GATEWAY = bytes([10, 0, 0, 254])
@@ -134,33 +138,33 @@ async def measure(rounds: int) -> tuple[list[float], list[float], float]:
             return quiet, flooded, flood_syns / flood_time if flood_time else 0.0
 
 
-def run(loop_name: str, coro_factory: Callable[[], Awaitable[tuple[list[float], list[float], float]]]) -> Any:
-    if loop_name == "uvloop":
-        import uvloop
-
-        return uvloop.run(coro_factory())  # type: ignore[arg-type]
-    return asyncio.run(coro_factory())  # type: ignore[arg-type]
-
-
-def ms(values: list[float]) -> str:
-    return f"{min(values) * 1e3:7.2f} {statistics.median(values) * 1e3:7.2f} {max(values) * 1e3:7.2f}"
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=20, help="connects with and without flood (20)")
+    parser.add_argument("--rounds", type=int, default=None, help="connects with and without flood (20)")
     parser.add_argument("--loop", choices=["asyncio", "uvloop", "both"], default="both")
-    args = parser.parse_args()
-    loops = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
-    print(f"connect latency on eth1 while eth0 is SYN-flooded at full rate, {args.rounds} rounds each")
-    print(f"{'loop':8} {'eth0':22} {'min ms':>7} {'median':>7} {'max ms':>7}  flood SYNs/s")
-    for loop_name in loops:
-        quiet, flooded, rate = run(loop_name, lambda: measure(args.rounds))
-        print(f"{loop_name:8} {'quiet':22} {ms(quiet)}")
-        print(f"{loop_name:8} {'flooded (full rate)':22} {ms(flooded)}  {rate:11.0f}", flush=True)
-    print("load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--tiny", action="store_true", help="the fewest rounds that exercise every path")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or scale(args, 20, 10, 2)
+    report = Report(
+        "flood_fairness", "connect latency on eth1 while eth0 is SYN-flooded at full rate", vars(args)
+    )
+    for loop in loop_names(args.loop):
+        quiet, flooded, rate = interleave(1, {"both": lambda: measure(rounds)}, loop)["both"][0]
+        report.add(
+            "connect on eth1 while eth0 is flooded",
+            "ms",
+            [x * 1e3 for x in flooded],
+            [x * 1e3 for x in quiet],
+            loop=loop,
+            better="lower",
+            reference="eth0 quiet",
+            note=f"flood: {rate:.0f} SYNs/s",
+        )
+    return emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """UDP through the forwarder's sessions, and fake-IP DNS answers, per second.
 
-    python benchmarks/forwarder_udp.py [--rounds 5] [--datagrams 20000]
+    python benchmarks/forwarder_udp.py [--rounds 5] [--datagrams 20000] [--loop ...] [--json] [--quick]
 
 Over interleaved rounds (min/median/max, with the load average):
 - echo: a client stack sends 64-byte datagrams (at most 256 outstanding) from one port to 8
@@ -16,16 +16,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
+import sys
 import time
+from typing import Any
 
 import dns.message
 import dns.rrset
+
+if not __package__:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import aionetstack
 from aionetstack.forwarding.dns import FakeIpDns, FakeIpPool
 from aionetstack.forwarding.udp import UdpSession
 from aionetstack.link import LinkKind, pipe
+from benchmarks.report import Report, add_arguments, emit, interleave, loop_names, progress, rounds_of, scale
 
 DATA = b"x" * 64
 
@@ -102,7 +107,7 @@ async def kernel(n: int) -> float:
         pass  # the kernel dropped a few under the burst; count what came back, until the last one
     transport.close()
     server.close()
-    print(f"  (kernel round: {counter.got} of {n} echoed)")
+    progress(f"  (kernel round: {counter.got} of {n} echoed)")
     return counter.got / (counter.last - start)
 
 
@@ -123,32 +128,43 @@ def fake_ip(names: int = 1000) -> tuple[float, float]:
     return ours_rate, bare
 
 
-def show(name: str, values: list[float], unit: str) -> None:
-    print(
-        f"{name:<40} min {min(values):>10,.0f}  median {statistics.median(values):>10,.0f}  "
-        f"max {max(values):>10,.0f} {unit}"
-    )
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--datagrams", type=int, default=20000)
-    args = parser.parse_args()
-    results: dict[str, list[float]] = {"ours": [], "kernel": [], "fake": [], "bare": []}
-    for _ in range(args.rounds):
-        results["ours"].append(asyncio.run(ours(args.datagrams)))
-        results["kernel"].append(asyncio.run(kernel(args.datagrams)))
-        fake, bare = fake_ip()
-        results["fake"].append(fake)
-        results["bare"].append(bare)
-    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; {args.rounds} rounds")
-    show("UDP echo via session forwarder (ours)", results["ours"], "datagrams/s")
-    show("UDP echo over kernel loopback (asyncio)", results["kernel"], "datagrams/s")
-    show("fake-IP A answers (FakeIpDns.answer)", results["fake"], "answers/s")
-    show("dnspython parse+build alone", results["bare"], "answers/s")
+    parser.add_argument("--datagrams", type=int, default=None, help="a round (default 20000)")
+    add_arguments(parser, rounds=5, loop="asyncio")
+    args = parser.parse_args(argv)
+    n = args.datagrams or scale(args, 20_000, 5_000, 200)
+    names = scale(args, 1000, 1000, 50)
+    report = Report(
+        "forwarder_udp", f"UDP echo through the session forwarder, {n} datagrams a round", vars(args)
+    )
+    for loop in loop_names(args.loop):
+
+        async def fake() -> tuple[float, float]:
+            return fake_ip(names)
+
+        r = interleave(
+            rounds_of(args), {"ours": lambda: ours(n), "kernel": lambda: kernel(n), "fake": fake}, loop
+        )
+        report.add(
+            "UDP echo via the session forwarder",
+            "datagrams/s",
+            r["ours"],
+            r["kernel"],
+            loop=loop,
+            note="kernel: one asyncio UDP socket echoing over loopback",
+        )
+        report.add(
+            "fake-IP A answers (FakeIpDns.answer)",
+            "answers/s",
+            [x[0] for x in r["fake"]],
+            [x[1] for x in r["fake"]],
+            loop=loop,
+            reference="dnspython parse+build alone",
+        )
+    return emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Per-segment receive cost beside a peer's out-of-order state: 0 held segments against 10,000.
 
-    python benchmarks/ooo_cost.py [--held N] [--batch K] [--rounds R]
+    python benchmarks/ooo_cost.py [--held N] [--batch K] [--rounds R] [--json] [--quick]
 
 Drives one sans-IO :class:`TcpConnection` (no event loop, virtual ``now``) the way a hostile peer
 would: ``--held`` one-byte segments, each leaving a one-byte hole, are put in the out-of-order queue
@@ -24,14 +24,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import sys
 import time
+from typing import Any
 
 import attrs
+
+if not __package__:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.connection import TcpConnection
 from aionetstack.wire.tcp import ACK, SYN, TcpSegment, build_tcp, build_tcp_options, parse_tcp
+from benchmarks.report import Report, add_arguments, emit, interleave_sync, rounds_of, scale
 
 LOCAL = (bytes([192, 0, 2, 1]), 8080)
 REMOTE = (bytes([192, 0, 2, 2]), 40000)
@@ -117,33 +122,33 @@ def _holes(held: int, batch: int, config: TcpConfig) -> float:
     return elapsed
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--held", type=int, default=10_000, help="segments held out of order (10,000)")
-    parser.add_argument("--batch", type=int, default=200, help="timed segments of each kind per round")
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
+    parser.add_argument("--held", type=int, default=None, help="segments held out of order (10,000)")
+    parser.add_argument("--batch", type=int, default=None, help="timed segments of each kind per round (200)")
+    add_arguments(parser, rounds=7, loop="asyncio")
+    args = parser.parse_args(argv)
+    held = args.held or scale(args, 10_000, 10_000, 100)
+    batch = args.batch or scale(args, 200, 200, 10)
     config = _config()
-    results: dict[int, dict[str, list[float]]] = {n: {kind: [] for kind in KINDS} for n in (0, args.held)}
-    for _ in range(args.rounds):
-        for n in (0, args.held):  # interleaved: both sides see the same load
-            for name, value in _round(n, args.batch, config).items():
-                results[n][name].append(value)
-    load = os.getloadavg()
-    print(
-        f"out-of-order receive cost, µs per segment (receive + ACK built), {args.rounds} rounds "
-        f"x {args.batch} segments; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    report = Report(
+        "ooo_cost", f"µs per segment (receive + ACK built) with {held} held out of order", vars(args)
     )
-    print(f"{'held':>7} {'kind':>5} {'min':>9} {'median':>9} {'max':>9}")
-    for n in (0, args.held):
-        for name in KINDS:
-            vals = results[n][name]
-            print(f"{n:7d} {name:>5} {min(vals):9.2f} {statistics.median(vals):9.2f} {max(vals):9.2f}")
-    for name in KINDS:
-        ratio = statistics.median(results[args.held][name]) / statistics.median(results[0][name])
-        print(f"{name}: median with {args.held} held / with 0 held = {ratio:.2f}x")
+    # Sans-IO: no event loop, so one set of rounds whatever --loop says.
+    r = interleave_sync(rounds_of(args), {n: lambda n=n: _round(n, batch, config) for n in (0, held)})
+    for kind in KINDS:
+        report.add(
+            f"{kind}: {held} segments held",
+            "µs",
+            [x[kind] for x in r[held]],
+            [x[kind] for x in r[0]],
+            loop="none",
+            better="lower",
+            reference="0 held",
+        )
+    return emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
-"""Write-write-read exchanges (a request in two writes, then a short answer): our stack beside the
-kernel's, with asyncio's TCP_NODELAY (the default on asyncio-shaped calls) and with Nagle kept.
+"""Small exchanges: 64-byte request/response, and write-write-read, our stack beside the kernel's.
 
-    python benchmarks/small_exchanges.py [--exchanges N] [--rounds R] [--loop asyncio|uvloop|both]
+    python benchmarks/small_exchanges.py [--exchanges N] [--rounds R] [--loop asyncio|uvloop|both] [--json]
 
-Nagle (RFC 896) holds the second small write until the first is acknowledged, and the receiver
-delays that ACK (40 ms here, as Linux's minimum ATO): the exchange then costs a delayed-ACK wait
-instead of a round trip. asyncio sets TCP_NODELAY on every TCP socket, so the kernel figure is the
-one to match. Prints min/median/max per exchange over interleaved rounds, and the load average.
+- ``64-byte request/response``: the client writes 64 bytes, the server answers 64 bytes, one at a
+  time on one connection, TCP_NODELAY (asyncio's default on every TCP socket, and ours): the latency
+  an RPC pays per call. The issue's target is ours within 1.5x of the kernel's median.
+- ``write-write-read``: a request in two writes, then a 2-byte answer. Nagle (RFC 896) holds the
+  second small write until the first is acknowledged, and the receiver delays that ACK (40 ms here,
+  as Linux's minimum ATO): with ``TcpConfig(nodelay=False)`` the exchange costs a delayed-ACK wait
+  instead of a round trip; with NODELAY it should match the kernel's.
+
+Min/median/max per exchange over interleaved rounds, the ratio to the kernel, the load average.
 """
 
 from __future__ import annotations
@@ -14,85 +18,131 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-import uvloop
+if not __package__:
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import aionetstack
 from aionetstack.link import pipe
+from benchmarks.report import Report, Target, add_arguments, emit, interleave, loop_names, rounds_of, scale
 
 Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+Exchange = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+REQUEST = bytes(64)
 
 
 async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer every request in kind: 64 bytes for 64 bytes, 2 bytes for a 2-byte request."""
     try:
-        while await reader.readexactly(2):
-            writer.write(b"ok")
+        first = await reader.readexactly(2)
+        size = 64 if first == REQUEST[:2] else 2
+        await reader.readexactly(size - 2)
+        while True:
+            writer.write(REQUEST[:size] if size == 64 else b"ok")
+            await reader.readexactly(size)
     except (asyncio.IncompleteReadError, ConnectionError):
         pass  # the client left, or the stack closed under us
     writer.close()
 
 
-async def _exchanges(open_conn: Opener, n: int) -> float:
+async def rr64(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(REQUEST)
+    await reader.readexactly(64)
+
+
+async def write_write_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"a")
+    await asyncio.sleep(0)  # the first write leaves before the second, as in separate calls
+    writer.write(b"b")
+    await reader.readexactly(2)
+
+
+async def _exchanges(open_conn: Opener, exchange: Exchange, n: int) -> float:
+    """Seconds per exchange, the first (connection warm-up) not counted."""
     reader, writer = await open_conn()
+    await exchange(reader, writer)
     start = time.perf_counter()
     for _ in range(n):
-        writer.write(b"a")
-        await asyncio.sleep(0)  # the first write leaves before the second, as in separate calls
-        writer.write(b"b")
-        await reader.readexactly(2)
+        await exchange(reader, writer)
     elapsed = time.perf_counter() - start
     writer.close()
     return elapsed / n
 
 
-async def _kernel(n: int) -> float:
+async def kernel(exchange: Exchange, n: int) -> float:
     server = await asyncio.start_server(_answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        return await _exchanges(lambda: asyncio.open_connection("127.0.0.1", port), n)
+        return await _exchanges(lambda: asyncio.open_connection("127.0.0.1", port), exchange, n)
     finally:
         server.close()
 
 
-async def _ours(n: int, config: aionetstack.TcpConfig | None) -> float:
+async def ours(exchange: Exchange, n: int, config: aionetstack.TcpConfig | None = None) -> float:
     left, right = pipe()
     client, server = aionetstack.Stack("client", tcp=config), aionetstack.Stack("server", tcp=config)
     async with client, server:
         client.add_interface(left, "10.0.0.1/24")
         server.add_interface(right, "10.0.0.2/24")
         await server.start_server(_answer, "10.0.0.2", 7)
-        return await _exchanges(lambda: client.open_connection("10.0.0.2", 7), n)
+        return await _exchanges(lambda: client.open_connection("10.0.0.2", 7), exchange, n)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--exchanges", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--loop", choices=["asyncio", "uvloop", "both"], default="both")
-    args = parser.parse_args()
-    loops = {"asyncio": asyncio.SelectorEventLoop, "uvloop": uvloop.Loop}
-    chosen = list(loops) if args.loop == "both" else [args.loop]
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--exchanges", type=int, default=None, help="per round (default 2000, --quick 500)")
+    add_arguments(parser, rounds=5)
+    args = parser.parse_args(argv)
+    n = args.exchanges or scale(args, 2000, 500, 20)
     nagle = aionetstack.TcpConfig(nodelay=False)
-    cases: dict[str, Callable[[], Awaitable[float]]] = {
-        "kernel (asyncio: TCP_NODELAY)": lambda: _kernel(args.exchanges),
-        "ours (default: TCP_NODELAY)": lambda: _ours(args.exchanges, None),
-        # Nagle waits for a delayed ACK (up to 40 ms) an exchange: fewer keep the run short.
-        "ours (TcpConfig(nodelay=False))": lambda: _ours(max(args.exchanges // 4, 5), nagle),
-    }
-    for name in chosen:
-        results: dict[str, list[float]] = {case: [] for case in cases}
-        with asyncio.Runner(loop_factory=loops[name]) as runner:
-            for _ in range(args.rounds):  # interleaved, so load changes hit every case alike
-                for case, run in cases.items():
-                    results[case].append(runner.run(run()))
-        print(f"{name}: write-write-read, per exchange (min / median / max over {args.rounds} rounds)")
-        for case, values in results.items():
-            ms = [v * 1e3 for v in values]
-            print(f"  {case:34s} {min(ms):8.3f} / {statistics.median(ms):8.3f} / {max(ms):8.3f} ms")
-    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    report = Report("small_exchanges", f"{n} exchanges a round on one connection, in-memory pipe", vars(args))
+    us = 1e6
+    for loop in loop_names(args.loop):
+        r = interleave(
+            rounds_of(args),
+            {
+                "kernel rr64": lambda: kernel(rr64, n),
+                "ours rr64": lambda: ours(rr64, n),
+                "kernel wwr": lambda: kernel(write_write_read, n),
+                "ours wwr": lambda: ours(write_write_read, n),
+                # Nagle waits for a delayed ACK (up to 40 ms) an exchange: fewer keep the run short.
+                "ours wwr nagle": lambda: ours(write_write_read, max(n // 100, 3), nagle),
+            },
+            loop,
+        )
+        report.add(
+            "64-byte request/response, NODELAY",
+            "µs",
+            [v * us for v in r["ours rr64"]],
+            [v * us for v in r["kernel rr64"]],
+            loop=loop,
+            better="lower",
+            target=Target("<=", 1.5),
+        )
+        report.add(
+            "write-write-read, NODELAY",
+            "µs",
+            [v * us for v in r["ours wwr"]],
+            [v * us for v in r["kernel wwr"]],
+            loop=loop,
+            better="lower",
+        )
+        report.add(
+            "write-write-read, TcpConfig(nodelay=False)",
+            "µs",
+            [v * us for v in r["ours wwr nagle"]],
+            [v * us for v in r["kernel wwr"]],
+            loop=loop,
+            better="lower",
+            note="kernel figure: asyncio's NODELAY; ours waits for the peer's delayed ACK (Nagle, RFC 896)",
+        )
+    return emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What the trace hook costs: unset (against the code before the hook existed), set, and writing JSON.
 
-    python benchmarks/trace_cost.py [--rounds 7] [--size MB] [--mtu N] [--baseline REV]
+    python benchmarks/trace_cost.py [--rounds 7] [--size MB] [--mtu N] [--baseline REV] [--json]
 
 One bulk transfer between two stacks on the in-memory wire per run, each run in its own process
 (a fresh interpreter: no warm caches carried between variants), the variants interleaved round by
@@ -31,6 +31,11 @@ import time
 import timeit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if not __package__:
+    sys.path.insert(0, ROOT)
+
+from benchmarks.report import Report, emit, progress  # noqa: E402
+
 VARIANTS = ("before", "unset", "noop", "json")
 
 
@@ -159,6 +164,7 @@ def main() -> None:
     parser.add_argument("--mtu", type=int, default=1500, help="wire MTU (default 1500: many segments)")
     parser.add_argument("--baseline", help="git revision without the hook (default: found with git log -S)")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = parser.parse_args()
     size = int(args.size * 1_000_000)
     if args.child:
@@ -167,7 +173,6 @@ def main() -> None:
     baseline = args.baseline or _default_baseline()
     base_dir = _extract(baseline)
     results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
-    load_before = os.getloadavg()
     for round_ in range(args.rounds):
         order = (
             VARIANTS[round_ % len(VARIANTS) :] + VARIANTS[: round_ % len(VARIANTS)]
@@ -189,46 +194,52 @@ def main() -> None:
                 cmd, capture_output=True, text=True, env=env, cwd=base_dir, check=True
             ).stdout
             results[variant].append(json.loads(out))
-        print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
-    load_after = os.getloadavg()
-    print(f"trace hook cost: {args.size:g} MB per transfer, mtu {args.mtu}, {args.rounds} interleaved rounds")
-    print(f"baseline 'before' = {baseline}")
+        progress(f"round {round_ + 1}/{args.rounds} done")
+    report = Report(
+        "trace_cost",
+        f"trace hook cost: {args.size:g} MB per transfer, mtu {args.mtu}, baseline 'before' = {baseline}",
+        {k: v for k, v in vars(args).items() if k != "child"},
+    )
 
     # CPU seconds the process used (time.process_time) per segment: what the hook adds to the work,
     # and far steadier than wall time on a shared machine, where waiting for a core dominates.
     def cpu_us(r: dict[str, float]) -> float:
         return r["cpu"] / r["segments"] * 1e6
 
-    base_cpu = statistics.median(cpu_us(r) for r in results["before"])
-    base_rate = statistics.median(r["bytes"] / r["seconds"] / 1e6 for r in results["before"])
-    header = ("min", "median", "max", "vs before", "MB/s med", "vs before", "records")
-    print(f"{'CPU us per segment':18}")
-    print(f"{'variant':8} " + " ".join(f"{h:>9}" for h in header))
-    for variant in VARIANTS:
-        cpus = [cpu_us(r) for r in results[variant]]
-        rate = statistics.median(r["bytes"] / r["seconds"] / 1e6 for r in results[variant])
-        median = statistics.median(cpus)
+    for variant in VARIANTS[1:]:
         records = int(statistics.median(r["records"] for r in results[variant]))
-        cpu_change = (median / base_cpu - 1) * 100
-        rate_change = (rate / base_rate - 1) * 100
-        print(
-            f"{variant:8} {min(cpus):9.2f} {median:9.2f} {max(cpus):9.2f} {cpu_change:+8.1f}% "
-            f"{rate:9.1f} {rate_change:+8.1f}% {records:9d}"
+        report.add(
+            f"{variant}: CPU per segment",
+            "µs",
+            [cpu_us(r) for r in results[variant]],
+            [cpu_us(r) for r in results["before"]],
+            loop="asyncio",
+            better="lower",
+            reference="before",
+            note=f"{records} records traced a run",
         )
-    segments = int(statistics.median(r["segments"] for r in results["unset"]))
-    print(f"segments per transfer (both ends' sends): {segments}")
+        report.add(
+            f"{variant}: throughput",
+            "MB/s",
+            [r["bytes"] / r["seconds"] / 1e6 for r in results[variant]],
+            [r["bytes"] / r["seconds"] / 1e6 for r in results["before"]],
+            loop="asyncio",
+            reference="before",
+        )
     added, check = _check_ns()
-    unset = results["unset"]
-    per_segment_us = statistics.median(cpu_us(r) for r in unset)
-    print(
-        f"the unset check: {check:.1f} ns per `if h.trace is not None` "
-        f"({added:.1f} ns over an empty statement); "
-        f"a segment costs {per_segment_us:.1f} us of CPU here, so the check is "
-        f"{added / 1000 / per_segment_us * 100:.3f}% of it (about 2 checks per segment: send and receive)"
+    per_segment_us = statistics.median(cpu_us(r) for r in results["unset"])
+    segments = int(statistics.median(r["segments"] for r in results["unset"]))
+    report.add(
+        "the unset check (`if h.trace is not None`) over an empty statement",
+        "ns",
+        [added],
+        loop="none",
+        better="lower",
+        note=f"{check:.1f} ns the check; {added / 1000 / per_segment_us * 100:.3f}% of a "
+        f"{per_segment_us:.1f} µs segment (about 2 checks per segment: send and receive); "
+        f"{segments} segments a transfer",
     )
-    before = " ".join(f"{x:.2f}" for x in load_before)
-    after = " ".join(f"{x:.2f}" for x in load_after)
-    print(f"load average (1, 5, 15 min) before {before}, after {after}")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":
