@@ -555,7 +555,7 @@ class TcpLayer:
                     self._sync_pmtu(conn, now)
                 shell = conn.user_data
                 if shell is not None:
-                    shell.process(now)  # type: ignore[attr-defined]
+                    shell.process(now)
                 else:
                     conn.output(now)
                     self.transmit(conn)
@@ -673,7 +673,7 @@ class TcpLayer:
             # The shell keeps its connection (for the application's later calls); the connection
             # lets go of the shell, so the pair is freed by reference counting, not by a gc pass.
             conn.user_data = None
-            shell.forget()  # type: ignore[attr-defined]
+            shell.forget()
 
     def link_resumed(self, link: LinkEndpoint) -> None:
         for conn in list(self.connections.values()):
