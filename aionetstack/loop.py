@@ -158,6 +158,23 @@ class _StackLoopMixin:
             else:
                 sock.close()  # it only held a host port; nothing will ever be accepted on it
             return server
+        if self.aionetstack_publish_loopback and not port and host in (None, "", "127.0.0.1", "localhost"):
+            # An ephemeral port to be published on the host: take it from the host first, so the
+            # stack's listener never lands on a port another process holds (it would be left
+            # unpublished, and a kernel client in a thread would be refused).
+            reserved = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            reserved.bind(("127.0.0.1", 0))
+            try:
+                server = await self._stack().create_server(
+                    protocol_factory, host, reserved.getsockname()[1], **kwargs
+                )
+            except BaseException:
+                reserved.close()
+                raise
+            from aionetstack.publish import publish_on
+
+            await publish_on(self, server, reserved)  # type: ignore[arg-type]  # the mixin is on a loop
+            return server
         server = await self._stack().create_server(protocol_factory, host, port, **kwargs)
         if self.aionetstack_publish_loopback:
             from aionetstack.publish import publish_loopback

@@ -188,8 +188,10 @@ async def test_records_expire_after_2msl_on_one_timer() -> None:
     client.add_interface(left, "10.0.0.1/24")
     server.add_interface(right, "10.0.0.2/24")
     async with client, server, await server.start_server(lambda r, w: w.close(), "10.0.0.2", 7):
-        for _ in range(50):
-            reader, writer = await client.open_connection("10.0.0.2", 7)
+        for i in range(50):
+            # Distinct client ports: a random ephemeral port that fell on one the server still
+            # holds in TIME-WAIT would (rightly) reuse that record, and leave 49.
+            reader, writer = await client.open_connection("10.0.0.2", 7, local_addr=("10.0.0.1", 40000 + i))
             assert await reader.read() == b""
             writer.close()
             await asyncio.sleep(0.1)
