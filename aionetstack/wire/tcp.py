@@ -6,7 +6,7 @@ import struct
 
 from aionetstack.errors import MalformedPacket
 from aionetstack.wire import Buffer
-from aionetstack.wire.checksum import internet_checksum
+from aionetstack.wire.checksum import ones_complement_sum
 
 __all__ = [
     "ACK",
@@ -50,6 +50,7 @@ OPT_TIMESTAMP = 8
 _HEADER = struct.Struct("!HHIIBBHHH")
 _TS_ALIGNED = struct.Struct("!II")
 _TS_PREFIX = b"\x01\x01\x08\x0a"
+_new_segment = object.__new__
 
 
 class TcpSegment:
@@ -160,18 +161,24 @@ def parse_tcp(buf: Buffer, offset: int = 0, end: int | None = None) -> TcpSegmen
     header_length = (data_offset >> 4) * 4
     if header_length < TCP_HEADER_LENGTH or header_length > end - offset:
         raise MalformedPacket("tcp-bad-data-offset", f"{header_length}, have {end - offset}")
-    segment = TcpSegment(
-        sport,
-        dport,
-        seq,
-        ack,
-        flags,
-        window,
-        memoryview(buf)[offset + header_length : end],
-        checksum=csum,
-        urgent=urgent,
-        header_length=header_length,
-    )
+    # Filled slot by slot rather than through __init__'s keywords: this runs for every segment,
+    # and the keyword call measured a third of the parse.
+    segment = _new_segment(TcpSegment)
+    segment.source_port = sport
+    segment.destination_port = dport
+    segment.seq = seq
+    segment.ack = ack
+    segment.flags = flags
+    segment.window = window
+    segment.payload = memoryview(buf)[offset + header_length : end]
+    segment.checksum = csum
+    segment.urgent = urgent
+    segment.header_length = header_length
+    segment.mss = None
+    segment.wscale = None
+    segment.sack_permitted = False
+    segment.sack_blocks = ()
+    segment.timestamp = None
     if header_length > TCP_HEADER_LENGTH:
         start = offset + TCP_HEADER_LENGTH
         # Fast path for the layout every mainstream stack uses on data segments: NOP NOP TS.
@@ -313,18 +320,22 @@ def tcp_header(
     offset_flags = ((header_length << 2) << 8) | flags
     value = 0
     if checksum:
-        value = internet_checksum(
-            payload,
-            int.from_bytes(src, "big")
-            + int.from_bytes(dst, "big")
-            + _PROTO_TCP
-            + header_length
-            + len(payload)
-            + ((sport << 16) | dport)
-            + seq
-            + ack
-            + ((offset_flags << 16) | window)
-            + (int.from_bytes(options, "big") if options else 0),
+        # internet_checksum's complement, with one call fewer on the per-segment path.
+        value = (
+            ~ones_complement_sum(
+                payload,
+                int.from_bytes(src, "big")
+                + int.from_bytes(dst, "big")
+                + _PROTO_TCP
+                + header_length
+                + len(payload)
+                + ((sport << 16) | dport)
+                + seq
+                + ack
+                + ((offset_flags << 16) | window)
+                + (int.from_bytes(options, "big") if options else 0),
+            )
+            & 0xFFFF
         )
     return _HEADER.pack(sport, dport, seq, ack, header_length << 2, flags, window, value, 0)
 

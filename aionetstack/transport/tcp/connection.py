@@ -45,6 +45,7 @@ from aionetstack.transport.tcp.state import (
     CAN_RECEIVE,
     CLOSED,
     CLOSING,
+    ESTABLISHED,
     FIN_RECEIVED,
     FIN_WAIT_2,
     LAST_ACK,
@@ -55,7 +56,7 @@ from aionetstack.transport.tcp.state import (
     TcpState,
 )
 from aionetstack.transport.tcp.timers import Timers
-from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment
+from aionetstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment
 
 __all__ = [
     "EV_CLOSED",
@@ -71,6 +72,9 @@ __all__ = [
     "TcpConnection",
     "TcpState",
 ]
+
+#: Header prediction takes a segment whose flags, PSH aside, are ACK alone (anything else: full path).
+_PREDICT_FLAGS = 0xFF & ~PSH
 
 
 class TcpConnection(Timers):
@@ -143,6 +147,35 @@ class TcpConnection(Timers):
             self.stats["paws_rejected"] += 1
             self._dupack(now, seg)
             return
+
+        # Header prediction (Van Jacobson; RFC 9293 §3.10.7.4's checks that cannot fail here): in
+        # ESTABLISHED, a segment with ACK alone (PSH allowed) at exactly RCV.NXT, in the window,
+        # acknowledging something in [SND.UNA, SND.MAX], passes the acceptability test (first), has
+        # no RST (second) nor SYN (fourth) and an acceptable ACK (fifth, RFC 5961 §5.2). So it goes
+        # straight to the ACK processing and the text, in the same order; anything else takes the
+        # full path below. Nothing is changed before the predicate holds.
+        if state is ESTABLISHED and flags & _PREDICT_FLAGS == ACK and seq == self.rcv_nxt:
+            snd_una = self.snd_una
+            ack = unwrap(seg.ack, snd_una)
+            if snd_una <= ack <= self.snd_max and (not length or self.rcv_adv > seq):
+                # RFC 7323 §4.3: remember TSval from the segment that covers the last ACK we sent.
+                if ts is not None and self.ts_ok and seq <= self.last_ack_sent:
+                    self.ts_recent = ts[0]
+                self._process_ack(seg, seq, ack, length, now)
+                state = self.state
+                if state == CLOSED:
+                    return
+                if length:
+                    if state in CAN_RECEIVE and not self.app_closed:
+                        if self.rcv_buffer < self.config.receive_buffer_max:
+                            self._rcv_rtt_measure(ts, length, now)  # for receive-buffer auto-tuning
+                        self._receive_data(seg.payload, seq, length, now)
+                    elif self.app_closed:
+                        self._receive_after_close()
+                        return
+                if self.peer_fin_seq is not None:
+                    self._after_text(flags, seq, length, now)
+                return
 
         # The peer's SYN again in SYN-RECEIVED (SEG.SEQ = IRS), or a simultaneous open's SYN-ACK.
         if (
@@ -225,13 +258,17 @@ class TcpConnection(Timers):
                     self._rcv_rtt_measure(ts, length, now)  # for receive-buffer auto-tuning
                 self._receive_data(seg.payload, seq, length, now)
             elif self.app_closed:
-                # RFC 1122 §4.2.2.13: data after CLOSE gets a reset.
-                self.outbox.append(outgoing((self.snd_nxt & MASK, 0, RST, 0, b"", b"")))
-                self._terminate(
-                    ConnectionResetError(errno.ECONNRESET, "data arrived after close; connection reset")
-                )
+                self._receive_after_close()
                 return
-        # Eighth: FIN.
+        self._after_text(flags, seq, length, now)
+
+    def _receive_after_close(self) -> None:
+        """RFC 1122 §4.2.2.13: data after CLOSE gets a reset."""
+        self.outbox.append(outgoing((self.snd_nxt & MASK, 0, RST, 0, b"", b"")))
+        self._terminate(ConnectionResetError(errno.ECONNRESET, "data arrived after close; connection reset"))
+
+    def _after_text(self, flags: int, seq: int, length: int, now: float) -> None:
+        """RFC 9293 §3.10.7.4 eighth step: the FIN, in order or held until the data before it."""
         if flags & FIN:
             fin_seq = seq + length
             if fin_seq >= self.rcv_nxt:
