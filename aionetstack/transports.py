@@ -101,6 +101,11 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
         deadline = conn.next_deadline()
         if deadline is not None and (self._timer is None or deadline < self._timer_at):
             self._arm(deadline)
+        elif deadline is None and self._timer is not None:
+            # Nothing pending any more (the handshake's RTO, once acknowledged): an idle connection
+            # keeps no handle, or 10,000 of them would each wake the loop once for nothing.
+            self._timer.cancel()
+            self._timer = None
         if self._socket is not None:
             self._socket.sync_readable()
         state = conn.state
