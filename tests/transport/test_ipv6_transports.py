@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import socket
 from collections.abc import AsyncIterator
 
@@ -18,7 +19,15 @@ from scapy.all import TCP, UDP, Ether, IPv6
 
 import aionetstack
 from tests.transport.ipv6_kit import MiniIpv6, add_ipv6, link_peers
-from tests.transport.tcp.stream_kit import CLIENT_IP, SERVER_IP, Net, receive_all, send_all, two_stacks
+from tests.transport.tcp.stream_kit import (
+    CLIENT_IP,
+    SERVER_IP,
+    Net,
+    pattern,
+    receive_all,
+    send_all,
+    two_stacks,
+)
 
 CLIENT6, SERVER6 = "fd00::1", "fd00::2"
 
@@ -69,9 +78,9 @@ async def test_tcp_over_ipv6_hashed_megabyte_both_ways_checksums_by_scapy() -> N
         sent = await send_all(writer, 1 << 20, seed=1)
         writer.write_eof()
         assert await done == (1 << 20, sent)
-        from tests.transport.tcp.stream_kit import pattern  # the server's bytes, hashed here
-
         import hashlib
+
+        from tests.transport.tcp.stream_kit import pattern  # the server's bytes, hashed here
 
         size, digest = await receive_all(reader)
         assert (size, digest) == (1 << 20, hashlib.sha256(pattern(1 << 20, 2)).hexdigest())
