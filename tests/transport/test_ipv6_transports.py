@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import socket
 from collections.abc import AsyncIterator
 
@@ -23,7 +22,6 @@ from tests.transport.tcp.stream_kit import (
     CLIENT_IP,
     SERVER_IP,
     Net,
-    pattern,
     receive_all,
     send_all,
     two_stacks,
