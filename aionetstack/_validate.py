@@ -9,7 +9,8 @@ exception is asyncio's type too, so code written against asyncio catches it:
 
 - a port outside 0..65535 is an ``OverflowError`` (what ``socket.connect``/``bind`` raise) that is
   also a ``ValueError`` (:class:`PortRangeError`);
-- an address family other than ``AF_INET`` is ``socket.gaierror(EAI_FAMILY)``, as getaddrinfo says;
+- an address family other than ``AF_INET``/``AF_INET6`` is ``socket.gaierror(EAI_FAMILY)``, as
+  getaddrinfo says;
 - an unknown service name for a port is ``socket.gaierror(EAI_SERVICE)``;
 - a socket-option value the kernel refuses is ``OSError(EINVAL)`` that is also a ``ValueError``
   (:class:`InvalidOptionValue`).
@@ -218,8 +219,10 @@ def address(
     proto: str | None = None,
     length_error: type[Exception] = TypeError,
 ) -> tuple[str | None, int]:
-    """A ``(host, port)`` pair; a tuple or list of any other length raises ``length_error``
-    (asyncio's ``create_connection`` unpacks ``local_addr`` and says ``ValueError``; its
+    """A ``(host, port)`` pair, or an IPv6 socket address ``(host, port, flowinfo, scope_id)``
+    (``flowinfo`` and ``scope_id`` may be left off, as ``socket`` takes them); returns
+    ``(host, port)``. A tuple or list of any other length raises ``length_error`` (asyncio's
+    ``create_connection`` unpacks ``local_addr`` and says ``ValueError``; its
     ``create_datagram_endpoint`` says ``TypeError``)."""
     if type(value) is tuple and len(value) == 2:
         h, p = value
@@ -227,8 +230,30 @@ def address(
             return value  # the common case (every sendto), without building the labels below
     if not isinstance(value, tuple | list):
         _type_error(name, "a (host, port) tuple", value)
-    if len(value) != 2:
-        raise length_error(f"{name} must be a (host, port) tuple, got {len(value)} items: {value!r}")
+    if not 2 <= len(value) <= 4:
+        raise length_error(
+            f"{name} must be a (host, port) or (host, port, flowinfo, scope_id) tuple, "
+            f"got {len(value)} items: {value!r}"
+        )
+    if len(value) > 2:
+        # As socket's AF_INET6 addresses: flowinfo is the 20-bit flow label (RFC 8200 §6),
+        # scope_id an interface index; out of range is socket's OverflowError.
+        for i, label, top in ((2, "flowinfo", 0xFFFFF), (3, "scope_id", 0xFFFFFFFF))[: len(value) - 2]:
+            item = value[i]
+            if isinstance(item, bool) or not isinstance(item, int):
+                _type_error(f"{name}[{i}] ({label})", "an int", item)
+            if not 0 <= item <= top:
+                raise OverflowError(f"{name}[{i}] ({label}) must be 0-{top}, got {item!r}")
+        ipv6_host = value[0]
+        if isinstance(ipv6_host, str) and ipv6_host and ":" not in ipv6_host:
+            try:
+                socket.inet_pton(socket.AF_INET, ipv6_host)
+            except OSError:
+                pass
+            else:
+                raise ValueError(
+                    f"{name} is an IPv6 socket address (4-tuple) but its host {ipv6_host!r} is IPv4"
+                )
     return (
         host(f"{name}[0] (host)", value[0], allow_none=allow_none_host),
         port(f"{name}[1] (port)", value[1], proto=proto),
@@ -277,13 +302,14 @@ class HostTable(dict[str, str]):
 
 
 def family(name: str, value: Any) -> int:
-    """``0`` (unspecified) or ``AF_INET``: the stack speaks IPv4 only. Another family is what
-    ``getaddrinfo`` says for one it cannot serve: ``gaierror(EAI_FAMILY)``."""
+    """``0`` (unspecified), ``AF_INET`` or ``AF_INET6``. Another family is what ``getaddrinfo``
+    says for one it cannot serve: ``gaierror(EAI_FAMILY)``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        _type_error(name, "an int (socket.AF_INET)", value)
-    if value not in (0, socket.AF_INET):
+        _type_error(name, "an int (socket.AF_INET or socket.AF_INET6)", value)
+    if value not in (0, socket.AF_INET, socket.AF_INET6):
         raise socket.gaierror(
-            socket.EAI_FAMILY, f"{name}={value!r} is not supported: aionetstack speaks IPv4 only (AF_INET)"
+            socket.EAI_FAMILY,
+            f"{name}={value!r} is not supported: aionetstack speaks IPv4 and IPv6 (AF_INET, AF_INET6)",
         )
     return value
 

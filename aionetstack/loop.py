@@ -35,6 +35,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from aionetstack import _validate
+from aionetstack.addresses import family_of, sockaddr
 from aionetstack.stack import Stack, current_stack
 
 __all__ = ["loop_factory", "run"]
@@ -210,25 +211,24 @@ class _StackLoopMixin:
         self, host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
     ) -> list[Any]:
         host, port = _validate.getaddrinfo_args(host, port, family, type, proto, flags)
-        if family not in (0, socket.AF_INET, socket.AF_UNSPEC):
-            raise socket.gaierror(socket.EAI_FAMILY, "aionetstack resolves IPv4 (AF_INET) only")
         if isinstance(host, bytes):
             host = host.decode("idna")
         if isinstance(port, str):
             port = int(port) if port.isdigit() else socket.getservbyname(port)
-        address = await self._stack().resolve_address_async(
-            (host, port or 0), passive=bool(flags & socket.AI_PASSIVE)
+        addresses = await self._stack().resolve_addresses_async(
+            (host, port or 0), passive=bool(flags & socket.AI_PASSIVE), family=family
         )
-        ip = socket.inet_ntoa(address[0])
         types = [type] if type else [socket.SOCK_STREAM, socket.SOCK_DGRAM]
+        # As getaddrinfo: every address with every type, an AF_INET6 one as a 4-tuple.
         return [
             (
-                socket.AF_INET,
+                family_of(address),
                 t,
                 proto or (socket.IPPROTO_TCP if t == socket.SOCK_STREAM else socket.IPPROTO_UDP),
                 "",
-                (ip, address[1]),
+                sockaddr(address, number),
             )
+            for address, number in addresses
             for t in types
         ]
 

@@ -8,11 +8,15 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from aionetstack import _validate
+from aionetstack.addresses import ANY4, ANY6, family_of, parse_ip_any
 
 if TYPE_CHECKING:
     from aionetstack.resolver import StubResolver
 
-__all__ = ["NameResolution"]
+__all__ = ["LOOPBACK4", "LOOPBACK6", "NameResolution"]
+
+LOOPBACK4 = b"\x7f\x00\x00\x01"
+LOOPBACK6 = bytes(15) + b"\x01"  #: ::1 (RFC 4291 §2.5.3)
 
 
 class NameResolution:
@@ -21,38 +25,73 @@ class NameResolution:
     hosts: dict[str, str]  #: name -> dotted quad, checked as set
     resolver: StubResolver | None
 
-    def resolve_address(self, addr: Any, passive: bool = False) -> tuple[bytes, int]:
-        """``(host, port)`` to ``(4-byte address, port)``: numeric, ``localhost`` or ``stack.hosts``."""
+    def resolve_address(self, addr: Any, passive: bool = False, family: int = 0) -> tuple[bytes, int]:
+        """``(host, port)`` or ``(host, port, flowinfo, scope_id)`` to ``(address, port)``, the
+        address 4 bytes (IPv4) or 16 (IPv6): numeric, ``localhost`` or ``stack.hosts``."""
         host, port = _validate.address("address", addr)
-        return self.resolve_host(host, passive), port
+        return self.resolve_host(host, passive, family), port
 
-    def resolve_host(self, host: str | None, passive: bool = False) -> bytes:
+    def resolve_host(self, host: str | None, passive: bool = False, family: int = 0) -> bytes:
+        """The first of :meth:`resolve_hosts`."""
+        return self.resolve_hosts(host, passive, family)[0]
+
+    def resolve_hosts(self, host: str | None, passive: bool = False, family: int = 0) -> list[bytes]:
+        """Every address ``host`` names for ``family`` (0: both), in getaddrinfo's order.
+
+        ``None`` (passive) is the wildcard of each family; ``localhost`` is ``127.0.0.1`` and, on
+        a stack with IPv6, ``::1`` after it (this order is what the host's own resolver gives
+        for a hosts file listing ``127.0.0.1 localhost`` first). A numeric address of the other
+        family than ``family`` is getaddrinfo's ``EAI_ADDRFAMILY``.
+        """
         host = _validate.host("host", host)
+        v6 = self._has_ipv6()
         if host is None or host == "":
-            if passive:
-                return b"\x00\x00\x00\x00"
-            raise ValueError("a destination host is required")
+            if not passive:
+                raise ValueError("a destination host is required")
+            if family == socket.AF_INET6:
+                return [ANY6]
+            return [ANY4, ANY6] if family == 0 and v6 else [ANY4]
         if host in self.hosts:
             name, host = host, self.hosts[host]
             _validate.ipv4(f"stack.hosts[{name!r}]", host)  # a plain dict put in place of the table
         if host == "localhost":
-            return b"\x7f\x00\x00\x01"
-        try:
-            return ipaddress.IPv4Address(host).packed
-        except ValueError:
+            if family == socket.AF_INET6:
+                return [LOOPBACK6]
+            return [LOOPBACK4, LOOPBACK6] if family == 0 and v6 else [LOOPBACK4]
+        address = parse_ip_any(host)
+        if address is None:
             raise socket.gaierror(
-                socket.EAI_NONAME, f"cannot resolve {host!r}: not an IPv4 address or a name in stack.hosts"
-            ) from None
+                socket.EAI_NONAME, f"cannot resolve {host!r}: not an IP address or a name in stack.hosts"
+            )
+        if family and family != family_of(address):
+            raise socket.gaierror(
+                getattr(socket, "EAI_ADDRFAMILY", socket.EAI_FAMILY),
+                f"{host!r} is not an address of family={socket.AddressFamily(family).name}",
+            )
+        return [address]
 
-    async def resolve_address_async(self, addr: Any, passive: bool = False) -> tuple[bytes, int]:
+    def _has_ipv6(self) -> bool:
+        networks = getattr(self, "networks", None)
+        return networks is not None and 16 in networks.by_address_length
+
+    async def resolve_address_async(
+        self, addr: Any, passive: bool = False, family: int = 0
+    ) -> tuple[bytes, int]:
         """As :meth:`resolve_address`, then asking the DNS servers of :meth:`set_nameservers`."""
+        return (await self.resolve_addresses_async(addr, passive, family))[0]
+
+    async def resolve_addresses_async(
+        self, addr: Any, passive: bool = False, family: int = 0
+    ) -> list[tuple[bytes, int]]:
+        """Every ``(address, port)`` of ``addr``, as getaddrinfo lists them."""
+        host, port = _validate.address("address", addr)
         try:
-            return self.resolve_address(addr, passive)
-        except socket.gaierror:
-            if self.resolver is None:
+            return [(a, port) for a in self.resolve_hosts(host, passive, family)]
+        except socket.gaierror as exc:
+            if self.resolver is None or exc.errno != socket.EAI_NONAME:
                 raise
         addresses = await self.resolver.resolve(addr[0])
-        return ipaddress.IPv4Address(addresses[0]).packed, addr[1]
+        return [(ipaddress.IPv4Address(addresses[0]).packed, port)]
 
     def set_nameservers(
         self, nameservers: list[str | tuple[str, int]], *, timeout: float = 2.0, attempts: int = 2

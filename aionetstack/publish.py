@@ -208,7 +208,7 @@ async def publish_loopback(loop: asyncio.AbstractEventLoop, server: Server) -> N
     """Publish each loopback address ``server`` listens on at the same address and port on the
     host; a port the host already uses is left unpublished (counted as ``publish.host-port-busy``)."""
     for listening in server.sockets:
-        host, port = listening.getsockname()
+        host, port = listening.getsockname()[:2]
         if not host.startswith("127.") and host != "0.0.0.0":
             continue
         host = "127.0.0.1" if host == "0.0.0.0" else host

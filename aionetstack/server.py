@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from aionetstack import _validate
+from aionetstack.addresses import ANY4, family_of, format_ip, sockaddr, wildcard
 from aionetstack.transport.tcp.listener import TcpListener
-from aionetstack.wire.ipv4 import format_ip
 
 if TYPE_CHECKING:
     from aionetstack.publish import Publication
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ListeningSocket", "Server", "create_server"]
 
-ANY = b"\x00\x00\x00\x00"
+ANY = ANY4
 
 
 class ListeningSocket:
@@ -29,14 +29,17 @@ class ListeningSocket:
 
     __slots__ = ("_listener",)
 
-    family = socket.AF_INET
     type = socket.SOCK_STREAM
 
     def __init__(self, listener: TcpListener) -> None:
         self._listener = listener
 
-    def getsockname(self) -> tuple[str, int]:
-        return (format_ip(self._listener.address), self._listener.port)
+    @property
+    def family(self) -> socket.AddressFamily:
+        return family_of(self._listener.address)
+
+    def getsockname(self) -> tuple[str, int] | tuple[str, int, int, int]:
+        return sockaddr(self._listener.address, self._listener.port)
 
     def fileno(self) -> int:
         return -1
@@ -224,7 +227,13 @@ async def create_server(
     )
     if sock is not None:
         raise ValueError("sock= names a kernel socket; aionetstack servers cannot use one")
-    addresses = [stack.resolve_host(h, passive=True) for h in hosts]
+    # host None or "": every address of every family, one listener each as asyncio makes one
+    # socket each (the IPv6 one IPV6_V6ONLY); a name is every address it resolves to.
+    addresses: list[bytes] = []
+    for h in hosts:
+        for address in stack.resolve_hosts(h, passive=True, family=family):
+            if address not in addresses:
+                addresses.append(address)
     server = Server(stack, protocol_factory, ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
     layer = stack.tcp
     from aionetstack.transport.ports import pick_ephemeral_port
@@ -232,14 +241,22 @@ async def create_server(
     if port == 0:
         port = pick_ephemeral_port(lambda p: any(layer.port_in_use(a, p) for a in addresses))
     for address in addresses:
-        if address != ANY and address not in stack.local_addresses:
+        any_address = wildcard(address)
+        if address != any_address and not (
+            address in stack.local_addresses
+            if len(address) == 4
+            else layer.network_for(address).is_local(address)
+        ):
             raise OSError(
                 errno.EADDRNOTAVAIL, f"{format_ip(address)} is not an address of stack {stack.name}"
             )
         if (
             (address, port) in layer.listeners
-            or (ANY, port) in layer.listeners
-            or (address == ANY and any(key[1] == port for key in layer.listeners))
+            or (any_address, port) in layer.listeners
+            or (
+                address == any_address
+                and any(key[1] == port and len(key[0]) == len(address) for key in layer.listeners)
+            )
         ):
             for listener in server._listeners:
                 listener.close()

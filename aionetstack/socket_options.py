@@ -62,9 +62,13 @@ class TcpSocketOptions:
         self._peer_fd = -1  # the writing end where eventfd is missing (a socketpair)
         self._fd_set = False
 
-    family = socket.AF_INET
     type = socket.SOCK_STREAM
     proto = socket.IPPROTO_TCP
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        """AF_INET6 for a connection over IPv6, as the kernel socket under it would be."""
+        return socket.AF_INET6 if len(self._transport._conn.local_ip) == 16 else socket.AF_INET
 
     def setsockopt(self, level: int, option: int, value: int | bytes | None, optlen: int = 0) -> None:
         _validate.sockopt_call(level, option, value)
@@ -158,10 +162,10 @@ class TcpSocketOptions:
                 return _option_value(self._options.get((level, option), 0), buflen)
         raise OSError(errno.ENOPROTOOPT, f"socket option ({level}, {option}) is not supported by aionetstack")
 
-    def getsockname(self) -> tuple[str, int]:
+    def getsockname(self) -> tuple[str, int] | tuple[str, int, int, int]:
         return self._transport.get_extra_info("sockname")  # type: ignore[no-any-return]
 
-    def getpeername(self) -> tuple[str, int]:
+    def getpeername(self) -> tuple[str, int] | tuple[str, int, int, int]:
         return self._transport.get_extra_info("peername")  # type: ignore[no-any-return]
 
     def gettimeout(self) -> float:

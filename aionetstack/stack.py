@@ -141,7 +141,7 @@ class Stack(NameResolution, ForwarderSetup):
         )
         self.icmp = IcmpLayer(self.ip, self.transports, options=self.options, counters=counters, clock=clock)
         self.ip.icmp = self.icmp
-        self.udp = UdpLayer(self.ip, counters)
+        self.udp = UdpLayer(self.ip, counters, networks=self.networks)
         self.tcp = TcpLayer(
             self.ip,
             config=self.tcp_config,
@@ -150,6 +150,7 @@ class Stack(NameResolution, ForwarderSetup):
             counters=counters,
             clock=clock,
             scheduler=self,
+            networks=self.networks,
         )
         self.networks.register(self.ip)
         self._by_ethertype = self.networks.by_ethertype  # the dict itself: one lookup a frame

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import ssl as ssl_module
-from asyncio import sslproto
-from collections.abc import Callable
+from asyncio import sslproto, staggered
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aionetstack import _validate
+from aionetstack.addresses import is_wildcard, sockaddr, wildcard
 from aionetstack.socket_options import TcpSocketOptions
 from aionetstack.transport.tcp.connection import (
     EV_CLOSED,
@@ -27,7 +29,6 @@ from aionetstack.transport.tcp.connection import (
     TcpConnection,
     TcpState,
 )
-from aionetstack.wire.ipv4 import format_ip
 
 if TYPE_CHECKING:
     from aionetstack.server import Server
@@ -445,9 +446,9 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         conn = self._conn
         if name == "peername":
-            return (format_ip(conn.remote_ip), conn.remote_port)
+            return sockaddr(conn.remote_ip, conn.remote_port)
         if name == "sockname":
-            return (format_ip(conn.local_ip), conn.local_port)
+            return sockaddr(conn.local_ip, conn.local_port)
         if name == "connection":
             return conn
         if name == "tcp_info":
@@ -569,16 +570,99 @@ async def create_connection(
         raise ValueError("sock= names a kernel socket; aionetstack connections cannot use one")
     if host is None or port is None:
         raise ValueError("host and port must be specified")
-    loop = asyncio.get_running_loop()
-    remote = await stack.resolve_address_async((host, port))
+    remotes = await stack.resolve_addresses_async((host, port), family=family)
+    local: tuple[bytes, int] | None = None
     if local_addr is not None:
-        local_ip, local_port = await stack.resolve_address_async(local_addr, passive=True)
-    else:
-        local_ip, local_port = ANY, 0
-    if local_ip == ANY:
-        local_ip = stack.ip.source_address(remote[0])
-    elif local_ip not in stack.local_addresses:
-        raise OSError(errno.EADDRNOTAVAIL, f"{local_addr[0]} is not an address of stack {stack.name}")  # type: ignore[index]
+        local = await stack.resolve_address_async(local_addr, passive=True, family=family)
+        # asyncio pairs each remote address with a local one of its family; ours has one.
+        remotes = [r for r in remotes if len(r[0]) == len(local[0])] or remotes
+    if len(remotes) == 1:
+        return await _connect_to(
+            stack,
+            protocol_factory,
+            remotes[0],
+            local,
+            local_addr,
+            host,
+            ssl=ssl,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+    if happy_eyeballs_delay is not None and interleave is None:
+        interleave = 1  # asyncio: a delay without interleave interleaves by one
+    if interleave:
+        remotes = _interleave(remotes, interleave)
+
+    def attempt(
+        remote: tuple[bytes, int],
+    ) -> Callable[[], Awaitable[tuple[asyncio.Transport, asyncio.BaseProtocol]]]:
+        return lambda: _connect_to(
+            stack,
+            protocol_factory,
+            remote,
+            local,
+            local_addr,
+            host,
+            ssl=ssl,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+
+    # RFC 8305 §5 through asyncio's own race: the next attempt starts after the delay or as soon
+    # as the one before fails; the first to connect wins and the others are cancelled.
+    winner, _index, errors = await staggered.staggered_race(
+        [attempt(r) for r in remotes], happy_eyeballs_delay
+    )
+    if winner is not None:
+        return winner  # type: ignore[no-any-return]
+    failures = [e for e in errors if e is not None]
+    if all_errors:
+        raise ExceptionGroup("create_connection failed", failures)
+    if len(failures) == 1 or all(str(f) == str(failures[0]) for f in failures):
+        raise failures[0]
+    raise OSError(f"Multiple exceptions: {', '.join(str(f) for f in failures)}")
+
+
+def _interleave(remotes: list[tuple[bytes, int]], first_family_count: int) -> list[tuple[bytes, int]]:
+    """RFC 8305 §4, as asyncio's ``_interleave_addrinfos``: ``first_family_count`` addresses of
+    the first family, then alternate families."""
+    by_family: dict[int, list[tuple[bytes, int]]] = {}
+    for remote in remotes:
+        by_family.setdefault(len(remote[0]), []).append(remote)
+    lists = list(by_family.values())
+    ordered: list[tuple[bytes, int]] = []
+    if first_family_count > 1:
+        ordered.extend(lists[0][: first_family_count - 1])
+        del lists[0][: first_family_count - 1]
+    for group in itertools.zip_longest(*lists):
+        ordered.extend(r for r in group if r is not None)
+    return ordered
+
+
+async def _connect_to(
+    stack: Stack,
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    remote: tuple[bytes, int],
+    local: tuple[bytes, int] | None,
+    local_addr: Any,
+    host: str,
+    *,
+    ssl: ssl_module.SSLContext | bool | None,
+    server_hostname: str | None,
+    ssl_handshake_timeout: float | None,
+    ssl_shutdown_timeout: float | None,
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+    """One connection attempt to ``remote`` (one address of the host)."""
+    loop = asyncio.get_running_loop()
+    local_ip, local_port = local if local is not None else (wildcard(remote[0]), 0)
+    if len(local_ip) != len(remote[0]):
+        raise OSError(errno.EAFNOSUPPORT, "local_addr and the remote host are of different address families")
+    if is_wildcard(local_ip):
+        local_ip = stack.tcp.network_for(remote[0]).source_address(remote[0])
+    elif not stack.tcp.network_for(local_ip).is_local(local_ip):
+        raise OSError(errno.EADDRNOTAVAIL, f"{local_addr[0]} is not an address of stack {stack.name}")
     app_protocol = protocol_factory()
     protocol: asyncio.BaseProtocol = app_protocol
     ssl_waiter: asyncio.Future[None] | None = None

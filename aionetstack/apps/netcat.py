@@ -114,7 +114,7 @@ async def _accept_one(
         raise NetcatError(describe(exc, f"listen on port {port}")) from None
     try:
         if on_listening is not None:
-            on_listening(server.sockets[0].getsockname())
+            on_listening(server.sockets[0].getsockname()[:2])
         return await accepted
     finally:
         server.close()  # later SYNs are refused (RFC 9293 §3.10.7.1 CLOSED)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aionetstack import _validate
+from aionetstack.addresses import ANY4, ANY6, family_of, format_ip, ip_header_length, sockaddr, wildcard
 from aionetstack.errors import MalformedPacket
-from aionetstack.network.registration import Counters, NetworkEndpoint, NetworkHeader
+from aionetstack.network.registration import Counters, NetworkEndpoint, NetworkHeader, NetworkProtocols
 from aionetstack.transport.ports import pick_ephemeral_port
 from aionetstack.wire import Buffer
 from aionetstack.wire.checksum import internet_checksum, ones_complement_sum, pseudo_header_sum
-from aionetstack.wire.ipv4 import PROTO_UDP, format_ip
+from aionetstack.wire.ipv4 import PROTO_UDP
 from aionetstack.wire.udp import UDP_HEADER_LENGTH
 
 if TYPE_CHECKING:
@@ -24,7 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DatagramForwarder", "UdpLayer", "UdpTransport"]
 
-ANY = b"\x00\x00\x00\x00"
+ANY = ANY4
+#: Each family's wildcard, by address length: "0.0.0.0" and "::" are two binds (IPV6_V6ONLY).
+_WILDCARD = {4: ANY4, 16: ANY6}
 MAX_UDP_PAYLOAD = 65535 - 20 - UDP_HEADER_LENGTH
 _HEADER = struct.Struct("!HHHH")
 
@@ -41,26 +45,41 @@ class UdpLayer:
 
     number = PROTO_UDP
 
-    def __init__(self, network: NetworkEndpoint, counters: Counters) -> None:
-        self.network = network
+    def __init__(
+        self, network: NetworkEndpoint, counters: Counters, networks: NetworkProtocols | None = None
+    ) -> None:
+        self.network = network  #: IPv4's
+        self.networks = networks  #: every family's, by address length
         self.counters = counters
         self.forwarder: DatagramForwarder | None = None
         self.endpoints: dict[tuple[bytes, int], UdpTransport] = {}
         # Transports whose protocol we paused because the link they send on held frames back.
         self._paused: dict[UdpTransport, LinkEndpoint] = {}
 
-    def port_in_use(self, port: int) -> bool:
-        return any(key[1] == port for key in self.endpoints)
+    def network_for(self, address: bytes) -> NetworkEndpoint:
+        """The network endpoint of ``address``'s family (looked up per datagram sent: UDP has no
+        connection to remember it in, and the look-up is one dict get)."""
+        if len(address) == 4 or self.networks is None:
+            return self.network
+        network = self.networks.for_address(address)
+        if network is None:
+            raise OSError(errno.EAFNOSUPPORT, "this stack has no network protocol for IPv6 addresses")
+        return network
+
+    def port_in_use(self, port: int, length: int = 4) -> bool:
+        return any(key[1] == port and len(key[0]) == length for key in self.endpoints)
 
     def bind(self, transport: UdpTransport, address: bytes, port: int) -> int:
         """Register ``transport`` at ``address:port`` (port 0 picks an ephemeral one)."""
+        any_address = _WILDCARD[len(address)]
         if port == 0:
-            port = pick_ephemeral_port(self.port_in_use)
+            port = pick_ephemeral_port(lambda p: self.port_in_use(p, len(address)))
         elif (address, port) in self.endpoints or (
-            (ANY, port) in self.endpoints or (address == ANY and self.port_in_use(port))
+            (any_address, port) in self.endpoints
+            or (address == any_address and self.port_in_use(port, len(address)))
         ):
             raise OSError(errno.EADDRINUSE, f"UDP address {format_ip(address)}:{port} is already in use")
-        if address != ANY and not self.network.is_local(address):
+        if address != any_address and not self.network_for(address).is_local(address):
             raise OSError(errno.EADDRNOTAVAIL, f"{format_ip(address)} is not an address of this stack")
         self.endpoints[(address, port)] = transport
         return port
@@ -88,14 +107,17 @@ class UdpLayer:
             if ones_complement_sum(memoryview(buf)[start:end], pseudo) != 0xFFFF:
                 raise MalformedPacket("udp-bad-checksum")
         counters["udp.received"] += 1
-        endpoint = self.endpoints.get((header.destination, dport)) or self.endpoints.get((ANY, dport))
+        destination = header.destination
+        endpoint = self.endpoints.get((destination, dport)) or self.endpoints.get(
+            (_WILDCARD[len(destination)], dport)
+        )
         if endpoint is None:
             forwarder = self.forwarder
             if forwarder is not None:
                 forwarder.datagram(header, sport, dport, bytes(buf[start + UDP_HEADER_LENGTH : end]))
                 return
             counters["udp.dropped.no-port"] += 1
-            self.network.port_unreachable(header, buf, ip_offset)  # RFC 1122 §4.1.3.1
+            self.network_for(destination).port_unreachable(header, buf, ip_offset)  # RFC 1122 §4.1.3.1
             return
         remote = endpoint.remote
         if remote is not None and (remote[0] != header.source or remote[1] != sport):
@@ -117,7 +139,7 @@ class UdpLayer:
         ports_at: int,
         end: int,
     ) -> None:
-        endpoint = self.endpoints.get((source, sport)) or self.endpoints.get((ANY, sport))
+        endpoint = self.endpoints.get((source, sport)) or self.endpoints.get((_WILDCARD[len(source)], sport))
         if endpoint is None:
             return
         if endpoint.remote != (destination, dport):
@@ -133,15 +155,16 @@ class UdpLayer:
         self, source: bytes, sport: int, destination: bytes, dport: int, data: Buffer, owner: Any
     ) -> None:
         length = UDP_HEADER_LENGTH + len(data)
-        network = self.network
+        network = self.network_for(destination)
         path = network.route(destination, source)
         iface = path[0]
         checksum = 0
         link = iface.link
-        if not link.checksum_offload or length + 20 > link.mtu:
+        if not link.checksum_offload or length + ip_header_length(destination) > link.mtu:
             # Offload cannot fill in a checksum that spans fragments (no NIC sees the whole
             # datagram), so a datagram we fragment in software gets its checksum here, as
-            # Linux does without UFO; the wire then carries a valid one (RFC 768).
+            # Linux does without UFO; the wire then carries a valid one (RFC 768; over IPv6 it is
+            # mandatory, RFC 8200 §8.1, and the same sum over the IPv6 pseudo-header).
             pseudo = pseudo_header_sum(source, destination, PROTO_UDP, length) + (
                 (sport << 48) | (dport << 32) | (length << 16)
             )
@@ -197,7 +220,7 @@ class UdpTransport(asyncio.DatagramTransport):
         if self._closing:
             return
         try:
-            self._protocol.datagram_received(data, (format_ip(source), sport))
+            self._protocol.datagram_received(data, sockaddr(source, sport))
         except Exception as exc:  # a protocol's bug must not stop the stack
             self._stack.report_callback_error("datagram_received", exc, self._protocol)
 
@@ -246,9 +269,7 @@ class UdpTransport(asyncio.DatagramTransport):
         else:
             destination, dport = self._stack.resolve_address(addr)
             if self.remote is not None and (destination, dport) != self.remote:
-                raise ValueError(
-                    f"Invalid address: must be None or {(format_ip(self.remote[0]), self.remote[1])}"
-                )
+                raise ValueError(f"Invalid address: must be None or {sockaddr(*self.remote)}")
         try:
             if len(data) > MAX_UDP_PAYLOAD:
                 raise OSError(
@@ -258,8 +279,12 @@ class UdpTransport(asyncio.DatagramTransport):
                 # Linux: EACCES without SO_BROADCAST (ip_route_output, RFC 1122 §3.3.6).
                 raise PermissionError(errno.EACCES, "a broadcast address needs allow_broadcast=True")
             source = self._local[0]
-            if source == ANY:
-                source = self._stack.ip.source_address(destination)  # ENETUNREACH without a route
+            if len(source) != len(destination):
+                # An AF_INET6 socket given an IPv4 address (or the reverse): sendto(2) refuses it.
+                raise OSError(errno.EAFNOSUPPORT, "the address is not of this endpoint's family")
+            if source == _WILDCARD[len(source)]:
+                # ENETUNREACH without a route
+                source = self._stack.udp.network_for(destination).source_address(destination)
             self._stack.udp.send(source, self._local[1], destination, dport, data, self)
         except OSError as exc:
             # asyncio's datagram transports report what sendto(2) refuses (EMSGSIZE, EACCES,
@@ -292,9 +317,9 @@ class UdpTransport(asyncio.DatagramTransport):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "sockname":
-            return (format_ip(self._local[0]), self._local[1])
+            return sockaddr(*self._local)
         if name == "peername":
-            return (format_ip(self.remote[0]), self.remote[1]) if self.remote else default
+            return sockaddr(*self.remote) if self.remote else default
         if name == "stack":
             return self._stack
         return default
@@ -338,13 +363,21 @@ async def create_datagram_endpoint(
     )
     if sock is not None:
         raise ValueError("sock= names a kernel socket; aionetstack endpoints cannot use one")
-    remote = await stack.resolve_address_async(remote_addr) if remote_addr is not None else None
+    remote = (
+        await stack.resolve_address_async(remote_addr, family=family) if remote_addr is not None else None
+    )
     if local_addr is not None:
-        local_ip, local_port = await stack.resolve_address_async(local_addr, passive=True)
+        local_ip, local_port = await stack.resolve_address_async(
+            local_addr, passive=True, family=family or (family_of(remote[0]) if remote else 0)
+        )
     else:
-        local_ip, local_port = ANY, 0
-    if remote is not None and local_ip == ANY:
-        local_ip = stack.ip.source_address(remote[0])
+        # No local address: the wildcard of the remote's family, or of family= (IPv4 by default).
+        local_ip = wildcard(remote[0]) if remote is not None else (ANY6 if family == socket.AF_INET6 else ANY)
+        local_port = 0
+    if remote is not None and len(local_ip) != len(remote[0]):
+        raise OSError(errno.EAFNOSUPPORT, "local_addr and remote_addr are of different address families")
+    if remote is not None and local_ip == _WILDCARD[len(local_ip)]:
+        local_ip = stack.udp.network_for(remote[0]).source_address(remote[0])
     protocol = protocol_factory()
     transport = UdpTransport(stack, protocol, (local_ip, 0), remote, bool(allow_broadcast))
     port = stack.udp.bind(transport, local_ip, local_port)

@@ -9,6 +9,7 @@ import os
 import struct
 from typing import TYPE_CHECKING, Protocol
 
+from aionetstack.addresses import ANY4, ANY6, ip_header_length
 from aionetstack.errors import MalformedPacket
 from aionetstack.network.pmtu import MIN_PMTU, next_lower_plateau
 from aionetstack.network.registration import (
@@ -17,6 +18,7 @@ from aionetstack.network.registration import (
     Counters,
     NetworkEndpoint,
     NetworkHeader,
+    NetworkProtocols,
     PacketOwner,
     Scheduler,
 )
@@ -62,7 +64,11 @@ if TYPE_CHECKING:
 
 __all__ = ["SynForwarder", "TcpLayer"]
 
-ANY = b"\x00\x00\x00\x00"
+ANY = ANY4
+#: The wildcard address of each family, by address length: a listener on "::" is an IPv6 one
+#: only (IPV6_V6ONLY, as asyncio sets on the sockets of create_server), so "0.0.0.0" and "::"
+#: are two listeners, as they are two sockets for asyncio (RFC 3493 §5.3).
+_WILDCARD = {4: ANY4, 16: ANY6}
 _TIME_WAIT = TcpState.TIME_WAIT
 _CLOSED = TcpState.CLOSED
 _SYN_SENT = TcpState.SYN_SENT
@@ -103,8 +109,10 @@ class TcpLayer:
         counters: Counters,
         clock: Clock,
         scheduler: Scheduler,
+        networks: NetworkProtocols | None = None,
     ) -> None:
-        self.network = network
+        self.network = network  #: IPv4's (the family every stack has)
+        self.networks = networks  #: every family's, by address length (IPv6 when registered)
         self.config = config
         self.options = options
         self.pmtu = pmtu
@@ -144,18 +152,33 @@ class TcpLayer:
 
     # ------------------------------------------------------------------ demultiplexing
 
+    def network_for(self, address: bytes) -> NetworkEndpoint:
+        """The network endpoint of ``address``'s family: looked up once per connection or per
+        call, never per segment (a connection's family never changes)."""
+        if len(address) == 4 or self.networks is None:
+            return self.network
+        network = self.networks.for_address(address)
+        if network is None:
+            raise OSError(errno.EAFNOSUPPORT, "this stack has no network protocol for IPv6 addresses")
+        return network
+
     def port_in_use(self, address: bytes, port: int) -> bool:
-        if (address, port) in self.listeners or (ANY, port) in self.listeners:
+        any_address = _WILDCARD[len(address)]
+        if (address, port) in self.listeners or (any_address, port) in self.listeners:
             return True
-        return any(key[1] == port and (key[0] == address or address == ANY) for key in self.connections)
+        return any(
+            key[1] == port and (key[0] == address or (address == any_address and len(key[0]) == len(address)))
+            for key in self.connections
+        )
 
     def new_connection(
         self, local: tuple[bytes, int], remote: tuple[bytes, int], now: float, iss: int | None = None
     ) -> TcpConnection:
         """A connection on the route to ``remote``; ``iss`` given only by a SYN cookie (RFC 4987)."""
         config = self.config
-        iface, _ = self.network.route(remote[0])
-        mss = iface.link.mtu - 40  # RFC 9293 §3.7.1: MTU minus fixed IP and TCP headers
+        iface, _ = self.network_for(remote[0]).route(remote[0])
+        # RFC 9293 §3.7.1: MTU minus the fixed IP and TCP headers (RFC 8200 §3: IPv6's is 40).
+        mss = iface.link.mtu - 20 - ip_header_length(remote[0])
         if iss is None:
             iss = self.isn.isn(local[0], local[1], remote[0], remote[1], now)
         conn = TcpConnection(config, local, remote, iss, mss, self.challenge)
@@ -277,7 +300,9 @@ class TcpLayer:
     def _listener_input(
         self, iface: Interface, header: NetworkHeader, seg: TcpSegment, key: Key, now: float
     ) -> None:
-        listener = self.listeners.get((key[0], key[1])) or self.listeners.get((ANY, key[1]))
+        listener = self.listeners.get((key[0], key[1])) or self.listeners.get(
+            (_WILDCARD[len(key[0])], key[1])
+        )
         flags = seg.flags
         if listener is not None and listener.accepting:
             # RFC 9293 §3.10.7.2 LISTEN: RST ignored; ACK answered with RST; SYN opens.
@@ -314,7 +339,7 @@ class TcpLayer:
         else:
             seg_len = len(seg.payload) + (1 if seg.flags & SYN else 0) + (seg.flags & 1)
             seq, ack, flags = 0, (seg.seq + seg_len) & MASK, RST | ACK
-        if self.network.reply_unroutable(header.source):
+        if self.network_for(header.source).reply_unroutable(header.source):
             self.counters["tcp.dropped.reset-unroutable"] += 1  # a stranger's address: drop, count
             return
         self.counters["tcp.resets-sent"] += 1
@@ -360,10 +385,13 @@ class TcpLayer:
         dont_fragment: bool = False,
         path: tuple[Interface, bytes] | None = None,
         checksum: bool | None = None,
+        ip: NetworkEndpoint | None = None,
     ) -> None:
-        """One segment to the IP layer. A caller sending many gives the route to ``dst`` (``path``)
-        and whether its link wants TCP checksums (``checksum``), looked up once for all of them."""
-        ip = self.network
+        """One segment to the IP layer. A caller sending many gives the route to ``dst`` (``path``),
+        whether its link wants TCP checksums (``checksum``) and the network endpoint of ``dst``'s
+        family (``ip``), looked up once for all of them."""
+        if ip is None:
+            ip = self.network_for(dst)
         if path is None:
             path = ip.route(dst)
         if checksum is None:
@@ -388,14 +416,14 @@ class TcpLayer:
         conn.outbox = []
         src, sport, dst, dport = conn.local_ip, conn.local_port, conn.remote_ip, conn.remote_port
         owner = conn.user_data  # the shell (a PacketOwner too): told if a segment cannot be delivered
-        network = self.network
         df = self.dont_fragment(dst)
         if self.trace is not None:
             self.trace.sent(conn, outbox, self.clock())
         try:
+            network = self.network_for(dst)  # one look-up for the whole outbox
             path = network.route(dst)
             if path[0].link.segmentation_offload:
-                self._transmit_offload(outbox, src, sport, dst, dport, owner, df, path)
+                self._transmit_offload(outbox, src, sport, dst, dport, owner, df, path, network)
             else:
                 # _send's body, inline: one Python call fewer per segment, and the look-ups (the
                 # route, whether the link wants TCP checksums) once for the whole outbox.
@@ -420,13 +448,13 @@ class TcpLayer:
                 # the connection sized its segments): take that MTU as the path's and resend.
                 self.counters["tcp.pmtu-local-reductions"] += 1
                 try:
-                    route_mtu = network.route(dst)[0].link.mtu
+                    route_mtu = self.network_for(dst).route(dst)[0].link.mtu
                 except OSError:
                     route_mtu = MIN_PMTU
                 now = self.clock()
                 # Into the cache too, or the next flush would "age" it back up (_sync_pmtu).
                 route_mtu = self.pmtu.update(dst, route_mtu, now)
-                if conn.set_path_mtu(route_mtu, now):
+                if conn.set_path_mtu(route_mtu - ip_header_length(dst) + 20, now):
                     self.counters["tcp.pmtu-reductions"] += 1
                 self._dirty[conn] = None
                 return
@@ -445,6 +473,7 @@ class TcpLayer:
         owner: PacketOwner | None,
         df: bool,
         path: tuple[Interface, bytes],
+        network: NetworkEndpoint,
     ) -> None:
         """Send an outbox over a link that segments (TSO): runs of in-order data segments of the
         same size and headers go down as one super-segment, which the device cuts back into
@@ -453,14 +482,31 @@ class TcpLayer:
         The connection never knows: it sized, counted (cwnd, pacing, SACK scoreboard, RACK)
         and will retransmit every wire segment as before.
         """
-        limit = path[0].link.gso_max_size - 20  # the IPv4 header is inside the limit
+        ip_header = ip_header_length(dst)
+        limit = path[0].link.gso_max_size - ip_header  # the IP header is inside the limit
         count = len(outbox)
         i = 0
         while i < count:
             seq, ack, flags, window, options, payload = outbox[i]
             size = len(payload)
             if not size or flags & (SYN | RST):
-                self._send(src, sport, dst, dport, seq, ack, flags, window, options, payload, owner, df, path)
+                self._send(
+                    src,
+                    sport,
+                    dst,
+                    dport,
+                    seq,
+                    ack,
+                    flags,
+                    window,
+                    options,
+                    payload,
+                    owner,
+                    df,
+                    path,
+                    None,
+                    network,
+                )
                 i += 1
                 continue
             # Gather the run: same ACK, window and options, each segment right after the last,
@@ -491,13 +537,28 @@ class TcpLayer:
                 last_flags = nflags
                 j += 1
             if not self._send_offload(
-                src, sport, dst, dport, seq, ack, last_flags, window, options, payloads, total, size, df, path
+                src,
+                sport,
+                dst,
+                dport,
+                seq,
+                ack,
+                last_flags,
+                window,
+                options,
+                payloads,
+                total,
+                size,
+                df,
+                path,
+                network,
+                ip_header,
             ):
                 # The next hop's MAC is not known yet (the segments wait for ARP one by one), or
                 # a segment is larger than the wire's MTU (fragmented, or EMSGSIZE under DF).
                 for k in range(i, j):
                     s, a, f, w, o, p = outbox[k]
-                    self._send(src, sport, dst, dport, s, a, f, w, o, p, owner, df, path)
+                    self._send(src, sport, dst, dport, s, a, f, w, o, p, owner, df, path, None, network)
             i = j
 
     def _send_offload(
@@ -516,14 +577,16 @@ class TcpLayer:
         size: int,
         df: bool,
         path: tuple[Interface, bytes],
+        network: NetworkEndpoint,
+        ip_header: int,
     ) -> bool:
         header_length = 20 + len(options)
-        if 20 + header_length + size > path[0].link.mtu:
+        if ip_header + header_length + size > path[0].link.mtu:
             return False  # larger than the wire takes: _send fragments it or says EMSGSIZE
         length = header_length + total
         header = tcp_offload_header(src, dst, sport, dport, seq, ack, flags, window, options, length)
         segments = len(payloads)
-        if not self.network.output_offload(
+        if not network.output_offload(
             src,
             dst,
             PROTO_TCP,
@@ -596,8 +659,12 @@ class TcpLayer:
             if conn.pmtu_mss == _NO_PMTU:
                 return
             mtu = _NO_PMTU + 40
-        elif mtu == conn.pmtu_mss + 40:
-            return
+        else:
+            # The connection counts 40 bytes of headers (IPv4's and TCP's); an IPv6 path's MTU
+            # carries 20 more (RFC 8200 §3), so it is handed over as the IPv4-equivalent MTU.
+            mtu -= ip_header_length(conn.remote_ip) - 20
+            if mtu == conn.pmtu_mss + 40:
+                return
         if conn.set_path_mtu(mtu, now):
             self.counters["tcp.pmtu-reductions"] += 1
         elif mtu == _NO_PMTU + 40:
@@ -789,18 +856,23 @@ class TcpLayer:
         """RFC 1191: a router dropped a segment of ours with DF set; lower the path MTU and resend."""
         counters = self.counters
         now = self.clock()
-        # The size of the datagram the router refused: from the quoted IPv4 header (we send no IP
-        # options, so it starts 20 bytes before the TCP header), else what we send at most.
-        quote = ports_at - 20
-        if quote >= 0 and buf[quote] == 0x45:
+        # The size of the datagram the router refused: from the quoted IP header (we send no IP
+        # options or extension headers, so it starts 20 or 40 bytes before the TCP header), else
+        # what we send at most. An IPv6 layer hands a packet too big (RFC 4443 §3.2) over as
+        # "fragmentation needed" with its MTU, as Linux's icmpv6_err_convert does.
+        extra = ip_header_length(conn.remote_ip) - 20  # IPv6's header beyond IPv4's
+        quote = ports_at - 20 - extra
+        if extra and quote >= 0 and buf[quote] >> 4 == 6:
+            refused = struct.unpack_from("!H", buf, quote + 4)[0] + 40  # RFC 8200 §3 payload length
+        elif not extra and quote >= 0 and buf[quote] == 0x45:
             refused = struct.unpack_from("!H", buf, quote + 2)[0]
         else:
-            refused = min(conn.mss_base, conn.pmtu_mss) + 40
+            refused = min(conn.mss_base, conn.pmtu_mss) + 40 + extra
         if mtu == 0:
             # RFC 1191 §5: a router from before RFC 1191 says 0; guess the next plateau (§7) down.
             mtu = next_lower_plateau(refused)
             counters["tcp.pmtu-plateau-guesses"] += 1
-        current = conn.pmtu_mss + 40
+        current = conn.pmtu_mss + 40 + extra
         if mtu == current:
             return  # one more message about the same flight: already applied
         if mtu >= refused or mtu > current:
@@ -810,7 +882,7 @@ class TcpLayer:
             return
         counters["tcp.pmtu-messages"] += 1
         pmtu = self.pmtu.update(conn.remote_ip, mtu, now)  # never below MIN_PMTU
-        if conn.set_path_mtu(pmtu, now):
+        if conn.set_path_mtu(pmtu - extra, now):
             counters["tcp.pmtu-reductions"] += 1
             self.mark(conn)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from aionetstack.addresses import ip_header_length
 from aionetstack.transport.tcp.syncookie import COOKIE_LIFETIME
 from aionetstack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, build_tcp_options
 
@@ -36,7 +37,7 @@ class TcpListener:
     def syn_received(self, seg: TcpSegment, key: Key, now: float) -> None:
 
         counters = self.layer.counters
-        if self.layer.network.reply_unroutable(key[2]):
+        if self.layer.network_for(key[2]).reply_unroutable(key[2]):
             # No route back, or the next hop just failed ARP: a SYN-ACK could not leave, so
             # neither a connection nor a cookie is spent on it; dropped and counted.
             counters["tcp.dropped.no-route-for-syn"] += 1
@@ -84,11 +85,13 @@ class TcpListener:
         layer = self.layer
         config = layer.config
         try:
-            iface, _ = layer.network.route(key[2])
+            iface, _ = layer.network_for(key[2]).route(key[2])
         except OSError:
             layer.counters["tcp.dropped.no-route-for-syn"] += 1
             return
-        our_mss = iface.link.mtu - 40 if config.mss is None else min(iface.link.mtu - 40, config.mss)
+        # RFC 9293 §3.7.1: MTU less the IP header (20 or, RFC 8200 §3, 40 bytes) and TCP's 20.
+        link_mss = iface.link.mtu - 20 - ip_header_length(key[2])
+        our_mss = link_mss if config.mss is None else min(link_mss, config.mss)
         isn = layer.cookies.make(key[0], key[1], key[2], key[3], seg.seq, seg.mss or 536, now)
         timestamp = None
         wscale = None

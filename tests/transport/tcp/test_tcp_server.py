@@ -234,7 +234,13 @@ async def test_create_server_rejects_what_asyncio_rejects() -> None:
         with pytest.raises(ValueError):
             await net.server.create_server(asyncio.Protocol, SERVER_IP, 80, sock=object())
         with pytest.raises(socket.gaierror) as raised:  # asyncio: getaddrinfo's gaierror
-            await net.server.create_server(asyncio.Protocol, SERVER_IP, 80, family=10)  # AF_INET6
+            await net.server.create_server(asyncio.Protocol, SERVER_IP, 80, family=socket.AF_INET6)
+        # An IPv4 host asked for as AF_INET6: what the host's getaddrinfo says (EAI_ADDRFAMILY).
+        with pytest.raises(socket.gaierror) as kernel:
+            socket.getaddrinfo(SERVER_IP, 80, family=socket.AF_INET6)
+        assert raised.value.errno == kernel.value.errno
+        with pytest.raises(socket.gaierror) as raised:
+            await net.server.create_server(asyncio.Protocol, SERVER_IP, 80, family=999)
         assert raised.value.errno == socket.EAI_FAMILY
 
 
