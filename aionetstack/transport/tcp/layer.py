@@ -6,12 +6,11 @@ import collections
 import errno
 import hashlib
 import os
-import struct
 from typing import TYPE_CHECKING, Protocol
 
 from aionetstack.addresses import ANY4, ANY6, ip_header_length
 from aionetstack.errors import MalformedPacket
-from aionetstack.network.pmtu import MIN_PMTU, next_lower_plateau
+from aionetstack.network.pmtu import MIN_PMTU
 from aionetstack.network.registration import (
     Cancellable,
     Clock,
@@ -24,33 +23,25 @@ from aionetstack.network.registration import (
 )
 from aionetstack.transport.ports import pick_ephemeral_port
 from aionetstack.transport.tcp.connection import TcpConnection
-from aionetstack.transport.tcp.contract import Outgoing
 from aionetstack.transport.tcp.guards import ChallengeAckLimiter
+from aionetstack.transport.tcp.icmp_errors import IcmpErrorInput
 from aionetstack.transport.tcp.isn import IsnGenerator
+from aionetstack.transport.tcp.offload import OffloadTransmit
 from aionetstack.transport.tcp.seq import MASK
 from aionetstack.transport.tcp.state import TcpState
 from aionetstack.transport.tcp.syncookie import SynCookies
 from aionetstack.transport.tcp.timewait import TimeWait
 from aionetstack.wire import Buffer
 from aionetstack.wire.checksum import ones_complement_sum
-from aionetstack.wire.icmp import (
-    ICMP_DEST_UNREACHABLE,
-    ICMP_TIME_EXCEEDED,
-    UNREACH_FRAGMENTATION_NEEDED,
-    UNREACH_HOST,
-    UNREACH_NET,
-)
 from aionetstack.wire.ipv4 import PROTO_TCP
 from aionetstack.wire.tcp import (
     ACK,
     FIN,
-    PSH,
     RST,
     SYN,
     TcpSegment,
     parse_tcp,
     tcp_header,
-    tcp_offload_header,
 )
 
 if TYPE_CHECKING:
@@ -71,17 +62,11 @@ ANY = ANY4
 _WILDCARD = {4: ANY4, 16: ANY6}
 _TIME_WAIT = TcpState.TIME_WAIT
 _CLOSED = TcpState.CLOSED
-_SYN_SENT = TcpState.SYN_SENT
-_SYN_RECEIVED = TcpState.SYN_RECEIVED
 #: Where a connection the application closed can still be: an orphan (Linux's tcp_max_orphans).
 _ORPHAN_STATES = frozenset({TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2, TcpState.CLOSING, TcpState.LAST_ACK})
-_ICMP_PARAMETER_PROBLEM = 12
-#: Last code of destination unreachable that RFC 1812 §5.2.7.1 defines; later ones are ignored.
-_UNREACH_MAX_CODE = 15
 
 Key = tuple[bytes, int, bytes, int]
 _NO_PMTU = 65535 - 40  # TcpConnection.pmtu_mss before any path MTU was learnt
-_LAST_ONLY = PSH | FIN  # flags a TSO engine keeps on the last wire segment only (Linux tcp_gso_segment)
 
 
 class SynForwarder(Protocol):
@@ -90,7 +75,7 @@ class SynForwarder(Protocol):
     def syn(self, header: NetworkHeader, seg: TcpSegment, key: Key) -> None: ...
 
 
-class TcpLayer:
+class TcpLayer(OffloadTransmit, IcmpErrorInput):
     """All TCP of one stack. Connections are sans-IO; this class moves their segments and timers.
 
     A transport protocol (number 6) over the :class:`NetworkEndpoint` of its address family; the
@@ -463,148 +448,6 @@ class TcpLayer:
             conn.icmp_error(exc, hard=True)
             self._dirty[conn] = None
 
-    def _transmit_offload(
-        self,
-        outbox: list[Outgoing],
-        src: bytes,
-        sport: int,
-        dst: bytes,
-        dport: int,
-        owner: PacketOwner | None,
-        df: bool,
-        path: tuple[Interface, bytes],
-        network: NetworkEndpoint,
-    ) -> None:
-        """Send an outbox over a link that segments (TSO): runs of in-order data segments of the
-        same size and headers go down as one super-segment, which the device cuts back into
-        exactly the segments the connection produced; anything else goes as it is.
-
-        The connection never knows: it sized, counted (cwnd, pacing, SACK scoreboard, RACK)
-        and will retransmit every wire segment as before.
-        """
-        ip_header = ip_header_length(dst)
-        limit = path[0].link.gso_max_size - ip_header  # the IP header is inside the limit
-        count = len(outbox)
-        i = 0
-        while i < count:
-            seq, ack, flags, window, options, payload = outbox[i]
-            size = len(payload)
-            if not size or flags & (SYN | RST):
-                self._send(
-                    src,
-                    sport,
-                    dst,
-                    dport,
-                    seq,
-                    ack,
-                    flags,
-                    window,
-                    options,
-                    payload,
-                    owner,
-                    df,
-                    path,
-                    None,
-                    network,
-                )
-                i += 1
-                continue
-            # Gather the run: same ACK, window and options, each segment right after the last,
-            # all but the last exactly ``size`` long and with no flag a TSO engine would drop.
-            payloads = [payload]
-            total = size
-            end = (seq + size) & 0xFFFFFFFF
-            last_flags = flags
-            room = limit - 20 - len(options)
-            j = i + 1
-            while j < count and not last_flags & _LAST_ONLY and len(payloads[-1]) == size:
-                nseq, nack, nflags, nwindow, noptions, npayload = outbox[j]
-                n = len(npayload)
-                if (
-                    nseq != end
-                    or not n
-                    or n > size
-                    or nack != ack
-                    or nwindow != window
-                    or noptions != options
-                    or nflags & ~_LAST_ONLY != flags
-                    or total + n > room
-                ):
-                    break
-                payloads.append(npayload)
-                total += n
-                end = (end + n) & 0xFFFFFFFF
-                last_flags = nflags
-                j += 1
-            if not self._send_offload(
-                src,
-                sport,
-                dst,
-                dport,
-                seq,
-                ack,
-                last_flags,
-                window,
-                options,
-                payloads,
-                total,
-                size,
-                df,
-                path,
-                network,
-                ip_header,
-            ):
-                # The next hop's MAC is not known yet (the segments wait for ARP one by one), or
-                # a segment is larger than the wire's MTU (fragmented, or EMSGSIZE under DF).
-                for k in range(i, j):
-                    s, a, f, w, o, p = outbox[k]
-                    self._send(src, sport, dst, dport, s, a, f, w, o, p, owner, df, path, None, network)
-            i = j
-
-    def _send_offload(
-        self,
-        src: bytes,
-        sport: int,
-        dst: bytes,
-        dport: int,
-        seq: int,
-        ack: int,
-        flags: int,
-        window: int,
-        options: bytes,
-        payloads: list[Buffer],
-        total: int,
-        size: int,
-        df: bool,
-        path: tuple[Interface, bytes],
-        network: NetworkEndpoint,
-        ip_header: int,
-    ) -> bool:
-        header_length = 20 + len(options)
-        if ip_header + header_length + size > path[0].link.mtu:
-            return False  # larger than the wire takes: _send fragments it or says EMSGSIZE
-        length = header_length + total
-        header = tcp_offload_header(src, dst, sport, dport, seq, ack, flags, window, options, length)
-        segments = len(payloads)
-        if not network.output_offload(
-            src,
-            dst,
-            PROTO_TCP,
-            [header, options, *payloads] if options else [header, *payloads],
-            length,
-            header_length,
-            16,
-            size if segments > 1 else 0,
-            segments,
-            path,
-            df,
-        ):
-            return False
-        self.counters["tcp.segments-sent"] += segments
-        if segments > 1:
-            self.counters["tcp.offload-super-segments"] += 1
-        return True
-
     def dont_fragment(self, dst: bytes) -> bool:
         """DF for TCP to ``dst``: every segment of ours, resets and SYN-ACKs too (as Linux).
 
@@ -772,119 +615,6 @@ class TcpLayer:
         self.schedule_output()
 
     # ------------------------------------------------------------------ ICMP
-
-    def icmp_error(
-        self,
-        source: bytes,
-        sport: int,
-        destination: bytes,
-        dport: int,
-        icmp_type: int,
-        code: int,
-        mtu: int,
-        exc: OSError,
-        buf: Buffer,
-        ports_at: int,
-        end: int,
-    ) -> None:
-        conn = self.connections.get((source, sport, destination, dport))
-        counters = self.counters
-        if conn is None:
-            return
-        if isinstance(conn, TimeWait):
-            self._time_wait_icmp_error(conn, icmp_type, code, buf, ports_at, end)
-            return
-        frag_needed = icmp_type == ICMP_DEST_UNREACHABLE and code == UNREACH_FRAGMENTATION_NEEDED
-        # RFC 5927 §4.1: the quoted sequence number must lie in the window of data we sent. A quote
-        # too short to carry it (RFC 792 asks for 64 bits of the datagram) cannot be checked.
-        if ports_at + 8 > end:
-            counters["tcp.icmp-short-quote"] += 1
-            return
-        seq = struct.unpack_from("!I", buf, ports_at + 4)[0]
-        if ((seq - conn.snd_una) & MASK) > ((conn.snd_max - conn.snd_una) & MASK):
-            counters["tcp.icmp-out-of-window"] += 1
-            return
-        counters["tcp.icmp-errors"] += 1
-        if frag_needed:
-            self._fragmentation_needed(conn, mtu, buf, ports_at, end)
-            return
-        if icmp_type not in (ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED, _ICMP_PARAMETER_PROBLEM):
-            counters["tcp.icmp-ignored"] += 1  # source quench (RFC 6633 §6), redirect
-            return
-        state = conn.state
-        if state == _SYN_SENT:
-            # As Linux's tcp_v4_err: every destination unreachable, time exceeded and parameter
-            # problem fails a connect in progress.
-            hard = icmp_type != ICMP_DEST_UNREACHABLE or code <= _UNREACH_MAX_CODE
-        elif state == _SYN_RECEIVED:
-            # Linux's tcp_req_err: only "no way there" (net or host unreachable, time exceeded,
-            # parameter problem) drops a half-open connection; its SYN showed the host is there.
-            hard = icmp_type != ICMP_DEST_UNREACHABLE or code in (UNREACH_NET, UNREACH_HOST)
-        else:
-            hard = False  # RFC 5927 §5.2: in synchronised states every ICMP error is soft
-        if conn.icmp_error(exc, hard):
-            counters["tcp.icmp-aborts"] += 1
-        else:
-            counters["tcp.icmp-soft-errors"] += 1
-        self.mark(conn)
-
-    def _time_wait_icmp_error(
-        self, record: TimeWait, icmp_type: int, code: int, buf: Buffer, ports_at: int, end: int
-    ) -> None:
-        """An ICMP error for a TIME-WAIT record, counted as for the connection: nothing is in
-        flight, so only SND.UNA itself passes RFC 5927 §4.1, and in a synchronised state every
-        error is soft (RFC 5927 §5.2): TIME-WAIT goes on. (A "too big" for its one ACK is not
-        carried into the path MTU cache, as the connection would: no segment of ours needs it.)"""
-        counters = self.counters
-        if ports_at + 8 > end:
-            counters["tcp.icmp-short-quote"] += 1
-            return
-        if struct.unpack_from("!I", buf, ports_at + 4)[0] != record.snd_nxt & MASK:
-            counters["tcp.icmp-out-of-window"] += 1
-            return
-        counters["tcp.icmp-errors"] += 1
-        if icmp_type == ICMP_DEST_UNREACHABLE and code == UNREACH_FRAGMENTATION_NEEDED:
-            return
-        if icmp_type not in (ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED, _ICMP_PARAMETER_PROBLEM):
-            counters["tcp.icmp-ignored"] += 1
-            return
-        counters["tcp.icmp-soft-errors"] += 1
-
-    def _fragmentation_needed(
-        self, conn: TcpConnection, mtu: int, buf: Buffer, ports_at: int, end: int
-    ) -> None:
-        """RFC 1191: a router dropped a segment of ours with DF set; lower the path MTU and resend."""
-        counters = self.counters
-        now = self.clock()
-        # The size of the datagram the router refused: from the quoted IP header (we send no IP
-        # options or extension headers, so it starts 20 or 40 bytes before the TCP header), else
-        # what we send at most. An IPv6 layer hands a packet too big (RFC 4443 §3.2) over as
-        # "fragmentation needed" with its MTU, as Linux's icmpv6_err_convert does.
-        extra = ip_header_length(conn.remote_ip) - 20  # IPv6's header beyond IPv4's
-        quote = ports_at - 20 - extra
-        if extra and quote >= 0 and buf[quote] >> 4 == 6:
-            refused = struct.unpack_from("!H", buf, quote + 4)[0] + 40  # RFC 8200 §3 payload length
-        elif not extra and quote >= 0 and buf[quote] == 0x45:
-            refused = struct.unpack_from("!H", buf, quote + 2)[0]
-        else:
-            refused = min(conn.mss_base, conn.pmtu_mss) + 40 + extra
-        if mtu == 0:
-            # RFC 1191 §5: a router from before RFC 1191 says 0; guess the next plateau (§7) down.
-            mtu = next_lower_plateau(refused)
-            counters["tcp.pmtu-plateau-guesses"] += 1
-        current = conn.pmtu_mss + 40 + extra
-        if mtu == current:
-            return  # one more message about the same flight: already applied
-        if mtu >= refused or mtu > current:
-            # RFC 1191 §3: a "too big" message never raises the estimate; one that claims the
-            # datagram it refused would have fitted tells us nothing.
-            counters["tcp.pmtu-ignored"] += 1
-            return
-        counters["tcp.pmtu-messages"] += 1
-        pmtu = self.pmtu.update(conn.remote_ip, mtu, now)  # never below MIN_PMTU
-        if conn.set_path_mtu(pmtu - extra, now):
-            counters["tcp.pmtu-reductions"] += 1
-            self.mark(conn)
 
     # ------------------------------------------------------------------ shutdown
 
