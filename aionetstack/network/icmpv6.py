@@ -104,6 +104,8 @@ class Icmpv6Layer:
     """ICMPv6 of one stack: a transport protocol (number 58) over IPv6."""
 
     number = NEXT_ICMPV6
+    #: It reads IPv6 headers only (``Ipv6Layer`` delivers to transports that list 16 here).
+    address_lengths = frozenset({16})
 
     def __init__(
         self,

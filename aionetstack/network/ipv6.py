@@ -106,6 +106,8 @@ _ETH_IP = struct.Struct("!6s6sH")
 #: What waits in a neighbour entry's queue: an IPv6 packet and its owner.
 _Waiting = tuple[bytes, PacketOwner | None]
 _TRANSPORTS_WITH_PORTS = (6, 17)
+#: What a transport protocol without ``address_lengths`` handles: IPv4 only.
+_IPV4_ONLY = frozenset({4})
 
 
 class Icmpv6Errors(Protocol):
@@ -365,9 +367,14 @@ class Ipv6Layer:
         if protocol == NEXT_NONE:
             counters["ipv6.no-next-header"] += 1  # RFC 8200 §4.7: nothing follows, nothing to do
             return
-        counters["ipv6.delivered"] += 1
         deliver = self._inputs.get(protocol)
         if deliver is not None:
+            if 16 not in getattr(self.transports.protocols[protocol], "address_lengths", _IPV4_ONLY):
+                # A transport that has not said it reads IPv6 headers (``address_lengths``) would
+                # take a 16-byte address for an IPv4 one: it never sees the packet.
+                counters["ipv6.dropped.transport-ipv4-only"] += 1
+                return
+            counters["ipv6.delivered"] += 1
             deliver(iface, header, buf, start, end, offset)
         else:
             counters["ipv6.dropped.unknown-protocol"] += 1
