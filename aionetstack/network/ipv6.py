@@ -223,6 +223,11 @@ class Ipv6Layer:
         """Set IPv6 up on a new interface: ND and address configuration on Ethernet (RFC 4862
         §5.3: link-local on every interface that can do ND); the groups every node joins."""
         iface.groups6.add(ALL_NODES)  # RFC 4291 §2.8
+        if iface.link.mtu < IPV6_MIN_MTU:
+            # RFC 8200 §5: IPv6 needs links of 1280 octets; on a smaller one it stays off (no
+            # link-local address, so nothing routes there but what a user adds by hand).
+            self.counters["ipv6.link-mtu-too-small"] += 1
+            return
         if iface.link.kind is LinkKind.ETHERNET and len(iface.link.mac) == 6:
             iface.neighbours6 = new_nd_cache(self.options)
             iface.addrconf = AddressConfigurator(

@@ -18,6 +18,7 @@ from scapy.layers.inet6 import (
     ICMPv6EchoRequest,
     ICMPv6ND_NA,
     ICMPv6ND_NS,
+    ICMPv6ND_Redirect,
     ICMPv6NDOptDstLLAddr,
     ICMPv6NDOptSrcLLAddr,
     IPv6,
@@ -294,3 +295,69 @@ async def test_ipv6_addresses_by_hand_and_loopback() -> None:
             a.add_address(iface, "2001:db8::zz/64")
         with pytest.raises(ValueError, match="prefix length"):
             a.add_address(iface, "2001:db8::5")
+
+
+@pytest.mark.looptime
+async def test_a_dad_probe_for_our_tentative_address_makes_us_pick_another() -> None:
+    left, right = pipe()
+    collect: list[bytes] = []
+    right.attach(_Collect(collect))
+    async with Stack("a") as a:
+        ia = a.add_interface(left)
+        addrconf = ia.addrconf
+        assert addrconf is not None
+        async with asyncio.timeout(5):
+            while not any(Ether(f).haslayer(ICMPv6ND_NS) for f in collect):
+                await asyncio.sleep(0.01)
+        probe = next(Ether(f) for f in collect if Ether(f).haslayer(ICMPv6ND_NS))
+        first = probe[ICMPv6ND_NS].tgt
+        assert addrconf.is_tentative(ipaddress.IPv6Address(first).packed)
+        # MLDv2 join of the solicited-node group before the probe (RFC 4862 §5.4.2).
+        assert any(Ether(f)[IPv6].dst == "ff02::16" for f in collect)
+        # Another node probes the same address (RFC 4862 §5.4.3): a conflict.
+        other = (
+            Ether(dst=probe.dst, src="02:00:00:00:00:99")
+            / IPv6(src="::", dst=probe[IPv6].dst, hlim=255)
+            / ICMPv6ND_NS(tgt=first)
+        )
+        right.write([bytes(other)])
+        second = await link_local(ia)
+        assert second != first
+        assert ipaddress.IPv6Address(first).packed not in a.local_addresses
+        assert a.statistics()["nd"]["addrconf"]["dad-conflicts"] == 1
+
+
+@pytest.mark.looptime
+async def test_a_redirect_is_honoured_only_from_our_router() -> None:
+    left, right = pipe()
+    async with Stack("a") as a:
+        ia = a.add_interface(left, "2001:db8::1/64")
+        router = "fe80::1"
+        a.add_route("::/0", router, interface=ia)
+        target = "fe80::2"
+        destination = "2001:db8:5::5"
+
+        ours = await link_local(ia)
+
+        def redirect(source: str) -> bytes:
+            return bytes(
+                Ether(dst=left.mac, src="02:00:00:00:00:99")
+                / IPv6(src=source, dst=ours, hlim=255)
+                / ICMPv6ND_Redirect(tgt=target, dst=destination)
+                / ICMPv6NDOptDstLLAddr(lladdr="02:00:00:00:00:22")
+            )
+
+        right.write([redirect("fe80::66")])  # not our router: ignored (RFC 4861 §8.1)
+        for _ in range(30):
+            await asyncio.sleep(0)
+        dst = ipaddress.IPv6Address(destination).packed
+        assert a.ip6.route(dst)[1] == ipaddress.IPv6Address(router).packed
+        assert a.counters["nd.redirects-ignored"] == 1
+        right.write([redirect(router)])
+        for _ in range(30):
+            await asyncio.sleep(0)
+        assert a.ip6.route(dst)[1] == ipaddress.IPv6Address(target).packed
+        cache = ia.neighbours6
+        assert cache is not None and cache.peek(ipaddress.IPv6Address(target).packed) == bytes.fromhex(
+            "020000000022"
+        )
