@@ -62,10 +62,29 @@ async def test_kernel_ping6_reaches_our_link_local_and_global_addresses(netns: N
         # The kernel learnt our MAC by ND, and we answered its solicitations.
         neighbours = {entry["dst"]: entry for entry in netns.neighbours(device)}
         mac = ":".join(f"{x:02x}" for x in link.mac)
-        assert neighbours[f"{prefix}2"]["lladdr"] == mac
+        assert neighbours[str(ipaddress.IPv6Address(f"{prefix}2"))]["lladdr"] == mac
         stats = stack.statistics()
         assert stats["icmpv6"]["echo-replies-sent"] >= 6
         assert stats["nd"]["advertisements-sent"] >= 1
         assert stats.get("dropped", {}).get("internal-error", 0) == 0
         # We reach the kernel too, over its global address.
         assert await stack.ping(f"{prefix}1", timeout=5) >= 0
+
+
+async def test_kernel_ping6_reaches_us_through_tun_without_neighbour_discovery(netns: NetNS) -> None:
+    require_tool("ping", "iputils-ping")
+    link, subnet = netns.add_tun()
+    device = link.device_name
+    prefix = _ula_prefix()
+    netns.ip("-6", "addr", "add", f"{prefix}1/64", "dev", device, "nodad")
+    async with Stack("ours") as stack:
+        iface = stack.add_interface(link, subnet.cidr(2), f"{prefix}2/64", name=device)
+        assert iface.neighbours6 is None and iface.addrconf is None  # RFC 4861 §1: no ND on a TUN
+        code, out, err = await netns.run_async(
+            "ping", "-6", "-c", "3", "-i", "0.2", "-w", "10", f"{prefix}2", timeout=TIMEOUT
+        )
+        assert code == 0 and "3 received" in out, out + err
+        assert await stack.ping(f"{prefix}1", timeout=5) >= 0
+        stats = stack.statistics()
+        assert stats["nd"].get("solicitations-sent", 0) == 0
+        assert stats.get("dropped", {}).get("internal-error", 0) == 0
