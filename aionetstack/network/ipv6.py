@@ -230,6 +230,8 @@ class Ipv6Layer:
             return
         if iface.link.kind is LinkKind.ETHERNET and len(iface.link.mac) == 6:
             iface.neighbours6 = new_nd_cache(self.options)
+            if not self.options.ipv6_autoconf:
+                return
             iface.addrconf = AddressConfigurator(
                 iface.link.mac,
                 interface_name=iface.name,

@@ -26,7 +26,7 @@ from scapy.layers.inet6 import (
 )
 from scapy.layers.l2 import Ether
 
-from aionetstack import Stack
+from aionetstack import Stack, StackOptions
 from aionetstack.link import LinkEndpoint, LinkWrapper, Switch, pipe
 from aionetstack.network.interface import Interface
 from aionetstack.wire import Buffer
@@ -361,3 +361,17 @@ async def test_a_redirect_is_honoured_only_from_our_router() -> None:
         assert cache is not None and cache.peek(ipaddress.IPv6Address(target).packed) == bytes.fromhex(
             "020000000022"
         )
+
+
+@pytest.mark.looptime
+async def test_without_autoconf_an_interface_stays_quiet_until_given_an_ipv6_address() -> None:
+    left, right = pipe()
+    rec = Recording(left)
+    async with Stack("a", options=StackOptions(ipv6_autoconf=False)) as a, Stack("b") as b:
+        ia = a.add_interface(rec, "10.0.0.1/24")
+        b.add_interface(right, "2001:db8::2/64")
+        await asyncio.sleep(5)
+        assert ia.addrconf is None and ia.link_local6() is None
+        assert [f for f in rec.sent if struct.unpack_from("!H", f, 12)[0] == ETHERTYPE_IPV6] == []
+        a.add_address(ia, "2001:db8::1/64")
+        assert await a.ping("2001:db8::2") >= 0
