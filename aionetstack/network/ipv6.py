@@ -326,7 +326,9 @@ class Ipv6Layer:
         if destination not in self.local_addresses:
             if destination[0] == 0xFF:
                 if destination not in iface.groups6:
-                    counters["ipv6.dropped.not-our-group"] += 1
+                    # A group we did not join: a NIC's multicast filter would not have passed it
+                    # up (RFC 4291 §2.8), so it is no error, only filtered.
+                    counters["ipv6.multicast-filtered"] += 1
                     return
             elif not self.transports.promiscuous(header.next_header):
                 counters["ipv6.dropped.not-for-us"] += 1
