@@ -11,11 +11,13 @@ import errno
 import ipaddress
 from collections.abc import Sequence
 
+import pytest
 from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
     ICMPv6EchoRequest,
     ICMPv6PacketTooBig,
     ICMPv6ParamProblem,
+    ICMPv6TimeExceeded,
     IPv6,
     IPv6ExtHdrFragment,
 )
@@ -146,3 +148,25 @@ async def test_no_error_about_an_error_or_to_a_multicast_destination() -> None:
         # is answered (§4.2), from our address.
         assert len(answers) == 1 and answers[0].src == OURS and answers[0].dst == PEER
         assert a.counters["icmpv6.errors-suppressed"] == 1
+
+
+@pytest.mark.looptime
+async def test_an_incomplete_packet_times_out_with_time_exceeded_when_its_first_fragment_came() -> None:
+    left, right = pipe(kind=LinkKind.IP, checksum_offload=False)
+    collect = _Collect()
+    right.attach(collect)
+    async with Stack("a") as a:
+        a.add_interface(left, f"{OURS}/64")
+        first = IPv6(src=PEER, dst=OURS) / IPv6ExtHdrFragment(id=9, m=1) / ICMPv6EchoRequest(data=b"q" * 64)
+        later = IPv6(src=PEER, dst=OURS) / IPv6ExtHdrFragment(id=10, offset=20) / Raw(b"r" * 16)
+        right.write([bytes(first), bytes(later)])
+        await asyncio.sleep(a.options.reassembly_timeout + 1)
+        answers = [IPv6(f) for f in collect.seen]
+        # RFC 8200 §4.5: time exceeded code 1 for the packet whose first fragment came; none
+        # for the one that never had its first fragment.
+        assert len(answers) == 1
+        exceeded = answers[0][ICMPv6TimeExceeded]
+        assert exceeded.code == 1 and answers[0].dst == PEER
+        assert bytes(exceeded.payload)[:48] == bytes(first)[:48]
+        assert a.counters["ipv6.dropped.reassembly-timeout"] == 2
+        assert len(a.ip6.reassembler) == 0
