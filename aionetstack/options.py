@@ -41,6 +41,11 @@ class StackOptions:
     #: (Linux ip_no_pmtu_disc = 0); False sends without DF and lets routers fragment.
     path_mtu_discovery: bool = True
     pmtu_timeout: float = 600.0  #: RFC 1191 §6.3: learnt path MTUs age out after ten minutes
+    #: RFC 4862: each Ethernet interface forms a link-local IPv6 address (with duplicate address
+    #: detection), solicits routers and takes SLAAC addresses from their advertisements (Linux's
+    #: default). False: IPv6 only on the addresses given by hand (ND still resolves and answers
+    #: neighbours for them), and no DAD or router solicitation of our own on the wire.
+    ipv6_autoconf: bool = True
 
     def __attrs_post_init__(self) -> None:
         _validate.stack_options(self)  # each field's type and range, naming the field

@@ -7,11 +7,13 @@ The ICMP layer sends the request and hands the reply, or the error that quotes i
 from __future__ import annotations
 
 import asyncio
+import socket
+from typing import Protocol
 
-from aionetstack.network.icmp import IcmpLayer
-from aionetstack.wire.ipv4 import format_ip
+from aionetstack.network.icmp import EchoWaiter
+from aionetstack.network.icmpv6 import Icmpv6Layer
 
-__all__ = ["ping"]
+__all__ = ["EchoSender", "SourcedEcho", "ping"]
 
 
 class _Waiter:
@@ -33,16 +35,52 @@ class _Waiter:
             self.future.set_exception(exc)
 
 
+class EchoSender(Protocol):
+    """ICMP or ICMPv6 as ``ping`` uses it (:class:`~aionetstack.network.icmp.IcmpLayer`,
+    :class:`~aionetstack.network.icmpv6.Icmpv6Layer`)."""
+
+    def new_echo_identifier(self) -> int: ...
+
+    def send_echo(
+        self, address: bytes, identifier: int, sequence: int, size: int, ttl: int | None, waiter: EchoWaiter
+    ) -> None: ...
+
+    def forget_echo(self, identifier: int, sequence: int) -> None: ...
+
+
+class SourcedEcho:
+    """ICMPv6 echo from a given source: a link-local destination's scope picks the interface
+    (RFC 4007 §6) by its link-local address."""
+
+    __slots__ = ("icmp", "source")
+
+    def __init__(self, icmp: Icmpv6Layer, source: bytes) -> None:
+        self.icmp = icmp
+        self.source = source
+
+    def new_echo_identifier(self) -> int:
+        return self.icmp.new_echo_identifier()
+
+    def send_echo(
+        self, address: bytes, identifier: int, sequence: int, size: int, ttl: int | None, waiter: EchoWaiter
+    ) -> None:
+        self.icmp.send_echo(address, identifier, sequence, size, ttl, waiter, source=self.source)
+
+    def forget_echo(self, identifier: int, sequence: int) -> None:
+        self.icmp.forget_echo(identifier, sequence)
+
+
 async def ping(
     loop: asyncio.AbstractEventLoop,
-    icmp: IcmpLayer,
+    icmp: EchoSender,
     address: bytes,
     *,
     timeout: float,
     size: int,
     ttl: int | None,
 ) -> float:
-    """Send one echo request to ``address``; the round-trip time in seconds (``loop.time()``'s scale)."""
+    """Send one echo request to ``address`` (4 or 16 bytes: ICMP or ICMPv6 as ``icmp`` is);
+    the round-trip time in seconds (``loop.time()``'s scale)."""
     ident = icmp.new_echo_identifier()
     seq = 1
     future: asyncio.Future[float] = loop.create_future()
@@ -52,7 +90,9 @@ async def ping(
         async with asyncio.timeout(timeout):
             received = await future
     except TimeoutError:
-        raise TimeoutError(f"no echo reply from {format_ip(address)} within {timeout} s") from None
+        family = socket.AF_INET6 if len(address) == 16 else socket.AF_INET
+        text = socket.inet_ntop(family, address)
+        raise TimeoutError(f"no echo reply from {text} within {timeout} s") from None
     finally:
         icmp.forget_echo(ident, seq)
     return received - sent

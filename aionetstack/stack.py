@@ -41,13 +41,15 @@ from aionetstack.inbound import (
 from aionetstack.link.endpoint import LinkEndpoint, LinkKind
 from aionetstack.names import NameResolution
 from aionetstack.network.icmp import IcmpLayer
+from aionetstack.network.icmpv6 import Icmpv6Layer
 from aionetstack.network.interface import Interface, LoopbackLink
 from aionetstack.network.ipv4 import Ipv4Layer, new_neighbour_cache
+from aionetstack.network.ipv6 import LOOPBACK6, Ipv6Layer
 from aionetstack.network.pmtu import PmtuCache
 from aionetstack.network.registration import Cancellable, NetworkProtocols, TransportDispatcher
 from aionetstack.network.route import RouteTable
 from aionetstack.options import StackOptions
-from aionetstack.ping import ping
+from aionetstack.ping import SourcedEcho, ping
 from aionetstack.transport.tcp.config import TcpConfig
 from aionetstack.transport.tcp.layer import TcpLayer
 from aionetstack.transport.udp import UdpLayer, UdpTransport, create_datagram_endpoint
@@ -152,9 +154,30 @@ class Stack(NameResolution, ForwarderSetup):
             scheduler=self,
             networks=self.networks,
         )
+        # IPv6 beside IPv4 (RFC 8200): its own layer and ICMPv6, on the same dispatcher.
+        self.ip6 = Ipv6Layer(
+            options=self.options,
+            counters=counters,
+            clock=clock,
+            links=self,
+            transports=self.transports,
+            interfaces=self.interfaces,
+            local_addresses=self.local_addresses,
+            routes=self.routes,
+            loopback=self.loopback,
+            pmtu=self.pmtu,
+        )
+        self.icmp6 = Icmpv6Layer(
+            self.ip6, self.transports, options=self.options, counters=counters, clock=clock, pmtu=self.pmtu
+        )
+        self.ip6.icmp = self.icmp6
+        self.ip6.attach(self.loopback)
+        self.ip6.add_address(self.loopback, ipaddress.IPv6Interface("::1/128"), announce=False)
+        self._pending_v6_starts: list[Interface] = []
         self.networks.register(self.ip)
+        self.networks.register(self.ip6)
         self._by_ethertype = self.networks.by_ethertype  # the dict itself: one lookup a frame
-        for transport in (self.icmp, self.udp, self.tcp):
+        for transport in (self.icmp, self.udp, self.tcp, self.icmp6):
             self.transports.register(transport)
 
     _count = 0
@@ -244,14 +267,17 @@ class Stack(NameResolution, ForwarderSetup):
     # ------------------------------------------------------------------ configuration
 
     def add_interface(self, link: LinkEndpoint, *addresses: str, name: str | None = None) -> Interface:
-        """Plug ``link`` in as a new NIC with ``addresses`` (``"10.0.0.1/24"``); adds connected routes.
+        """Plug ``link`` in as a new NIC with ``addresses`` (``"10.0.0.1/24"``, ``"2001:db8::1/64"``);
+        adds connected routes.
 
-        On an Ethernet link, each address is announced with a gratuitous ARP (RFC 5227 §3).
+        On an Ethernet link, each IPv4 address is announced with a gratuitous ARP (RFC 5227 §3), and
+        IPv6 configures a link-local address (with duplicate address detection) and listens to
+        router advertisements (RFC 4862 §5.3, SLAAC); a TUN link has neither.
         """
         _validate.instance("link", link, LinkEndpoint)
         _validate.instance("name", name, str, none=True)
         for i, address in enumerate(addresses):  # all of them before any: no half-made interface
-            _validate.interface_address(f"addresses[{i}]", address)
+            _interface_address(f"addresses[{i}]", address)
         if link in self._iface_by_link:
             raise ValueError(f"{link!r} is already an interface of stack {self.name}")
         iface = Interface(name or f"eth{len(self.interfaces) - 1}", len(self.interfaces), link)
@@ -260,8 +286,13 @@ class Stack(NameResolution, ForwarderSetup):
         self.interfaces.append(iface)
         self._iface_by_link[link] = iface
         link.attach(self)
+        self.ip6.attach(iface)
         if self._task is not None:
             link.start(self.loop)
+            self.ip6.start(iface, self.now())
+            self.arm_network_timer()
+        else:
+            self._pending_v6_starts.append(iface)
         for address in addresses:
             self.add_address(iface, address)
         return iface
@@ -283,12 +314,16 @@ class Stack(NameResolution, ForwarderSetup):
         return new
 
     def add_address(self, iface: Interface, address: str) -> None:
-        """Give ``iface`` another address with its prefix, e.g. ``"10.0.1.7/24"``."""
+        """Give ``iface`` another address with its prefix, e.g. ``"10.0.1.7/24"`` or
+        ``"2001:db8::7/64"`` (an IPv6 address is used at once: no DAD for one given by hand)."""
         self._check_interface("iface", iface)
-        value = _validate.interface_address("address", address)
+        value = _interface_address("address", address)
         packed = value.ip.packed
         if packed in self.local_addresses:
             raise OSError(errno.EADDRINUSE, f"{value.ip} is already an address of stack {self.name}")
+        if isinstance(value, ipaddress.IPv6Interface):
+            self.ip6.add_address(iface, value, announce=self._task is not None)
+            return
         iface.add_address(value)
         self.local_addresses[packed] = iface
         self.routes.add(str(value.network), iface)
@@ -300,7 +335,12 @@ class Stack(NameResolution, ForwarderSetup):
     def remove_address(self, iface: Interface, address: str) -> None:
         """Take ``address`` (``"10.0.1.7/24"``) off ``iface`` with its connected route (a lease ended)."""
         self._check_interface("iface", iface)
-        value = _validate.interface_address("address", address)
+        value = _interface_address("address", address)
+        if isinstance(value, ipaddress.IPv6Interface):
+            if value not in iface.addresses6:
+                raise ValueError(f"{value} is not an address of interface {iface.name}")
+            self.ip6.remove_address(iface, value)
+            return
         if value not in iface.addresses:
             raise ValueError(f"{value} is not an address of interface {iface.name}")
         iface.remove_address(value)
@@ -324,12 +364,15 @@ class Stack(NameResolution, ForwarderSetup):
         Without ``interface``, the gateway must be on a connected subnet.
         """
         _validate.instance("destination", destination, str)
-        if gateway is not None:
+        v6 = ":" in destination
+        if gateway is not None and not v6:
             _validate.ipv4("gateway", gateway)
         if interface is not None:
             self._check_interface("interface", interface)
         _validate.integer("metric", metric, 0)
-        gw = parse_ip(gateway) if gateway is not None else None
+        gw = (_ipv6_gateway(gateway) if v6 else parse_ip(gateway)) if gateway is not None else None
+        if gw is not None and v6 and interface is None and gw[:2] == b"\xfe\x80":
+            raise ValueError("add_route() needs the interface of a link-local gateway")
         if interface is None:
             if gw is None:
                 raise ValueError("add_route() needs a gateway or an interface")
@@ -372,14 +415,28 @@ class Stack(NameResolution, ForwarderSetup):
         ip = out.setdefault("ip", {})
         if isinstance(ip, dict):
             ip["reassembly"] = dict(self.ip.reassembler.stats)
+        ip6 = out.setdefault("ipv6", {})
+        if isinstance(ip6, dict):
+            ip6["reassembly"] = dict(self.ip6.reassembler.stats)
         cache: dict[str, int] = {}
+        nd_cache: dict[str, int] = {}
+        addrconf: dict[str, int] = {}
         for iface in self.interfaces:
-            if iface.neighbours is not None:
-                for key, value in iface.neighbours.stats.items():
-                    cache[key] = cache.get(key, 0) + value
+            for table, stats in (
+                (cache, iface.neighbours.stats if iface.neighbours is not None else None),
+                (nd_cache, iface.neighbours6.stats if iface.neighbours6 is not None else None),
+                (addrconf, iface.addrconf.stats if iface.addrconf is not None else None),
+            ):
+                for key, value in (stats or {}).items():
+                    table[key] = table.get(key, 0) + value
         arp = out.setdefault("arp", {})
         if isinstance(arp, dict):
             arp["cache"] = cache
+        nd = out.setdefault("nd", {})
+        if isinstance(nd, dict):
+            nd["cache"] = nd_cache
+            nd["addrconf"] = addrconf
+        out.setdefault("icmpv6", {})
         return out
 
     def connections(self) -> list[SocketInfo]:
@@ -477,6 +534,13 @@ class Stack(NameResolution, ForwarderSetup):
         for iface, address in self._pending_announcements:
             self.ip.send_arp_request(iface, address, gratuitous=True)
         self._pending_announcements.clear()
+        now = loop.time()
+        for iface in self._pending_v6_starts:
+            if iface in self.interfaces:
+                self.ip6.start(iface, now)
+                for value in iface.addresses6:  # given by hand before the loop ran: join now
+                    self.ip6.announce(iface, value.ip.packed)
+        self._pending_v6_starts.clear()
         self._run_output()
         ready = self._ready
         while True:
@@ -670,6 +734,8 @@ class Stack(NameResolution, ForwarderSetup):
     async def ping(self, host: str, *, timeout: float = 1.0, size: int = 56, ttl: int | None = None) -> float:
         """Send one ICMP echo request to ``host``; the round-trip time in seconds.
 
+        ``host`` may be an IPv6 address (ICMPv6 echo, RFC 4443 §4), a link-local one with its
+        interface as scope: ``"fe80::1%eth0"`` (RFC 4007 §11).
         Raises ``TimeoutError`` with no reply, ``OSError(EHOSTUNREACH)`` when ARP fails or an ICMP
         error comes back, ``OSError(ENETUNREACH)`` when no route leads there.
         """
@@ -679,7 +745,29 @@ class Stack(NameResolution, ForwarderSetup):
         if ttl is not None:
             _validate.ttl("ttl", ttl)
         self.start()
+        if ":" in host:
+            address, source = self._ipv6_destination(host)
+            sender = self.icmp6 if source is None else SourcedEcho(self.icmp6, source)
+            return await ping(self.loop, sender, address, timeout=timeout, size=size, ttl=ttl)
         return await ping(self.loop, self.icmp, self.resolve_host(host), timeout=timeout, size=size, ttl=ttl)
+
+    def _ipv6_destination(self, host: str) -> tuple[bytes, bytes | None]:
+        """An IPv6 literal, with an optional ``%scope`` (interface name or index), as 16 bytes and
+        the source address the scope picks (the interface's link-local one)."""
+        text, _, scope = host.partition("%")
+        try:
+            address = ipaddress.IPv6Address(text).packed
+        except ValueError:
+            raise ValueError(f"host {host!r} is not an IPv6 address") from None
+        if not scope:
+            return address, None
+        iface = next((i for i in self.interfaces if i.name == scope or str(i.index) == scope), None)
+        if iface is None:
+            raise ValueError(f"host {host!r}: no interface {scope!r} in stack {self.name}")
+        source = iface.link_local6() if iface is not self.loopback else LOOPBACK6
+        if source is None:
+            raise OSError(errno.EADDRNOTAVAIL, f"interface {iface.name} has no link-local address yet")
+        return address, source
 
     async def create_datagram_endpoint(
         self,
@@ -750,3 +838,30 @@ class Stack(NameResolution, ForwarderSetup):
 
     def __repr__(self) -> str:
         return f"<Stack {self.name} interfaces={[i.name for i in self.interfaces]}>"
+
+
+def _interface_address(name: str, value: object) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    """An interface address with its prefix length: IPv4 as ``_validate`` checks it, or IPv6
+    (``"2001:db8::1/64"``)."""
+    if isinstance(value, str) and ":" in value:
+        try:
+            parsed = ipaddress.IPv6Interface(value)
+        except ValueError:
+            raise ValueError(
+                f"{name} {value!r} is not an IPv6 address with prefix like '2001:db8::1/64'"
+            ) from None
+        if "/" not in value:
+            raise ValueError(f"{name} {value!r} needs a prefix length, like '2001:db8::1/64'")
+        if parsed.ip.is_multicast or parsed.ip.is_unspecified:
+            raise ValueError(f"{name} {value!r} is not a unicast address")
+        return parsed
+    return _validate.interface_address(name, value)
+
+
+def _ipv6_gateway(gateway: object) -> bytes:
+    if not isinstance(gateway, str):
+        raise TypeError(f"gateway must be a str, not {type(gateway).__name__}")
+    try:
+        return ipaddress.IPv6Address(gateway).packed
+    except ValueError:
+        raise ValueError(f"gateway {gateway!r} is not an IPv6 address") from None

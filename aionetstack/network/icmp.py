@@ -14,6 +14,7 @@ import struct
 from typing import TYPE_CHECKING, Protocol
 
 from aionetstack.errors import MalformedPacket
+from aionetstack.network.ratelimit import TokenBucket
 from aionetstack.network.registration import (
     Clock,
     Counters,
@@ -112,10 +113,7 @@ class IcmpLayer:
         self.clock = clock
         self.forwarder: EchoForwarder | None = None
         # RFC 1812 §4.3.2.8 / RFC 1122 §3.2.2: limit the rate of errors we generate (token bucket).
-        self.error_rate = options.icmp_error_rate
-        self.error_burst = options.icmp_error_burst
-        self._tokens = float(self.error_burst)
-        self._tokens_at = 0.0
+        self.bucket = TokenBucket(options.icmp_error_rate, options.icmp_error_burst)
         self._echoes: dict[tuple[int, int], EchoWaiter] = {}
         self._echo_ids = itertools.count(int.from_bytes(os.urandom(2), "big"))
 
@@ -202,14 +200,10 @@ class IcmpLayer:
             transport.icmp_error(q_src, sport, q_dst, dport, icmp_type, code, mtu, exc, buf, ports_at, end)
 
     def _allow_error(self) -> bool:
-        now = self.clock()
-        self._tokens = min(self.error_burst, self._tokens + (now - self._tokens_at) * self.error_rate)
-        self._tokens_at = now
-        if self._tokens < 1.0:
-            self.counters["icmp.errors-rate-limited"] += 1
-            return False
-        self._tokens -= 1.0
-        return True
+        if self.bucket.allow(self.clock()):
+            return True
+        self.counters["icmp.errors-rate-limited"] += 1
+        return False
 
     def send_error(
         self, icmp_type: int, code: int, header: Ipv4Header, buf: Buffer, ip_offset: int, mtu: int = 0

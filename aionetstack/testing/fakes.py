@@ -185,6 +185,9 @@ class FakeNetwork:
 class RecordingTransport:
     """A :class:`~aionetstack.network.registration.TransportProtocol` that keeps what it is handed."""
 
+    #: The address families it takes packets of (IPv4 and IPv6).
+    address_lengths = frozenset({4, 16})
+
     def __init__(self, number: int, *, promiscuous: bool = False) -> None:
         self.number = number
         self.promiscuous = promiscuous

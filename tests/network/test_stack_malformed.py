@@ -130,7 +130,7 @@ CASES: list[tuple[str, Callable[[Wire], bytes], str]] = [
         lambda w: w.eth(dst=b"\x02\xaa\xbb\xcc\xdd\xee") + ipv4(udp(b"x")),
         "link.dropped.not-our-mac",
     ),
-    ("unknown ethertype", lambda w: w.eth(0x86DD) + b"\x60" + b"\x00" * 39, "link.dropped.unknown-ethertype"),
+    ("unknown ethertype", lambda w: w.eth(0x88CC) + b"\x60" + b"\x00" * 39, "link.dropped.unknown-ethertype"),
     ("ip truncated", lambda w: w.eth() + ipv4(udp(b"x"))[:12], "dropped.ipv4-truncated"),
     ("ip version 6", lambda w: w.eth() + ipv4(udp(b"x"), ver_ihl=0x65), "dropped.ipv4-bad-version"),
     ("ip ihl 4", lambda w: w.eth() + ipv4(udp(b"x"), ver_ihl=0x44), "dropped.ipv4-bad-ihl"),

@@ -57,8 +57,11 @@ async def two_stacks(
         seed = settings.pop("seed", 0)
         client_link = ImpairedLink(left, seed=seed, **settings)
         server_link = ImpairedLink(right, seed=seed + 1, **settings)
-    client = aionetstack.Stack("client", tcp=tcp)
-    server = aionetstack.Stack("server", tcp=server_tcp or tcp)
+    # IPv4 only: no IPv6 address configuration on the wire, whose random start-up delays (RFC 4862
+    # §5.4.2) would draw from the impairment's seeded sequence at times no seed fixes.
+    quiet = aionetstack.StackOptions(ipv6_autoconf=False)
+    client = aionetstack.Stack("client", tcp=tcp, options=quiet)
+    server = aionetstack.Stack("server", tcp=server_tcp or tcp, options=quiet)
     async with asyncio.timeout(timeout), client, server:
         client.add_interface(client_link, f"{CLIENT_IP}/24")
         server.add_interface(server_link, f"{SERVER_IP}/24")

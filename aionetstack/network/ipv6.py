@@ -1,0 +1,889 @@
+"""IPv6 input and output for a stack (RFC 8200): validate, walk extension headers, reassemble,
+deliver; route, fragment at the source, resolve neighbours with ND (RFC 4861) on Ethernet.
+
+The stack registers one :class:`Ipv6Layer` beside IPv4 (EtherType 0x86DD, IP version 6, 16-byte
+addresses). It hands transport payloads to the same
+:class:`~aionetstack.network.registration.TransportDispatcher` as IPv4 (ICMPv6 is number 58 there),
+and it is the :class:`~aionetstack.network.registration.NetworkEndpoint` a transport sends IPv6
+through. Like :class:`~aionetstack.network.ipv4.Ipv4Layer` it never sees the ``Stack`` and never
+reads a loop: the clock, counters and tables come in at construction, and its timers (neighbour
+solicitations, address configuration, reassembly) are ``poll(now)``/``next_deadline``.
+
+Neighbour Discovery lives here because the caches and the address configuration are per
+interface state of this layer: ICMPv6 parses an ND message and hands it to :meth:`Ipv6Layer.nd_input`.
+A TUN link or the loopback carries bare packets: no ND, no link-local configuration there.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import random
+import struct
+from typing import TYPE_CHECKING, Protocol, cast
+
+from aionetstack.link.endpoint import LinkKind
+from aionetstack.network.addrconf import (
+    Action,
+    AddressConfigurator,
+    AddressDeprecated,
+    AddressReady,
+    AddressRemoved,
+    DefaultRouterAdded,
+    DefaultRouterRemoved,
+    LinkMtuChanged,
+    NdParametersChanged,
+    OnLinkPrefixAdded,
+    OnLinkPrefixRemoved,
+    Transmit,
+    redirect_route,
+)
+from aionetstack.network.fragmentation import fragment_packet_v6
+from aionetstack.network.neighbour import NeighbourCache, NeighbourState, ResolveAction
+from aionetstack.network.reassembly import Reassembler
+from aionetstack.network.registration import (
+    Clock,
+    Counters,
+    LinkOutput,
+    NetworkHeader,
+    NetworkInput,
+    PacketOwner,
+    TransportDispatcher,
+)
+from aionetstack.wire import Buffer
+from aionetstack.wire.ethernet import ETHERTYPE_IPV6
+from aionetstack.wire.icmpv6 import (
+    ICMPV6_DEST_UNREACHABLE,
+    ICMPV6_PARAMETER_PROBLEM,
+    ICMPV6_TIME_EXCEEDED,
+    PARAM_UNRECOGNIZED_NEXT_HEADER,
+    TIME_EXCEEDED_REASSEMBLY,
+    UNREACH_PORT,
+)
+from aionetstack.wire.ipv6 import (
+    ALL_NODES,
+    EXTENSION_HEADERS,
+    IPV6_HEADER_LENGTH,
+    IPV6_MIN_MTU,
+    NEXT_ICMPV6,
+    NEXT_NONE,
+    UNSPECIFIED,
+    FragmentHeader,
+    Ipv6Header,
+    build_ipv6,
+    format_ipv6,
+    is_link_local,
+    multicast_mac,
+    parse_ipv6,
+    solicited_node,
+    walk_extensions,
+)
+from aionetstack.wire.ndp import (
+    NdMessage,
+    NeighbourAdvertisement,
+    NeighbourSolicitation,
+    Redirect,
+    RouterAdvertisement,
+    RouterSolicitation,
+    build_mldv2_report_packet,
+    build_neighbour_advertisement,
+    build_neighbour_solicitation,
+)
+
+if TYPE_CHECKING:
+    from aionetstack.network.interface import Interface
+    from aionetstack.network.pmtu import PmtuCache
+    from aionetstack.network.route import Route, RouteTable
+    from aionetstack.options import StackOptions
+
+__all__ = ["LOOPBACK6", "Icmpv6Errors", "Ipv6Layer", "new_nd_cache"]
+
+#: ::1 (RFC 4291 §2.5.3).
+LOOPBACK6 = bytes(15) + b"\x01"
+
+_ETH_IP = struct.Struct("!6s6sH")
+#: What waits in a neighbour entry's queue: an IPv6 packet and its owner.
+_Waiting = tuple[bytes, PacketOwner | None]
+_TRANSPORTS_WITH_PORTS = (6, 17)
+#: What a transport protocol without ``address_lengths`` handles: IPv4 only.
+_IPV4_ONLY = frozenset({4})
+
+
+class Icmpv6Errors(Protocol):
+    """What IPv6 asks of ICMPv6 (RFC 4443 §3): an error about a packet, or about a quote of one."""
+
+    def send_error(
+        self,
+        icmp_type: int,
+        code: int,
+        header: Ipv6Header,
+        buf: Buffer,
+        ip_offset: int,
+        word: int = 0,
+        link_multicast: bool = False,
+    ) -> None: ...
+
+    def send_error_quote(
+        self, icmp_type: int, code: int, to: bytes, quote: Buffer, word: int = 0, source: bytes | None = None
+    ) -> None: ...
+
+
+class _NoIcmpv6:
+    """Until ICMPv6 is attached (a test of IPv6 alone): errors are not sent."""
+
+    def send_error(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def send_error_quote(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+def new_nd_cache(o: StackOptions) -> NeighbourCache:
+    """An interface's ND neighbour cache (RFC 4861 §10's constants; the stack's ARP bounds)."""
+    return NeighbourCache(
+        reachable_time=o.arp_reachable_time,
+        retransmit_interval=o.arp_retransmit_interval,
+        max_probes=o.arp_max_probes,  # MAX_MULTICAST_SOLICIT 3
+        queue_limit=o.arp_queue_limit,
+        queue_bytes=o.arp_queue_bytes,
+        capacity=o.arp_cache_size,
+        delay_first_probe_time=5.0,  # DELAY_FIRST_PROBE_TIME
+        max_unicast_probes=3,  # MAX_UNICAST_SOLICIT
+    )
+
+
+class Ipv6Layer:
+    """The IPv6 network protocol of one stack (a :class:`~aionetstack.network.registration.NetworkProtocol`).
+
+    ``local_addresses`` is the stack's table of its own addresses of both families (16-byte keys
+    for IPv6), ``routes`` its route table (which keeps the families apart by address width).
+    """
+
+    ip_version = 6
+    address_length = 16
+
+    def __init__(
+        self,
+        *,
+        options: StackOptions,
+        counters: Counters,
+        clock: Clock,
+        links: LinkOutput,
+        transports: TransportDispatcher,
+        interfaces: list[Interface],
+        local_addresses: dict[bytes, Interface],
+        routes: RouteTable,
+        loopback: Interface,
+        pmtu: PmtuCache,
+    ) -> None:
+        self.options = options
+        self.counters = counters
+        self.clock = clock
+        self.emit = links.emit
+        self.transports = transports
+        self._inputs = transports.inputs
+        self.interfaces = interfaces
+        self.local_addresses = local_addresses
+        self.routes = routes
+        self.loopback = loopback
+        self.pmtu = pmtu
+        self.icmp: Icmpv6Errors = _NoIcmpv6()
+        # The same bounds as IPv4's (RFC 8200 §4.5 leaves them to the implementation).
+        self.reassembler = Reassembler(
+            timeout=min(options.reassembly_timeout, 60.0),  # RFC 8200 §4.5: 60 s at most
+            max_bytes_per_source=options.reassembly_bytes_per_source,
+            max_bytes_total=options.reassembly_bytes_total,
+        )
+        self.default_hop_limit = options.default_ttl
+        # RFC 7739 §5: fragment identifications unpredictable to an off-path attacker.
+        self._ids = random.Random(os.urandom(16))
+        self._flow_secret = os.urandom(8)
+        #: Default routes learnt from router advertisements, by (interface, router).
+        self._router_routes: dict[tuple[Interface, bytes], Route] = {}
+        self._prefix_routes: dict[tuple[Interface, bytes, int], Route] = {}
+
+    def ethertypes(self) -> dict[int, NetworkInput]:
+        """IPv6 frames (RFC 2464 §3) come here."""
+        return {ETHERTYPE_IPV6: self.ipv6_input}
+
+    # ------------------------------------------------------------------ the addresses
+
+    def is_local(self, address: bytes) -> bool:
+        return address in self.local_addresses
+
+    def is_broadcast(self, address: bytes) -> bool:
+        """IPv6 has no broadcast (RFC 4291 §2); a multicast destination is treated as one by the
+        rules that never answer a broadcast (RFC 4443 §2.4(e.3), RFC 9293 §3.10.7.2)."""
+        return address[0] == 0xFF
+
+    # ------------------------------------------------------------------ interfaces and addresses
+
+    def attach(self, iface: Interface) -> None:
+        """Set IPv6 up on a new interface: ND and address configuration on Ethernet (RFC 4862
+        §5.3: link-local on every interface that can do ND); the groups every node joins."""
+        iface.groups6.add(ALL_NODES)  # RFC 4291 §2.8
+        if iface.link.mtu < IPV6_MIN_MTU:
+            # RFC 8200 §5: IPv6 needs links of 1280 octets; on a smaller one it stays off (no
+            # link-local address, so nothing routes there but what a user adds by hand).
+            self.counters["ipv6.link-mtu-too-small"] += 1
+            return
+        if iface.link.kind is LinkKind.ETHERNET and len(iface.link.mac) == 6:
+            iface.neighbours6 = new_nd_cache(self.options)
+            if not self.options.ipv6_autoconf:
+                return
+            iface.addrconf = AddressConfigurator(
+                iface.link.mac,
+                interface_name=iface.name,
+                link_mtu=max(IPV6_MIN_MTU, min(iface.link.mtu, 65535)),
+            )
+
+    def start(self, iface: Interface, now: float) -> None:
+        """The link is up (the loop runs): start the link-local address and its DAD."""
+        if iface.addrconf is not None:
+            self._apply(iface, iface.addrconf.start(now), now)
+
+    def add_address(self, iface: Interface, address: ipaddress.IPv6Interface, *, announce: bool) -> None:
+        """Assign ``address`` (configured by hand, or ready after DAD) with its on-link route."""
+        packed = address.ip.packed
+        iface.add_address(address)
+        self.local_addresses[packed] = iface
+        network = address.network
+        if network.prefixlen < 128 and not address.ip.is_link_local and iface is not self.loopback:
+            key = (iface, network.network_address.packed, network.prefixlen)
+            if key not in self._prefix_routes:
+                self._prefix_routes[key] = self.routes.add(str(network), iface)
+        self._join(iface, solicited_node(packed), announce)
+
+    def remove_address(self, iface: Interface, address: ipaddress.IPv6Interface) -> None:
+        iface.remove_address(address)
+        packed = address.ip.packed
+        if self.local_addresses.get(packed) is iface:
+            del self.local_addresses[packed]
+        network = address.network
+        if not any(a.network == network for a in iface.addresses6):
+            route = self._prefix_routes.pop((iface, network.network_address.packed, network.prefixlen), None)
+            if route is not None:
+                self._remove_route(route)
+        self._refresh_groups(iface)
+
+    def _join(self, iface: Interface, group: bytes, announce: bool) -> None:
+        """Listen to ``group``; on Ethernet, report it (MLDv2, RFC 3810 §6.1) so snooping
+        switches forward it to us."""
+        if group in iface.groups6:
+            return
+        iface.groups6.add(group)
+        if announce and iface.link.kind is LinkKind.ETHERNET:
+            source = iface.link_local6() or UNSPECIFIED  # RFC 3810 §5.2.13
+            self._emit_multicast(iface, group, build_mldv2_report_packet(source, [group]))
+            self.counters["nd.mld-reports-sent"] += 1
+
+    def announce(self, iface: Interface, address: bytes) -> None:
+        """Report the solicited-node group of an address assigned before the loop ran."""
+        group = solicited_node(address)
+        iface.groups6.discard(group)
+        self._join(iface, group, True)
+
+    def _refresh_groups(self, iface: Interface) -> None:
+        groups = {ALL_NODES} | {solicited_node(a.ip.packed) for a in iface.addresses6}
+        if iface.addrconf is not None:
+            groups |= {solicited_node(a) for a, _length, _state in iface.addrconf.addresses()}
+        iface.groups6 = groups
+
+    def default_interface(self) -> Interface | None:
+        """Where a link-local or link-scoped multicast destination leaves when nothing names the
+        interface (no scope id, no bound source): the first interface with a link-local address."""
+        for iface in self.interfaces:
+            if iface is not self.loopback and iface.link_local6() is not None:
+                return iface
+        return None
+
+    def interface_by_index(self, index: int) -> Interface | None:
+        """The interface of a scope id (``sin6_scope_id``, RFC 4007 §6): our interface index."""
+        for iface in self.interfaces:
+            if iface.index == index:
+                return iface
+        return None
+
+    # ------------------------------------------------------------------ input
+
+    def ipv6_input(self, iface: Interface, buf: Buffer, offset: int) -> None:
+        """Validate an IPv6 packet (RFC 8200 §3, §4) and deliver it to its upper-layer protocol."""
+        counters = self.counters
+        header = parse_ipv6(buf, offset)
+        counters["ipv6.received"] += 1
+        source = header.source
+        destination = header.destination
+        if source[0] == 0xFF:
+            # RFC 4291 §2.7: a multicast address is never a source.
+            counters["ipv6.dropped.martian"] += 1
+            return
+        if (source == LOOPBACK6 or destination == LOOPBACK6) and iface is not self.loopback:
+            # RFC 4291 §2.5.3: ::1 never leaves a node, and a packet from or to it that came in
+            # on a real interface is dropped.
+            counters["ipv6.dropped.martian"] += 1
+            return
+        if destination not in self.local_addresses:
+            if destination[0] == 0xFF:
+                if destination not in iface.groups6:
+                    # A group we did not join: a NIC's multicast filter would not have passed it
+                    # up (RFC 4291 §2.8), so it is no error, only filtered.
+                    counters["ipv6.multicast-filtered"] += 1
+                    return
+            elif not self.transports.promiscuous(header.next_header):
+                counters["ipv6.dropped.not-for-us"] += 1
+                return
+        elif (
+            destination[0] == 0xFE
+            and self.local_addresses[destination] is not iface
+            and iface is not self.loopback
+            and is_link_local(destination)
+        ):
+            # RFC 4007 §5: a link-local address is only ours on its own link.
+            counters["ipv6.dropped.not-for-us"] += 1
+            return
+        start = header.payload_offset
+        end = header.payload_end
+        protocol = header.next_header
+        pointer = 6
+        if protocol in EXTENSION_HEADERS:
+            chain = walk_extensions(buf, header)
+            problem = chain.problem
+            if problem is not None:
+                counters[f"ipv6.dropped.{problem.reason}"] += 1
+                if problem.send_icmp(destination[0] == 0xFF):
+                    self.icmp.send_error(
+                        ICMPV6_PARAMETER_PROBLEM, problem.code, header, buf, offset, problem.pointer
+                    )
+                return
+            fragment = chain.fragment
+            if fragment is not None and not fragment.atomic:
+                whole = self._reassemble(header, buf, offset, chain.upper_offset, fragment)
+                if whole is None:
+                    return
+                buf, offset = whole, 0
+                header = parse_ipv6(buf, 0)
+                chain = walk_extensions(buf, header)
+                if chain.problem is not None or (chain.fragment is not None and not chain.fragment.atomic):
+                    counters["ipv6.dropped.bad-fragment"] += 1
+                    return
+                end = header.payload_end
+            elif fragment is not None:
+                counters["ipv6.atomic-fragments"] += 1  # RFC 6946: processed as a whole packet
+            protocol = chain.upper_protocol
+            start = chain.upper_offset
+            pointer = chain.next_header_pointer
+        if protocol == NEXT_NONE:
+            counters["ipv6.no-next-header"] += 1  # RFC 8200 §4.7: nothing follows, nothing to do
+            return
+        deliver = self._inputs.get(protocol)
+        if deliver is not None:
+            if 16 not in getattr(self.transports.protocols[protocol], "address_lengths", _IPV4_ONLY):
+                # A transport that has not said it reads IPv6 headers (``address_lengths``) would
+                # take a 16-byte address for an IPv4 one: it never sees the packet.
+                counters["ipv6.dropped.transport-ipv4-only"] += 1
+                return
+            counters["ipv6.delivered"] += 1
+            deliver(iface, header, buf, start, end, offset)
+        else:
+            counters["ipv6.dropped.unknown-protocol"] += 1
+            # RFC 8200 §4: an unrecognised Next Header: parameter problem code 1, pointing at it.
+            self.icmp.send_error(
+                ICMPV6_PARAMETER_PROBLEM, PARAM_UNRECOGNIZED_NEXT_HEADER, header, buf, offset, pointer
+            )
+
+    packet_input = ipv6_input
+
+    def _reassemble(
+        self, header: Ipv6Header, buf: Buffer, offset: int, data_at: int, frag: FragmentHeader
+    ) -> bytes | None:
+        """Add a fragment (RFC 8200 §4.5); the rebuilt packet when it completes."""
+        counters = self.counters
+        counters["ipv6.fragments-received"] += 1
+        rstats = self.reassembler.stats
+        overlaps, bad = rstats["overlaps"], rstats["bad_fragments"]
+        done = self.reassembler.add_v6(
+            header.source,
+            header.destination,
+            frag.identification,
+            frag.offset,
+            frag.more,
+            frag.next_header,
+            memoryview(buf)[data_at : header.payload_end],
+            self.clock(),
+            headers=bytes(buf[offset:data_at]),
+        )
+        if done is None:
+            if rstats["overlaps"] != overlaps:
+                counters["ipv6.dropped.fragment-overlap"] += 1  # RFC 5722
+            elif rstats["bad_fragments"] != bad:
+                counters["ipv6.dropped.bad-fragment"] += 1
+            return None
+        next_header, unfragmentable, payload = done
+        # RFC 8200 §4.5: the Unfragmentable Part with the first fragment's Next Header in the
+        # field that named the fragment header, and the Payload Length of the whole.
+        head = bytearray(unfragmentable)
+        field = 6
+        position = IPV6_HEADER_LENGTH
+        while position < len(head):
+            field = position
+            position += (head[position + 1] + 1) * 8
+        head[field] = next_header
+        length = len(head) - IPV6_HEADER_LENGTH + len(payload)
+        if length > 0xFFFF:
+            counters["ipv6.dropped.oversize"] += 1
+            return None
+        head[4:6] = length.to_bytes(2, "big")
+        counters["ipv6.reassembled"] += 1
+        return bytes(head) + payload
+
+    def port_unreachable(self, header: NetworkHeader, buf: Buffer, ip_offset: int) -> None:
+        """RFC 4443 §3.1: port unreachable (code 4) for a datagram to a port nobody listens on;
+        never for a multicast destination (§2.4(e.3))."""
+        if self.is_local(header.destination):
+            self.icmp.send_error(
+                ICMPV6_DEST_UNREACHABLE, UNREACH_PORT, cast("Ipv6Header", header), buf, ip_offset
+            )
+
+    # ------------------------------------------------------------------ output
+
+    def route(self, destination: bytes, source: bytes | None = None) -> tuple[Interface, bytes]:
+        """``(interface, next hop)``; ``OSError(ENETUNREACH)`` when no route leads there.
+
+        A link-local or link-scoped multicast destination has no route (RFC 4007 §6): it leaves by
+        the interface of ``source`` when that is one of ours, else by :meth:`default_interface`.
+        """
+        if destination in self.local_addresses:
+            return self.loopback, destination
+        if is_link_local(destination) or (destination[0] == 0xFF and destination[1] & 0x0F <= 2):
+            iface = self.local_addresses.get(source) if source is not None else None
+            if iface is None or iface is self.loopback:
+                iface = self.default_interface()
+            if iface is None:
+                self.counters["ipv6.dropped.no-route"] += 1
+                raise OSError(errno.ENETUNREACH, f"no interface for {format_ipv6(destination)}")
+            return iface, destination
+        route = self.routes.lookup(destination)
+        if route is None:
+            self.counters["ipv6.dropped.no-route"] += 1
+            raise OSError(
+                errno.ENETUNREACH, f"no route to {format_ipv6(destination)}: network is unreachable"
+            )
+        return route.interface, route.gateway or destination  # type: ignore[return-value]
+
+    def reply_unroutable(self, destination: bytes) -> bool:
+        """True (and counted) when a reply to ``destination`` could not leave (see IPv4's)."""
+        if destination in self.local_addresses or is_link_local(destination):
+            return False
+        route = self.routes.lookup(destination)
+        if route is None:
+            self.counters["ipv6.dropped.no-route"] += 1
+            return True
+        iface: Interface = route.interface  # type: ignore[assignment]
+        cache = iface.neighbours6
+        if cache is not None and cache.recently_failed(route.gateway or destination, self.clock()):
+            self.counters["ipv6.dropped.host-unreachable"] += 1
+            return True
+        return False
+
+    def source_address(self, destination: bytes) -> bytes:
+        """The source for ``destination`` (RFC 6724 §5, simplified: see ``Interface.source_for6``)."""
+        if destination in self.local_addresses:
+            return destination
+        iface, _ = self.route(destination)
+        source = iface.source_for6(destination)
+        if source is None:
+            raise OSError(errno.EADDRNOTAVAIL, f"interface {iface.name} has no IPv6 address")
+        return source
+
+    def path_mtu(self, iface: Interface, destination: bytes) -> int:
+        """What one packet to ``destination`` may hold: the link's (or its RA's) MTU, lowered by
+        packet too big (RFC 8201 §4); never below 1280 (RFC 8200 §5)."""
+        mtu = iface.mtu6 or iface.link.mtu
+        learnt = self.pmtu.get(destination, self.clock())
+        if learnt is not None and learnt < mtu:
+            mtu = learnt
+        return max(mtu, IPV6_MIN_MTU)
+
+    def output(
+        self,
+        source: bytes,
+        destination: bytes,
+        protocol: int,
+        parts: tuple[Buffer, ...] | list[Buffer],
+        *,
+        ttl: int | None = None,
+        tos: int = 0,
+        dont_fragment: bool = False,
+        owner: PacketOwner | None = None,
+        path: tuple[Interface, bytes] | None = None,
+    ) -> None:
+        """Send one upper-layer payload given as parts; the source fragments it to the path MTU
+        (RFC 8200 §4.5, §5) unless ``dont_fragment`` (then ``OSError(EMSGSIZE)``)."""
+        iface, next_hop = path if path is not None else self.route(destination, source)
+        length = 0
+        for part in parts:
+            length += len(part)
+        counters = self.counters
+        counters["ipv6.sent"] += 1
+        if ttl is None:
+            ttl = iface.hop_limit6 or self.default_hop_limit
+        flow = 0
+        if protocol in _TRANSPORTS_WITH_PORTS and parts:
+            # RFC 6437 §3: a flow label from the flow's 5-tuple, hashed with a secret.
+            flow = hash((self._flow_secret, source, destination, protocol, bytes(parts[0][:4]))) & 0xFFFFF
+        header = build_ipv6(source, destination, protocol, length, ttl, tos, flow)
+        mtu = self.path_mtu(iface, destination) if iface is not self.loopback else iface.link.mtu
+        if IPV6_HEADER_LENGTH + length <= mtu:
+            self._link_output(iface, next_hop, destination, (header, *parts), owner)
+            return
+        if dont_fragment:
+            counters["ipv6.dropped.needs-fragmentation"] += 1
+            raise OSError(
+                errno.EMSGSIZE, f"{IPV6_HEADER_LENGTH + length}-byte packet exceeds the path MTU {mtu}"
+            )
+        if IPV6_HEADER_LENGTH + length > 0xFFFF + IPV6_HEADER_LENGTH:
+            raise OSError(errno.EMSGSIZE, f"{length}-byte payload exceeds 65535 (RFC 8200 §3)")
+        packet = b"".join((header, *parts))
+        pieces = fragment_packet_v6(packet, mtu, self._ids.getrandbits(32))
+        counters["ipv6.fragments-sent"] += len(pieces)
+        for piece in pieces:
+            self._link_output(iface, next_hop, destination, (piece,), owner)
+
+    def output_offload(
+        self,
+        source: bytes,
+        destination: bytes,
+        protocol: int,
+        parts: list[Buffer],
+        length: int,
+        transport_header_length: int,
+        checksum_offset: int,
+        segment_size: int,
+        segments: int,
+        path: tuple[Interface, bytes],
+        dont_fragment: bool,
+    ) -> bool:
+        """Segmentation offload is not offered for IPv6 yet: the caller sends segment by segment."""
+        return False
+
+    def _link_output(
+        self,
+        iface: Interface,
+        next_hop: bytes,
+        destination: bytes,
+        parts: tuple[Buffer, ...],
+        owner: PacketOwner | None,
+    ) -> None:
+        link = iface.link
+        if link.kind is not LinkKind.ETHERNET:
+            self.emit(link, b"".join(parts))  # TUN, loopback: no ND (RFC 4861 §1: not NBMA)
+            return
+        if destination[0] == 0xFF:
+            mac: bytes | None = multicast_mac(destination)  # RFC 2464 §7
+        else:
+            mac = self._resolve(iface, next_hop)
+        if mac is not None:
+            self.emit(link, b"".join((_ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV6), *parts)))
+            return
+        cache = iface.neighbours6
+        if cache is None:
+            self.counters["ipv6.dropped.no-neighbour-discovery"] += 1
+            return
+        # RFC 4861 §7.2.2: queue (boundedly) while a solicitation is out.
+        now = self.clock()
+        overflow = cache.stats["queue_dropped"]
+        packet = b"".join(parts)
+        action = cache.enqueue(next_hop, (packet, owner), now, len(packet))
+        if cache.stats["queue_dropped"] != overflow:
+            self.counters["ipv6.dropped.nd-queue-full"] += cache.stats["queue_dropped"] - overflow
+        if action is ResolveAction.SEND_REQUEST:
+            self.send_neighbour_solicitation(iface, next_hop, source=packet[8:24])
+        elif action is ResolveAction.UNREACHABLE:
+            self.counters["ipv6.dropped.host-unreachable"] += 1
+            raise OSError(
+                errno.EHOSTUNREACH, f"no ND answer from {format_ipv6(next_hop)}: host is unreachable"
+            )
+
+    def _resolve(self, iface: Interface, next_hop: bytes) -> bytes | None:
+        cache = iface.neighbours6
+        if cache is None:
+            return None
+        return cache.lookup(next_hop, self.clock())  # STALE -> DELAY happens inside (RFC 4861 §7.3.3)
+
+    def _emit_multicast(self, iface: Interface, group: bytes, packet: bytes) -> None:
+        link = iface.link
+        self.emit(link, _ETH_IP.pack(multicast_mac(group), link.mac, ETHERTYPE_IPV6) + packet)
+
+    def _emit_to(self, iface: Interface, mac: bytes, packet: bytes) -> None:
+        link = iface.link
+        self.emit(link, _ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV6) + packet)
+
+    # ------------------------------------------------------------------ Neighbour Discovery
+
+    def send_neighbour_solicitation(
+        self, iface: Interface, target: bytes, *, unicast_to: bytes | None = None, source: bytes | None = None
+    ) -> None:
+        """An NS for ``target`` (RFC 4861 §7.2.2): to its solicited-node group, or unicast to the
+        cached address to probe a PROBE entry (§7.3.3). From the prompting packet's source when
+        that is ours on this interface, else the interface's best address for the target."""
+        if source is None or source not in iface.own6:
+            source = iface.source_for6(target)
+        if source is None:
+            self.counters["nd.dropped.no-source-address"] += 1
+            return
+        destination = target if unicast_to is not None else solicited_node(target)
+        message = build_neighbour_solicitation(source, destination, target, iface.link.mac)
+        packet = build_ipv6(source, destination, NEXT_ICMPV6, len(message), 255) + message
+        self.counters["nd.solicitations-sent"] += 1
+        if unicast_to is not None:
+            self._emit_to(iface, unicast_to, packet)
+        else:
+            self._emit_multicast(iface, destination, packet)
+
+    def nd_input(self, iface: Interface, header: Ipv6Header, message: NdMessage) -> None:
+        """A valid ND message (``parse_nd`` passed) that arrived on ``iface``."""
+        counters = self.counters
+        cache = iface.neighbours6
+        if cache is None:
+            counters["nd.dropped.no-nd-link"] += 1  # TUN, loopback: no ND (RFC 4861 §1)
+            return
+        now = self.clock()
+        source = header.source
+        if isinstance(message, NeighbourSolicitation):
+            counters["nd.solicitations-received"] += 1
+            self._solicitation_input(iface, cache, header, message, now)
+        elif isinstance(message, NeighbourAdvertisement):
+            counters["nd.advertisements-received"] += 1
+            self._advertisement_input(iface, cache, message, now)
+        elif isinstance(message, RouterAdvertisement):
+            counters["nd.router-advertisements-received"] += 1
+            mac = message.options.source_link_address
+            if mac is not None:
+                self._send_waiting(iface, mac, cache.learn(source, mac, now, router=True))  # §6.3.4
+            if iface.addrconf is not None:
+                self._apply(iface, iface.addrconf.router_advertisement(source, message, now), now)
+        elif isinstance(message, RouterSolicitation):
+            counters["nd.router-solicitations-ignored"] += 1  # RFC 4861 §6.2.6: hosts ignore RS
+        elif isinstance(message, Redirect):
+            self._redirect_input(iface, cache, source, message, now)
+
+    def _solicitation_input(
+        self,
+        iface: Interface,
+        cache: NeighbourCache,
+        header: Ipv6Header,
+        ns: NeighbourSolicitation,
+        now: float,
+    ) -> None:
+        counters = self.counters
+        target = ns.target
+        source = header.source
+        addrconf = iface.addrconf
+        if addrconf is not None and addrconf.is_tentative(target):
+            # RFC 4862 §5.4.3: an NS from :: for a tentative address of ours is another node's DAD.
+            self._apply(iface, addrconf.neighbour_solicitation(source, target, now), now)
+            return
+        if target not in iface.own6:
+            counters["nd.dropped.not-our-target"] += 1  # RFC 4861 §7.1.1
+            return
+        mac = ns.options.source_link_address
+        if source == UNSPECIFIED:
+            # RFC 4861 §7.2.4: answer a DAD probe to all-nodes, unsolicited.
+            destination = ALL_NODES
+            solicited = False
+        else:
+            destination = source
+            solicited = True
+            if mac is not None:
+                # RFC 4861 §7.2.3: the solicitor's address goes in the cache (STALE).
+                self._send_waiting(iface, mac, cache.learn(source, mac, now))
+        answer = build_neighbour_advertisement(
+            target, destination, target, solicited=solicited, override=True, target_mac=iface.link.mac
+        )
+        packet = build_ipv6(target, destination, NEXT_ICMPV6, len(answer), 255) + answer
+        counters["nd.advertisements-sent"] += 1
+        if destination[0] == 0xFF:
+            self._emit_multicast(iface, destination, packet)
+        elif mac is not None:
+            self._emit_to(iface, mac, packet)
+        else:
+            # §7.2.4: no link-layer address given: resolve the solicitor as for any packet.
+            self._link_output(iface, destination, destination, (packet,), None)
+
+    def _advertisement_input(
+        self, iface: Interface, cache: NeighbourCache, na: NeighbourAdvertisement, now: float
+    ) -> None:
+        target = na.target
+        addrconf = iface.addrconf
+        if addrconf is not None and addrconf.is_tentative(target):
+            self._apply(iface, addrconf.neighbour_advertisement(target, now), now)  # RFC 4862 §5.4.4
+            return
+        if target in iface.own6:
+            self.counters["nd.address-conflict"] += 1  # another node claims an address of ours
+            return
+        waiting, router_lost = cache.advertisement_input(
+            target,
+            na.options.target_link_address,
+            now,
+            solicited=na.solicited,
+            override=na.override,
+            router=na.router,
+        )
+        mac = cache.peek(target)
+        if waiting and mac is not None:
+            self._send_waiting(iface, mac, waiting)
+        if router_lost:
+            # RFC 4861 §7.2.5: no longer a router: out of the default router list.
+            route = self._router_routes.pop((iface, target), None)
+            if route is not None:
+                self._remove_route(route)
+
+    def _redirect_input(
+        self, iface: Interface, cache: NeighbourCache, source: bytes, redirect: Redirect, now: float
+    ) -> None:
+        """RFC 4861 §8.3, honoured only from the router we use now for that destination."""
+        try:
+            out, first_hop = self.route(redirect.destination)
+        except OSError:
+            self.counters["nd.redirects-ignored"] += 1
+            return
+        current = first_hop if out is iface and first_hop != redirect.destination else None
+        change = redirect_route(source, redirect, current)
+        if change is None:
+            self.counters["nd.redirects-ignored"] += 1
+            return
+        destination, gateway = change
+        self.routes.add(f"{format_ipv6(destination)}/128", iface, gateway)
+        mac = redirect.options.target_link_address
+        if mac is not None:
+            self._send_waiting(iface, mac, cache.learn(redirect.target, mac, now))
+        self.counters["nd.redirects-accepted"] += 1
+
+    def _send_waiting(self, iface: Interface, mac: bytes, waiting: list[object]) -> None:
+        for packet, _owner in cast("list[_Waiting]", waiting):
+            self._emit_to(iface, mac, packet)
+
+    # ------------------------------------------------------------------ address configuration
+
+    def _apply(self, iface: Interface, actions: list[Action], now: float) -> None:
+        """Carry out what the interface's :class:`AddressConfigurator` asks (RFC 4862, RFC 4861 §6.3.4)."""
+        counters = self.counters
+        changed_groups = False
+        for action in actions:
+            if isinstance(action, Transmit):
+                counters["nd.configuration-sent"] += 1
+                self._emit_multicast(iface, action.destination, action.packet)
+                changed_groups = True  # a DAD probe means a new tentative address's group
+            elif isinstance(action, AddressReady):
+                counters["nd.addresses-configured"] += 1
+                address = ipaddress.IPv6Interface((action.address, action.prefix_length))
+                iface.deprecated6.discard(action.address)
+                if action.address not in iface.own6:
+                    # SLAAC (RFC 4862 §5.5.3) configures the address; on-link routes come from the
+                    # prefix's L flag (OnLinkPrefixAdded), never from the address (RFC 5942 §4).
+                    iface.add_address(address)
+                    self.local_addresses[action.address] = iface
+                changed_groups = True
+            elif isinstance(action, AddressDeprecated):
+                iface.deprecated6.add(action.address)
+            elif isinstance(action, AddressRemoved):
+                counters[f"nd.addresses-removed.{action.reason}"] += 1
+                for address in list(iface.addresses6):
+                    if address.ip.packed == action.address:
+                        iface.remove_address(address)
+                if self.local_addresses.get(action.address) is iface:
+                    del self.local_addresses[action.address]
+                changed_groups = True
+            elif isinstance(action, DefaultRouterAdded):
+                key = (iface, action.router)
+                if key not in self._router_routes:
+                    self._router_routes[key] = self.routes.add("::/0", iface, action.router)
+            elif isinstance(action, DefaultRouterRemoved):
+                route = self._router_routes.pop((iface, action.router), None)
+                if route is not None:
+                    self._remove_route(route)
+            elif isinstance(action, OnLinkPrefixAdded):
+                key6 = (iface, action.prefix, action.prefix_length)
+                if key6 not in self._prefix_routes:
+                    self._prefix_routes[key6] = self.routes.add(
+                        f"{format_ipv6(action.prefix)}/{action.prefix_length}", iface
+                    )
+            elif isinstance(action, OnLinkPrefixRemoved):
+                route = self._prefix_routes.pop((iface, action.prefix, action.prefix_length), None)
+                if route is not None:
+                    self._remove_route(route)
+            elif isinstance(action, LinkMtuChanged):
+                iface.mtu6 = action.mtu
+            elif isinstance(action, NdParametersChanged):
+                iface.hop_limit6 = action.cur_hop_limit
+                cache = iface.neighbours6
+                if cache is not None:
+                    cache.reachable_time = action.reachable_time
+                    cache.retransmit_interval = action.retrans_timer
+        if changed_groups:
+            self._refresh_groups(iface)
+
+    def _remove_route(self, route: Route) -> None:
+        try:
+            self.routes.remove(route)
+        except ValueError:
+            pass  # already gone (the user removed it)
+
+    # ------------------------------------------------------------------ timers
+
+    def poll(self, now: float) -> None:
+        """Timer work: solicitations and their failures, address configuration, reassembly."""
+        counters = self.counters
+        for iface in self.interfaces:
+            cache = iface.neighbours6
+            if cache is not None:
+                retry, failed = cache.poll(now)
+                for ip in retry:
+                    if cache.state(ip) is NeighbourState.PROBE:
+                        mac = cache.peek(ip)
+                        self.send_neighbour_solicitation(iface, ip, unicast_to=mac)
+                    else:
+                        self.send_neighbour_solicitation(iface, ip)
+                for ip, packets in failed:
+                    counters["nd.resolution-failed"] += 1
+                    exc = OSError(
+                        errno.EHOSTUNREACH, f"no ND answer from {format_ipv6(ip)}: host is unreachable"
+                    )
+                    for _packet, owner in cast("list[_Waiting]", packets):
+                        counters["ipv6.dropped.host-unreachable"] += 1
+                        if owner is not None:
+                            owner.network_error(exc)
+                        # RFC 4443 §3.1 code 3 (address unreachable) would go to a forwarded
+                        # packet's source; a host only tells its own sockets.
+            addrconf = iface.addrconf
+            if addrconf is not None:
+                deadline = addrconf.next_deadline()
+                if deadline is not None and deadline <= now:
+                    self._apply(iface, addrconf.poll(now), now)
+        timeouts = self.reassembler.stats["timeouts"]
+        expired = self.reassembler.expire(now)
+        if self.reassembler.stats["timeouts"] != timeouts:
+            counters["ipv6.dropped.reassembly-timeout"] += self.reassembler.stats["timeouts"] - timeouts
+        for source, _destination, quote in expired:
+            if source[0] == 0xFF or source == UNSPECIFIED:
+                continue
+            # RFC 8200 §4.5: time exceeded, fragment reassembly time exceeded, when the first
+            # fragment had come.
+            self.icmp.send_error_quote(ICMPV6_TIME_EXCEEDED, TIME_EXCEEDED_REASSEMBLY, source, quote)
+
+    def next_deadline(self) -> float | None:
+        deadlines: list[float] = []
+        for iface in self.interfaces:
+            if iface.neighbours6 is not None:
+                d = iface.neighbours6.next_deadline()
+                if d is not None:
+                    deadlines.append(d)
+            if iface.addrconf is not None:
+                d = iface.addrconf.next_deadline()
+                if d is not None:
+                    deadlines.append(d)
+        r = self.reassembler.next_deadline()
+        if r is not None:
+            deadlines.append(r)
+        return min(deadlines) if deadlines else None

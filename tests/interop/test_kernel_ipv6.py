@@ -1,0 +1,90 @@
+"""IPv6 against the Linux kernel over TAP: the kernel's ``ping -6`` reaches our link-local
+address (found by its own Neighbour Discovery, RFC 4861) and a global one (RFC 4443 echo).
+
+Our stack holds the TAP fd in the test process; the kernel side lives in a private namespace
+with a random ULA prefix (RFC 4193), so nothing is configured outside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import secrets
+
+from aionetstack import Stack
+from aionetstack.network.interface import Interface
+from tests.interop.netns import NetNS, require_tool
+
+TIMEOUT = 30.0
+
+
+def _ula_prefix() -> str:
+    """A random fdXX:XXXX:XXXX:YYYY::/64 (RFC 4193 §3.2)."""
+    return "fd" + ":".join(secrets.token_hex(2) for _ in range(4))[2:] + "::"
+
+
+async def _our_link_local(iface: Interface) -> str:
+    async with asyncio.timeout(TIMEOUT):
+        while iface.link_local6() is None:  # DAD: up to 1 s of delay, then 1 s (RFC 4862 §5.4)
+            await asyncio.sleep(0.1)
+    address = iface.link_local6()
+    assert address is not None
+    return str(ipaddress.IPv6Address(address))
+
+
+async def _kernel_addresses_ready(ns: NetNS, device: str) -> None:
+    """Wait until the kernel's own IPv6 addresses on ``device`` have passed DAD."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            info = json.loads(ns.ip("-6", "-j", "addr", "show", "dev", device).stdout or "[]")
+            addresses = [a for entry in info for a in entry.get("addr_info", [])]
+            if addresses and not any(a.get("tentative") for a in addresses):
+                return
+            await asyncio.sleep(0.1)
+
+
+async def test_kernel_ping6_reaches_our_link_local_and_global_addresses(netns: NetNS) -> None:
+    require_tool("ping", "iputils-ping")
+    link, subnet = netns.add_tap()
+    device = link.device_name
+    prefix = _ula_prefix()
+    netns.ip("-6", "addr", "add", f"{prefix}1/64", "dev", device, "nodad")
+    async with Stack("ours") as stack:
+        iface = stack.add_interface(link, subnet.cidr(2), f"{prefix}2/64", name=device)
+        ours_ll = await _our_link_local(iface)
+        await _kernel_addresses_ready(netns, device)
+        for target in (f"{ours_ll}%{device}", f"{prefix}2"):
+            code, out, err = await netns.run_async(
+                "ping", "-6", "-c", "3", "-i", "0.2", "-w", "10", target, timeout=TIMEOUT
+            )
+            assert code == 0 and "3 received" in out, out + err
+        # The kernel learnt our MAC by ND, and we answered its solicitations.
+        neighbours = {entry["dst"]: entry for entry in netns.neighbours(device)}
+        mac = ":".join(f"{x:02x}" for x in link.mac)
+        assert neighbours[str(ipaddress.IPv6Address(f"{prefix}2"))]["lladdr"] == mac
+        stats = stack.statistics()
+        assert stats["icmpv6"]["echo-replies-sent"] >= 6
+        assert stats["nd"]["advertisements-sent"] >= 1
+        assert stats.get("dropped", {}).get("internal-error", 0) == 0
+        # We reach the kernel too, over its global address.
+        assert await stack.ping(f"{prefix}1", timeout=5) >= 0
+
+
+async def test_kernel_ping6_reaches_us_through_tun_without_neighbour_discovery(netns: NetNS) -> None:
+    require_tool("ping", "iputils-ping")
+    link, subnet = netns.add_tun()
+    device = link.device_name
+    prefix = _ula_prefix()
+    netns.ip("-6", "addr", "add", f"{prefix}1/64", "dev", device, "nodad")
+    async with Stack("ours") as stack:
+        iface = stack.add_interface(link, subnet.cidr(2), f"{prefix}2/64", name=device)
+        assert iface.neighbours6 is None and iface.addrconf is None  # RFC 4861 §1: no ND on a TUN
+        code, out, err = await netns.run_async(
+            "ping", "-6", "-c", "3", "-i", "0.2", "-w", "10", f"{prefix}2", timeout=TIMEOUT
+        )
+        assert code == 0 and "3 received" in out, out + err
+        assert await stack.ping(f"{prefix}1", timeout=5) >= 0
+        stats = stack.statistics()
+        assert stats["nd"].get("solicitations-sent", 0) == 0
+        assert stats.get("dropped", {}).get("internal-error", 0) == 0
