@@ -1,4 +1,4 @@
-"""The IPv6 address surface that needs no IPv6 network layer: 4-tuples, family=, getaddrinfo on
+"""The IPv6 address surface: 4-tuples, family=, getaddrinfo on
 the drop-in loop, argument checks naming the bad part. The oracle is the host's own getaddrinfo
 and socket module."""
 
@@ -13,7 +13,6 @@ import pytest
 import aionetstack
 from aionetstack.addresses import format_ip, parse_ip_any, sockaddr
 from aionetstack.loop import run
-from tests.transport.ipv6_kit import add_ipv6
 
 
 def test_sockaddr_is_a_4_tuple_for_ipv6_as_getsockname() -> None:
@@ -45,11 +44,7 @@ def test_getaddrinfo_answers_af_inet6_like_the_hosts() -> None:
         with pytest.raises(socket.gaierror) as kernel:
             socket.getaddrinfo("10.0.0.1", 80, family=socket.AF_INET6)
         assert raised.value.errno == kernel.value.errno
-        # Without an IPv6 layer, localhost is IPv4 only; with one, 127.0.0.1 then ::1.
-        only4 = await loop.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
-        assert [info[4] for info in only4] == [("127.0.0.1", 80)]
-        stack.add_interface(aionetstack.link.pipe()[0], "10.0.0.1/24")
-        add_ipv6(stack, "fd00::1")
+        # Every stack has ::1 on its lo: localhost is 127.0.0.1, then ::1.
         both = await loop.getaddrinfo("localhost", 80, type=socket.SOCK_STREAM)
         assert [info[4] for info in both] == [("127.0.0.1", 80), ("::1", 80, 0, 0)]
         v6 = await loop.getaddrinfo("localhost", 80, family=socket.AF_INET6, type=socket.SOCK_STREAM)
@@ -79,9 +74,10 @@ async def test_bad_ipv6_socket_addresses_name_their_part(
             await stack.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=addr)
 
 
-async def test_family_inet6_is_accepted_and_an_ipv6_literal_needs_a_layer() -> None:
+async def test_family_inet6_reaches_the_stacks_own_ipv6_loopback() -> None:
     async with aionetstack.Stack() as stack:
-        with pytest.raises(OSError) as raised:
+        with pytest.raises(ConnectionRefusedError) as raised:
             await stack.create_connection(asyncio.Protocol, "::1", 80, family=socket.AF_INET6)
-        # As a kernel without IPv6: socket(AF_INET6) fails with EAFNOSUPPORT.
-        assert raised.value.errno == errno.EAFNOSUPPORT
+        # As a kernel with nothing listening on [::1]:80: the SYN crossed IPv6 and met a reset.
+        assert raised.value.errno == errno.ECONNREFUSED
+        assert stack.counters["ipv6.received"] >= 2

@@ -44,6 +44,9 @@ class UdpLayer:
     (number 17) over the :class:`NetworkEndpoint` of its address family."""
 
     number = PROTO_UDP
+    #: Both families: headers of 4- and 16-byte addresses (the IPv6 layer delivers only to
+    #: transports that say so).
+    address_lengths = frozenset({4, 16})
 
     def __init__(
         self, network: NetworkEndpoint, counters: Counters, networks: NetworkProtocols | None = None

@@ -1,8 +1,8 @@
 """TCP and UDP over 16-byte addresses, end to end between two stacks, and the asyncio surface for
 IPv6 (4-tuples, family=, getaddrinfo, create_server(host=None) on both families).
 
-The IPv6 network layer under them is the test-only ``MiniIpv6`` (tests/transport/ipv6_kit.py)
-until ``network/ipv6.py`` lands; the oracle for bytes is scapy (checksums over the IPv6
+The IPv6 network layer under them is the stack's own (``network/ipv6.py``, neighbour discovery
+included); the oracle for bytes is scapy (checksums over the IPv6
 pseudo-header, RFC 8200 §8.1).
 """
 
@@ -17,7 +17,7 @@ import pytest
 from scapy.all import TCP, UDP, Ether, IPv6
 
 import aionetstack
-from tests.transport.ipv6_kit import MiniIpv6, add_ipv6, link_peers
+from tests.transport.ipv6_kit import Ipv6Recorder, add_ipv6
 from tests.transport.tcp.stream_kit import (
     CLIENT_IP,
     SERVER_IP,
@@ -31,10 +31,9 @@ CLIENT6, SERVER6 = "fd00::1", "fd00::2"
 
 
 @contextlib.asynccontextmanager
-async def dual_stacks(**kwargs: object) -> AsyncIterator[tuple[Net, MiniIpv6, MiniIpv6]]:
+async def dual_stacks(**kwargs: object) -> AsyncIterator[tuple[Net, Ipv6Recorder, Ipv6Recorder]]:
     async with two_stacks(**kwargs) as net:  # type: ignore[arg-type]
         client6, server6 = add_ipv6(net.client, CLIENT6), add_ipv6(net.server, SERVER6)
-        link_peers(client6, server6)
         yield net, client6, server6
 
 

@@ -83,6 +83,9 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
     """
 
     number = PROTO_TCP
+    #: Both families: headers of 4- and 16-byte addresses (the IPv6 layer delivers only to
+    #: transports that say so).
+    address_lengths = frozenset({4, 16})
 
     def __init__(
         self,
