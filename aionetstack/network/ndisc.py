@@ -1,0 +1,289 @@
+"""IPv6 neighbour discovery on a link (RFC 4861) and the actions of address configuration
+(RFC 4862): a mixin of :class:`~aionetstack.network.ipv6.Ipv6Layer`.
+
+Solicitations are answered and advertisements update the neighbour cache (§7.2); redirects are
+honoured only from our current first-hop router (§8.1); what :class:`AddressConfigurator` asks
+(addresses, default routers, on-link prefixes, MTU, ND timers) is carried out on the stack's
+tables.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+from aionetstack.network.addrconf import (
+    Action,
+    AddressDeprecated,
+    AddressReady,
+    AddressRemoved,
+    DefaultRouterAdded,
+    DefaultRouterRemoved,
+    LinkMtuChanged,
+    NdParametersChanged,
+    OnLinkPrefixAdded,
+    OnLinkPrefixRemoved,
+    Transmit,
+    redirect_route,
+)
+from aionetstack.network.neighbour import NeighbourCache
+from aionetstack.network.registration import (
+    Clock,
+    Counters,
+)
+from aionetstack.wire.ipv6 import (
+    ALL_NODES,
+    NEXT_ICMPV6,
+    UNSPECIFIED,
+    Ipv6Header,
+    build_ipv6,
+    format_ipv6,
+    solicited_node,
+)
+from aionetstack.wire.ndp import (
+    NdMessage,
+    NeighbourAdvertisement,
+    NeighbourSolicitation,
+    Redirect,
+    RouterAdvertisement,
+    RouterSolicitation,
+    build_neighbour_advertisement,
+    build_neighbour_solicitation,
+)
+
+if TYPE_CHECKING:
+    from aionetstack.network.interface import Interface
+    from aionetstack.network.route import Route, RouteTable
+
+__all__ = ["NeighbourDiscovery"]
+
+#: What waits in a neighbour entry's queue (the cache holds it opaquely): a packet and its owner.
+_Waiting = tuple[bytes, object]  # the owner is not needed here
+
+
+class NeighbourDiscovery:
+    """Neighbour Discovery messages in and out, and address configuration's actions."""
+
+    counters: Counters
+    clock: Clock
+    local_addresses: dict[bytes, Interface]
+    routes: RouteTable
+    _router_routes: dict[tuple[Interface, bytes], Route]
+    _prefix_routes: dict[tuple[Interface, bytes, int], Route]
+    route: Callable[..., tuple[Interface, bytes]]
+    _link_output: Callable[..., None]
+    _emit_multicast: Callable[[Interface, bytes, bytes], None]
+    _emit_to: Callable[[Interface, bytes, bytes], None]
+    _refresh_groups: Callable[[Interface], None]
+
+    # ------------------------------------------------------------------ Neighbour Discovery
+
+    def send_neighbour_solicitation(
+        self, iface: Interface, target: bytes, *, unicast_to: bytes | None = None, source: bytes | None = None
+    ) -> None:
+        """An NS for ``target`` (RFC 4861 §7.2.2): to its solicited-node group, or unicast to the
+        cached address to probe a PROBE entry (§7.3.3). From the prompting packet's source when
+        that is ours on this interface, else the interface's best address for the target."""
+        if source is None or source not in iface.own6:
+            source = iface.source_for6(target)
+        if source is None:
+            self.counters["nd.dropped.no-source-address"] += 1
+            return
+        destination = target if unicast_to is not None else solicited_node(target)
+        message = build_neighbour_solicitation(source, destination, target, iface.link.mac)
+        packet = build_ipv6(source, destination, NEXT_ICMPV6, len(message), 255) + message
+        self.counters["nd.solicitations-sent"] += 1
+        if unicast_to is not None:
+            self._emit_to(iface, unicast_to, packet)
+        else:
+            self._emit_multicast(iface, destination, packet)
+
+    def nd_input(self, iface: Interface, header: Ipv6Header, message: NdMessage) -> None:
+        """A valid ND message (``parse_nd`` passed) that arrived on ``iface``."""
+        counters = self.counters
+        cache = iface.neighbours6
+        if cache is None:
+            counters["nd.dropped.no-nd-link"] += 1  # TUN, loopback: no ND (RFC 4861 §1)
+            return
+        now = self.clock()
+        source = header.source
+        if isinstance(message, NeighbourSolicitation):
+            counters["nd.solicitations-received"] += 1
+            self._solicitation_input(iface, cache, header, message, now)
+        elif isinstance(message, NeighbourAdvertisement):
+            counters["nd.advertisements-received"] += 1
+            self._advertisement_input(iface, cache, message, now)
+        elif isinstance(message, RouterAdvertisement):
+            counters["nd.router-advertisements-received"] += 1
+            mac = message.options.source_link_address
+            if mac is not None:
+                self._send_waiting(iface, mac, cache.learn(source, mac, now, router=True))  # §6.3.4
+            if iface.addrconf is not None:
+                self._apply(iface, iface.addrconf.router_advertisement(source, message, now), now)
+        elif isinstance(message, RouterSolicitation):
+            counters["nd.router-solicitations-ignored"] += 1  # RFC 4861 §6.2.6: hosts ignore RS
+        elif isinstance(message, Redirect):
+            self._redirect_input(iface, cache, source, message, now)
+
+    def _solicitation_input(
+        self,
+        iface: Interface,
+        cache: NeighbourCache,
+        header: Ipv6Header,
+        ns: NeighbourSolicitation,
+        now: float,
+    ) -> None:
+        counters = self.counters
+        target = ns.target
+        source = header.source
+        addrconf = iface.addrconf
+        if addrconf is not None and addrconf.is_tentative(target):
+            # RFC 4862 §5.4.3: an NS from :: for a tentative address of ours is another node's DAD.
+            self._apply(iface, addrconf.neighbour_solicitation(source, target, now), now)
+            return
+        if target not in iface.own6:
+            counters["nd.dropped.not-our-target"] += 1  # RFC 4861 §7.1.1
+            return
+        mac = ns.options.source_link_address
+        if source == UNSPECIFIED:
+            # RFC 4861 §7.2.4: answer a DAD probe to all-nodes, unsolicited.
+            destination = ALL_NODES
+            solicited = False
+        else:
+            destination = source
+            solicited = True
+            if mac is not None:
+                # RFC 4861 §7.2.3: the solicitor's address goes in the cache (STALE).
+                self._send_waiting(iface, mac, cache.learn(source, mac, now))
+        answer = build_neighbour_advertisement(
+            target, destination, target, solicited=solicited, override=True, target_mac=iface.link.mac
+        )
+        packet = build_ipv6(target, destination, NEXT_ICMPV6, len(answer), 255) + answer
+        counters["nd.advertisements-sent"] += 1
+        if destination[0] == 0xFF:
+            self._emit_multicast(iface, destination, packet)
+        elif mac is not None:
+            self._emit_to(iface, mac, packet)
+        else:
+            # §7.2.4: no link-layer address given: resolve the solicitor as for any packet.
+            self._link_output(iface, destination, destination, (packet,), None)
+
+    def _advertisement_input(
+        self, iface: Interface, cache: NeighbourCache, na: NeighbourAdvertisement, now: float
+    ) -> None:
+        target = na.target
+        addrconf = iface.addrconf
+        if addrconf is not None and addrconf.is_tentative(target):
+            self._apply(iface, addrconf.neighbour_advertisement(target, now), now)  # RFC 4862 §5.4.4
+            return
+        if target in iface.own6:
+            self.counters["nd.address-conflict"] += 1  # another node claims an address of ours
+            return
+        waiting, router_lost = cache.advertisement_input(
+            target,
+            na.options.target_link_address,
+            now,
+            solicited=na.solicited,
+            override=na.override,
+            router=na.router,
+        )
+        mac = cache.peek(target)
+        if waiting and mac is not None:
+            self._send_waiting(iface, mac, waiting)
+        if router_lost:
+            # RFC 4861 §7.2.5: no longer a router: out of the default router list.
+            route = self._router_routes.pop((iface, target), None)
+            if route is not None:
+                self._remove_route(route)
+
+    def _redirect_input(
+        self, iface: Interface, cache: NeighbourCache, source: bytes, redirect: Redirect, now: float
+    ) -> None:
+        """RFC 4861 §8.3, honoured only from the router we use now for that destination."""
+        try:
+            out, first_hop = self.route(redirect.destination)
+        except OSError:
+            self.counters["nd.redirects-ignored"] += 1
+            return
+        current = first_hop if out is iface and first_hop != redirect.destination else None
+        change = redirect_route(source, redirect, current)
+        if change is None:
+            self.counters["nd.redirects-ignored"] += 1
+            return
+        destination, gateway = change
+        self.routes.add(f"{format_ipv6(destination)}/128", iface, gateway)
+        mac = redirect.options.target_link_address
+        if mac is not None:
+            self._send_waiting(iface, mac, cache.learn(redirect.target, mac, now))
+        self.counters["nd.redirects-accepted"] += 1
+
+    def _send_waiting(self, iface: Interface, mac: bytes, waiting: list[object]) -> None:
+        for packet, _owner in cast("list[_Waiting]", waiting):
+            self._emit_to(iface, mac, packet)
+
+    # ------------------------------------------------------------------ address configuration
+
+    def _apply(self, iface: Interface, actions: list[Action], now: float) -> None:
+        """Carry out what the interface's :class:`AddressConfigurator` asks (RFC 4862, RFC 4861 §6.3.4)."""
+        counters = self.counters
+        changed_groups = False
+        for action in actions:
+            if isinstance(action, Transmit):
+                counters["nd.configuration-sent"] += 1
+                self._emit_multicast(iface, action.destination, action.packet)
+                changed_groups = True  # a DAD probe means a new tentative address's group
+            elif isinstance(action, AddressReady):
+                counters["nd.addresses-configured"] += 1
+                address = ipaddress.IPv6Interface((action.address, action.prefix_length))
+                iface.deprecated6.discard(action.address)
+                if action.address not in iface.own6:
+                    # SLAAC (RFC 4862 §5.5.3) configures the address; on-link routes come from the
+                    # prefix's L flag (OnLinkPrefixAdded), never from the address (RFC 5942 §4).
+                    iface.add_address(address)
+                    self.local_addresses[action.address] = iface
+                changed_groups = True
+            elif isinstance(action, AddressDeprecated):
+                iface.deprecated6.add(action.address)
+            elif isinstance(action, AddressRemoved):
+                counters[f"nd.addresses-removed.{action.reason}"] += 1
+                for address in list(iface.addresses6):
+                    if address.ip.packed == action.address:
+                        iface.remove_address(address)
+                if self.local_addresses.get(action.address) is iface:
+                    del self.local_addresses[action.address]
+                changed_groups = True
+            elif isinstance(action, DefaultRouterAdded):
+                key = (iface, action.router)
+                if key not in self._router_routes:
+                    self._router_routes[key] = self.routes.add("::/0", iface, action.router)
+            elif isinstance(action, DefaultRouterRemoved):
+                route = self._router_routes.pop((iface, action.router), None)
+                if route is not None:
+                    self._remove_route(route)
+            elif isinstance(action, OnLinkPrefixAdded):
+                key6 = (iface, action.prefix, action.prefix_length)
+                if key6 not in self._prefix_routes:
+                    self._prefix_routes[key6] = self.routes.add(
+                        f"{format_ipv6(action.prefix)}/{action.prefix_length}", iface
+                    )
+            elif isinstance(action, OnLinkPrefixRemoved):
+                route = self._prefix_routes.pop((iface, action.prefix, action.prefix_length), None)
+                if route is not None:
+                    self._remove_route(route)
+            elif isinstance(action, LinkMtuChanged):
+                iface.mtu6 = action.mtu
+            elif isinstance(action, NdParametersChanged):
+                iface.hop_limit6 = action.cur_hop_limit
+                cache = iface.neighbours6
+                if cache is not None:
+                    cache.reachable_time = action.reachable_time
+                    cache.retransmit_interval = action.retrans_timer
+        if changed_groups:
+            self._refresh_groups(iface)
+
+    def _remove_route(self, route: Route) -> None:
+        try:
+            self.routes.remove(route)
+        except ValueError:
+            pass  # already gone (the user removed it)
