@@ -26,9 +26,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aionetstack import _validate
+from aionetstack.addresses import format_ip
 from aionetstack.network.registration import NetworkHeader
 from aionetstack.transports import TcpTransport
-from aionetstack.wire.ipv4 import format_ip
 from aionetstack.wire.tcp import TcpSegment
 
 if TYPE_CHECKING:

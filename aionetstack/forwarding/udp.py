@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from aionetstack import _validate
+from aionetstack.addresses import format_ip
 from aionetstack.network.registration import NetworkHeader
-from aionetstack.wire.ipv4 import format_ip
 
 if TYPE_CHECKING:
     from aionetstack.stack import Stack

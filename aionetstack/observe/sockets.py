@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from aionetstack.addresses import format_ip
 from aionetstack.transport.tcp.timewait import TimeWait
-from aionetstack.wire.ipv4 import format_ip
 
 if TYPE_CHECKING:
     from aionetstack.stack import Stack

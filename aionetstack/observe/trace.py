@@ -21,8 +21,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
+from aionetstack.addresses import format_ip
 from aionetstack.transport.tcp.seq import MASK
-from aionetstack.wire.ipv4 import format_ip
 from aionetstack.wire.tcp import SYN, flags_to_str
 
 if TYPE_CHECKING:

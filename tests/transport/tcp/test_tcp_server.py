@@ -186,7 +186,8 @@ async def test_listening_on_every_address_and_on_several() -> None:
         net.server.add_address(net.server.interfaces[1], "10.0.1.2/24")
         net.client.add_route("10.0.1.0/24", gateway=SERVER_IP)
         async with await net.server.start_server(echo_once, None, 17) as server:
-            assert [s.getsockname() for s in server.sockets] == [("0.0.0.0", 17)]
+            # host=None: every address of both families, one socket each, as asyncio opens them.
+            assert [s.getsockname() for s in server.sockets] == [("0.0.0.0", 17), ("::", 17, 0, 0)]
             assert await exchange(net.client, 17, b"any") == b"any"
         async with await net.server.start_server(echo_once, [SERVER_IP, "10.0.1.2"], 18) as server:
             assert sorted(s.getsockname() for s in server.sockets) == [("10.0.0.2", 18), ("10.0.1.2", 18)]
