@@ -5,17 +5,17 @@ and so ``asyncio.open_connection`` and ``asyncio.start_server``, which call them
 the given :class:`~aionetstack.Stack`; everything else (timers, subprocesses, files, pipes) stays
 the ordinary loop's.
 
-Kernel sockets handed to the loop (``sock=``) follow one rule: **an AF_INET TCP socket that is not
+Kernel sockets handed to the loop (``sock=``) follow one rule: **an AF_INET or AF_INET6 TCP socket that is not
 connected yet names an address, and the address is taken on the stack; a socket that already has
 a peer, or any other family (AF_UNIX, ``socket.socketpair()``), has nothing to do with the stack
 and goes to the base loop untouched.** So:
 
-* ``create_server(sock=s)`` / ``start_server(sock=s)`` with a bound or listening AF_INET socket
+* ``create_server(sock=s)`` / ``start_server(sock=s)`` with a bound or listening AF_INET/AF_INET6 socket
   listens on the stack at ``s.getsockname()`` — same address, same port number (an unbound socket
   lets the stack choose the port); ``server.sockets`` reports it. The kernel socket is closed (it
   reserved a host port only), unless the loop publishes its loopback servers on the host
   (:mod:`aionetstack.publish`), in which case it becomes the host-side listener of that server.
-* ``sock_connect(s, address)`` on a fresh AF_INET TCP socket (what aiohttp's happy-eyeballs dialer
+* ``sock_connect(s, address)`` on a fresh AF_INET/AF_INET6 TCP socket (what aiohttp's happy-eyeballs dialer
   does) connects *over the stack* — from ``s``'s bound address and port when it was bound
   (``local_addr``) — and leaves the kernel socket unconnected; the following
   ``create_connection(sock=s)`` / ``open_connection(sock=s)`` adopts that connection and closes
@@ -144,15 +144,17 @@ class _StackLoopMixin:
                 return await self._base().create_server(protocol_factory, host, port, sock=sock, **kwargs)
             if host is not None or port is not None:
                 raise ValueError("host/port and sock can not be specified at the same time")
-            if sock.family != socket.AF_INET:
+            if sock.family not in (socket.AF_INET, socket.AF_INET6):
                 sock.close()  # ours now, as asyncio's create_server owns it: no ResourceWarning
-                raise OSError(errno.EAFNOSUPPORT, f"aionetstack speaks IPv4 only; sock= is {sock.family!r}")
+                raise OSError(
+                    errno.EAFNOSUPPORT, f"sock= is {sock.family!r}"
+                )
             # "Listen there": the socket's address and port, on the stack.
             host, port = sock.getsockname()[:2]
             kwargs.pop("reuse_address", None)
             kwargs.pop("reuse_port", None)
             server = await self._stack().create_server(protocol_factory, host, port, **kwargs)
-            if self.aionetstack_publish_loopback and host.startswith("127."):
+            if self.aionetstack_publish_loopback and (host.startswith("127.") or host == "::1"):
                 from aionetstack.publish import publish_on
 
                 await publish_on(self, server, sock)  # type: ignore[arg-type]  # the mixin is on a loop
@@ -239,9 +241,11 @@ class _StackLoopMixin:
         if (
             not isinstance(sock, socket.socket)
             or sock.type != socket.SOCK_STREAM
-            or sock.family != socket.AF_INET
+            or sock.family not in (socket.AF_INET, socket.AF_INET6)
         ):
-            raise RuntimeError("sock_connect() on this loop takes an unconnected AF_INET TCP socket only")
+            raise RuntimeError(
+                "sock_connect() on this loop takes an unconnected IP TCP socket only"
+            )
         try:
             sock.getpeername()
         except OSError:
@@ -250,7 +254,8 @@ class _StackLoopMixin:
             raise RuntimeError("sock_connect() was given a socket the kernel already connected")
         # aiohttp's local_addr: the socket was bound first; the connection leaves from there.
         bound_host, bound_port = sock.getsockname()[:2]
-        local_addr = (bound_host, bound_port) if bound_port or bound_host != "0.0.0.0" else None
+        unbound = bound_host in ("0.0.0.0", "::")
+        local_addr = (bound_host, bound_port) if bound_port or not unbound else None
         buffered = _PendingProtocol()
         transport, _ = await self._stack().create_connection(
             lambda: buffered, address[0], address[1], local_addr=local_addr
@@ -296,12 +301,12 @@ class _StackLoopMixin:
 
 
 def _belongs_to_kernel(sock: Any) -> bool:
-    """A socket with no place on the stack: not AF_INET TCP, or already connected (see the rule
+    """A socket with no place on the stack: not AF_INET/AF_INET6 TCP, or already connected (see the rule
     in the module docstring)."""
     if not isinstance(sock, socket.socket):
         return False  # something socket-like of ours, or a bad argument the stack reports
-    if sock.family != socket.AF_INET or sock.type != socket.SOCK_STREAM:
-        return sock.family != socket.AF_INET6  # IPv6 is refused by the stack with a clear error
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+        return True
     try:
         sock.getpeername()
     except OSError:

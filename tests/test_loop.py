@@ -126,7 +126,7 @@ def test_create_server_with_a_bound_socket_refuses_host_and_port_too() -> None:
     run(main(), stack=aionetstack.Stack())
 
 
-def test_create_server_with_an_ipv6_socket_is_refused_and_closed() -> None:
+def test_create_server_with_an_ipv6_socket_listens_there_on_the_stack() -> None:
     async def main() -> socket.socket:
         sock = socket.socket(socket.AF_INET6)
         try:
@@ -134,13 +134,25 @@ def test_create_server_with_an_ipv6_socket_is_refused_and_closed() -> None:
         except OSError:
             sock.close()
             pytest.skip("no IPv6 loopback on this host")
-        with pytest.raises(OSError, match="IPv4 only") as raised:
-            await asyncio.get_running_loop().create_server(asyncio.Protocol, sock=sock)
-        assert raised.value.errno == errno.EAFNOSUPPORT
+        port = sock.getsockname()[1]
+
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(await reader.read())
+            writer.close()
+
+        server = await asyncio.start_server(echo, sock=sock)
+        assert [s.getsockname() for s in server.sockets] == [("::1", port, 0, 0)]
+        reader, writer = await asyncio.open_connection("::1", port)
+        writer.write(b"over the stack's IPv6")
+        writer.write_eof()
+        assert await reader.read() == b"over the stack's IPv6"
+        writer.close()
+        server.close()
+        await server.wait_closed()
         return sock
 
     sock = run(main(), stack=aionetstack.Stack())
-    assert sock.fileno() == -1  # closed, no ResourceWarning
+    assert sock.fileno() == -1  # it only reserved a host port: closed, no ResourceWarning
 
 
 @pytest.mark.parametrize("base", [uvloop.Loop, asyncio.SelectorEventLoop], ids=["uvloop", "asyncio"])
