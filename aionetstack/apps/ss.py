@@ -48,6 +48,8 @@ def _address(addr: tuple[str, int] | None) -> str:
     if addr is None:
         return "*:*"
     host, port = addr
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address, bracketed as ss(8) prints it (RFC 5952 §6)
     return f"{'*' if host == '0.0.0.0' else host}:{port if port else '*'}"
 
 
