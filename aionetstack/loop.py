@@ -146,9 +146,7 @@ class _StackLoopMixin:
                 raise ValueError("host/port and sock can not be specified at the same time")
             if sock.family not in (socket.AF_INET, socket.AF_INET6):
                 sock.close()  # ours now, as asyncio's create_server owns it: no ResourceWarning
-                raise OSError(
-                    errno.EAFNOSUPPORT, f"sock= is {sock.family!r}"
-                )
+                raise OSError(errno.EAFNOSUPPORT, f"sock= is {sock.family!r}")
             # "Listen there": the socket's address and port, on the stack.
             host, port = sock.getsockname()[:2]
             kwargs.pop("reuse_address", None)
@@ -243,9 +241,7 @@ class _StackLoopMixin:
             or sock.type != socket.SOCK_STREAM
             or sock.family not in (socket.AF_INET, socket.AF_INET6)
         ):
-            raise RuntimeError(
-                "sock_connect() on this loop takes an unconnected IP TCP socket only"
-            )
+            raise RuntimeError("sock_connect() on this loop takes an unconnected IP TCP socket only")
         try:
             sock.getpeername()
         except OSError:
