@@ -26,6 +26,7 @@ from aionetstack.network.registration import (
     NetworkHeader,
     NetworkInput,
     PacketOwner,
+    SilentIcmpErrors,
     TransportDispatcher,
 )
 from aionetstack.wire import Buffer
@@ -80,16 +81,6 @@ class IcmpErrors(Protocol):
     ) -> None: ...
 
 
-class _NoIcmp:
-    """Until an ICMP layer is attached (a test of IPv4 alone): errors are not sent."""
-
-    def send_error(self, *args: object, **kwargs: object) -> None:
-        pass
-
-    def send_error_quote(self, *args: object, **kwargs: object) -> None:
-        pass
-
-
 #: What waits in a neighbour entry's queue (the cache holds it opaquely): an IP packet and its owner.
 _Waiting = tuple[bytes, PacketOwner | None]
 
@@ -127,7 +118,7 @@ class Ipv4Layer:
         self.local_addresses = local_addresses
         self.routes = routes
         self.loopback = loopback
-        self.icmp: IcmpErrors = _NoIcmp()
+        self.icmp: IcmpErrors = SilentIcmpErrors()
         self.reassembler = Reassembler(
             timeout=options.reassembly_timeout,
             max_bytes_per_source=options.reassembly_bytes_per_source,

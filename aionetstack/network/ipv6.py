@@ -38,6 +38,7 @@ from aionetstack.network.registration import (
     NetworkHeader,
     NetworkInput,
     PacketOwner,
+    SilentIcmpErrors,
     TransportDispatcher,
 )
 from aionetstack.wire import Buffer
@@ -109,16 +110,6 @@ class Icmpv6Errors(Protocol):
     ) -> None: ...
 
 
-class _NoIcmpv6:
-    """Until ICMPv6 is attached (a test of IPv6 alone): errors are not sent."""
-
-    def send_error(self, *args: object, **kwargs: object) -> None:
-        pass
-
-    def send_error_quote(self, *args: object, **kwargs: object) -> None:
-        pass
-
-
 def new_nd_cache(o: StackOptions) -> NeighbourCache:
     """An interface's ND neighbour cache (RFC 4861 §10's constants; the stack's ARP bounds)."""
     return NeighbourCache(
@@ -168,7 +159,7 @@ class Ipv6Layer(NeighbourDiscovery):
         self.routes = routes
         self.loopback = loopback
         self.pmtu = pmtu
-        self.icmp: Icmpv6Errors = _NoIcmpv6()
+        self.icmp: Icmpv6Errors = SilentIcmpErrors()
         # The same bounds as IPv4's (RFC 8200 §4.5 leaves them to the implementation).
         self.reassembler = Reassembler(
             timeout=min(options.reassembly_timeout, 60.0),  # RFC 8200 §4.5: 60 s at most

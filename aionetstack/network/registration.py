@@ -276,3 +276,14 @@ class NetworkProtocols:
 
     def __iter__(self) -> Iterator[NetworkProtocol]:
         return iter(self.protocols)
+
+
+class SilentIcmpErrors:
+    """A network layer's ICMP errors before its ICMP layer is attached (a test of the network
+    layer alone): nothing is sent."""
+
+    def send_error(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def send_error_quote(self, *args: object, **kwargs: object) -> None:
+        pass
