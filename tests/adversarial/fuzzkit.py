@@ -776,30 +776,9 @@ class Fuzzer:
         head = bytes(frame[14 : 14 + ihl])
         payload = bytes(frame[14 + ihl : 14 + total])
         ident = rng.choice(self.frag_ids) if rng.random() < 0.5 else rng.randrange(65536)
-        pieces: list[tuple[int, bytes, bool]] = []
-        position = 0
-        while position < len(payload):
-            size = 8 * rng.randrange(1, max(len(payload) // 8, 1) + 1)
-            piece = payload[position : position + size]
-            pieces.append((position, piece, position + len(piece) < len(payload)))
-            position += len(piece)
-        roll = rng.random()
-        if roll < 0.25 and len(pieces) > 1:
-            del pieces[rng.randrange(len(pieces))]  # never completes
-        elif roll < 0.45:
-            start, piece, more = rng.choice(pieces)
-            start = max(start - 8 * rng.randrange(0, 3), 0)
-            data = piece if rng.random() < 0.5 else rng.randbytes(len(piece))
-            pieces.append((start, data, more))  # overlapping, the same or different bytes
-        elif roll < 0.55:
-            pieces.append(rng.choice(pieces))  # duplicate
-        elif roll < 0.6:
-            pieces.append((rng.choice((65528, 65520, 8 * rng.randrange(8192))), payload[:8], False))
-        if rng.random() < 0.5:
-            rng.shuffle(pieces)
         eth = bytes(frame[:14])
         out = []
-        for start, piece, more in pieces:
+        for start, piece, more in fuzzkit6.cut(rng, payload):
             fragment = bytearray(eth + head + piece)
             struct.pack_into(
                 "!HHH",

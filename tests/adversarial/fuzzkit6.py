@@ -426,6 +426,20 @@ def fragment6(rng: random.Random, frame: bytearray, ids: list[int]) -> list[byte
     payload = bytes(frame[54:end])
     next_header = frame[20]
     ident = rng.choice(ids) if rng.random() < 0.5 else rng.getrandbits(32)
+    out = []
+    for start, piece, more in cut(rng, payload):
+        fragment_header = struct.pack("!BBHI", next_header, 0, (start & 0xFFF8) | (1 if more else 0), ident)
+        packet = bytearray(frame[:14] + head + fragment_header + piece)
+        packet[20] = FRAGMENT
+        struct.pack_into("!H", packet, 18, 8 + len(piece))
+        out.append(bytes(packet))
+    return out
+
+
+def cut(rng: random.Random, payload: bytes) -> list[tuple[int, bytes, bool]]:
+    """``payload`` in pieces of eights, (offset, bytes, more fragments?), damaged as a fuzzer
+    damages fragments, in either family: some overlapping (with the same or other bytes), some
+    duplicated, one left out so the datagram never completes, or one past 65,535 bytes."""
     pieces: list[tuple[int, bytes, bool]] = []
     position = 0
     while position < len(payload):
@@ -435,25 +449,19 @@ def fragment6(rng: random.Random, frame: bytearray, ids: list[int]) -> list[byte
         position += len(piece)
     roll = rng.random()
     if roll < 0.25 and len(pieces) > 1:
-        del pieces[rng.randrange(len(pieces))]
+        del pieces[rng.randrange(len(pieces))]  # never completes
     elif roll < 0.45:
         start, piece, more = rng.choice(pieces)
         start = max(start - 8 * rng.randrange(0, 3), 0)
-        pieces.append((start, piece if rng.random() < 0.5 else rng.randbytes(len(piece)), more))
+        data = piece if rng.random() < 0.5 else rng.randbytes(len(piece))
+        pieces.append((start, data, more))  # overlapping, the same or different bytes
     elif roll < 0.55:
-        pieces.append(rng.choice(pieces))
+        pieces.append(rng.choice(pieces))  # duplicate
     elif roll < 0.6:
         pieces.append((rng.choice((65528, 65520, 8 * rng.randrange(8192))), payload[:8], False))
     if rng.random() < 0.5:
         rng.shuffle(pieces)
-    out = []
-    for start, piece, more in pieces:
-        fragment_header = struct.pack("!BBHI", next_header, 0, (start & 0xFFF8) | (1 if more else 0), ident)
-        packet = bytearray(frame[:14] + head + fragment_header + piece)
-        packet[20] = FRAGMENT
-        struct.pack_into("!H", packet, 18, 8 + len(piece))
-        out.append(bytes(packet))
-    return out
+    return pieces
 
 
 def poisons_a6(frame: bytes, offset: int = 14) -> bool:

@@ -5,7 +5,10 @@ sends, for scapy to check."""
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Sequence
+
+import pytest
 
 import aionetstack
 from aionetstack.network.interface import Interface
@@ -41,6 +44,17 @@ def add_ipv6(stack: aionetstack.Stack, address: str, prefix: int = 64) -> Ipv6Re
     iface = next(i for i in stack.interfaces if i is not stack.loopback)
     stack.add_address(iface, f"{address}/{prefix}")
     return Ipv6Recorder(iface)
+
+
+def require_kernel_ipv6_loopback() -> None:
+    """Skip the test unless the host kernel has ::1 (an oracle test compares with its sockets)."""
+    probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this host")
+    finally:
+        probe.close()
 
 
 @contextlib.asynccontextmanager

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.transport.ipv6_kit import SERVER6, dual_stacks
+from tests.transport.ipv6_kit import SERVER6, dual_stacks, require_kernel_ipv6_loopback
 from tests.transport.tcp.stream_kit import SERVER_IP
 
 GHOST6 = "fd00::77"  # on the link, answered by nobody: a SYN to it waits on neighbour discovery
@@ -44,13 +44,7 @@ def counted() -> type[Counted]:
 
 
 def _kernel_race() -> tuple[int, list[list[str]], Any]:
-    probe = socket.socket(socket.AF_INET6)
-    try:
-        probe.bind(("::1", 0))
-    except OSError:
-        pytest.skip("no IPv6 loopback on this host")
-    finally:
-        probe.close()
+    require_kernel_ipv6_loopback()
 
     async def main() -> tuple[int, list[list[str]], Any]:
         loop = asyncio.get_running_loop()

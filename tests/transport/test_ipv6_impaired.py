@@ -23,16 +23,10 @@ import pytest
 from aionetstack.link import ImpairedLink
 from tests.transport.ipv6_kit import SERVER6, dual_stacks
 from tests.transport.tcp.stream_kit import Net, receive_all, send_all, tcp_info
+from tests.transport.tcp.test_tcp_impaired import BAD_WIRE as IPV4_BAD_WIRE
 
-#: 5% loss, 5% duplication, 5% held back for reordering, 20 ms +- 10 ms one way: the IPv4 runs' wire.
-BAD_WIRE: dict[str, Any] = {
-    "loss": 0.05,
-    "duplicate": 0.05,
-    "reorder": 0.05,
-    "delay": 0.020,
-    "jitter": 0.010,
-    "seed": 11,
-}
+#: The IPv4 runs' wire (5% loss, duplication and reordering, 20 ms +- 10 ms one way), its own seed.
+BAD_WIRE: dict[str, Any] = dict(IPV4_BAD_WIRE, seed=11)
 
 
 async def _tcp_both_ways(net: Net, size: int) -> tuple[dict[str, Any], dict[str, Any]]:

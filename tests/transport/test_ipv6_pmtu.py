@@ -15,9 +15,10 @@ from an address that is not ours (RFC 4443 §2.4(d)); none may change the path M
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from scapy.layers.inet import TCP
@@ -147,17 +148,20 @@ async def test_packet_too_big_mid_transfer_lowers_the_path_mtu_and_the_transfer_
 # ------------------------------------------------------------------------------------ forged
 
 
-async def _idle_connection(
-    a: Stack, b: Stack, a_wire: PipeEndpoint, b_wire: PipeEndpoint
-) -> asyncio.StreamWriter:
-    a.add_interface(a_wire, f"{A6}/64")
-    b.add_interface(b_wire, f"{B6}/64")
-    await b.start_server(lambda r, w: None, B6, 7)
-    _reader, writer = await a.open_connection(B6, 7)
-    writer.write(b"x" * 100)
-    await writer.drain()
-    await asyncio.sleep(1)
-    return writer
+@contextlib.asynccontextmanager
+async def _idle_connection() -> AsyncIterator[tuple[Stack, PipeEndpoint, TcpConnection]]:
+    """A with an idle IPv6 connection to B on one pipe: A, B's end of the pipe, the connection."""
+    a_wire, b_wire = pipe(1500, checksum_offload=False)
+    quiet = StackOptions(ipv6_autoconf=False)
+    async with Stack("a", options=quiet) as a, Stack("b", options=quiet) as b:
+        a.add_interface(a_wire, f"{A6}/64")
+        b.add_interface(b_wire, f"{B6}/64")
+        await b.start_server(lambda r, w: None, B6, 7)
+        _reader, writer = await a.open_connection(B6, 7)
+        writer.write(b"x" * 100)
+        await writer.drain()
+        await asyncio.sleep(1)
+        yield a, b_wire, conn_of(writer)
 
 
 def _forged(b_wire: PipeEndpoint, conn: TcpConnection, *, mtu: int, seq: int, source: str = A6) -> bytes:
@@ -176,11 +180,7 @@ async def _send_forged(b_wire: PipeEndpoint, frame: bytes) -> None:
 
 @pytest.mark.looptime
 async def test_packet_too_big_from_a_stranger_quoting_a_packet_we_never_sent_changes_nothing() -> None:
-    a_wire, b_wire = pipe(1500, checksum_offload=False)
-    quiet = StackOptions(ipv6_autoconf=False)
-    async with Stack("a", options=quiet) as a, Stack("b", options=quiet) as b:
-        writer = await _idle_connection(a, b, a_wire, b_wire)
-        conn = conn_of(writer)
+    async with _idle_connection() as (a, b_wire, conn):
         before = conn.send_mss
         # RFC 4443 §2.4(d) / RFC 8201 §4: the quote's source is not one of ours.
         await _send_forged(b_wire, _forged(b_wire, conn, mtu=1300, seq=conn.snd_una, source="fd00::77"))
@@ -200,11 +200,7 @@ async def test_packet_too_big_from_a_stranger_quoting_a_packet_we_never_sent_cha
     "the cache for that destination (IPv4 ignores it, RFC 5927 §4.1); for the IPv6 helper",
 )
 async def test_packet_too_big_quoting_a_segment_outside_the_window_changes_nothing() -> None:
-    a_wire, b_wire = pipe(1500, checksum_offload=False)
-    quiet = StackOptions(ipv6_autoconf=False)
-    async with Stack("a", options=quiet) as a, Stack("b", options=quiet) as b:
-        writer = await _idle_connection(a, b, a_wire, b_wire)
-        conn = conn_of(writer)
+    async with _idle_connection() as (a, b_wire, conn):
         before = conn.send_mss
         await _send_forged(
             b_wire, _forged(b_wire, conn, mtu=1300, seq=(conn.snd_una + 1_000_000) & 0xFFFFFFFF)
@@ -221,11 +217,7 @@ async def test_packet_too_big_quoting_a_segment_outside_the_window_changes_nothi
     "big must be discarded (Linux does since 4a65dff81a04); for the IPv6 helper",
 )
 async def test_packet_too_big_below_the_minimum_mtu_is_discarded() -> None:
-    a_wire, b_wire = pipe(1500, checksum_offload=False)
-    quiet = StackOptions(ipv6_autoconf=False)
-    async with Stack("a", options=quiet) as a, Stack("b", options=quiet) as b:
-        writer = await _idle_connection(a, b, a_wire, b_wire)
-        conn = conn_of(writer)
+    async with _idle_connection() as (a, b_wire, conn):
         before = conn.send_mss
         await _send_forged(b_wire, _forged(b_wire, conn, mtu=576, seq=conn.snd_una))
         assert a.counters["icmpv6.packet-too-big-below-minimum"] == 1

@@ -13,7 +13,6 @@ import asyncio
 import errno
 import hashlib
 import random
-import socket
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from scapy.layers.inet6 import (
 )
 from scapy.layers.l2 import Ether
 
-from tests.transport.ipv6_kit import CLIENT6, SERVER6, dual_stacks
+from tests.transport.ipv6_kit import CLIENT6, SERVER6, dual_stacks, require_kernel_ipv6_loopback
 
 LARGEST = 65535 - 8  # RFC 8200 §3 payload length less the UDP header (RFC 768)
 
@@ -65,13 +64,7 @@ async def _largest_and_one_more(loop: Any, host: str, server_loop: Any = None) -
 
 def _kernel_answer() -> tuple[list[int], list[int]]:
     """What the kernel does with the same two datagrams on ::1 (a plain asyncio loop)."""
-    probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    try:
-        probe.bind(("::1", 0))
-    except OSError:
-        pytest.skip("no IPv6 loopback on this host")
-    finally:
-        probe.close()
+    require_kernel_ipv6_loopback()
 
     async def main() -> tuple[list[int], list[int]]:
         receiver, sender = await _largest_and_one_more(asyncio.get_running_loop(), "::1")
