@@ -175,6 +175,12 @@ class _StackLoopMixin:
             from aionetstack.publish import publish_on
 
             await publish_on(self, server, reserved)  # type: ignore[arg-type]  # the mixin is on a loop
+            if len(server.sockets) > 1:
+                # "localhost" or None listens on ::1 too: publish it at ::1 and the same port, so
+                # a kernel client given the IPv6 socket's address finds it as well.
+                from aionetstack.publish import publish_loopback
+
+                await publish_loopback(self, server)  # type: ignore[arg-type]
             return server
         server = await self._stack().create_server(protocol_factory, host, port, **kwargs)
         if self.aionetstack_publish_loopback:

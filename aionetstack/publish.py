@@ -19,6 +19,7 @@ thread or subprocess talking to ``127.0.0.1:port`` then finds the server it star
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import struct
 from typing import TYPE_CHECKING, Any
@@ -197,6 +198,10 @@ async def publish(
     return publication
 
 
+#: The host address a wildcard listener on the stack is published at: its family's loopback.
+_HOST_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
 async def publish_on(loop: asyncio.AbstractEventLoop, server: Server, sock: socket.socket) -> None:
     """Make ``sock`` (bound where ``server`` listens on the stack) the host side of ``server``."""
     host, port = sock.getsockname()[:2]
@@ -206,19 +211,25 @@ async def publish_on(loop: asyncio.AbstractEventLoop, server: Server, sock: sock
 
 async def publish_loopback(loop: asyncio.AbstractEventLoop, server: Server) -> None:
     """Publish each loopback address ``server`` listens on at the same address and port on the
-    host; a port the host already uses is left unpublished (counted as ``publish.host-port-busy``)."""
+    host, in both families (127.0.0.0/8 and ``0.0.0.0`` on 127.0.0.1, ``::1`` and ``::`` on ::1:
+    ``localhost`` listens on both, and a kernel client may be given either); one already published
+    is left as it is, and a port the host already uses is left unpublished (counted as
+    ``publish.host-port-busy``, or ``publish.host-no-address`` on a host without ::1)."""
+    published = {publication.host_address for publication in server.publications}
     for listening in server.sockets:
         host, port = listening.getsockname()[:2]
-        if not host.startswith("127.") and host != "0.0.0.0":
+        host = _HOST_LOOPBACK.get(host, host)
+        if not (host.startswith("127.") or host == "::1") or (host, port) in published:
             continue
-        host = "127.0.0.1" if host == "0.0.0.0" else host
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if host == "::1" else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
-        except OSError:
+        except OSError as exc:
             sock.close()
-            server._stack.counters["publish.host-port-busy"] += 1
+            busy = exc.errno != errno.EADDRNOTAVAIL
+            server._stack.counters["publish.host-port-busy" if busy else "publish.host-no-address"] += 1
             continue
         publication = await publish(server._stack, sock, (host, port))
         server.publications.append(publication)
@@ -232,13 +243,13 @@ def reach_host_loopback(stack: Stack) -> None:
 
     async def relay(request: TcpForwardRequest) -> None:
         host, port = request.destination
-        if not host.startswith("127."):
+        if not (host.startswith("127.") or host == "::1"):
             return  # refused: the stack is not a router here
         loop = stack.loop
         kernel_reader = asyncio.StreamReader(loop=loop)
         kernel_protocol = asyncio.StreamReaderProtocol(kernel_reader, loop=loop)
         kernel = _kernel_loop_call(loop)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET6 if host == "::1" else socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
             # Connect first, then hand the connected socket over: asyncio's own create_connection

@@ -81,3 +81,46 @@ async def test_family_inet6_reaches_the_stacks_own_ipv6_loopback() -> None:
         # As a kernel with nothing listening on [::1]:80: the SYN crossed IPv6 and met a reset.
         assert raised.value.errno == errno.ECONNREFUSED
         assert stack.counters["ipv6.received"] >= 2
+
+
+@pytest.mark.parametrize(("host", "port"), [("localhost", 0), (None, 0), ("localhost", 47815)])
+def test_every_loopback_socket_of_a_published_server_is_reachable_from_the_host(
+    host: str | None, port: int
+) -> None:
+    """``localhost`` (and ``None``) listen on both families over the stack; a kernel client may be
+    given either socket's address (websockets' legacy tests pick one at random for urllib), so the
+    host bridge publishes ::1 as it publishes 127.0.0.1. The oracle: blocking kernel sockets."""
+    from aionetstack.loop import loop_factory
+    from tests.transport.ipv6_kit import require_kernel_ipv6_loopback
+
+    require_kernel_ipv6_loopback()
+    loop = loop_factory(aionetstack.Stack())()
+    loop.aionetstack_publish_loopback = True  # type: ignore[attr-defined]
+
+    async def upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write((await reader.read()).upper())
+        writer.close()
+
+    def blocking(address: tuple[str, int]) -> bytes:
+        with socket.create_connection(address, timeout=10) as sock:
+            sock.sendall(b"hello " + address[0].encode())
+            sock.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := sock.recv(100):
+                reply += chunk
+            return reply
+
+    try:
+        server = loop.run_until_complete(asyncio.start_server(upper, host, port))
+        addresses = {s.getsockname()[:2] for s in server.sockets}
+        assert {a[0] for a in addresses} == ({"127.0.0.1", "::1"} if host else {"0.0.0.0", "::"})
+        assert len({a[1] for a in addresses}) == 1  # one port for both, as a kernel dual bind
+        for address in addresses:
+            target = ({"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address[0], address[0]), address[1])
+            reply = loop.run_until_complete(loop.run_in_executor(None, blocking, target))
+            assert reply == b"HELLO " + target[0].upper().encode()
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+    finally:
+        loop.run_until_complete(loop.aionetstack_stack.close())  # type: ignore[attr-defined]
+        loop.close()

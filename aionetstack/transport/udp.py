@@ -30,6 +30,10 @@ ANY = ANY4
 #: Each family's wildcard, by address length: "0.0.0.0" and "::" are two binds (IPV6_V6ONLY).
 _WILDCARD = {4: ANY4, 16: ANY6}
 MAX_UDP_PAYLOAD = 65535 - 20 - UDP_HEADER_LENGTH
+#: The largest payload by address length: IPv4's total length counts its own header (RFC 791 §3.1);
+#: IPv6's payload length does not (RFC 8200 §3), and jumbograms (RFC 2675) are not offered, as
+#: Linux gives EMSGSIZE past 65,527 bytes on an AF_INET6 socket without them.
+_MAX_PAYLOAD = {4: MAX_UDP_PAYLOAD, 16: 65535 - UDP_HEADER_LENGTH}
 _HEADER = struct.Struct("!HHHH")
 
 
@@ -274,10 +278,9 @@ class UdpTransport(asyncio.DatagramTransport):
             if self.remote is not None and (destination, dport) != self.remote:
                 raise ValueError(f"Invalid address: must be None or {sockaddr(*self.remote)}")
         try:
-            if len(data) > MAX_UDP_PAYLOAD:
-                raise OSError(
-                    errno.EMSGSIZE, f"a {len(data)}-byte datagram exceeds UDP's {MAX_UDP_PAYLOAD}-byte limit"
-                )
+            limit = _MAX_PAYLOAD[len(destination)]
+            if len(data) > limit:
+                raise OSError(errno.EMSGSIZE, f"a {len(data)}-byte datagram exceeds UDP's {limit}-byte limit")
             if not self._allow_broadcast and self._stack.is_broadcast(destination):
                 # Linux: EACCES without SO_BROADCAST (ip_route_output, RFC 1122 §3.3.6).
                 raise PermissionError(errno.EACCES, "a broadcast address needs allow_broadcast=True")

@@ -18,6 +18,11 @@ Who the attacker pretends to be:
   with the listener, then sends data, FIN and RST into its own connections at the window edges.
 - ``GHOST`` (10.0.0.77), an address on the link that never answers ARP, and ``FAR``
   (203.0.113.9), an address the victim has no route to: replies to either cannot be delivered.
+
+Both stacks are dual-stack: every one of those has an IPv6 twin (``fuzzkit6.py``: fd00::1, fd00::99,
+...), with connections over IPv6 too (one owned, one blind), neighbour discovery, router
+advertisements, MLD, extension headers and IPv6 fragments among the templates. A connection's key
+is ``(B port, A port, A's address)``.
 """
 
 from __future__ import annotations
@@ -36,10 +41,23 @@ from collections.abc import Iterable
 from typing import Any
 
 from aionetstack import Stack, TcpConfig
+from aionetstack.addresses import format_ip
 from aionetstack.link import LinkKind, PipeEndpoint, pipe
 from aionetstack.transport import ports
 from aionetstack.transport.tcp.connection import TcpConnection, TcpState
 from aionetstack.wire.checksum import internet_checksum
+from tests.adversarial import fuzzkit6
+from tests.adversarial.fuzzkit6 import (
+    A6,
+    ATT6,
+    B6,
+    FAR6,
+    GHOST6,
+    fix_checksums6,
+    fragment6,
+    mutate6,
+    poisons_a6,
+)
 
 A_IP = bytes([10, 0, 0, 1])
 B_IP = bytes([10, 0, 0, 2])
@@ -55,6 +73,7 @@ UDP_CLOSED_PORT = 9999
 ATTACKER_PORTS = range(41000, 41024)  # ATT's source ports: few, so its connections are revisited
 SYN_BACKLOG = 4  # B's listener: half-open connections before SYN cookies
 MASK = 0xFFFFFFFF
+Key = tuple[int, int, bytes]  # a connection: (B port, A port, A's address of its family)
 
 
 # ------------------------------------------------------------------------------------- entropy
@@ -79,6 +98,9 @@ def fix_checksums(frame: bytearray, offset: int = 14) -> None:
     RFC 768, RFC 792). Fragments get only the header checksum (their transport checksum belongs
     to the reassembled datagram).
     """
+    if offset == 14 and frame[12:14] == fuzzkit6.ETHERTYPE_IPV6:
+        fix_checksums6(frame, offset)
+        return
     if offset == 14 and (len(frame) < 34 or frame[12:14] != b"\x08\x00"):
         return
     if len(frame) - offset < 20:
@@ -124,7 +146,7 @@ def fix_checksums(frame: bytearray, offset: int = 14) -> None:
 class Template:
     """A valid frame and where its live fields are."""
 
-    __slots__ = ("fill", "frame", "ip_offset", "name", "sack_at", "tcp_at", "ts_at")
+    __slots__ = ("fill", "frame", "ip_offset", "name", "sack_at", "tcp_at", "ts_at", "v6")
 
     def __init__(self, name: str, frame: bytes, fill: str = "") -> None:
         self.name = name
@@ -134,7 +156,13 @@ class Template:
         self.tcp_at = -1
         self.ts_at = -1  # offset of the TSval in the frame, if the template carries timestamps
         self.sack_at = -1  # offset of the first SACK block, if any
-        if frame[12:14] == b"\x08\x00":
+        self.v6 = frame[12:14] == fuzzkit6.ETHERTYPE_IPV6
+        if self.v6:
+            protocol, at, _field, _fragmented = fuzzkit6.walk(frame)
+            if protocol == 6:
+                self.tcp_at = at
+                self._find_tcp_options()
+        elif frame[12:14] == b"\x08\x00":
             ihl = (frame[14] & 0x0F) * 4
             if frame[23] == 6:
                 self.tcp_at = 14 + ihl
@@ -270,10 +298,20 @@ def build_templates(a_mac: bytes, b_mac: bytes) -> list[Template]:
         add(f"tcp-{who}-urg", ip / TCP(dport=LISTEN_PORT, flags="UA", urgptr=3) / b"urgent", "tcp")
         add(f"tcp-{who}-xmas", ip / TCP(dport=LISTEN_PORT, flags="FSRPAUEC") / b"x", "tcp")
         add(f"tcp-{who}-null", ip / TCP(dport=LISTEN_PORT, flags=0), "tcp")
+    for name, frame, fill in fuzzkit6.build_templates6(
+        a_mac, b_mac, ATT_MAC, LISTEN_PORT, UDP_OPEN_PORT, UDP_CLOSED_PORT
+    ):
+        out.append(Template(name, frame, fill))
     return out
 
 
 # ------------------------------------------------------------------------------------- the rig
+
+
+def key_text(key: Key) -> str:
+    """A connection's key for a human: ``B port <- A address port``."""
+    b_port, a_port, a_ip = key
+    return f"{b_port} <- {format_ip(a_ip)} {a_port}"
 
 
 class Rig:
@@ -291,20 +329,23 @@ class Rig:
         self.b = Stack("victim", tcp=TcpConfig(syn_backlog=SYN_BACKLOG))
         self.accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
         self.expect_from_a: set[int] = set()  # A's ports whose connections the test keeps
-        self.owned: list[tuple[int, int]] = []  # (B port, A port) of connections the attacker knows
-        self.blind: list[tuple[int, int]] = []  # (B port, A port) of connections it only guesses at
-        self.streams: dict[tuple[int, int], tuple[Any, Any, Any, Any]] = {}  # (a_r, a_w, b_r, b_w)
+        self.owned: list[Key] = []  # connections the attacker knows
+        self.blind: list[Key] = []  # connections it only guesses at
+        self.streams: dict[Key, tuple[Any, Any, Any, Any]] = {}  # (a_r, a_w, b_r, b_w)
         self.udp_transport: asyncio.DatagramTransport | None = None
-        self.flows: dict[tuple[int, int], list[Flow]] = {}
+        self.udp6_transport: asyncio.DatagramTransport | None = None
+        self.flows: dict[Key, list[Flow]] = {}
 
     async def start(self) -> None:
         a, b = self.a, self.b
         await a.__aenter__()
         await b.__aenter__()
-        a.add_interface(self.a_end, "10.0.0.1/24")
-        b.add_interface(self.b_end, "10.0.0.2/24")
+        a.add_interface(self.a_end, "10.0.0.1/24", f"{fuzzkit6.A6_TEXT}/64")
+        b.add_interface(self.b_end, "10.0.0.2/24", f"{fuzzkit6.B6_TEXT}/64")
         self.server = await b.start_server(self._serve, "10.0.0.2", LISTEN_PORT, backlog=SYN_BACKLOG)
+        self.server6 = await b.start_server(self._serve, fuzzkit6.B6_TEXT, LISTEN_PORT, backlog=SYN_BACKLOG)
         self.a_server = await a.start_server(self._serve_a, "10.0.0.1", A_LISTEN_PORT)
+        self.a_server6 = await a.start_server(self._serve_a, fuzzkit6.A6_TEXT, A_LISTEN_PORT)
 
         class Echo(asyncio.DatagramProtocol):
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -317,21 +358,29 @@ class Rig:
                 pass
 
         self.udp_transport, _ = await b.create_datagram_endpoint(Echo, local_addr=("10.0.0.2", UDP_OPEN_PORT))
-        # A connection the attacker knows everything of, one it must guess at, and one B opened.
-        for kind in ("owned", "blind"):
-            a_r, a_w = await a.open_connection("10.0.0.2", LISTEN_PORT)
-            a_port = a_w.get_extra_info("sockname")[1]
-            self.expect_from_a.add(a_port)
-            b_r, b_w = await self.accepted.get()
-            assert b_w.get_extra_info("peername")[1] == a_port
-            self.streams[(LISTEN_PORT, a_port)] = (a_r, a_w, b_r, b_w)
-            getattr(self, kind).append((LISTEN_PORT, a_port))
-        b_r, b_w = await b.open_connection("10.0.0.1", A_LISTEN_PORT)
-        b_port = b_w.get_extra_info("sockname")[1]
-        a_r, a_w = await self.accepted.get()
-        self.streams[(b_port, A_LISTEN_PORT)] = (a_r, a_w, b_r, b_w)
-        self.owned.append((b_port, A_LISTEN_PORT))
-        self.originals = {key: self.connection(key[0], A_IP, key[1]) for key in self.streams}
+        self.udp6_transport, _ = await b.create_datagram_endpoint(
+            Echo, local_addr=(fuzzkit6.B6_TEXT, UDP_OPEN_PORT)
+        )
+        # In each family: a connection the attacker knows everything of, one it must guess at,
+        # and one B opened.
+        for b_host, a_host, a_ip in (
+            ("10.0.0.2", "10.0.0.1", A_IP),
+            (fuzzkit6.B6_TEXT, fuzzkit6.A6_TEXT, A6),
+        ):
+            for kind in ("owned", "blind"):
+                a_r, a_w = await a.open_connection(b_host, LISTEN_PORT)
+                a_port = a_w.get_extra_info("sockname")[1]
+                self.expect_from_a.add(a_port)
+                b_r, b_w = await self.accepted.get()
+                assert b_w.get_extra_info("peername")[1] == a_port
+                self.streams[(LISTEN_PORT, a_port, a_ip)] = (a_r, a_w, b_r, b_w)
+                getattr(self, kind).append((LISTEN_PORT, a_port, a_ip))
+            b_r, b_w = await b.open_connection(a_host, A_LISTEN_PORT)
+            b_port = b_w.get_extra_info("sockname")[1]
+            a_r, a_w = await self.accepted.get()
+            self.streams[(b_port, A_LISTEN_PORT, a_ip)] = (a_r, a_w, b_r, b_w)
+            self.owned.append((b_port, A_LISTEN_PORT, a_ip))
+        self.originals = {key: self.connection(key[0], key[2], key[1]) for key in self.streams}
         # Some data each way, so the connections have history (and SND.UNA moved off the ISS).
         for a_r, a_w, b_r, b_w in self.streams.values():
             a_w.write(b"hello from a")
@@ -343,8 +392,8 @@ class Rig:
         """Data both ways on every pre-existing connection while the attacker works."""
         for i, (key, (a_r, a_w, b_r, b_w)) in enumerate(self.streams.items()):
             self.flows[key] = [
-                Flow(f"{key} a->b", a_w, b_r, seed * 100 + 2 * i),
-                Flow(f"{key} b->a", b_w, a_r, seed * 100 + 2 * i + 1),
+                Flow(f"{key_text(key)} a->b", a_w, b_r, seed * 100 + 2 * i),
+                Flow(f"{key_text(key)} b->a", b_w, a_r, seed * 100 + 2 * i + 1),
             ]
 
     async def stop_flows(self) -> None:
@@ -354,7 +403,7 @@ class Rig:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host, port = writer.get_extra_info("peername")[:2]
-        if host == "10.0.0.1" and port in self.expect_from_a:
+        if host in ("10.0.0.1", fuzzkit6.A6_TEXT) and port in self.expect_from_a:
             self.expect_from_a.discard(port)
             await self.accepted.put((reader, writer))
             return
@@ -372,15 +421,17 @@ class Rig:
         await self.accepted.put((reader, writer))
 
     def connection(self, b_port: int, remote_ip: bytes, remote_port: int) -> TcpConnection | None:
-        return self.b.tcp.connections.get((B_IP, b_port, remote_ip, remote_port))
+        local = B_IP if len(remote_ip) == 4 else B6
+        return self.b.tcp.connections.get((local, b_port, remote_ip, remote_port))
 
-    def a_connection(self, b_port: int, a_port: int) -> TcpConnection | None:
-        return self.a.tcp.connections.get((A_IP, a_port, B_IP, b_port))
+    def a_connection(self, key: Key) -> TcpConnection | None:
+        b_port, a_port, a_ip = key
+        return self.a.tcp.connections.get((a_ip, a_port, B_IP if len(a_ip) == 4 else B6, b_port))
 
-    def synchronized(self, key: tuple[int, int]) -> bool:
+    def synchronized(self, key: Key) -> bool:
         """Both ends still ESTABLISHED and agreeing on every sequence number: the attacker neither
         ended nor desynchronised it, so it must still carry data."""
-        mine, theirs = self.connection(key[0], A_IP, key[1]), self.a_connection(*key)
+        mine, theirs = self.connection(key[0], key[2], key[1]), self.a_connection(key)
         if mine is None or theirs is None or mine is not self.originals[key]:
             return False
         return (
@@ -458,11 +509,14 @@ class Fuzzer:
         # On a TUN-like link the same frames go without their Ethernet header (and without ARP).
         self.strip = rig.kind is LinkKind.IP
         self.templates = build_templates(rig.a_end.mac or b"\x02" * 6, rig.b_end.mac or b"\x04" * 6)
+        self.frames6 = [t.frame for t in self.templates if t.v6]
+        if self.strip:  # neighbour discovery and MLD have no place on a TUN link (no link layer)
+            self.templates = [t for t in self.templates if not t.name.startswith(("nd-", "mld-"))]
         self.history: deque[bytes] = deque(maxlen=256)
         self.made: dict[str, int] = {}
         self.mutations: dict[str, int] = {}
         self.frag_ids = [self.rng.randrange(65536) for _ in range(8)]
-        self.att_isn: dict[int, int] = {}
+        self.att_isn: dict[tuple[bytes, int], int] = {}
 
     # ---------------------------------------------------------------- live fields
 
@@ -491,40 +545,45 @@ class Fuzzer:
         rng = self.rng
         rig = self.rig
         at = t.tcp_at
-        src = bytes(frame[26:30])
+        # The source address's place and the attacker's hosts in the template's family.
+        src_at, width = (22, 16) if t.v6 else (26, 4)
+        src = bytes(frame[src_at : src_at + width])
+        att, ghost, far_ip, b_ip = (ATT6, GHOST6, FAR6, B6) if t.v6 else (ATT_IP, GHOST_IP, FAR_IP, B_IP)
+        owned = [k for k in rig.owned if len(k[2]) == width]
+        blind = [k for k in rig.blind if len(k[2]) == width]
         conn: TcpConnection | None = None
         pick = rng.random()
         cookie_ack: tuple[int, int] | None = None
-        if src == ATT_IP:
+        if src == att:
             sport, dport = rng.choice(ATTACKER_PORTS), LISTEN_PORT
-            conn = rig.connection(dport, ATT_IP, sport)
+            conn = rig.connection(dport, att, sport)
             flags = frame[at + 13]
-            if conn is None and flags & 0x10 and sport in self.att_isn and rng.random() < 0.7:
+            if conn is None and flags & 0x10 and (att, sport) in self.att_isn and rng.random() < 0.7:
                 # The ACK that completes a cookie handshake: the attacker saw B's SYN-ACK (RFC 4987 §3.6).
-                isn = self.att_isn[sport]
+                isn = self.att_isn[(att, sport)]
                 now = rig.b.loop.time()
-                cookie = rig.b.tcp.cookies.make(B_IP, LISTEN_PORT, ATT_IP, sport, isn, 1460, now)
+                cookie = rig.b.tcp.cookies.make(b_ip, LISTEN_PORT, att, sport, isn, 1460, now)
                 cookie_ack = ((isn + 1) & MASK, (cookie + 1) & MASK)
-        elif pick < 0.45 and rig.owned:
-            dport, sport = rng.choice(rig.owned)
-            conn = rig.connection(dport, A_IP, sport)
-        elif pick < 0.75 and rig.blind:
-            dport, sport = rng.choice(rig.blind)  # the 4-tuple only: conn stays None, numbers are guessed
+        elif pick < 0.45 and owned:
+            dport, sport, peer = rng.choice(owned)
+            conn = rig.connection(dport, peer, sport)
+        elif pick < 0.75 and blind:
+            dport, sport, _peer = rng.choice(blind)  # the 4-tuple only: conn stays None, numbers are guessed
         else:
             # The listener (or a closed port), from A or from hosts B cannot answer.
             sport = rng.randrange(1024, 65536)
-            while any(sport == p for _, p in rig.blind) or any(sport == p for _, p in rig.owned):
+            while any(sport == k[1] for k in rig.blind) or any(sport == k[1] for k in rig.owned):
                 sport = rng.randrange(1024, 65536)
             dport = LISTEN_PORT if rng.random() < 0.8 else rng.choice((UDP_CLOSED_PORT, 22, 0))
             far = rng.random()
             if far < 0.1:
-                frame[26:30] = GHOST_IP
+                frame[src_at : src_at + width] = ghost
             elif far < 0.2:
-                frame[26:30] = FAR_IP
+                frame[src_at : src_at + width] = far_ip
         struct.pack_into("!HH", frame, at, sport, dport)
         seq, ack = cookie_ack or self._seq_edge(conn)
-        if src == ATT_IP and conn is None and frame[at + 13] & 0x02:
-            self.att_isn[sport] = seq  # the attacker remembers its ISN, to finish the handshake
+        if src == att and conn is None and frame[at + 13] & 0x02:
+            self.att_isn[(att, sport)] = seq  # the attacker remembers its ISN, to finish the handshake
         struct.pack_into("!II", frame, at + 4, seq, ack)
         if t.ts_at >= 0:
             recent = conn.ts_recent if conn is not None else rng.getrandbits(32)
@@ -544,19 +603,27 @@ class Fuzzer:
         """Point the quoted datagram at one of B's own flows (RFC 5927 §4.1 is what B checks)."""
         rng = self.rng
         rig = self.rig
-        quote = 14 + 20 + 8  # Ethernet, outer IP, ICMP header
-        ports = quote + 20
-        if t.fill == "icmp-tcp":
-            owned = rng.random() < 0.5 and rig.owned
-            b_port, a_port = rng.choice(rig.owned if owned else rig.blind)
-            conn = rig.connection(b_port, A_IP, a_port)
+        if t.v6:
+            quote = 14 + 40 + 8  # Ethernet, IPv6, ICMPv6 header
+            ports = quote + 40
+            width = 16
+        else:
+            quote = 14 + 20 + 8  # Ethernet, outer IP, ICMP header
+            ports = quote + 20
+            width = 4
+        if t.fill in ("icmp-tcp", "icmp6-tcp"):
+            owned = [k for k in rig.owned if len(k[2]) == width] if rng.random() < 0.5 else []
+            b_port, a_port, peer = rng.choice(owned or [k for k in rig.blind if len(k[2]) == width])
+            conn = rig.connection(b_port, peer, a_port)
             if owned and conn is not None:
                 seq = rng.choice((conn.snd_una, conn.snd_max, conn.snd_max + 1, conn.snd_una - 1))
             else:
                 seq = rng.getrandbits(32)
             struct.pack_into("!HHI", frame, ports, b_port, a_port, seq & MASK)
-        elif t.fill == "icmp-udp":
+        elif t.fill in ("icmp-udp", "icmp6-udp"):
             struct.pack_into("!H", frame, ports, UDP_OPEN_PORT)
+        if t.v6:
+            return  # IPv6 has no header checksum (RFC 8200 §3)
         # Fix the quoted header's checksum: a real router's quote has a valid one.
         frame[quote + 10 : quote + 12] = b"\x00\x00"
         frame[quote + 10 : quote + 12] = internet_checksum(frame[quote : quote + 20]).to_bytes(2, "big")
@@ -566,6 +633,13 @@ class Fuzzer:
     def _mutate(self, frame: bytearray, t: Template) -> bytearray:
         rng = self.rng
         ops = rng.randrange(1, 4)
+        if t.v6:
+            for _ in range(ops):
+                if len(frame) < 54 or frame[12:14] != fuzzkit6.ETHERTYPE_IPV6:
+                    break  # damaged past recognition already: what is left goes as it is
+                name = mutate6(rng, frame, self.frames6)
+                self.mutations[name] = self.mutations.get(name, 0) + 1
+            return frame
         for _ in range(ops):
             op = rng.random()
             n = len(frame)
@@ -702,30 +776,9 @@ class Fuzzer:
         head = bytes(frame[14 : 14 + ihl])
         payload = bytes(frame[14 + ihl : 14 + total])
         ident = rng.choice(self.frag_ids) if rng.random() < 0.5 else rng.randrange(65536)
-        pieces: list[tuple[int, bytes, bool]] = []
-        position = 0
-        while position < len(payload):
-            size = 8 * rng.randrange(1, max(len(payload) // 8, 1) + 1)
-            piece = payload[position : position + size]
-            pieces.append((position, piece, position + len(piece) < len(payload)))
-            position += len(piece)
-        roll = rng.random()
-        if roll < 0.25 and len(pieces) > 1:
-            del pieces[rng.randrange(len(pieces))]  # never completes
-        elif roll < 0.45:
-            start, piece, more = rng.choice(pieces)
-            start = max(start - 8 * rng.randrange(0, 3), 0)
-            data = piece if rng.random() < 0.5 else rng.randbytes(len(piece))
-            pieces.append((start, data, more))  # overlapping, the same or different bytes
-        elif roll < 0.55:
-            pieces.append(rng.choice(pieces))  # duplicate
-        elif roll < 0.6:
-            pieces.append((rng.choice((65528, 65520, 8 * rng.randrange(8192))), payload[:8], False))
-        if rng.random() < 0.5:
-            rng.shuffle(pieces)
         eth = bytes(frame[:14])
         out = []
-        for start, piece, more in pieces:
+        for start, piece, more in fuzzkit6.cut(rng, payload):
             fragment = bytearray(eth + head + piece)
             struct.pack_into(
                 "!HHH",
@@ -753,7 +806,7 @@ class Fuzzer:
         frame = bytearray(t.frame)
         if t.fill == "tcp":
             self._fill_tcp(frame, t)
-        elif t.fill.startswith("icmp-"):
+        elif t.fill.startswith("icmp"):
             self._fill_icmp_quote(frame, t)
         if t.name.startswith("icmp-echo"):
             struct.pack_into("!H", frame, 38, rng.randrange(65536))  # a fresh echo identifier
@@ -764,15 +817,17 @@ class Fuzzer:
                 fix_checksums(frame)
         if frame[12:14] == b"\x08\x00" and rng.random() < 0.12:
             frames = self._fragment(frame)
+        elif frame[12:14] == fuzzkit6.ETHERTYPE_IPV6 and rng.random() < 0.12:
+            frames = fragment6(rng, frame, self.frag_ids)
         else:
             frames = [bytes(frame)]
         if frames and rng.random() < 0.05:
             frames.append(frames[-1])  # duplicated on the wire
         # Keep what arrives at ARP honest about A: poisoning A's entry is what ARP cannot stop
         # (RFC 826 has no authentication), and it would only hide the stack's behaviour from the test.
-        frames = [f for f in frames if not _poisons_a(f, self.rig.a_end.mac)]
+        frames = [f for f in frames if not _poisons_a(f, self.rig.a_end.mac) and not poisons_a6(f)]
         if self.strip:
-            frames = [f[14:] for f in frames if f[12:14] == b"\x08\x00"]
+            frames = [f[14:] for f in frames if f[12:14] in (b"\x08\x00", fuzzkit6.ETHERTYPE_IPV6)]
         self.history.extend(frames)
         return frames
 

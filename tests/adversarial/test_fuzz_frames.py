@@ -5,15 +5,20 @@ A victim stack (B) has a listener, an open UDP port and established connections 
 the wire from A's end: Ethernet, ARP requests and replies, IPv4 with options and fragments, ICMP
 echo and errors quoting B's own connections, UDP to open and closed ports, TCP to the listener and
 into the connections with sequence numbers at the window edges (SYN, ACK, data, FIN, RST; MSS,
-SACK, timestamps, window scale). Most frames are damaged (bit flips, truncation, lying lengths in
+SACK, timestamps, window scale). Both stacks are dual-stack, and about half the frames are IPv6
+(``fuzzkit6.py``): extension headers with known and unknown options, routing headers, IPv6
+fragments (overlapping, atomic, never completing), ICMPv6 echo and errors (packet too big below and
+above the minimum MTU), neighbour discovery and router advertisements, MLD, UDP and TCP over IPv6
+into IPv6 connections of their own. Most frames are damaged (bit flips, truncation, lying lengths in
 IP/TCP/UDP headers, options that overrun, overlapping and never-completing fragments, duplicated
 and replayed frames), half of those with their checksums fixed afterwards so the damage reaches
 the parsers behind the checksum (fuzzkit.py says how).
 
 Afterwards: no frame was an internal error, nothing reached the loop's exception handler, the
-stack's task still runs, incomplete fragments were freed, pings work both ways, and 1 MB goes each
-way with matching sha256 over a new connection, over the connection the attacker could only guess
-at (RFC 5961: it must survive), and over each connection the attacker knew, if it survived.
+stack's task still runs, incomplete fragments were freed, pings work both ways in both families,
+and 1 MB goes each way with matching sha256 over a new connection of each family, over the
+connections the attacker could only guess at (RFC 5961: they must survive), and over each
+connection the attacker knew, if it survived.
 
 The run is seeded and in virtual time (looptime). Its size comes from the environment:
 
@@ -42,6 +47,7 @@ import pytest
 
 from aionetstack.link import LinkKind
 from aionetstack.transport.tcp.connection import TcpConnection, TcpState
+from tests.adversarial import fuzzkit6
 from tests.adversarial.fuzzkit import (
     B_IP,
     CrashLog,
@@ -52,6 +58,7 @@ from tests.adversarial.fuzzkit import (
     drop_table,
     exchange,
     frame_in_flight,
+    key_text,
     seed_entropy,
 )
 
@@ -127,6 +134,7 @@ async def test_fuzzed_frames_never_raise_and_the_stack_keeps_serving(
         # Incomplete datagrams time out and are freed (RFC 1122 §3.3.2); stale ARP entries re-probe.
         await asyncio.sleep(rig.b.options.reassembly_timeout + 5)
         assert rig.b.ip.reassembler.held_bytes == 0
+        assert len(rig.b.ip6.reassembler) == 0
         assert rig.b._task is not None and not rig.b._task.done()
 
         print(
@@ -140,7 +148,11 @@ async def test_fuzzed_frames_never_raise_and_the_stack_keeps_serving(
             f"{counters['tcp.resets-sent']} RSTs, {counters['icmp.errors-sent']} ICMP errors, "
             f"{counters['tcp.passive-opens']} passive opens"
         )
-        taken = sorted((k, v) for k, v in counters.items() if k.startswith(("tcp.", "icmp.", "arp.")) and v)
+        taken = sorted(
+            (k, v)
+            for k, v in counters.items()
+            if k.startswith(("tcp.", "icmp.", "arp.", "ipv6.", "icmpv6.", "nd.", "mld.")) and v
+        )
         print("fuzz: victim's counters: " + ", ".join(f"{k} {v}" for k, v in taken if "dropped" not in k))
         print("fuzz: mutations: " + ", ".join(f"{k} {v}" for k, v in sorted(fuzzer.mutations.items())))
         print(f"fuzz: {'drop reason':<40} {'frames':>9}")
@@ -158,15 +170,19 @@ async def test_fuzzed_frames_never_raise_and_the_stack_keeps_serving(
         # The stack still serves: pings both ways ...
         assert await rig.a.ping("10.0.0.2", timeout=5) >= 0
         assert await rig.b.ping("10.0.0.1", timeout=5) >= 0
-        # ... a new connection to the listener the attacker hammered carries 1 MB each way ...
-        reader, writer = await rig.a.open_connection("10.0.0.2", 8080)
-        rig.expect_from_a.add(writer.get_extra_info("sockname")[1])
-        b_reader, b_writer = await rig.accepted.get()
-        sent, got = await exchange(writer, b_reader, TRANSFER, SEED)
-        assert sent == got
-        sent, got = await exchange(b_writer, reader, TRANSFER, SEED + 1)
-        assert sent == got
-        print(f"fuzz: new connection: {TRANSFER} bytes each way, sha256 match")
+        assert await rig.a.ping(fuzzkit6.B6_TEXT, timeout=5) >= 0
+        assert await rig.b.ping(fuzzkit6.A6_TEXT, timeout=5) >= 0
+        # ... a new connection to the listener the attacker hammered carries 1 MB each way, in
+        # each family ...
+        for host in ("10.0.0.2", fuzzkit6.B6_TEXT):
+            reader, writer = await rig.a.open_connection(host, 8080)
+            rig.expect_from_a.add(writer.get_extra_info("sockname")[1])
+            b_reader, b_writer = await rig.accepted.get()
+            sent, got = await exchange(writer, b_reader, TRANSFER, SEED)
+            assert sent == got
+            sent, got = await exchange(b_writer, reader, TRANSFER, SEED + 1)
+            assert sent == got
+            print(f"fuzz: new connection to {host}: {TRANSFER} bytes each way, sha256 match")
         # ... the connections the attacker could only guess at survived, in step, and carried
         # exactly the bytes their ends wrote (RFC 5961) ...
         blind_failures: list[str] = []
@@ -177,7 +193,7 @@ async def test_fuzzed_frames_never_raise_and_the_stack_keeps_serving(
                 continue
             blind_failures.append(
                 f"the blind attacker ended, desynchronised or corrupted {conn!r} ({conn and conn.error!r}); "
-                f"peer {rig.a_connection(*key)!r}; flows {[_flow_status(f) for f in flows]}; ended by:\n"
+                f"peer {rig.a_connection(key)!r}; flows {[_flow_status(f) for f in flows]}; ended by:\n"
                 + "\n".join(f"{e!r}: {describe(f, kind) if f else '(a timer)'}" for _c, e, f in killers)
             )
         # ... and every pre-existing connection still in step carries 1 MB each way.
@@ -187,7 +203,7 @@ async def test_fuzzed_frames_never_raise_and_the_stack_keeps_serving(
             if not rig.synchronized(key):
                 conn = rig.originals[key]
                 print(
-                    f"fuzz: {kind} connection {key}: ended or desynchronised: {conn!r} "
+                    f"fuzz: {kind} connection {key_text(key)}: ended or desynchronised: {conn!r} "
                     f"({conn and conn.error!r}); during the attack {status}"
                 )
                 continue
@@ -196,8 +212,8 @@ async def test_fuzzed_frames_never_raise_and_the_stack_keeps_serving(
             sent, got = await exchange(b_w, a_r, TRANSFER, SEED + 3)
             assert sent == got, key
             print(
-                f"fuzz: {kind} connection {key}: survived ({status}), then {TRANSFER} bytes each way, "
-                "sha256 match"
+                f"fuzz: {kind} connection {key_text(key)}: survived ({status}), "
+                f"then {TRANSFER} bytes each way, sha256 match"
             )
         assert B_IP in rig.b.local_addresses
         watching = False  # closing the stacks below aborts every connection: not the attacker's doing

@@ -4,11 +4,18 @@ sends, for scapy to check."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
 
 import aionetstack
 from aionetstack.network.interface import Interface
 from aionetstack.wire import Buffer
+from tests.transport.tcp.stream_kit import Net, two_stacks
+
+CLIENT6, SERVER6 = "fd00::1", "fd00::2"
 
 _ETHERTYPE_IPV6 = b"\x86\xdd"
 
@@ -37,3 +44,24 @@ def add_ipv6(stack: aionetstack.Stack, address: str, prefix: int = 64) -> Ipv6Re
     iface = next(i for i in stack.interfaces if i is not stack.loopback)
     stack.add_address(iface, f"{address}/{prefix}")
     return Ipv6Recorder(iface)
+
+
+def require_kernel_ipv6_loopback() -> None:
+    """Skip the test unless the host kernel has ::1 (an oracle test compares with its sockets)."""
+    probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this host")
+    finally:
+        probe.close()
+
+
+@contextlib.asynccontextmanager
+async def dual_stacks(**kwargs: object) -> AsyncIterator[tuple[Net, Ipv6Recorder, Ipv6Recorder]]:
+    """``stream_kit.two_stacks(**kwargs)`` (10.0.0.1 and .2, impairment and all) with
+    ``CLIENT6`` and ``SERVER6`` given by hand (no address configuration: the wire carries only
+    what the test makes, so a seeded impairment replays exactly)."""
+    async with two_stacks(**kwargs) as net:  # type: ignore[arg-type]
+        client6, server6 = add_ipv6(net.client, CLIENT6), add_ipv6(net.server, SERVER6)
+        yield net, client6, server6

@@ -9,32 +9,14 @@ pseudo-header, RFC 8200 §8.1).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import AsyncIterator
 
 import pytest
 from scapy.all import TCP, UDP, Ether, IPv6
 
 import aionetstack
-from tests.transport.ipv6_kit import Ipv6Recorder, add_ipv6
-from tests.transport.tcp.stream_kit import (
-    CLIENT_IP,
-    SERVER_IP,
-    Net,
-    receive_all,
-    send_all,
-    two_stacks,
-)
-
-CLIENT6, SERVER6 = "fd00::1", "fd00::2"
-
-
-@contextlib.asynccontextmanager
-async def dual_stacks(**kwargs: object) -> AsyncIterator[tuple[Net, Ipv6Recorder, Ipv6Recorder]]:
-    async with two_stacks(**kwargs) as net:  # type: ignore[arg-type]
-        client6, server6 = add_ipv6(net.client, CLIENT6), add_ipv6(net.server, SERVER6)
-        yield net, client6, server6
+from tests.transport.ipv6_kit import CLIENT6, SERVER6, dual_stacks
+from tests.transport.tcp.stream_kit import CLIENT_IP, SERVER_IP, receive_all, send_all
 
 
 def _checksums_valid(packets: list[bytes], layer: type) -> int:
