@@ -392,8 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=_arg(_int), default=1, metavar="N", help="seed of the data and the impairments"
     )
     demo.add_argument(
-        "-6",
-        "--ipv6",
+        "--ipv6",  # no -6: it would make argparse read "--delay -3" as an option
         action="store_true",
         help="over IPv6 (fd00::1 to fd00::2, neighbour discovery on the wire) instead of IPv4",
     )
@@ -548,7 +547,7 @@ def _check_nc(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
     try:
         args.port = _port_or_zero(port)
     except ValueError as exc:
-        if args.host is not None or args.listen or not port.startswith(("[", *"0123456789")):
+        if args.host is not None or args.listen:
             parser.error(f"argument PORT: {exc}")
         try:
             args.host, args.port = _endpoint(port)
