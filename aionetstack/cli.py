@@ -768,7 +768,7 @@ async def _ping(args: argparse.Namespace) -> int:
         target = _target(args.host, args.tap)
         if args.host.version == 6:
             await _link_local(iface)  # ND and a link-local source need it (RFC 4861 §7.2.2)
-        shown = target.partition("%")[0] if args.host.scope_id is None else target
+        shown = str(args.host)  # as given: ping(8) shows a scope only when one was written
         print(f"PING {shown} {args.size} data bytes", flush=True)
         loop = asyncio.get_running_loop()
         received = 0
