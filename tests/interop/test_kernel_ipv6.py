@@ -11,7 +11,10 @@ import asyncio
 import ipaddress
 import json
 import secrets
+import socket
 from pathlib import Path
+
+import pytest
 
 from aionetstack import Stack
 from aionetstack.network.interface import Interface
@@ -178,3 +181,52 @@ async def test_kernel_router_advertisements_configure_our_stack(netns: NetNS, tm
             daemon.terminate()
             async with asyncio.timeout(TIMEOUT):
                 await daemon.wait()
+
+
+async def test_our_resolver_asks_dnsmasq_over_ipv6_for_a_and_aaaa(netns: NetNS, tmp_path: Path) -> None:
+    """dnsmasq (Debian's DNS server) on the kernel's IPv6 address answers our stub resolver's A and
+    AAAA queries (RFC 3596) for names it holds both records for, or only AAAA."""
+    dnsmasq = require_tool("dnsmasq", "dnsmasq")
+    link, subnet = netns.add_tap()
+    device = link.device_name
+    prefix = _ula_prefix()
+    netns.ip("-6", "addr", "add", f"{prefix}1/64", "dev", device, "nodad")
+    server = await netns.exec(
+        dnsmasq,
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        f"--interface={device}",
+        "--bind-interfaces",
+        "--user=root",
+        "--group=root",
+        f"--pid-file={tmp_path / 'dnsmasq.pid'}",
+        f"--host-record=dual.test,{subnet.host(7)},{prefix}7",
+        f"--host-record=six.test,{prefix}9",
+        "--log-facility=-",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert server.stderr is not None
+        async with asyncio.timeout(TIMEOUT):
+            # dnsmasq logs "started" once its sockets are bound.
+            while b"started" not in (line := await server.stderr.readline()):
+                assert line, "dnsmasq exited before it started"
+        async with Stack("ours") as stack:
+            stack.add_interface(link, subnet.cidr(2), f"{prefix}2/64", name=device)
+            stack.set_nameservers([f"{prefix}1"])
+            v4, v6 = socket.inet_aton(subnet.host(7)), ipaddress.IPv6Address(f"{prefix}7").packed
+            assert await stack.resolve_addresses_async(("dual.test", 80)) == [(v4, 80), (v6, 80)]
+            only6 = await stack.resolve_addresses_async(("dual.test", 80), family=socket.AF_INET6)
+            assert only6 == [(v6, 80)]
+            six = await stack.resolve_addresses_async(("six.test", 80))
+            assert six == [(ipaddress.IPv6Address(f"{prefix}9").packed, 80)]
+            with pytest.raises(socket.gaierror):
+                await stack.resolve_addresses_async(("six.test", 80), family=socket.AF_INET)
+    finally:
+        if server.returncode is None:
+            server.terminate()
+            async with asyncio.timeout(TIMEOUT):
+                await server.wait()
