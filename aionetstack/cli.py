@@ -728,6 +728,8 @@ async def _nc(args: argparse.Namespace) -> int:
     async with stack:
         iface = _attach(stack, args)
         host = _target(args.host, args.tap) if args.host is not None else None
+        if host is None and args.listen and args.udp and not any(a.version == 4 for a in args.ip):
+            host = "::"  # an IPv6-only stack: a UDP listener on IPv4's wildcard would hear nothing
         if host is not None and "%" in host:
             await _link_local(iface)  # the source of a link-local destination (RFC 6724 §5 rule 2)
         stdin = sys.stdin.fileno()

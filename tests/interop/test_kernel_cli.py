@@ -524,3 +524,53 @@ async def test_ping_process_without_replies_exits_1(
     )
     assert code == 1
     assert "2 packets transmitted, 0 received, 100% packet loss" in out.decode()
+
+
+async def test_nc_process_udp_over_ipv6(netns: NetNS, persistent_tap6: tuple[str, Subnet, str, str]) -> None:
+    device, _, prefix, _ = persistent_tap6
+    echo = KERNEL_UDP_ECHO.replace("socket.AF_INET,", "socket.AF_INET6,")
+    assert echo != KERNEL_UDP_ECHO
+    server, port = await start_kernel_program(netns, echo, f"{prefix}1")
+    try:
+        code, out, err = await run_cli(
+            netns,
+            *nc6_args(device, prefix, "-u", "-q", "0.5", f"[{prefix}1]:{port}"),
+            stdin=b"hello over udp6\n",
+        )
+    finally:
+        await stop(server)
+    assert code == 0, err
+    assert out == b"hello over udp6\n"
+
+
+async def test_nc_process_listens_over_ipv6(
+    netns: NetNS, persistent_tap6: tuple[str, Subnet, str, str]
+) -> None:
+    """``nc -l`` on an IPv6-only stack: the kernel connects to our IPv6 address (create_server's
+    wildcard listens on ``::`` too)."""
+    device, _, prefix, _ = persistent_tap6
+    proc = await asyncio.create_subprocess_exec(
+        *aionetstack_argv(netns, *nc6_args(device, prefix, "-v", "-l", "5556")),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=CHECKOUT,
+    )
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(TIMEOUT):
+            line = await proc.stderr.readline()
+        assert b"listening on " in line and b":5556" in line, line
+        client = asyncio.create_task(
+            netns.run_async(PYTHON, "-c", TALK_TO_LISTENER, f"{prefix}2", "5556", timeout=TIMEOUT)
+        )
+        async with asyncio.timeout(TIMEOUT):
+            out, err = await proc.communicate(b"hello from aionetstack over IPv6\n")
+            code, client_out, client_err = await client
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err
+    assert out == b"hello from the kernel\n"
+    assert (code, client_out.strip()) == (0, "hello from aionetstack over IPv6"), client_err
