@@ -394,3 +394,38 @@ def test_demo_pcap_reads_back_in_scapy(tmp_path: Path) -> None:
         rebuilt = ip(bytes(rebuilt))
         assert rebuilt[tcp].chksum == packet[tcp].chksum
         assert rebuilt[ip].chksum == packet[ip].chksum
+
+
+async def test_attach_gives_every_address_and_a_default_route_for_each_family(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--ip`` of both families and ``--gateway`` of each: IPv4 through attach_tap, IPv6 beside it,
+    ``::/0`` via the link-local router on the device (an in-memory link stands in for the TAP)."""
+    import ipaddress
+
+    import aionetstack
+    from aionetstack.apps import host
+
+    left, _right = aionetstack.link.pipe()
+
+    def fake_attach_tap(
+        stack: aionetstack.Stack, ifname: str, address: str | None, **options: object
+    ) -> object:
+        assert options["gateway"] == "10.0.0.1"
+        return stack.add_interface(left, *([address] if address else []), name=ifname)
+
+    monkeypatch.setattr(host, "attach_tap", fake_attach_tap)
+    argv = ["nc", "--tap", "t0", "--ip", "fd00::2/64", "--ip", "10.0.0.2/24", "--ip", "10.0.1.2/24"]
+    argv += ["--gateway", "fe80::1", "--gateway", "10.0.0.1", "fd00::1", "80"]
+    parser = cli.build_parser()
+    args = parser.parse_args(argv)
+    cli._check_link(parser, args)
+    cli._check_nc(parser, args)
+    async with aionetstack.Stack() as stack:
+        iface = cli._attach(stack, args)
+        assert [str(a) for a in iface.addresses] == ["10.0.0.2/24", "10.0.1.2/24"]
+        assert ipaddress.IPv6Interface("fd00::2/64") in iface.addresses6
+        default6 = [r for r in stack.routes.routes() if r.destination == "::/0"]
+        assert [(r.gateway, r.interface) for r in default6] == [
+            (ipaddress.IPv6Address("fe80::1").packed, iface)
+        ]
