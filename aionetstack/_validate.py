@@ -269,23 +269,57 @@ def nameservers(name: str, value: Any) -> None:
         label = f"{name}[{i}]"
         if isinstance(server, tuple | list):
             server_host, _ = address(label, server, allow_none_host=False)
-            ipv4(f"{label}[0] (host)", server_host)
+            _ip_address(f"{label}[0] (host)", server_host)
         else:
-            ipv4(label, server)
+            _ip_address(label, server)
 
 
-class HostTable(dict[str, str]):
-    """``Stack.hosts``: name -> dotted quad, checked as it is filled (as /etc/hosts lines are)."""
+def _ip_address(name: str, value: Any) -> None:
+    """A numeric IPv4 or IPv6 address as text (a DNS server of either family)."""
+    if isinstance(value, str) and ":" in value:
+        try:
+            socket.inet_pton(socket.AF_INET6, value)
+        except OSError:
+            raise ValueError(f"{name} must be an IPv4 or IPv6 address, got {value!r}") from None
+        return
+    ipv4(name, value)
+
+
+def host_addresses(name: str, value: Any) -> list[bytes]:
+    """A ``Stack.hosts`` value: an IPv4 or IPv6 address as text, or a non-empty list of them."""
+    items = value if isinstance(value, list | tuple) else [value]
+    if not items:
+        raise ValueError(f"{name} must name at least one address, got {value!r}")
+    out: list[bytes] = []
+    for item in items:
+        if not isinstance(item, str):
+            _type_error(name, "an IPv4 or IPv6 address as a str (or a list of them)", item)
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                out.append(socket.inet_pton(family, item))
+                break
+            except OSError:
+                continue
+        else:
+            raise ValueError(
+                f"{name} must be an IPv4 or IPv6 address like '10.0.0.1' or 'fd00::1', got {item!r}"
+            )
+    return out
+
+
+class HostTable(dict[str, "str | list[str]"]):
+    """``Stack.hosts``: name -> address, or list of addresses, of either family, checked as it is
+    filled (as /etc/hosts lines are)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
         self.update(*args, **kwargs)
 
-    def __setitem__(self, name: str, address: str) -> None:
+    def __setitem__(self, name: str, address: str | list[str]) -> None:
         if not isinstance(name, str):
             _type_error("a hosts name", "a str", name)
-        ipv4(f"hosts[{name!r}]", address)
-        super().__setitem__(name, address)
+        host_addresses(f"hosts[{name!r}]", address)
+        super().__setitem__(name, list(address) if isinstance(address, list | tuple) else address)
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         for name, address in dict(*args, **kwargs).items():
@@ -295,7 +329,7 @@ class HostTable(dict[str, str]):
         self.update(other)
         return self
 
-    def setdefault(self, name: str, address: str) -> str:  # type: ignore[override]
+    def setdefault(self, name: str, address: str | list[str]) -> str | list[str]:  # type: ignore[override]
         if name not in self:
             self[name] = address
         return self[name]

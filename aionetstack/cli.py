@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -21,6 +22,14 @@ from typing import Any
 
 from aionetstack import __version__
 from aionetstack.apps.host import parse_interface, parse_ip, parse_mac, parse_mtu, parse_port
+
+IpInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: RFC 8200 §5: every IPv6 link carries 1280-octet packets; a smaller MTU cannot carry IPv6.
+IPV6_MIN_MTU = 1280
+#: How long ping and nc wait for the link-local address: DAD's random delay of up to 1 s and one
+#: solicitation's RetransTimer of 1 s (RFC 4862 §5.4, RFC 4861 §10), with room for a busy host.
+LINK_LOCAL_WAIT = 5.0
 
 __all__ = ["build_parser", "main"]
 
@@ -69,6 +78,21 @@ def _port_or_zero(text: str) -> int:
     return parse_port(_int(text), allow_zero=True)
 
 
+def _count(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise ValueError(f"count {value} must be at least 1")
+    return value
+
+
+def _payload(text: str) -> int:
+    value = _int(text)
+    # 65535 less the IPv4 and ICMP headers (RFC 791 §3.1, RFC 792), as stack.ping takes.
+    if not 0 <= value <= 65507:
+        raise ValueError(f"size {value} is out of range 0..65507")
+    return value
+
+
 def _mtu(text: str) -> int:
     return parse_mtu(_int(text))
 
@@ -103,6 +127,52 @@ def _positive(text: str) -> float:
     return value
 
 
+def _interface(text: str) -> IpInterface:
+    """``10.0.0.2/24`` or ``fd00::2/64``: the stack's own address with its prefix length."""
+    if ":" not in text:
+        return parse_interface(text)
+    if "/" not in text:
+        raise ValueError(f"{text!r} needs a prefix length, like fd00::2/64")
+    if "%" in text:
+        raise ValueError(f"{text!r}: an interface address takes no %scope (the device is --tap)")
+    try:
+        value = ipaddress.IPv6Interface(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IPv6 address with prefix, like fd00::2/64") from None
+    # RFC 4291 §2.5.2, §2.5.3, §2.7: the unspecified address, ::1 and multicast are never a
+    # unicast address of an interface on a link.
+    if value.ip.is_unspecified or value.ip.is_loopback or value.ip.is_multicast:
+        raise ValueError(f"{text!r} cannot be a host address (unspecified, loopback or multicast)")
+    return value
+
+
+def _ip(text: str) -> IpAddress:
+    """``10.0.0.1``, ``fd00::1``, ``[fd00::1]`` or ``fe80::1%tap0`` (RFC 4007 §11 scope)."""
+    raw = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    if ":" not in raw:
+        try:
+            return parse_ip(raw)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
+    try:
+        return ipaddress.IPv6Address(raw)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
+
+
+def _endpoint(text: str) -> tuple[IpAddress, int]:
+    """``[fd00::1]:8080`` or ``10.0.0.1:8080`` (RFC 3986 §3.2.2 brackets an IPv6 literal)."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+        if ":" in host:
+            sep = ""  # a bare IPv6 literal: which colon ends it is ambiguous
+    if not sep:
+        raise ValueError(f"{text!r} is not HOST:PORT (an IPv6 address in brackets: [fd00::1]:8080)")
+    return _ip(host), _port(port)
+
+
 def _ifname(text: str) -> str:
     # IFNAMSIZ is 16 with the NUL: names are 1..15 bytes, no '/' or whitespace (dev_valid_name()).
     raw = text.encode()
@@ -115,7 +185,7 @@ def _ifname(text: str) -> str:
 # the parser
 
 
-def _add_link_options(parser: argparse.ArgumentParser, dhcp: bool = False) -> None:
+def _add_link_options(parser: argparse.ArgumentParser, dhcp: bool = False, need_ip: bool = True) -> None:
     group = parser.add_argument_group("link")
     group.add_argument(
         "--tap",
@@ -134,15 +204,26 @@ def _add_link_options(parser: argparse.ArgumentParser, dhcp: bool = False) -> No
         )
     address.add_argument(
         "--ip",
-        required=not dhcp,
+        required=need_ip and not dhcp,
+        action="append",
         metavar="ADDR/PREFIX",
-        type=_arg(parse_interface),
-        help="the stack's own address on the device, e.g. 10.0.0.2/24 (the kernel side is another host)",
+        type=_arg(_interface),
+        help="the stack's own address on the device, e.g. 10.0.0.2/24 or fd00::2/64 (the kernel side is "
+        "another host); repeat for more. IPv6 also takes a link-local address and SLAAC addresses "
+        "from router advertisements by itself",
     )
     group.add_argument(
         "--mtu", type=_arg(_mtu), metavar="N", help="set the device MTU (default: keep the device's)"
     )
-    group.add_argument("--gateway", type=_arg(parse_ip), metavar="IP", help="default route via this router")
+    group.add_argument(
+        "--gateway",
+        "--gateway6",
+        action="append",
+        type=_arg(_ip),
+        metavar="IP",
+        help="default route via this router: an IPv4 address on an --ip network, an IPv6 one on an "
+        "--ip network or link-local (fe80::1); once for each family",
+    )
     group.add_argument(
         "--no-offload",
         dest="offload",
@@ -229,9 +310,53 @@ def build_parser() -> argparse.ArgumentParser:
     nc.add_argument(
         "--mac", type=_arg(parse_mac), metavar="MAC", help="the stack's MAC (default: random, local)"
     )
-    nc.add_argument("host", nargs="?", metavar="HOST", type=_arg(parse_ip), help="IPv4 address to connect to")
-    nc.add_argument("port", metavar="PORT", type=_arg(_port_or_zero), help="port (0 with -l: any free port)")
+    nc.add_argument(
+        "host",
+        nargs="?",
+        metavar="HOST",
+        type=_arg(_ip),
+        help="IPv4 or IPv6 address to connect to (fd00::1, [fd00::1], fe80::1%%IFNAME)",
+    )
+    nc.add_argument(
+        "port",
+        metavar="PORT",
+        help="port (0 with -l: any free port); or HOST:PORT alone, as [fd00::1]:8080 or 10.0.0.1:8080",
+    )
     nc.set_defaults(run=_nc)
+
+    ping = sub.add_parser(
+        "ping",
+        help="ICMP or ICMPv6 echo from the stack on a TAP device, as ping(8)",
+        description="Put the stack on TAP device IFNAME and send COUNT echo requests to HOST (IPv4, IPv6, "
+        "or link-local with its device, fe80::1%IFNAME), one every INTERVAL seconds, printing each reply "
+        "and a summary as ping(8) does. Exit 0 when a reply came, 1 when none did.",
+    )
+    _add_link_options(ping, need_ip=False)
+    ping.add_argument(
+        "--mac", type=_arg(parse_mac), metavar="MAC", help="the stack's MAC (default: random, local)"
+    )
+    ping.add_argument("-c", "--count", type=_arg(_count), default=3, metavar="N", help="requests (default 3)")
+    ping.add_argument(
+        "-i",
+        "--interval",
+        type=_arg(_positive),
+        default=1.0,
+        metavar="SECONDS",
+        help="between requests (default 1)",
+    )
+    ping.add_argument(
+        "-W",
+        "--timeout",
+        type=_arg(_positive),
+        default=2.0,
+        metavar="SECONDS",
+        help="how long to wait for each reply (default 2)",
+    )
+    ping.add_argument(
+        "-s", "--size", type=_arg(_payload), default=56, metavar="BYTES", help="data bytes (default 56)"
+    )
+    ping.add_argument("host", metavar="HOST", type=_arg(_ip), help="address to ping")
+    ping.set_defaults(run=_ping)
 
     demo = sub.add_parser(
         "demo",
@@ -265,6 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--seed", type=_arg(_int), default=1, metavar="N", help="seed of the data and the impairments"
+    )
+    demo.add_argument(
+        "--ipv6",  # no -6: it would make argparse read "--delay -3" as an option
+        action="store_true",
+        help="over IPv6 (fd00::1 to fd00::2, neighbour discovery on the wire) instead of IPv4",
     )
     demo.add_argument("--pcap", metavar="FILE", help="record the client's frames in a pcap file")
     _add_observe_options(demo, "demo")
@@ -375,19 +505,119 @@ def _check_serve_ports(parser: argparse.ArgumentParser, args: argparse.Namespace
         seen[port] = option
 
 
-def _check_gateway(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.gateway is not None and getattr(args, "dhcp", False):
-        parser.error("--gateway goes with --ip; with --dhcp the server names the router")
-    if args.gateway is not None and args.gateway not in args.ip.network:
-        # RFC 1122 §3.3.1.1: the first hop must be on a directly connected network.
-        parser.error(f"--gateway {args.gateway} is not on {args.ip.network} (the --ip network)")
+def _check_link(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--ip, --gateway and --mtu together: one gateway for each family, each on a link it can reach."""
+    args.ip = args.ip or []
+    gateways: list[IpAddress] = args.gateway or []
+    if any(a.version == 6 for a in args.ip) and args.mtu is not None and args.mtu < IPV6_MIN_MTU:
+        parser.error(f"--mtu {args.mtu} cannot carry IPv6 (RFC 8200 §5: at least {IPV6_MIN_MTU})")
+    args.gateway4 = args.gateway6 = None
+    for gateway in gateways:
+        if gateway.version == 4:
+            if getattr(args, "dhcp", False):
+                parser.error("--gateway goes with --ip; with --dhcp the server names the router")
+            if args.gateway4 is not None:
+                parser.error(f"--gateway {args.gateway4} and --gateway {gateway}: one router for each family")
+            networks = [a.network for a in args.ip if a.version == 4]
+            if not any(gateway in network for network in networks):
+                # RFC 1122 §3.3.1.1: the first hop must be on a directly connected network.
+                where = ", ".join(map(str, networks)) or "no IPv4 --ip network"
+                parser.error(f"--gateway {gateway} is not on {where} (the --ip network)")
+            args.gateway4 = gateway
+            continue
+        assert isinstance(gateway, ipaddress.IPv6Address)
+        if args.gateway6 is not None:
+            parser.error(f"--gateway {args.gateway6} and --gateway {gateway}: one router for each family")
+        if gateway.scope_id not in (None, args.tap):
+            parser.error(f"--gateway {gateway}: the scope must be the device, %{args.tap}")
+        plain = ipaddress.IPv6Address(gateway.packed)
+        networks6 = [a.network for a in args.ip if a.version == 6]
+        # RFC 4861 §4.2: routers advertise themselves from their link-local address, which is on
+        # every link; a global next hop must be on an --ip prefix (RFC 4861 §5.2, on-link).
+        if not plain.is_link_local and not any(plain in network for network in networks6):
+            where = ", ".join(map(str, networks6)) or "no IPv6 --ip network"
+            parser.error(f"--gateway {gateway} is neither link-local (fe80::/10) nor on {where}")
+        if plain.is_multicast or plain.is_unspecified:
+            parser.error(f"--gateway {gateway} cannot be a router's address")
+        args.gateway6 = plain
 
 
 def _check_nc(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    port: str = args.port
+    try:
+        args.port = _port_or_zero(port)
+    except ValueError as exc:
+        if args.host is not None or args.listen:
+            parser.error(f"argument PORT: {exc}")
+        try:
+            args.host, args.port = _endpoint(port)
+        except ValueError as exc2:
+            parser.error(f"argument PORT: {exc2}")
     if not args.listen and args.host is None:
         parser.error("nc needs HOST and PORT (or -l PORT to listen)")
     if not args.listen and args.port == 0:
         parser.error("port 0 can only be used with -l")
+    if args.host is not None and args.host.version == 4 and not any(a.version == 4 for a in args.ip):
+        parser.error(f"HOST {args.host} is IPv4: give the stack an IPv4 --ip")
+
+
+def _check_ping(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.host.version == 4 and not any(a.version == 4 for a in args.ip):
+        parser.error(f"ping {args.host} needs an IPv4 --ip (IPv6 alone has a link-local address)")
+    if args.host.version == 6 and args.mtu is not None and args.mtu < IPV6_MIN_MTU:
+        parser.error(f"--mtu {args.mtu} cannot carry IPv6 (RFC 8200 §5: at least {IPV6_MIN_MTU})")
+
+
+def _target(host: IpAddress, ifname: str) -> str:
+    """The destination as the stack takes it: a link-local one scoped to the device (RFC 4007 §11)."""
+    if isinstance(host, ipaddress.IPv6Address):
+        if host.scope_id is not None and host.scope_id != ifname:
+            raise CliError(f"{host}: the scope must be the device, %{ifname}", EXIT_USAGE)
+        plain = ipaddress.IPv6Address(host.packed)
+        if plain.is_link_local:
+            return f"{plain}%{ifname}"
+        return str(plain)
+    return str(host)
+
+
+def _show(host: str, port: int) -> str:
+    """``10.0.0.1:80`` or ``[fd00::1]:80`` (RFC 3986 §3.2.2)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _attach(stack: Any, args: argparse.Namespace, *, dhcp: bool = False, **options: Any) -> Any:
+    """The TAP device with every --ip and --gateway: IPv4 through attach_tap, IPv6 beside it."""
+    from aionetstack.apps.host import attach_tap
+
+    v4 = [a for a in args.ip if a.version == 4]
+    v6 = [a for a in args.ip if a.version == 6]
+    iface = attach_tap(
+        stack,
+        args.tap,
+        None if dhcp or not v4 else str(v4[0]),
+        mac=args.mac,
+        mtu=args.mtu,
+        gateway=str(args.gateway4) if args.gateway4 else None,
+        offload=args.offload,
+        **options,
+    )
+    for address in v4[1:] + v6:
+        stack.add_address(iface, str(address))
+    if args.gateway6 is not None:
+        stack.add_route("::/0", gateway=str(args.gateway6), interface=iface)
+    return iface
+
+
+async def _link_local(iface: Any, wait: float = LINK_LOCAL_WAIT) -> None:
+    """Wait for the device's link-local address to pass duplicate address detection (RFC 4862 §5.4)."""
+    if getattr(iface, "addrconf", None) is None:
+        return  # no neighbour discovery on this link
+    try:
+        async with asyncio.timeout(wait):
+            while iface.link_local6() is None:
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise CliError(f"{iface.name} has no IPv6 link-local address after {wait:g} s (DAD)") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,7 +625,6 @@ def _check_nc(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from aionetstack.apps.host import attach_tap
     from aionetstack.apps.services import ServiceGroup
     from aionetstack.observe.control import ControlServer, default_control_path
     from aionetstack.stack import Stack
@@ -403,17 +632,7 @@ async def _serve(args: argparse.Namespace) -> int:
     stack = Stack(args.tap)
     trace = _open_trace(args)
     async with stack:
-        iface = attach_tap(
-            stack,
-            args.tap,
-            None if args.dhcp else str(args.ip),
-            mac=args.mac,
-            mtu=args.mtu,
-            gateway=str(args.gateway) if args.gateway else None,
-            pcap=args.pcap,
-            offload=args.offload,
-            pcapng=trace is not None,
-        )
+        iface = _attach(stack, args, dhcp=args.dhcp, pcap=args.pcap, pcapng=trace is not None)
         if trace is not None:
             tracer = stack.trace(trace, annotate=args.pcap is not None)
             if args.pcap is not None:
@@ -426,7 +645,8 @@ async def _serve(args: argparse.Namespace) -> int:
             await control.start()
             print(f"{PROG}: control socket {control.path} (aionetstack ss --control PATH)", file=sys.stderr)
             if args.dhcp:
-                dhcp, args.ip = await _dhcp_lease(stack, iface)
+                dhcp, leased = await _dhcp_lease(stack, iface)
+                args.ip.insert(0, leased)
             if args.echo is not None:
                 await group.start_echo(args.echo)
             if args.discard is not None:
@@ -441,8 +661,9 @@ async def _serve(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(signum, stop.set)
             services = ", ".join(group.listening) or "no services"
             mac = iface.link.mac.hex(":")
+            addresses = ", ".join(map(str, args.ip)) or "no address"
             print(
-                f"{PROG}: {args.ip} on {args.tap} (mac {mac}, mtu {iface.link.mtu}); {services}",
+                f"{PROG}: {addresses} on {args.tap} (mac {mac}, mtu {iface.link.mtu}); {services}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -454,6 +675,8 @@ async def _serve(args: argparse.Namespace) -> int:
         finally:
             await group.close(grace=args.grace)
             await control.close()
+            # What the stack counted, IPv4 and IPv6 (ip, ipv6, icmp, icmpv6, arp, nd...), as demo shows them.
+            print(f"{PROG}: counters {_counters(stack.statistics())}", file=sys.stderr, flush=True)
             if trace is not None:
                 trace.close()
             if dhcp is not None:
@@ -498,33 +721,29 @@ async def _dhcp_lease(stack: Any, iface: Any) -> tuple[Any, Any]:
 
 
 async def _nc(args: argparse.Namespace) -> int:
-    from aionetstack.apps.host import attach_tap
     from aionetstack.apps.netcat import MAX_DATAGRAM, FdSink, NetcatError, netcat, stdin_chunks
     from aionetstack.stack import Stack
 
     stack = Stack("nc")
     async with stack:
-        attach_tap(
-            stack,
-            args.tap,
-            str(args.ip),
-            mac=args.mac,
-            mtu=args.mtu,
-            gateway=str(args.gateway) if args.gateway else None,
-            offload=args.offload,
-        )
+        iface = _attach(stack, args)
+        host = _target(args.host, args.tap) if args.host is not None else None
+        if host is None and args.listen and args.udp and not any(a.version == 4 for a in args.ip):
+            host = "::"  # an IPv6-only stack: a UDP listener on IPv4's wildcard would hear nothing
+        if host is not None and "%" in host:
+            await _link_local(iface)  # the source of a link-local destination (RFC 6724 §5 rule 2)
         stdin = sys.stdin.fileno()
         source = stdin_chunks(stdin, MAX_DATAGRAM if args.udp else 1 << 18)
         sink = FdSink(sys.stdout.fileno())
 
         def listening(addr: tuple[str, int]) -> None:
             if args.verbose:
-                print(f"{PROG} nc: listening on {addr[0]}:{addr[1]}", file=sys.stderr, flush=True)
+                print(f"{PROG} nc: listening on {_show(addr[0], addr[1])}", file=sys.stderr, flush=True)
 
         try:
             await netcat(
                 stack,
-                str(args.host) if args.host is not None else None,
+                host,
                 args.port,
                 source,
                 sink,
@@ -540,6 +759,46 @@ async def _nc(args: argparse.Namespace) -> int:
         finally:
             await source.aclose()
     return EXIT_OK
+
+
+async def _ping(args: argparse.Namespace) -> int:
+    from aionetstack.stack import Stack
+
+    stack = Stack("ping")
+    async with stack:
+        iface = _attach(stack, args)
+        target = _target(args.host, args.tap)
+        if args.host.version == 6:
+            await _link_local(iface)  # ND and a link-local source need it (RFC 4861 §7.2.2)
+        shown = str(args.host)  # as given: ping(8) shows a scope only when one was written
+        print(f"PING {shown} {args.size} data bytes", flush=True)
+        loop = asyncio.get_running_loop()
+        received = 0
+        rtts: list[float] = []
+        for sequence in range(1, args.count + 1):
+            started = loop.time()
+            try:
+                rtt = await stack.ping(target, timeout=args.timeout, size=args.size)
+            except TimeoutError:
+                pass  # as ping(8): a lost reply shows only in the summary
+            except OSError as exc:
+                print(f"From {shown} icmp_seq={sequence} {exc.strerror or exc}", flush=True)
+            else:
+                received += 1
+                rtts.append(rtt)
+                print(
+                    f"{args.size + 8} bytes from {shown}: icmp_seq={sequence} time={rtt * 1000:.3f} ms",
+                    flush=True,
+                )
+            if sequence < args.count:
+                await asyncio.sleep(max(0.0, started + args.interval - loop.time()))
+        loss = 100.0 * (args.count - received) / args.count
+        print(f"\n--- {shown} ping statistics ---")
+        print(f"{args.count} packets transmitted, {received} received, {loss:g}% packet loss")
+        if rtts:
+            low, high, mean = min(rtts) * 1000, max(rtts) * 1000, sum(rtts) / len(rtts) * 1000
+            print(f"rtt min/avg/max = {low:.3f}/{mean:.3f}/{high:.3f} ms")
+    return EXIT_OK if received else EXIT_FAILURE
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -590,6 +849,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 progress=None if args.quiet else progress,
                 progress_interval=0.1 if interactive else 0.5,
                 trace=trace,
+                ipv6=args.ipv6,
             )
     except TimeoutError:
         raise CliError(f"demo: gave up after {args.timeout:g} s (try a smaller --size)") from None
@@ -676,6 +936,11 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+def _counters(statistics: dict[str, Any]) -> str:
+    """``ip.received=3 ipv6.sent=2 nd.solicitations-sent=1 ...``: zeros say nothing."""
+    return " ".join(f"{k}={v}" for k, v in _flatten(statistics) if v)
+
+
 def _summary(result: Any, args: argparse.Namespace, mtu: int) -> str:
     info = result.tcp_info
     srtt = info.get("srtt")
@@ -694,8 +959,7 @@ def _summary(result: Any, args: argparse.Namespace, mtu: int) -> str:
         shown = ", ".join(f"{k} {v}" for k, v in stats.items() if v)
         lines.append(f"impairment    {side} link: {shown or 'nothing'}")
     for name, stats in (("client", result.client_statistics), ("server", result.server_statistics)):
-        counters = " ".join(f"{k}={v}" for k, v in _flatten(stats) if v)  # zeros say nothing
-        lines.append(f"{name} stack  {counters}")
+        lines.append(f"{name} stack  {_counters(stats)}")
     if result.pcap_frames is not None:
         lines.append(f"pcap          {args.pcap} ({result.pcap_frames} frames)")
     return "\n".join(lines)
@@ -734,10 +998,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         _check_serve_ports(parser, args)
-        _check_gateway(parser, args)
+        _check_link(parser, args)
     elif args.command == "nc":
+        _check_link(parser, args)
         _check_nc(parser, args)
-        _check_gateway(parser, args)
+    elif args.command == "ping":
+        _check_link(parser, args)
+        _check_ping(parser, args)
+    elif args.command == "demo" and args.ipv6 and args.mtu < IPV6_MIN_MTU:
+        parser.error(f"--mtu {args.mtu} cannot carry IPv6 (RFC 8200 §5: at least {IPV6_MIN_MTU})")
     command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = args.run
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:

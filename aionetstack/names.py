@@ -22,7 +22,7 @@ LOOPBACK6 = bytes(15) + b"\x01"  #: ::1 (RFC 4291 §2.5.3)
 class NameResolution:
     """The stack's name calls, mixed into :class:`~aionetstack.Stack` (which owns ``hosts``)."""
 
-    hosts: dict[str, str]  #: name -> dotted quad, checked as set
+    hosts: dict[str, str | list[str]]  #: name -> address(es) of either family, checked as set
     resolver: StubResolver | None
 
     def resolve_address(self, addr: Any, passive: bool = False, family: int = 0) -> tuple[bytes, int]:
@@ -40,8 +40,9 @@ class NameResolution:
 
         ``None`` (passive) is the wildcard of each family; ``localhost`` is ``127.0.0.1`` and, on
         a stack with IPv6, ``::1`` after it (this order is what the host's own resolver gives
-        for a hosts file listing ``127.0.0.1 localhost`` first). A numeric address of the other
-        family than ``family`` is getaddrinfo's ``EAI_ADDRFAMILY``.
+        for a hosts file listing ``127.0.0.1 localhost`` first). A name in ``stack.hosts`` gives
+        its address, or its list of addresses in the order listed, those of ``family`` only. A
+        numeric address of the other family than ``family`` is getaddrinfo's ``EAI_ADDRFAMILY``.
         """
         host = _validate.host("host", host)
         v6 = self._has_ipv6()
@@ -52,8 +53,7 @@ class NameResolution:
                 return [ANY6]
             return [ANY4, ANY6] if family == 0 and v6 else [ANY4]
         if host in self.hosts:
-            name, host = host, self.hosts[host]
-            _validate.ipv4(f"stack.hosts[{name!r}]", host)  # a plain dict put in place of the table
+            return self._hosts_entry(host, family)
         if host == "localhost":
             if family == socket.AF_INET6:
                 return [LOOPBACK6]
@@ -69,6 +69,18 @@ class NameResolution:
                 f"{host!r} is not an address of family={socket.AddressFamily(family).name}",
             )
         return [address]
+
+    def _hosts_entry(self, name: str, family: int) -> list[bytes]:
+        # Checked again here: a plain dict may have been put in place of the checked table.
+        addresses = _validate.host_addresses(f"stack.hosts[{name!r}]", self.hosts[name])
+        found = [a for a in addresses if not family or family_of(a) == family]
+        if not found:
+            # As the host's resolver for an /etc/hosts name of the other family only: no address.
+            raise socket.gaierror(
+                socket.EAI_NONAME,
+                f"stack.hosts[{name!r}] has no address of family={socket.AddressFamily(family).name}",
+            )
+        return found
 
     def _has_ipv6(self) -> bool:
         networks = getattr(self, "networks", None)
@@ -90,8 +102,12 @@ class NameResolution:
         except socket.gaierror as exc:
             if self.resolver is None or exc.errno != socket.EAI_NONAME:
                 raise
-        addresses = await self.resolver.resolve(addr[0])
-        return [(ipaddress.IPv4Address(addresses[0]).packed, port)]
+        assert host is not None  # None is the wildcard, resolved above
+        # A stack without IPv6 asks no AAAA for both families (as getaddrinfo's AI_ADDRCONFIG).
+        v6 = family == socket.AF_INET6 or (family == 0 and self._has_ipv6())
+        wanted = family if v6 else socket.AF_INET
+        addresses = await self.resolver.resolve(host, wanted)
+        return [(ipaddress.ip_address(a).packed, port) for a in addresses]
 
     def set_nameservers(
         self, nameservers: list[str | tuple[str, int]], *, timeout: float = 2.0, attempts: int = 2

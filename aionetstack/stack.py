@@ -100,7 +100,7 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
         self._iface_by_link: dict[LinkEndpoint, Interface] = {}
         self.routes = RouteTable()
         self.local_addresses: dict[bytes, Interface] = {}
-        self.hosts: dict[str, str] = _validate.HostTable()  #: name -> dotted quad, checked as set
+        self.hosts: dict[str, str | list[str]] = _validate.HostTable()  #: name -> address(es), checked
         self.resolver: StubResolver | None = None
         self.tcp_forwarder: TcpForwarder | None = None
         self.udp_forwarder: UdpForwarder | UdpSessionForwarder | None = None

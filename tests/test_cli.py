@@ -51,7 +51,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], status: int,
 def test_help_lists_the_subcommands() -> None:
     result = run("--help")
     assert result.returncode == 0, result.stderr
-    for command in ("serve", "nc", "demo"):
+    for command in ("serve", "nc", "demo", "ping"):
         assert command in result.stdout
     assert result.stdout.startswith("usage: aionetstack")
 
@@ -76,7 +76,8 @@ def test_help_lists_the_subcommands() -> None:
             ],
         ),
         ("nc", ["--tap", "--ip", "--mtu", "--gateway", "--no-offload", "-l", "-u", "HOST", "PORT"]),
-        ("demo", ["--pcap", "--loss", "--delay", "--size"]),
+        ("demo", ["--pcap", "--loss", "--delay", "--size", "--ipv6"]),
+        ("ping", ["--tap", "--ip", "--gateway", "-c", "-i", "-W", "-s", "HOST"]),
     ],
 )
 def test_each_subcommand_has_help(command: str, options: list[str]) -> None:
@@ -128,11 +129,42 @@ def test_console_script_is_installed() -> None:
         (["serve", "--tap", "t0", "--ip", "10.0.0.2/24", "--mtu", "40"], ["--mtu", "68..65535"]),
         (
             ["serve", "--tap", "t0", "--ip", "10.0.0.2/24", "--gateway", "nowhere"],
-            ["--gateway", "not an IPv4"],
+            ["--gateway", "not an IPv4 or IPv6 address"],
         ),
         (["nc", "--tap", "t0", "--ip", "10.0.0.2/24", "9"], ["needs HOST and PORT"]),
         (["nc", "--tap", "t0", "--ip", "10.0.0.2/24", "10.0.0.1", "0"], ["port 0"]),
-        (["nc", "--tap", "t0", "--ip", "10.0.0.2/24", "example.com", "80"], ["HOST", "not an IPv4 address"]),
+        (
+            ["nc", "--tap", "t0", "--ip", "10.0.0.2/24", "example.com", "80"],
+            ["HOST", "not an IPv4 or IPv6 address"],
+        ),
+        # IPv6 arguments (issue 13)
+        (["serve", "--tap", "t0", "--ip", "fd00::2"], ["--ip", "needs a prefix length, like fd00::2/64"]),
+        (["serve", "--tap", "t0", "--ip", "fd00::zz/64"], ["--ip", "not an IPv6 address with prefix"]),
+        (["serve", "--tap", "t0", "--ip", "ff02::1/64"], ["--ip", "cannot be a host address"]),
+        (["serve", "--tap", "t0", "--ip", "::1/128"], ["--ip", "cannot be a host address"]),
+        (["serve", "--tap", "t0", "--ip", "fe80::2%t0/64"], ["--ip", "no %scope"]),
+        (
+            ["serve", "--tap", "t0", "--ip", "fd00::2/64", "--gateway", "fd01::1"],
+            ["--gateway fd01::1 is neither link-local", "fd00::/64"],
+        ),
+        (
+            ["serve", "--tap", "t0", "--ip", "fd00::2/64", "--gateway", "fe80::1", "--gateway", "fe80::2"],
+            ["one router for each family"],
+        ),
+        (
+            ["serve", "--tap", "t0", "--ip", "fd00::2/64", "--gateway", "fe80::1%eth9"],
+            ["scope must be the device, %t0"],
+        ),
+        (["serve", "--tap", "t0", "--ip", "fd00::2/64", "--mtu", "1000"], ["--mtu 1000 cannot carry IPv6"]),
+        (["serve", "--tap", "t0", "--ip", "fd00::2/64", "--gateway", "10.0.0.1"], ["no IPv4 --ip network"]),
+        (["nc", "--tap", "t0", "--ip", "fd00::2/64", "10.0.0.1", "80"], ["HOST 10.0.0.1 is IPv4"]),
+        (["nc", "--tap", "t0", "--ip", "fd00::2/64", "fd00::1"], ["PORT", "is not HOST:PORT"]),
+        (["nc", "--tap", "t0", "--ip", "fd00::2/64", "[fd00::1]:99999"], ["PORT", "out of range"]),
+        (["nc", "--tap", "t0", "--ip", "fd00::2/64", "fd00::1:80"], ["PORT", "is not HOST:PORT"]),
+        (["ping", "--tap", "t0", "10.0.0.1"], ["needs an IPv4 --ip"]),
+        (["ping", "--tap", "t0", "-c", "0", "fe80::1"], ["--count", "at least 1"]),
+        (["ping", "--tap", "t0", "fe80::1%eth9"], ["scope must be the device"]),
+        (["demo", "--ipv6", "--mtu", "1200"], ["--mtu 1200 cannot carry IPv6"]),
         (["demo", "--loss", "1.5"], ["--loss", "below 1"]),
         (["demo", "--loss", "lots"], ["--loss", "not a probability"]),
         (["demo", "--delay", "-3"], ["--delay", ">= 0"]),
@@ -142,6 +174,77 @@ def test_console_script_is_installed() -> None:
 )
 def test_argument_mistakes_are_usage_errors(args: list[str], needles: list[str]) -> None:
     assert_one_line_error(run(*args), 2, *needles)
+
+
+@pytest.mark.parametrize(
+    ("argv", "ip", "gateway4", "gateway6", "host", "port"),
+    [
+        (["--ip", "fd00::2/64", "fd00::1", "80"], ["fd00::2/64"], None, None, "fd00::1", 80),
+        (["--ip", "fd00::2/64", "[fd00::1]", "80"], ["fd00::2/64"], None, None, "fd00::1", 80),
+        (["--ip", "fd00::2/64", "[fd00::1]:8080"], ["fd00::2/64"], None, None, "fd00::1", 8080),
+        (["--ip", "10.0.0.2/24", "10.0.0.1:8080"], ["10.0.0.2/24"], None, None, "10.0.0.1", 8080),
+        (
+            [
+                "--ip",
+                "10.0.0.2/24",
+                "--ip",
+                "fd00::2/64",
+                "--gateway",
+                "fe80::1",
+                "--gateway",
+                "10.0.0.1",
+                "fe80::9%t0",
+                "7",
+            ],
+            ["10.0.0.2/24", "fd00::2/64"],
+            "10.0.0.1",
+            "fe80::1",
+            "fe80::9%t0",
+            7,
+        ),
+        (
+            ["--ip", "fd00::2/64", "--gateway6", "fd00::1", "-l", "0"],
+            ["fd00::2/64"],
+            None,
+            "fd00::1",
+            None,
+            0,
+        ),
+    ],
+)
+def test_nc_takes_ipv6_arguments(
+    argv: list[str],
+    ip: list[str],
+    gateway4: str | None,
+    gateway6: str | None,
+    host: str | None,
+    port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The parsed arguments, as main() checks them, without a device (no root)."""
+    seen: list[object] = []
+
+    async def record(args: object) -> int:
+        seen.append(args)
+        return 0
+
+    monkeypatch.setattr(cli, "_nc", record)  # build_parser() binds the command it finds
+    assert cli.main(["nc", "--tap", "t0", *argv]) == 0
+    (args,) = seen
+    assert [str(a) for a in args.ip] == ip  # type: ignore[attr-defined]
+    assert (str(args.gateway4) if args.gateway4 else None) == gateway4  # type: ignore[attr-defined]
+    assert (str(args.gateway6) if args.gateway6 else None) == gateway6  # type: ignore[attr-defined]
+    assert (str(args.host) if args.host else None) == host  # type: ignore[attr-defined]
+    assert args.port == port  # type: ignore[attr-defined]
+    if host is not None:
+        assert cli._target(args.host, "t0") == host  # type: ignore[attr-defined]
+
+
+def test_an_unscoped_link_local_destination_is_scoped_to_the_device() -> None:
+    """RFC 4007 §11: fe80::1 is ambiguous without its link; the CLI has one, the TAP device."""
+    assert cli._target(cli._ip("fe80::1"), "tap0") == "fe80::1%tap0"
+    assert cli._target(cli._ip("[fd00::1]"), "tap0") == "fd00::1"
+    assert cli._target(cli._ip("10.0.0.1"), "tap0") == "10.0.0.1"
 
 
 def test_gateway_off_the_subnet_is_a_usage_error() -> None:
@@ -212,6 +315,22 @@ def test_demo_moves_data_and_summarises() -> None:
     assert raw.stderr.endswith(b"\n")
 
 
+def test_demo_over_ipv6_moves_data_and_counts_ipv6_and_nd() -> None:
+    result = run("demo", "--ipv6", "--size", "1", "--mtu", "1500", "--loss", "1%", "--json", "--quiet")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["sha256_ok"] is True
+    assert summary["bytes"] == 1_000_000
+    client, server = summary["client_statistics"], summary["server_statistics"]
+    assert client["ipv6"]["sent"] > 0 and server["ipv6"]["delivered"] > 0
+    assert "ip" not in client or client["ip"].get("sent", 0) == 0  # nothing went over IPv4
+    assert client["nd"]["solicitations-sent"] >= 1  # RFC 4861 §7.2.2: the server's MAC by ND
+    assert server["nd"]["advertisements-sent"] >= 1
+    text = run("demo", "--ipv6", "--size", "0.1", "--quiet")
+    assert text.returncode == 0, text.stderr
+    assert "ipv6.sent=" in text.stdout and "nd.solicitations-sent=" in text.stdout
+
+
 def test_demo_json_counts_add_up() -> None:
     result = run("demo", "--size", "2", "--json", "--quiet")
     assert result.returncode == 0, result.stderr
@@ -275,3 +394,38 @@ def test_demo_pcap_reads_back_in_scapy(tmp_path: Path) -> None:
         rebuilt = ip(bytes(rebuilt))
         assert rebuilt[tcp].chksum == packet[tcp].chksum
         assert rebuilt[ip].chksum == packet[ip].chksum
+
+
+async def test_attach_gives_every_address_and_a_default_route_for_each_family(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--ip`` of both families and ``--gateway`` of each: IPv4 through attach_tap, IPv6 beside it,
+    ``::/0`` via the link-local router on the device (an in-memory link stands in for the TAP)."""
+    import ipaddress
+
+    import aionetstack
+    from aionetstack.apps import host
+
+    left, _right = aionetstack.link.pipe()
+
+    def fake_attach_tap(
+        stack: aionetstack.Stack, ifname: str, address: str | None, **options: object
+    ) -> object:
+        assert options["gateway"] == "10.0.0.1"
+        return stack.add_interface(left, *([address] if address else []), name=ifname)
+
+    monkeypatch.setattr(host, "attach_tap", fake_attach_tap)
+    argv = ["nc", "--tap", "t0", "--ip", "fd00::2/64", "--ip", "10.0.0.2/24", "--ip", "10.0.1.2/24"]
+    argv += ["--gateway", "fe80::1", "--gateway", "10.0.0.1", "fd00::1", "80"]
+    parser = cli.build_parser()
+    args = parser.parse_args(argv)
+    cli._check_link(parser, args)
+    cli._check_nc(parser, args)
+    async with aionetstack.Stack() as stack:
+        iface = cli._attach(stack, args)
+        assert [str(a) for a in iface.addresses] == ["10.0.0.2/24", "10.0.1.2/24"]
+        assert ipaddress.IPv6Interface("fd00::2/64") in iface.addresses6
+        default6 = [r for r in stack.routes.routes() if r.destination == "::/0"]
+        assert [(r.gateway, r.interface) for r in default6] == [
+            (ipaddress.IPv6Address("fe80::1").packed, iface)
+        ]

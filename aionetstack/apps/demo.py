@@ -31,6 +31,9 @@ __all__ = ["CLIENT_ADDRESS", "SERVER_ADDRESS", "DemoResult", "run_demo"]
 
 CLIENT_ADDRESS = "10.0.0.1/24"
 SERVER_ADDRESS = "10.0.0.2/24"
+#: With ``ipv6=True``: a unique local prefix (RFC 4193).
+CLIENT_ADDRESS6 = "fd00::1/64"
+SERVER_ADDRESS6 = "fd00::2/64"
 SERVER_PORT = 5001
 _BLOCK = 1 << 20
 _WRITE = 1 << 18  # bytes per write(): large enough that the loop is not the bottleneck
@@ -83,6 +86,7 @@ async def run_demo(
     progress: Progress | None = None,
     progress_interval: float = 0.1,
     trace: TraceCallback | None = None,
+    ipv6: bool = False,
 ) -> DemoResult:
     """Move ``size`` bytes from a client stack to a server stack over our TCP; see the module doc.
 
@@ -90,7 +94,7 @@ async def run_demo(
     ``pcap`` records every frame at the client's NIC. ``progress`` is called every
     ``progress_interval`` seconds and once at the end. ``trace`` is set on the client stack (the
     sender), see :meth:`Stack.trace`; with ``pcap`` too, the capture is pcapng and each retransmission
-    carries a comment saying why it was sent.
+    carries a comment saying why it was sent. ``ipv6`` moves the data over IPv6 instead of IPv4.
     """
     if size < 0:
         raise ValueError(f"size={size} must be >= 0")
@@ -127,13 +131,16 @@ async def run_demo(
             writer.close()
 
     async with Stack("client") as client, Stack("server") as server:
-        client.add_interface(left, CLIENT_ADDRESS, name="eth0")
+        client_address, server_address = (
+            (CLIENT_ADDRESS6, SERVER_ADDRESS6) if ipv6 else (CLIENT_ADDRESS, SERVER_ADDRESS)
+        )
+        client.add_interface(left, client_address, name="eth0")
         if trace is not None:
             tracer = client.trace(trace, annotate=capture is not None)
             if isinstance(capture, PcapngLink):
                 capture.annotations = tracer
-        server.add_interface(right, SERVER_ADDRESS, name="eth0")
-        server_ip = SERVER_ADDRESS.split("/")[0]
+        server.add_interface(right, server_address, name="eth0")
+        server_ip = server_address.split("/")[0]
         listener = await server.start_server(sink, server_ip, SERVER_PORT)
         start = time.perf_counter()
         ticker: asyncio.Task[None] | None = None

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
+import json
 import random
+import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -331,3 +334,243 @@ async def test_nc_process_listens(netns: NetNS, persistent_tap: tuple[str, Subne
     assert proc.returncode == 0, err
     assert out == b"hello from the kernel\n"
     assert (code, client_out.strip()) == (0, "hello from aionetstack"), client_err
+
+
+# -- IPv6 (issue 13) ------------------------------------------------------------------------------
+
+
+def ula_prefix() -> str:
+    """A random fdXX:XXXX:XXXX:YYYY::/64 (RFC 4193 §3.2), inside the namespace only."""
+    return "fd" + ":".join(secrets.token_hex(2) for _ in range(4))[2:] + "::"
+
+
+async def kernel_ipv6_ready(ns: NetNS, device: str) -> str:
+    """Wait until the kernel's IPv6 addresses on ``device`` passed DAD; its link-local address."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            info = json.loads(ns.ip("-6", "-j", "addr", "show", "dev", device).stdout or "[]")
+            addresses = [a for entry in info for a in entry.get("addr_info", [])]
+            local = [a["local"] for a in addresses if a["local"].startswith("fe80:")]
+            if local and not any(a.get("tentative") for a in addresses):
+                return str(local[0])
+            await asyncio.sleep(0.1)
+
+
+def over_ipv6(script: str) -> str:
+    """A kernel-side program of test_kernel_peer listening on an IPv6 address instead."""
+    assert "socket.socket()" in script
+    return script.replace("socket.socket()", "socket.socket(socket.AF_INET6)")
+
+
+async def test_serve_process_over_ipv6_serves_curl(
+    netns: NetNS, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    """``serve --ip ... --ip fdXX::2/64``: the kernel's ``curl -6`` downloads /bytes/N (hashed), its
+    TCP echo client talks over IPv6, and at exit serve prints IPv6, ICMPv6 and ND counters."""
+    curl = require_tool("curl", "curl")
+    device, subnet, prefix = unique_device_name(), Subnet.random(), ula_prefix()
+    proc = await asyncio.create_subprocess_exec(
+        *aionetstack_argv(
+            netns,
+            *["serve", "--tap", device, "--ip", subnet.cidr(2), "--ip", f"{prefix}2/64"],
+            *["--http", "80", "--echo", "7"],
+        ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=CHECKOUT,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        async with asyncio.timeout(TIMEOUT):
+            line = await proc.stdout.readline()
+        assert line == b"ready\n", (line, await proc.stderr.read())
+        netns.ip("-6", "addr", "add", f"{prefix}1/64", "dev", device, "nodad")
+        await kernel_ipv6_ready(netns, device)
+
+        n = 5 * MB
+        target = tmp_path / "bytes6.bin"
+        started = time.perf_counter()
+        code, _, err = await netns.run_async(
+            curl,
+            "-6",
+            "-sS",
+            "--fail",
+            "-o",
+            str(target),
+            f"http://[{prefix}2]:80/bytes/{n}",
+            timeout=TIMEOUT,
+        )
+        assert code == 0, err
+        figure(
+            record_property, "serve_process_download6_MBps", n / (time.perf_counter() - started) / MB, "MB/s"
+        )
+        assert hashlib.sha256(target.read_bytes()).hexdigest() == pattern_sha256(n)
+        code, out, err = await netns.run_async(PYTHON, "-c", ECHO_CLIENT, f"{prefix}2", "7", timeout=TIMEOUT)
+        assert (code, out.strip()) == (0, "ok"), err
+
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(TIMEOUT):
+            _, err_bytes = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    err_text = err_bytes.decode(errors="replace")
+    assert proc.returncode == 0, err_text
+    assert "Traceback" not in err_text
+    assert f"{subnet.cidr(2)}, {ipaddress.IPv6Interface(f'{prefix}2/64')} on {device}" in err_text
+    counters = dict(item.split("=", 1) for item in err_text.split("counters ", 1)[1].splitlines()[0].split())
+    assert int(counters["ipv6.sent"]) > 3000  # 5 MB in 1500-byte frames, segment by segment
+    assert int(counters["ipv6.delivered"]) > 0
+    assert int(counters["nd.advertisements-sent"]) >= 1  # the kernel found our MAC by ND
+    assert int(counters["tcp.passive-opens"]) == 2
+
+
+@pytest.fixture
+def persistent_tap6(netns: NetNS, persistent_tap: tuple[str, Subnet]) -> tuple[str, Subnet, str, str]:
+    """The persistent TAP device with kernel IPv6 addresses ``prefix::1/64`` and ``fe80::1/64``:
+    ``(device, subnet, prefix, kernel's link-local)``.
+
+    Until a process holds the device it has no carrier, and the kernel would run DAD for its own
+    link-local address only when one does (RFC 4862 §5.4); both addresses are given without DAD
+    so that they answer as soon as our process opens the device.
+    """
+    device, subnet = persistent_tap
+    prefix = ula_prefix()
+    netns.ip("-6", "addr", "add", f"{prefix}1/64", "dev", device, "nodad")
+    netns.ip("-6", "addr", "add", "fe80::1/64", "dev", device, "nodad")
+    return device, subnet, prefix, "fe80::1"
+
+
+def nc6_args(device: str, prefix: str, *args: str) -> list[str]:
+    return ["nc", "--tap", device, "--ip", f"{prefix}2/64", "--mac", NC_MAC, *args]
+
+
+async def test_nc_process_over_ipv6_downloads_and_uploads(
+    netns: NetNS, persistent_tap6: tuple[str, Subnet, str, str], tmp_path: Path
+) -> None:
+    """Our ``nc`` to a kernel server on an IPv6 address: bytes hashed both ways."""
+    device, _, prefix, _ = persistent_tap6
+    kernel = f"{prefix}1"
+
+    n = 5 * MB
+    server, port = await start_kernel_program(netns, over_ipv6(KERNEL_SENDER), kernel, str(n))
+    out_file = tmp_path / "download6.bin"
+    try:
+        with out_file.open("wb") as out:
+            code, _, err = await run_cli(
+                netns, *nc6_args(device, prefix, f"[{kernel}]:{port}"), stdout=out.fileno()
+            )
+        assert code == 0, err
+        await finish(server)
+    finally:
+        await stop(server)
+    assert hashlib.sha256(out_file.read_bytes()).hexdigest() == pattern_sha256(n)
+
+    body = random.Random(17).randbytes(2 * MB)
+    in_file = tmp_path / "upload6.bin"
+    in_file.write_bytes(body)
+    server, port = await start_kernel_program(netns, over_ipv6(KERNEL_HASHER), kernel)
+    try:
+        with in_file.open("rb") as source:
+            code, out_bytes, err = await run_cli(
+                netns, *nc6_args(device, prefix, kernel, str(port)), stdin=source.fileno()
+            )
+        assert code == 0, err
+        await finish(server)
+    finally:
+        await stop(server)
+    assert out_bytes.decode().split() == [str(len(body)), hashlib.sha256(body).hexdigest()]
+
+
+async def test_ping_process_reaches_the_kernel_over_ipv6(
+    netns: NetNS, persistent_tap6: tuple[str, Subnet, str, str]
+) -> None:
+    """``aionetstack ping`` to the kernel's global address and to its link-local one with the device
+    as scope (``fe80::...%IFNAME``, RFC 4007 §11), the latter with no --ip at all."""
+    device, subnet, prefix, kernel_ll = persistent_tap6
+    for args in (
+        ["--ip", f"{prefix}2/64", f"{prefix}1"],
+        [f"{kernel_ll}%{device}"],
+        ["--ip", subnet.cidr(2), subnet.kernel],
+    ):
+        code, out, err = await run_cli(
+            netns, "ping", "--tap", device, "--mac", NC_MAC, "-c", "3", "-i", "0.2", *args
+        )
+        text = out.decode()
+        assert code == 0, text + err
+        assert "3 packets transmitted, 3 received, 0% packet loss" in text, text
+        assert text.count("bytes from ") == 3, text
+
+
+async def test_ping_process_without_replies_exits_1(
+    netns: NetNS, persistent_tap6: tuple[str, Subnet, str, str]
+) -> None:
+    device, _, prefix, _ = persistent_tap6
+    code, out, _ = await run_cli(
+        netns,
+        "ping",
+        "--tap",
+        device,
+        "--ip",
+        f"{prefix}2/64",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-W",
+        "0.5",
+        f"{prefix}99",
+    )
+    assert code == 1
+    assert "2 packets transmitted, 0 received, 100% packet loss" in out.decode()
+
+
+async def test_nc_process_udp_over_ipv6(netns: NetNS, persistent_tap6: tuple[str, Subnet, str, str]) -> None:
+    device, _, prefix, _ = persistent_tap6
+    echo = KERNEL_UDP_ECHO.replace("socket.AF_INET,", "socket.AF_INET6,")
+    assert echo != KERNEL_UDP_ECHO
+    server, port = await start_kernel_program(netns, echo, f"{prefix}1")
+    try:
+        code, out, err = await run_cli(
+            netns,
+            *nc6_args(device, prefix, "-u", "-q", "0.5", f"[{prefix}1]:{port}"),
+            stdin=b"hello over udp6\n",
+        )
+    finally:
+        await stop(server)
+    assert code == 0, err
+    assert out == b"hello over udp6\n"
+
+
+async def test_nc_process_listens_over_ipv6(
+    netns: NetNS, persistent_tap6: tuple[str, Subnet, str, str]
+) -> None:
+    """``nc -l`` on an IPv6-only stack: the kernel connects to our IPv6 address (create_server's
+    wildcard listens on ``::`` too)."""
+    device, _, prefix, _ = persistent_tap6
+    proc = await asyncio.create_subprocess_exec(
+        *aionetstack_argv(netns, *nc6_args(device, prefix, "-v", "-l", "5556")),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=CHECKOUT,
+    )
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(TIMEOUT):
+            line = await proc.stderr.readline()
+        assert b"listening on " in line and b":5556" in line, line
+        client = asyncio.create_task(
+            netns.run_async(PYTHON, "-c", TALK_TO_LISTENER, f"{prefix}2", "5556", timeout=TIMEOUT)
+        )
+        async with asyncio.timeout(TIMEOUT):
+            out, err = await proc.communicate(b"hello from aionetstack over IPv6\n")
+            code, client_out, client_err = await client
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err
+    assert out == b"hello from the kernel\n"
+    assert (code, client_out.strip()) == (0, "hello from aionetstack over IPv6"), client_err
