@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+import aionetstack.cli.arguments
+import aionetstack.cli.commands
+import aionetstack.cli.common
 from aionetstack import cli
 from aionetstack.link import tap
 
@@ -228,7 +231,7 @@ def test_nc_takes_ipv6_arguments(
         seen.append(args)
         return 0
 
-    monkeypatch.setattr(cli, "_nc", record)  # build_parser() binds the command it finds
+    monkeypatch.setattr(aionetstack.cli.arguments, "_nc", record)  # build_parser() binds the one it finds
     assert cli.main(["nc", "--tap", "t0", *argv]) == 0
     (args,) = seen
     assert [str(a) for a in args.ip] == ip  # type: ignore[attr-defined]
@@ -237,14 +240,14 @@ def test_nc_takes_ipv6_arguments(
     assert (str(args.host) if args.host else None) == host  # type: ignore[attr-defined]
     assert args.port == port  # type: ignore[attr-defined]
     if host is not None:
-        assert cli._target(args.host, "t0") == host  # type: ignore[attr-defined]
+        assert cli.common._target(args.host, "t0") == host  # type: ignore[attr-defined]
 
 
 def test_an_unscoped_link_local_destination_is_scoped_to_the_device() -> None:
     """RFC 4007 §11: fe80::1 is ambiguous without its link; the CLI has one, the TAP device."""
-    assert cli._target(cli._ip("fe80::1"), "tap0") == "fe80::1%tap0"
-    assert cli._target(cli._ip("[fd00::1]"), "tap0") == "fd00::1"
-    assert cli._target(cli._ip("10.0.0.1"), "tap0") == "10.0.0.1"
+    assert cli.common._target(cli.arguments._ip("fe80::1"), "tap0") == "fe80::1%tap0"
+    assert cli.common._target(cli.arguments._ip("[fd00::1]"), "tap0") == "fd00::1"
+    assert cli.common._target(cli.arguments._ip("10.0.0.1"), "tap0") == "10.0.0.1"
 
 
 def test_gateway_off_the_subnet_is_a_usage_error() -> None:
@@ -419,10 +422,10 @@ async def test_attach_gives_every_address_and_a_default_route_for_each_family(
     argv += ["--gateway", "fe80::1", "--gateway", "10.0.0.1", "fd00::1", "80"]
     parser = cli.build_parser()
     args = parser.parse_args(argv)
-    cli._check_link(parser, args)
-    cli._check_nc(parser, args)
+    cli.arguments._check_link(parser, args)
+    cli.arguments._check_nc(parser, args)
     async with aionetstack.Stack() as stack:
-        iface = cli._attach(stack, args)
+        iface = cli.commands._attach(stack, args)
         assert [str(a) for a in iface.addresses] == ["10.0.0.2/24", "10.0.1.2/24"]
         assert ipaddress.IPv6Interface("fd00::2/64") in iface.addresses6
         default6 = [r for r in stack.routes.routes() if r.destination == "::/0"]
