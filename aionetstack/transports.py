@@ -689,6 +689,7 @@ async def _connect_to(
     stack.tcp.mark(conn)
     try:
         await transport._waiter
+        transport._waiter = None  # done: a future kept for the connection's life is 150 bytes more
         if ssl_waiter is not None:
             await ssl_waiter
     except BaseException:
