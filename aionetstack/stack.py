@@ -108,6 +108,7 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queues: dict[LinkEndpoint, LinkQueue] = {}  # one inbound queue per link
         self._ready: deque[LinkQueue] = deque()  # the queues with frames, in round-robin order
+        self._after_input: list[Callable[[], None]] = []  # timers waiting for the queues to drain
         self._log_times: dict[str, float] = {}  # rate limit of log lines about drops, by kind
         self._log_suppressed: collections.Counter[str] = collections.Counter()
         self._wakeup: asyncio.Future[None] | None = None
@@ -434,6 +435,10 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
                 ):
                     queue.paused = False
                     queue.link.resume_reading()  # an in-memory wire may deliver at once
+            if not ready and self._after_input:
+                waiting, self._after_input = self._after_input, []
+                for callback in waiting:
+                    callback()
             self._run_output()
             if ready:
                 await asyncio.sleep(0)  # let applications run between large drains
@@ -523,6 +528,16 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
         if not self._output_scheduled:
             self._output_scheduled = True
             self.loop.call_soon(self._run_output)
+
+    def after_input(self, callback: Callable[[], None]) -> bool:
+        """Run ``callback`` once every frame already received has been processed; False (and
+        ``callback`` not kept) when none is waiting. A TCP timer that expires while the ACK it is
+        waiting for sits unread in an inbound queue defers to it, as Linux defers the timers of a
+        socket whose backlog has segments in it (tcp_release_cb after __release_sock)."""
+        if not self._ready:
+            return False
+        self._after_input.append(callback)
+        return True
 
     def schedule_output(self) -> None:
         """Ask for one output pass at the next loop iteration (coalesced)."""

@@ -43,6 +43,8 @@ _TIME_WAIT = TcpState.TIME_WAIT
 
 #: asyncio's selector transport reads at most this much per call (selector_events max_size).
 MAX_READ = 256 * 1024
+#: How late a connection's timer may run while received frames wait unprocessed (``_on_timer``).
+TIMER_DEFERRAL_LIMIT = 1.0
 
 
 class TcpTransport(asyncio.transports._FlowControlMixin):
@@ -67,6 +69,7 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
         self._protocol: Any = protocol
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._deferred = False  # the timer waits for the stack's inbound queues (_on_timer)
         self._reading_paused = False
         self._closing = False
         self._eof_written = False
@@ -132,12 +135,34 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
         if deadline > now + 0.0005:
             self._arm(deadline)  # the deadline moved later since we armed: sleep again
             return
+        if now - deadline < TIMER_DEFERRAL_LIMIT and (
+            self._deferred or self._stack.after_input(self._after_input)
+        ):
+            # Frames already received wait unread (the ACK this timer waits for may be among
+            # them): they go first, as Linux runs a busy socket's deferred timers only after its
+            # backlog (tcp_release_cb). Timers may run late (RFC 6298 §5 sets no upper bound);
+            # without this, 10,000 connections closed at once resent their FINs while the
+            # peer's ACKs sat in the queue. The fallback bounds the wait under a flood.
+            self._deferred = True
+            self._arm(deadline + TIMER_DEFERRAL_LIMIT)
+            return
+        self._deferred = False
         conn.on_timer(max(now, deadline))
         self.process(max(now, deadline))
         self._stack.schedule_output()
 
+    def _after_input(self) -> None:
+        """The stack processed every frame that was waiting: the deferred timer runs now."""
+        if self._deferred:
+            self._deferred = False
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._on_timer()
+
     def forget(self) -> None:
         """The layer dropped the connection (CLOSED, or TIME_WAIT expired)."""
+        self._deferred = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

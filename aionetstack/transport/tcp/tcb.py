@@ -10,6 +10,7 @@ RFC 9293 order); loss recovery is a strategy object (``recovery/``) chosen when 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from typing import TYPE_CHECKING
 
@@ -71,6 +72,17 @@ STAT_NAMES = (
     "undo_events",
     "congestion_control_fallbacks",  # a rate-based controller without SACK: CUBIC runs
 )
+
+
+@functools.lru_cache(maxsize=16)
+def _window_shift(buffer_max: int) -> int:
+    """RFC 7323 §2.3: the smallest shift that lets the window cover the whole buffer -- the largest
+    auto-tuning may grow it to, since the shift is fixed by the SYN. (Cached: per connection it was
+    a loop of a dozen steps for the same answer.)"""
+    shift = 0
+    while (65535 << shift) < buffer_max and shift < 14:
+        shift += 1
+    return shift
 
 
 class ConnStats(dict[str, int]):
@@ -205,8 +217,10 @@ class Tcb:
         iss: int,
         mss: int,
         challenge: ChallengeAckLimiter | None = None,
+        ts_offset: int | None = None,
     ) -> None:
-        """``mss`` is what the route allows (MTU - 40, RFC 9293 §3.7.1), before options."""
+        """``mss`` is what the route allows (MTU - 40, RFC 9293 §3.7.1), before options;
+        ``ts_offset`` the TSval clock's offset (default: random, RFC 7323 §5.4)."""
         self.config = config
         self.local_ip, self.local_port = local
         self.remote_ip, self.remote_port = remote
@@ -225,12 +239,7 @@ class Tcb:
         self.rcv_nxt = 0
         self.rcv_adv = 0
         self.rcv_buffer = config.receive_buffer
-        self.rcv_wscale = 0
-        if config.window_scaling:
-            # RFC 7323 §2.3: the smallest shift that lets the window cover the whole buffer — the
-            # largest auto-tuning may grow it to, since the shift is fixed by the SYN.
-            while (65535 << self.rcv_wscale) < config.receive_buffer_max and self.rcv_wscale < 14:
-                self.rcv_wscale += 1
+        self.rcv_wscale = _window_shift(config.receive_buffer_max) if config.window_scaling else 0
         # Receive-buffer auto-tuning (Linux's DRS, tcp_rcv_space_adjust): the receiver's RTT
         # estimate, and what the application consumed since the measurement began at rcvq_time.
         self.rcv_rtt: float | None = None
@@ -248,7 +257,8 @@ class Tcb:
         self.ts_ok = False
         self.sack_ok = False
         self.ts_recent = 0
-        self.ts_offset = int.from_bytes(os.urandom(4), "big")  # RFC 7323 §5.4: a random clock offset
+        # RFC 7323 §5.4: a random clock offset (a stack gives one per pair of hosts: TcpLayer).
+        self.ts_offset = int.from_bytes(os.urandom(4), "big") if ts_offset is None else ts_offset
         self.last_ack_sent = 0
         self.last_oow_ack_at = _NEVER
         self.syn_options = b""
