@@ -13,8 +13,9 @@ import asyncio
 import errno
 import itertools
 import ssl as ssl_module
+import types
 from asyncio import sslproto, staggered
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aionetstack import _validate
@@ -43,6 +44,7 @@ _TIME_WAIT = TcpState.TIME_WAIT
 
 #: asyncio's selector transport reads at most this much per call (selector_events max_size).
 MAX_READ = 256 * 1024
+_NO_EXTRA: Mapping[str, Any] = types.MappingProxyType({})
 #: How late a connection's timer may run while received frames wait unprocessed (``_on_timer``).
 TIMER_DEFERRAL_LIMIT = 1.0
 
@@ -61,6 +63,9 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
 
     def __init__(self, stack: Stack, conn: TcpConnection, protocol: asyncio.BaseProtocol | None) -> None:
         super().__init__(loop=stack.loop)
+        # get_extra_info answers from the connection: asyncio's per-transport dict stays unused,
+        # so every transport shares one that nothing can write to (64 bytes an end: issue 14).
+        self._extra = _NO_EXTRA
         self._stack = stack
         self._layer = stack.tcp
         self._loop = stack.loop
