@@ -140,14 +140,17 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
         if deadline > now + 0.0005:
             self._arm(deadline)  # the deadline moved later since we armed: sleep again
             return
-        if now - deadline < TIMER_DEFERRAL_LIMIT and (
-            self._deferred or self._stack.after_input(self._after_input)
+        if (
+            now - deadline < TIMER_DEFERRAL_LIMIT
+            and (deadline == conn.rto_at or deadline == conn.tlp_at or deadline == conn.reo_at)
+            and (self._deferred or self._stack.after_input(self._after_input))
         ):
-            # Frames already received wait unread (the ACK this timer waits for may be among
-            # them): they go first, as Linux runs a busy socket's deferred timers only after its
-            # backlog (tcp_release_cb). Timers may run late (RFC 6298 §5 sets no upper bound);
-            # without this, 10,000 connections closed at once resent their FINs while the
-            # peer's ACKs sat in the queue. The fallback bounds the wait under a flood.
+            # A retransmission timer (RTO, tail loss probe, RACK's reordering timer) while
+            # frames already received wait unread: the ACK it waits for may be among them, so
+            # they go first, as Linux runs a busy socket's deferred timers only after its backlog
+            # (tcp_release_cb). Timers may run late (RFC 6298 §5 sets no upper bound); without
+            # this, 5,000 connections closed at once resent their FINs while the peer's ACKs sat
+            # in the queue. The fallback bounds the wait, whatever comes in.
             self._deferred = True
             self._arm(deadline + TIMER_DEFERRAL_LIMIT)
             return
