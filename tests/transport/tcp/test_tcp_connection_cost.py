@@ -3,6 +3,8 @@ frames already received go first.
 
 - ``TcpConnection.stats`` keeps only the names counted so far (an idle connection counts three or
   four things of 32); every other name still reads 0, and ``info()`` still lists them all.
+- A TIME-WAIT record keeps its integers packed: the record and its bytes are under 300 bytes, and
+  it reads and writes them as the connection's attributes.
 - A connection's timer that expires while frames wait unread in the stack's inbound queues runs
   after them (as Linux runs a busy socket's deferred timers after its backlog): the ACK it waits
   for may be among them. Closing thousands of connections at once resent FINs whose ACKs had
@@ -12,10 +14,14 @@ frames already received go first.
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import aionetstack
+from aionetstack.testing import TcpScript
 from aionetstack.transport.tcp.connection import TcpConnection
+from aionetstack.transport.tcp.state import TcpState
 from aionetstack.transport.tcp.tcb import STAT_NAMES, ConnStats
+from aionetstack.transport.tcp.timewait import TimeWait
 from aionetstack.transports import TIMER_DEFERRAL_LIMIT, TcpTransport
 from tests.transport.tcp.stream_kit import SERVER_IP, Net, settle, two_stacks
 
@@ -83,3 +89,33 @@ async def test_timer_runs_at_once_with_nothing_waiting_or_when_too_late() -> Non
         assert conn.stats["rto_events"] == 2 and not transport._deferred
         writer.close()
         await settle()
+
+
+def test_time_wait_record_packs_its_integers() -> None:
+    t = TcpScript(aionetstack.TcpConfig())
+    t.at(0.0).establish_passive(ts=True)
+    t.at(0.1).close()
+    t.drain()
+    t.at(0.15).inject(".", 1, 2, ts=(200, t.ts_now()))
+    t.at(0.2).inject("F.", 1, 2, ts=(201, t.ts_now()))
+    t.drain()
+    conn = t.conn
+    assert conn.state == TcpState.TIME_WAIT
+    record = TimeWait(conn)
+    assert sys.getsizeof(record) + sys.getsizeof(record._ints) < 300
+    assert (record.snd_nxt, record.rcv_nxt, record.rcv_adv, record.ts_recent, record.ts_offset) == (
+        conn.snd_max,
+        conn.rcv_nxt,
+        conn.rcv_adv,
+        conn.ts_recent,
+        conn.ts_offset,
+    )
+    assert (record.snd_wl1, record.snd_wl2, record.max_snd_wnd) == (
+        conn.snd_wl1,
+        conn.snd_wl2,
+        conn.max_snd_wnd,
+    )
+    record.ts_recent = 0xFFFF_FFFF
+    record.snd_wl1 = conn.snd_wl1 + (1 << 40)  # unwrapped sequence numbers outgrow 32 bits
+    assert record.ts_recent == 0xFFFF_FFFF and record.snd_wl1 == conn.snd_wl1 + (1 << 40)
+    assert record.rcv_nxt == conn.rcv_nxt  # the others untouched
