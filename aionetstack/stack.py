@@ -108,6 +108,11 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queues: dict[LinkEndpoint, LinkQueue] = {}  # one inbound queue per link
         self._ready: deque[LinkQueue] = deque()  # the queues with frames, in round-robin order
+        # Timers waiting for the frames received before they expired (after_input): by the count
+        # of frames queued then, in order; frames queued and processed so far.
+        self._after_input: deque[tuple[int, Callable[[], None]]] = deque()
+        self._frames_queued = 0
+        self._frames_processed = 0
         self._log_times: dict[str, float] = {}  # rate limit of log lines about drops, by kind
         self._log_suppressed: collections.Counter[str] = collections.Counter()
         self._wakeup: asyncio.Future[None] | None = None
@@ -374,6 +379,7 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
         if count:
             queue.batches.append(frames)
             queue.frames += count
+            self._frames_queued += count
             queue.truesize += size
         if not queue.paused and (queue.frames > options.inbound_queue_limit or queue.truesize > limit // 2):
             queue.paused = True
@@ -434,6 +440,9 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
                 ):
                     queue.paused = False
                     queue.link.resume_reading()  # an in-memory wire may deliver at once
+            after = self._after_input
+            while after and (not ready or after[0][0] <= self._frames_processed):
+                after.popleft()[1]()
             self._run_output()
             if ready:
                 await asyncio.sleep(0)  # let applications run between large drains
@@ -457,6 +466,7 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
             queue.frames -= end - start
             queue.truesize -= size
             done += end - start
+            self._frames_processed += end - start
             self._process_batch(queue.link, chunk)
         return done
 
@@ -523,6 +533,17 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
         if not self._output_scheduled:
             self._output_scheduled = True
             self.loop.call_soon(self._run_output)
+
+    def after_input(self, callback: Callable[[], None]) -> bool:
+        """Run ``callback`` once as many frames as are queued now have been processed (the frames
+        already received, where one link is busy; a few passes at most); False (and ``callback``
+        not kept) when none is waiting. A TCP timer that expires while the ACK it is
+        waiting for sits unread in an inbound queue defers to it, as Linux defers the timers of a
+        socket whose backlog has segments in it (tcp_release_cb after __release_sock)."""
+        if not self._ready:
+            return False
+        self._after_input.append((self._frames_queued, callback))
+        return True
 
     def schedule_output(self) -> None:
         """Ask for one output pass at the next loop iteration (coalesced)."""

@@ -13,8 +13,9 @@ import asyncio
 import errno
 import itertools
 import ssl as ssl_module
+import types
 from asyncio import sslproto, staggered
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aionetstack import _validate
@@ -43,6 +44,9 @@ _TIME_WAIT = TcpState.TIME_WAIT
 
 #: asyncio's selector transport reads at most this much per call (selector_events max_size).
 MAX_READ = 256 * 1024
+_NO_EXTRA: Mapping[str, Any] = types.MappingProxyType({})
+#: How late a connection's timer may run while received frames wait unprocessed (``_on_timer``).
+TIMER_DEFERRAL_LIMIT = 1.0
 
 
 class TcpTransport(asyncio.transports._FlowControlMixin):
@@ -59,6 +63,9 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
 
     def __init__(self, stack: Stack, conn: TcpConnection, protocol: asyncio.BaseProtocol | None) -> None:
         super().__init__(loop=stack.loop)
+        # get_extra_info answers from the connection: asyncio's per-transport dict stays unused,
+        # so every transport shares one that nothing can write to (64 bytes an end: issue 14).
+        self._extra = _NO_EXTRA
         self._stack = stack
         self._layer = stack.tcp
         self._loop = stack.loop
@@ -67,6 +74,7 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
         self._protocol: Any = protocol
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._deferred = False  # the timer waits for the stack's inbound queues (_on_timer)
         self._reading_paused = False
         self._closing = False
         self._eof_written = False
@@ -132,12 +140,37 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
         if deadline > now + 0.0005:
             self._arm(deadline)  # the deadline moved later since we armed: sleep again
             return
+        if (
+            now - deadline < TIMER_DEFERRAL_LIMIT
+            and (deadline == conn.rto_at or deadline == conn.tlp_at or deadline == conn.reo_at)
+            and (self._deferred or self._stack.after_input(self._after_input))
+        ):
+            # A retransmission timer (RTO, tail loss probe, RACK's reordering timer) while
+            # frames already received wait unread: the ACK it waits for may be among them, so
+            # they go first, as Linux runs a busy socket's deferred timers only after its backlog
+            # (tcp_release_cb). Timers may run late (RFC 6298 §5 sets no upper bound); without
+            # this, 5,000 connections closed at once resent their FINs while the peer's ACKs sat
+            # in the queue. The fallback bounds the wait, whatever comes in.
+            self._deferred = True
+            self._arm(deadline + TIMER_DEFERRAL_LIMIT)
+            return
+        self._deferred = False
         conn.on_timer(max(now, deadline))
         self.process(max(now, deadline))
         self._stack.schedule_output()
 
+    def _after_input(self) -> None:
+        """The stack processed every frame that was waiting: the deferred timer runs now."""
+        if self._deferred:
+            self._deferred = False
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._on_timer()
+
     def forget(self) -> None:
         """The layer dropped the connection (CLOSED, or TIME_WAIT expired)."""
+        self._deferred = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -689,6 +722,7 @@ async def _connect_to(
     stack.tcp.mark(conn)
     try:
         await transport._waiter
+        transport._waiter = None  # done: a future kept for the connection's life is 150 bytes more
         if ssl_waiter is not None:
             await ssl_waiter
     except BaseException:

@@ -439,7 +439,7 @@ class TcpConnection(Timers):
             "out_of_order_bytes": self.ooo.bytes,
             "out_of_order_held": len(self.ooo),
             "out_of_order_truesize": self.ooo.truesize,
-            **self.stats,
+            **self.stats.with_zeros(),
         }
 
     def __repr__(self) -> str:

@@ -149,6 +149,7 @@ class Handshake(Sender):
             self.retransmits = 0
             self.rto_at = None
             self.state = ESTABLISHED if not self.fin_queued else FIN_WAIT_1
+            self.syn_options = b""  # no SYN of ours goes out again: let its options go
             self.events |= EV_CONNECTED
             self.ack_now = True
             self.quick_acks = self.config.quick_ack_segments
@@ -180,6 +181,7 @@ class Handshake(Sender):
             # Simultaneous open (RFC 9293 §3.10.7.3, figure 8 line 6): the peer's SYN-ACK repeats
             # the SYN we hold and acknowledges ours, which completes our handshake too.
             self.state = ESTABLISHED if not self.fin_queued else FIN_WAIT_1
+            self.syn_options = b""  # no SYN of ours goes out again: let its options go
             self.snd_una = self.snd_max
             self.snd_wnd = seg.window  # RFC 7323 §2.2: the window of a SYN is never scaled
             self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
@@ -199,6 +201,7 @@ class Handshake(Sender):
             self._send_reset(seg.ack)
             return False
         self.state = ESTABLISHED if not self.fin_queued else FIN_WAIT_1
+        self.syn_options = b""  # no SYN of ours goes out again: let its options go
         self.snd_wnd = seg.window << self.snd_wscale
         self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
         self.snd_wl1 = seq

@@ -169,9 +169,10 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
         mss = iface.link.mtu - 20 - ip_header_length(remote[0])
         if iss is None:
             iss = self.isn.isn(local[0], local[1], remote[0], remote[1], now)
-        conn = TcpConnection(config, local, remote, iss, mss, self.challenge)
+        conn = TcpConnection(
+            config, local, remote, iss, mss, self.challenge, self.ts_offset_for(local[0], remote[0])
+        )
         conn.counters = self.counters
-        conn.ts_offset = self.ts_offset_for(local[0], remote[0])
         self.connections_made += 1
         conn.cc_seed = self.connections_made
         conn.trace = self.trace

@@ -59,7 +59,10 @@ class TcpListener:
             return
         layer = self.layer
         try:
-            conn = layer.new_connection((key[0], key[1]), (key[2], key[3]), now)
+            # Our address as the listener holds it, not the copy parsed from this SYN: every
+            # connection (and TIME-WAIT record) of a bound listener shares one object.
+            local_ip = self.address if key[0] == self.address else key[0]
+            conn = layer.new_connection((local_ip, key[1]), (key[2], key[3]), now)
         except OSError:
             counters["tcp.dropped.no-route-for-syn"] += 1
             return

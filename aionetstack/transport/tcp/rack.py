@@ -15,6 +15,7 @@ from aionetstack.transport.tcp.sack import DUP_THRESH, Scoreboard, SentSegment
 __all__ = ["WC_DEL_ACK", "Rack", "probe_timeout"]
 
 WC_DEL_ACK = 0.2  # RFC 8985 §7.2 WCDelAckT: the worst-case delayed-ACK timer of the peer
+_INF = float("inf")  # shared: float("inf") per connection is a float each (issue 14)
 REO_WND_PERSIST = 16  # RFC 8985 §6.2 step 4: recoveries a grown window is kept for
 
 
@@ -38,7 +39,7 @@ class Rack:
         self.end_seq = 0  # RACK.end_seq
         self.rtt = 0.0  # RACK.rtt: the RTT of that segment
         self.fack = 0  # RACK.fack: the highest end sequence delivered (SACKed or acked)
-        self.min_rtt = float("inf")  # RACK.min_RTT (a lifetime minimum; RFC 8985 allows a windowed one)
+        self.min_rtt = _INF  # RACK.min_RTT (a lifetime minimum; RFC 8985 allows a windowed one)
         self.reordering_seen = False
         self.reo_wnd_mult = 1
         self.reo_wnd_persist = REO_WND_PERSIST
@@ -83,7 +84,7 @@ class Rack:
         if not self.reordering_seen and (in_recovery or sacked_segments_enough):
             # No reordering seen: behave like DupThresh (RFC 6675) once it would have fired.
             return 0.0
-        if self.min_rtt == float("inf"):
+        if self.min_rtt == _INF:
             return 0.0
         return min(self.reo_wnd_mult * self.min_rtt / 4, srtt)
 

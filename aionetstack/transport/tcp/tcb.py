@@ -10,6 +10,7 @@ RFC 9293 order); loss recovery is a strategy object (``recovery/``) chosen when 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from typing import TYPE_CHECKING
 
@@ -29,10 +30,78 @@ if TYPE_CHECKING:
     from aionetstack.transport.tcp.sack import Scoreboard
     from aionetstack.wire import Buffer
 
-__all__ = ["TS_OPTION_LENGTH", "Tcb"]
+__all__ = ["STAT_NAMES", "TS_OPTION_LENGTH", "ConnStats", "Tcb"]
 
 TS_OPTION_LENGTH = 12  # NOP NOP TS: what timestamps cost every segment (RFC 7323 §3.2, RFC 6691)
+_NEVER = float("-inf")  # one shared float, not one per connection (issue 14)
 DEFAULT_MSS = 536  # RFC 9293 §3.7.1 / RFC 1122 §4.2.2.6: the MSS to assume without the option
+
+
+#: What ``TcpConnection.stats`` counts (``info()`` lists every one, 0 where nothing was counted).
+STAT_NAMES = (
+    "bytes_sent",
+    "bytes_acked",
+    "bytes_received",
+    "segments_sent",
+    "segments_received",
+    "retransmits_rto",
+    "retransmits_fast",
+    "retransmits_recovery",
+    "retransmits_syn",
+    "rto_events",
+    "fast_retransmit_events",
+    "dupacks_received",
+    "out_of_order_segments",
+    "out_of_order_dropped",  # refused at the out-of-order queue's cap (bytes or segments)
+    "challenge_acks",
+    "paws_rejected",
+    "zero_window_probes",
+    "keepalive_probes",
+    "delayed_acks",
+    "window_updates",
+    "retransmits_tlp",
+    "tlp_probes",
+    "tlp_recoveries",
+    "rack_reorder_timeouts",
+    "sack_blocks_received",
+    "sack_blocks_invalid",
+    "dsacks_received",
+    "dsacks_sent",
+    "spurious_retransmits",
+    "spurious_rto",
+    "undo_events",
+    "congestion_control_fallbacks",  # a rate-based controller without SACK: CUBIC runs
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _window_shift(buffer_max: int) -> int:
+    """RFC 7323 §2.3: the smallest shift that lets the window cover the whole buffer -- the largest
+    auto-tuning may grow it to, since the shift is fixed by the SYN. (Cached: per connection it was
+    a loop of a dozen steps for the same answer.)"""
+    shift = 0
+    while (65535 << shift) < buffer_max and shift < 14:
+        shift += 1
+    return shift
+
+
+class ConnStats(dict[str, int]):
+    """One connection's counters: a dict holding only the names counted so far, any other reading 0.
+
+    An idle connection counts three or four things, not all of :data:`STAT_NAMES`: a dict of every
+    name cost 832 bytes an end, this one about 230 (issue 14). ``stats[name] += 1`` is the dict's
+    own C code once the name is there; ``__missing__`` (as ``collections.Counter``'s, without its
+    instance ``__dict__``) supplies the 0 the first time.
+    """
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+    def with_zeros(self) -> dict[str, int]:
+        """Every name of :data:`STAT_NAMES` (0 where nothing was counted), then any other counted."""
+        return {**dict.fromkeys(STAT_NAMES, 0), **self}
 
 
 class Tcb:
@@ -148,8 +217,10 @@ class Tcb:
         iss: int,
         mss: int,
         challenge: ChallengeAckLimiter | None = None,
+        ts_offset: int | None = None,
     ) -> None:
-        """``mss`` is what the route allows (MTU - 40, RFC 9293 §3.7.1), before options."""
+        """``mss`` is what the route allows (MTU - 40, RFC 9293 §3.7.1), before options;
+        ``ts_offset`` the TSval clock's offset (default: random, RFC 7323 §5.4)."""
         self.config = config
         self.local_ip, self.local_port = local
         self.remote_ip, self.remote_port = remote
@@ -168,12 +239,7 @@ class Tcb:
         self.rcv_nxt = 0
         self.rcv_adv = 0
         self.rcv_buffer = config.receive_buffer
-        self.rcv_wscale = 0
-        if config.window_scaling:
-            # RFC 7323 §2.3: the smallest shift that lets the window cover the whole buffer — the
-            # largest auto-tuning may grow it to, since the shift is fixed by the SYN.
-            while (65535 << self.rcv_wscale) < config.receive_buffer_max and self.rcv_wscale < 14:
-                self.rcv_wscale += 1
+        self.rcv_wscale = _window_shift(config.receive_buffer_max) if config.window_scaling else 0
         # Receive-buffer auto-tuning (Linux's DRS, tcp_rcv_space_adjust): the receiver's RTT
         # estimate, and what the application consumed since the measurement began at rcvq_time.
         self.rcv_rtt: float | None = None
@@ -191,9 +257,10 @@ class Tcb:
         self.ts_ok = False
         self.sack_ok = False
         self.ts_recent = 0
-        self.ts_offset = int.from_bytes(os.urandom(4), "big")  # RFC 7323 §5.4: a random clock offset
+        # RFC 7323 §5.4: a random clock offset (a stack gives one per pair of hosts: TcpLayer).
+        self.ts_offset = int.from_bytes(os.urandom(4), "big") if ts_offset is None else ts_offset
         self.last_ack_sent = 0
-        self.last_oow_ack_at = float("-inf")
+        self.last_oow_ack_at = _NEVER
         self.syn_options = b""
         self.nodelay = bool(config.nodelay)  # None: Nagle on, as a fresh kernel socket
         self.sbuf = bytearray()
@@ -262,40 +329,7 @@ class Tcb:
         self.last_received_at = 0.0
         self.user_data: ConnectionShell | None = None  # the asyncio transport, when one runs it
         self.trace: Tracer | None = None  # the stack's trace hook (aionetstack.observe), when set
-        self.stats = {
-            "bytes_sent": 0,
-            "bytes_acked": 0,
-            "bytes_received": 0,
-            "segments_sent": 0,
-            "segments_received": 0,
-            "retransmits_rto": 0,
-            "retransmits_fast": 0,
-            "retransmits_recovery": 0,
-            "retransmits_syn": 0,
-            "rto_events": 0,
-            "fast_retransmit_events": 0,
-            "dupacks_received": 0,
-            "out_of_order_segments": 0,
-            "out_of_order_dropped": 0,  # refused at the out-of-order queue's cap (bytes or segments)
-            "challenge_acks": 0,
-            "paws_rejected": 0,
-            "zero_window_probes": 0,
-            "keepalive_probes": 0,
-            "delayed_acks": 0,
-            "window_updates": 0,
-            "retransmits_tlp": 0,
-            "tlp_probes": 0,
-            "tlp_recoveries": 0,
-            "rack_reorder_timeouts": 0,
-            "sack_blocks_received": 0,
-            "sack_blocks_invalid": 0,
-            "dsacks_received": 0,
-            "dsacks_sent": 0,
-            "spurious_retransmits": 0,
-            "spurious_rto": 0,
-            "undo_events": 0,
-            "congestion_control_fallbacks": 0,  # a rate-based controller without SACK: CUBIC runs
-        }
+        self.stats = ConnStats()  # every counter reads 0 until it first counts
 
     if TYPE_CHECKING:
         # What the parts call across one another, and the recovery strategies on the connection: the

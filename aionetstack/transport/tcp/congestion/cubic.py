@@ -17,6 +17,8 @@ MIN_RTT_DIVISOR = 8
 N_RTT_SAMPLE = 8
 CSS_GROWTH_DIVISOR = 4
 CSS_ROUNDS = 5
+#: One shared infinity: ``float("inf")`` in ``__init__`` made three floats a connection (issue 14).
+_INF = float("inf")
 L = 8  # RFC 9406 §4.2: at most L*SMSS growth per ACK in slow start (non-paced senders)
 
 
@@ -57,11 +59,11 @@ class Cubic(CongestionControl):
         self.hystart = True
         self._acked_total = 0
         self._round_end = 0
-        self._round_min_rtt = float("inf")
-        self._last_round_min_rtt = float("inf")
+        self._round_min_rtt = _INF
+        self._last_round_min_rtt = _INF
         self._round_samples = 0
         self._in_css = False
-        self._css_baseline = float("inf")
+        self._css_baseline = _INF
         self._css_rounds = 0
         self._cwnd_prior = 0.0  # RFC 9438 §4.3 cwnd_prior: the window when ssthresh was last set
         self._after_timeout = False
@@ -73,7 +75,7 @@ class Cubic(CongestionControl):
     def _new_round(self, in_flight: int) -> None:
         """RFC 9406 §4.2: a round ends when everything outstanding at its start has been acked."""
         self._last_round_min_rtt = self._round_min_rtt
-        self._round_min_rtt = float("inf")
+        self._round_min_rtt = _INF
         self._round_samples = 0
         self._round_end = self._acked_total + max(in_flight, self.mss)
         if self._in_css:
@@ -93,7 +95,7 @@ class Cubic(CongestionControl):
                 if rtt < self._round_min_rtt:
                     self._round_min_rtt = rtt
                 last = self._last_round_min_rtt
-                if not self._in_css and self._round_samples >= N_RTT_SAMPLE and last != float("inf"):
+                if not self._in_css and self._round_samples >= N_RTT_SAMPLE and last != _INF:
                     threshold = min(max(last / MIN_RTT_DIVISOR, MIN_RTT_THRESH), MAX_RTT_THRESH)
                     if self._round_min_rtt >= last + threshold:
                         # RFC 9406 §4.2: the delay grew: enter Conservative Slow Start.
@@ -110,7 +112,7 @@ class Cubic(CongestionControl):
                     # the slow-start round whose samples set the baseline, whose later ACKs can see
                     # the queue drain between slow-start bursts): a false alarm, resume slow start.
                     self._in_css = False
-                    self._css_baseline = float("inf")
+                    self._css_baseline = _INF
         increase = min(acked, L * mss)
         if self._in_css:
             increase //= CSS_GROWTH_DIVISOR

@@ -4,6 +4,7 @@ PRR (``prr.py``), tail loss probes (``tlp.py``), and the undo of spurious reduct
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aionetstack.transport.tcp.rack import Rack
@@ -30,13 +31,18 @@ class SackRecovery(Recovery):
     """RFC 6675 recovery off a scoreboard, with RACK-TLP and PRR; one per connection (it holds the
     scoreboard and RACK's state, which ``conn.board`` and ``conn.rack`` also name)."""
 
-    __slots__ = ("board", "rack", "record_send")
+    __slots__ = ("board", "rack")
     name = "sack"
 
     def __init__(self) -> None:
         self.board = Scoreboard()
         self.rack = Rack()
-        self.record_send = self.board.on_send
+
+    @property
+    def record_send(self) -> Callable[[int, int, float], None]:  # type: ignore[override]
+        # Looked up once per sending pass, not per segment: a bound method kept in a slot was 64
+        # bytes a connection (issue 14).
+        return self.board.on_send
 
     # ------------------------------------------------------------------ the connection's calls
 
