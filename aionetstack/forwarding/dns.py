@@ -17,9 +17,11 @@ and the client never needs a working DNS path of its own.
 - AAAA queries get an empty answer (NODATA), so dual-stack clients use the A answer; other
   types go to the relay when there is one, else get NOTIMP.
 
-**Relay** (:class:`DnsRelay`): each query goes to the upstream servers through a kernel UDP
-socket with a fresh random ID (RFC 5452 §9.2), and the answer comes back unchanged (its TTLs are
-the server's), with the client's ID restored. Unanswered queries are forgotten after ``timeout``.
+**Relay** (:class:`DnsRelay`): each query goes to the upstream servers (IPv4 or IPv6 addresses)
+through a kernel UDP socket of the server's family with a fresh random ID (RFC 5452 §9.2), and the
+answer comes back unchanged (its TTLs are the server's), with the client's ID restored. Unanswered
+queries are forgotten after ``timeout``. A client may ask over either family: the forwarder's UDP
+sessions carry queries to any address's port 53, IPv4 or IPv6.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import asyncio
 import enum
 import ipaddress
 import random
+import socket
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -200,13 +203,15 @@ class DnsRelay:
             raise ValueError("upstreams must name at least one DNS server")
         _validate.number("timeout", timeout, 0, above=True)
         _validate.integer("max_pending", max_pending, 1)
-        self.upstreams = [(str(ipaddress.IPv4Address(h)), int(p)) for h, p in upstreams]
+        # Written as the kernel writes a datagram's source (RFC 5952 for IPv6), to match answers.
+        self.upstreams = [(str(ipaddress.ip_address(h)), int(p)) for h, p in upstreams]
         self.timeout = timeout
         self.max_pending = max_pending
         self.rng = rng or random.SystemRandom()
         # our ID -> (client's ID, deliver, deadline), oldest first
         self._pending: OrderedDict[int, tuple[int, Callable[[bytes], None], float]] = OrderedDict()
-        self._transport: asyncio.DatagramTransport | None = None
+        #: One kernel socket per family the upstreams use: AF_INET, AF_INET6.
+        self._transports: dict[int, asyncio.DatagramTransport] = {}
         self._turn = 0
         self.counters: dict[str, int] = {}
 
@@ -215,13 +220,15 @@ class DnsRelay:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _RelayProtocol(self), local_addr=("0.0.0.0", 0)
-        )
+        for family in sorted({_family(host) for host, _ in self.upstreams}):
+            local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+            self._transports[family], _ = await loop.create_datagram_endpoint(
+                lambda: _RelayProtocol(self), local_addr=local, family=family
+            )
 
     def query(self, data: bytes, deliver: Callable[[bytes], None]) -> None:
         """Send ``data`` (a DNS query) upstream; ``deliver(answer)`` when the answer arrives."""
-        if self._transport is None or len(data) < 12:
+        if not self._transports or len(data) < 12:
             self._count("dropped")
             return
         now = asyncio.get_running_loop().time()
@@ -235,7 +242,7 @@ class DnsRelay:
         pending[ours] = (int.from_bytes(data[:2], "big"), deliver, now + self.timeout)
         upstream = self.upstreams[self._turn % len(self.upstreams)]
         self._turn += 1
-        self._transport.sendto(ours.to_bytes(2, "big") + data[2:], upstream)
+        self._transports[_family(upstream[0])].sendto(ours.to_bytes(2, "big") + data[2:], upstream)
         self._count("relayed")
 
     def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -251,7 +258,11 @@ class DnsRelay:
         deliver(client_id.to_bytes(2, "big") + data[2:])
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        for transport in self._transports.values():
+            transport.close()
+        self._transports.clear()
         self._pending.clear()
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
