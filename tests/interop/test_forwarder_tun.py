@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SIZE = 8 << 20
 
 SERVER = """
-import http.server, sys
+import http.server, socket, sys
 payload = bytes(range(256)) * ({size} // 256)
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -40,7 +41,11 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
     def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("{host}", 8000), H).serve_forever()
+class S(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6 if ":" in "{host}" else socket.AF_INET
+server = S(("{host}", 8000), H)
+print("listening", flush=True)
+server.serve_forever()
 """
 
 # A minimal SOCKS5 proxy (RFC 1928: no authentication, CONNECT to an IPv4 address) that says
@@ -176,7 +181,7 @@ def test_curl_through_the_forwarder_gets_the_bytes_intact(upstream: str) -> None
 
 UDP_ECHO = """
 import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in "{host}" else socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("{host}", {port}))
 print("listening", flush=True)
 while True:
@@ -184,9 +189,10 @@ while True:
     s.sendto(b"echo " + data + b" from " + addr[0].encode() + b":" + str(addr[1]).encode(), addr)
 """
 
-# A SOCKS5 proxy (RFC 1928, no authentication) with CONNECT and UDP ASSOCIATE, IPv4 and domain
-# names (resolved from NAMES, so the test sees the name the forwarder sent). It reports each
-# request and the end of each UDP association, so the test can see what went through it.
+# A SOCKS5 proxy (RFC 1928, no authentication) with CONNECT and UDP ASSOCIATE, IPv4, IPv6 and
+# domain names (resolved from NAMES, so the test sees the name the forwarder sent). It reports each
+# request and the end of each UDP association, so the test can see what went through it. A UDP
+# association relays IPv6 destinations through a second socket, answering through the first.
 SOCKS5_FULL = """
 import asyncio, socket, struct, sys, time
 NAMES = {names}
@@ -199,10 +205,14 @@ def parse(data, at):
     elif atyp == 3:
         end = at + 2 + data[at + 1]
         host = data[at + 2:end].decode()
+    elif atyp == 4:
+        host, end = socket.inet_ntop(socket.AF_INET6, data[at + 1:at + 17]), at + 17
     else:
         raise ValueError(atyp)
     return host, struct.unpack_from("!H", data, end)[0], end + 2
 def pack(host, port):
+    if ":" in host:
+        return b"\\x04" + socket.inet_pton(socket.AF_INET6, host) + struct.pack("!H", port)
     return b"\\x01" + socket.inet_aton(host) + struct.pack("!H", port)
 async def pipe(r, w):
     try:
@@ -215,16 +225,19 @@ async def pipe(r, w):
 class Relay(asyncio.DatagramProtocol):
     def __init__(self):
         self.client = None
+        self.home = self.v6 = self
     def connection_made(self, transport):
         self.transport = transport
     def datagram_received(self, data, addr):
+        home = self.home
         if addr[0] == "127.0.0.1" and data[:3] == b"\\x00\\x00\\x00":
-            self.client = addr
+            home.client = addr
             host, port, at = parse(data, 3)
             log("UDP", host, port)
-            self.transport.sendto(data[at:], (NAMES.get(host, host), port))
-        elif self.client is not None:
-            self.transport.sendto(b"\\x00\\x00\\x00" + pack(*addr) + data, self.client)
+            target = NAMES.get(host, host)
+            (home.v6 if ":" in target else home).transport.sendto(data[at:], (target, port))
+        elif home.client is not None:
+            home.transport.sendto(b"\\x00\\x00\\x00" + pack(*addr[:2]) + data, home.client)
 async def handle(r, w):
     n = (await r.readexactly(2))[1]
     await r.readexactly(n)
@@ -234,11 +247,16 @@ async def handle(r, w):
     host, port, _ = parse(head[3:4] + rest, 0)
     if head[1] == 3:
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(Relay, local_addr=("0.0.0.0", 0))
+        transport, relay = await loop.create_datagram_endpoint(Relay, local_addr=("0.0.0.0", 0))
+        transport6, relay.v6 = await loop.create_datagram_endpoint(
+            Relay, local_addr=("::", 0), family=socket.AF_INET6
+        )
+        relay.v6.home = relay
         log("ASSOCIATE")
         w.write(b"\\x05\\x00\\x00" + pack("127.0.0.1", transport.get_extra_info("sockname")[1]))
         await r.read()
         transport.close()
+        transport6.close()
         log("ASSOCIATE-END")
         w.close()
         return
@@ -267,10 +285,21 @@ for target in sys.argv[1:]:
 """
 
 
-class Tunnel:
-    """Namespaces fwd (examples/tun2socks.py), client (default route into its TUN) and server."""
+def ula_prefix() -> str:
+    """A random fdXX:XXXX:XXXX:YYYY:: /64 prefix (RFC 4193 §3.2): lives only in the test's namespaces."""
+    return "fd" + ":".join(secrets.token_hex(2) for _ in range(4))[2:] + "::"
 
-    def __init__(self, fwd: NetNS, client: NetNS, server: NetNS, router: NetNS | None = None) -> None:
+
+class Tunnel:
+    """Namespaces fwd (examples/tun2socks.py), client (default route into its TUN) and server.
+
+    With ``ipv6``, every link carries an IPv6 prefix too (``uplink6``, ``tunnet6``: the kernel
+    side ``::1``, the far side ``::2``) and the client's IPv6 default route also points into the TUN.
+    """
+
+    def __init__(
+        self, fwd: NetNS, client: NetNS, server: NetNS, router: NetNS | None = None, *, ipv6: bool = False
+    ) -> None:
         self.fwd, self.client, self.server = fwd, client, server
         self.uplink, self.tunnet = Subnet.random(), Subnet.random()
         self.procs: list[subprocess.Popen[str]] = []
@@ -284,6 +313,13 @@ class Tunnel:
         near.ip("addr", "add", self.uplink.cidr(2), "dev", veth_b)
         near.ip("link", "set", veth_b, "up")
         self.server_address = self.uplink.host(2)
+        self.uplink6 = self.tunnet6 = ""
+        if ipv6:
+            assert router is None, "an IPv6 router namespace is not set up"
+            self.uplink6, self.tunnet6 = ula_prefix(), ula_prefix()
+            # nodad: usable at once, no duplicate address detection wait (RFC 4862 §5.4)
+            fwd.ip("-6", "addr", "add", f"{self.uplink6}1/64", "dev", veth_a, "nodad")
+            near.ip("-6", "addr", "add", f"{self.uplink6}2/64", "dev", veth_b, "nodad")
         if router is not None:
             far = Subnet.random()
             veth_c, veth_d = unique_device_name(), unique_device_name()
@@ -313,6 +349,7 @@ class Tunnel:
                 tun,
                 "--ip",
                 self.tunnet.cidr(1),
+                *(["--ip", f"{self.tunnet6}1/64"] if self.tunnet6 else []),
                 *extra,
             ),
             stdout=subprocess.PIPE,
@@ -325,6 +362,9 @@ class Tunnel:
         self.client.ip("addr", "add", self.tunnet.cidr(2), "dev", tun)
         self.client.ip("link", "set", tun, "up")
         self.client.ip("route", "add", "default", "dev", tun)
+        if self.tunnet6:
+            self.client.ip("-6", "addr", "add", f"{self.tunnet6}2/64", "dev", tun, "nodad")
+            self.client.ip("-6", "route", "add", "default", "dev", tun)
 
     def stop(self) -> dict[str, object]:
         """Stop everything; the forwarder's counters."""
@@ -522,3 +562,73 @@ def test_time_exceeded_from_a_router_beyond_the_tunnel_reaches_the_client() -> N
     icmp = counters["forwarder"]["icmp"]  # type: ignore[index]
     assert icmp["errors"] >= 1 and icmp["replies"] >= 2
     print(f"forwarder icmp counters: {icmp}")
+
+
+# ------------------------------------------------------------------ IPv6 through the tunnel
+
+UDP6_CLIENT = """
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::", 40000))
+s.settimeout(10)
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    host = host.strip("[]")
+    s.sendto(b"ping " + host.encode(), (host, int(port)))
+    data, addr = s.recvfrom(65535)
+    print(addr[0], addr[1], data.decode(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("upstream", ["direct", "socks5"])
+def test_an_ipv6_client_reaches_an_ipv6_server_through_the_forwarder(upstream: str) -> None:
+    """The client's IPv6 default route points into the TUN: curl -6 gets the bytes intact, a UDP
+    datagram is answered, and ping -6 is relayed through an ICMPv6 ping socket."""
+    require_interop()
+    curl = require_tool("curl", "curl")
+    ping = require_tool("ping", "iputils-ping")
+    size = 4 << 20
+    with NetNS() as fwd, NetNS() as client, NetNS() as server:
+        tunnel = Tunnel(fwd, client, server, ipv6=True)
+        host = f"{tunnel.uplink6}2"
+        forwarder_side = f"{tunnel.uplink6}1"
+        socks = None
+        try:
+            fwd.run("sh", "-c", "echo '0 2147483647' > /proc/sys/net/ipv4/ping_group_range", check=True)
+            tunnel.spawn(server, SERVER.format(size=size, host=host))
+            tunnel.spawn(server, UDP_ECHO.format(host="::", port=7))
+            extra: list[str] = []
+            if upstream == "socks5":
+                socks = tunnel.spawn(fwd, SOCKS5_FULL.format(names={}))
+                extra = ["--socks5", "127.0.0.1:1080"]
+            tunnel.start(*extra)
+            result = client.run(
+                curl, "-6", "-g", "-sS", "--max-time", "60", "-o", "-", f"http://[{host}]:8000/",
+                check=False, text=False, timeout=90,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            assert (
+                hashlib.sha256(result.stdout).hexdigest()
+                == hashlib.sha256(bytes(range(256)) * (size // 256)).hexdigest()
+            )
+            udp = client.run(sys.executable, "-c", UDP6_CLIENT, f"[{host}]:7", check=False, timeout=30)
+            assert udp.returncode == 0, udp.stderr
+            answered_from, port, *text = udp.stdout.split()
+            assert (answered_from, port) == (host, "7"), udp.stdout
+            # The server saw the forwarder's own uplink address: the datagram left through it.
+            assert text[-1].rsplit(":", 1)[0] == forwarder_side, udp.stdout
+            pinged = client.run(ping, "-6", "-c", "3", "-i", "0.2", "-W", "5", host, check=False, timeout=30)
+            assert pinged.returncode == 0 and "3 received" in pinged.stdout, pinged.stdout + pinged.stderr
+            print(f"\n{pinged.stdout.strip().splitlines()[-1]}")
+        finally:
+            counters = tunnel.stop()
+        if socks is not None:
+            assert socks.stdout is not None
+            log = socks.stdout.read()
+            assert f"CONNECT {host} 8000" in log, log  # IPv6 destinations reached the proxy (ATYP 4)
+            assert f"UDP {host} 7" in log, log
+    forwarded = counters["forwarder"]  # type: ignore[index]
+    assert forwarded["tcp"]["accepted"] >= 1 and forwarded["udp"]["sessions"] >= 1
+    assert forwarded["icmp"]["relayed"] >= 3 and forwarded["icmp"]["replies"] >= 3
+    assert counters["ipv6"]["delivered"] > 0  # type: ignore[index]
+    print(f"forwarder counters: {forwarded}")
