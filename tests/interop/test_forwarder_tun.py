@@ -313,13 +313,13 @@ class Tunnel:
         near.ip("addr", "add", self.uplink.cidr(2), "dev", veth_b)
         near.ip("link", "set", veth_b, "up")
         self.server_address = self.uplink.host(2)
-        self.uplink6 = self.tunnet6 = ""
+        self.uplink6 = self.tunnet6 = self.server_address6 = ""
         if ipv6:
-            assert router is None, "an IPv6 router namespace is not set up"
             self.uplink6, self.tunnet6 = ula_prefix(), ula_prefix()
             # nodad: usable at once, no duplicate address detection wait (RFC 4862 §5.4)
             fwd.ip("-6", "addr", "add", f"{self.uplink6}1/64", "dev", veth_a, "nodad")
             near.ip("-6", "addr", "add", f"{self.uplink6}2/64", "dev", veth_b, "nodad")
+            self.server_address6 = f"{self.uplink6}2"
         if router is not None:
             far = Subnet.random()
             veth_c, veth_d = unique_device_name(), unique_device_name()
@@ -332,6 +332,14 @@ class Tunnel:
             fwd.ip("route", "add", "default", "via", self.uplink.host(2))
             server.ip("route", "add", "default", "via", far.host(1))
             self.server_address = far.host(2)
+            if ipv6:
+                far6 = ula_prefix()
+                router.ip("-6", "addr", "add", f"{far6}1/64", "dev", veth_c, "nodad")
+                server.ip("-6", "addr", "add", f"{far6}2/64", "dev", veth_d, "nodad")
+                router.run("sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding", check=True)
+                fwd.ip("-6", "route", "add", "default", "via", f"{self.uplink6}2")
+                server.ip("-6", "route", "add", "default", "via", f"{far6}1")
+                self.server_address6 = f"{far6}2"
 
     def spawn(self, ns: NetNS, script: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen(ns.command(sys.executable, "-c", script), stdout=subprocess.PIPE, text=True)
@@ -590,7 +598,7 @@ def test_an_ipv6_client_reaches_an_ipv6_server_through_the_forwarder(upstream: s
     size = 4 << 20
     with NetNS() as fwd, NetNS() as client, NetNS() as server:
         tunnel = Tunnel(fwd, client, server, ipv6=True)
-        host = f"{tunnel.uplink6}2"
+        host = tunnel.server_address6
         forwarder_side = f"{tunnel.uplink6}1"
         socks = None
         try:
@@ -632,3 +640,30 @@ def test_an_ipv6_client_reaches_an_ipv6_server_through_the_forwarder(upstream: s
     assert forwarded["icmp"]["relayed"] >= 3 and forwarded["icmp"]["replies"] >= 3
     assert counters["ipv6"]["delivered"] > 0  # type: ignore[index]
     print(f"forwarder counters: {forwarded}")
+
+
+def test_time_exceeded_from_an_ipv6_router_beyond_the_tunnel_reaches_the_client() -> None:
+    """ping -6 -t 1: the relay sends with the client's hop limit, the IPv6 router beyond the
+    forwarder answers time exceeded (RFC 4443 §3.3), the kernel hands it to the relay
+    (IPV6_RECVERR), and the client hears it from that router, quoting its own request."""
+    require_interop()
+    ping = require_tool("ping", "iputils-ping")
+    with NetNS() as fwd, NetNS() as client, NetNS() as router, NetNS() as server:
+        tunnel = Tunnel(fwd, client, server, router=router, ipv6=True)
+        try:
+            fwd.run("sh", "-c", "echo '0 2147483647' > /proc/sys/net/ipv4/ping_group_range", check=True)
+            tunnel.start()
+            far = tunnel.server_address6
+            hop = f"{tunnel.uplink6}2"  # the router's address facing the forwarder
+            expired = client.run(ping, "-6", "-c", "1", "-W", "3", "-t", "1", far, check=False, timeout=30)
+            assert f"From {hop}" in expired.stdout and "exceeded" in expired.stdout.lower(), expired.stdout
+            reached = client.run(
+                ping, "-6", "-c", "2", "-i", "0.2", "-W", "3", "-t", "2", far, check=False, timeout=30
+            )
+            assert reached.returncode == 0 and "2 received" in reached.stdout, reached.stdout
+            print(f"\n{expired.stdout.strip().splitlines()[1]}")
+        finally:
+            counters = tunnel.stop()
+    icmp = counters["forwarder"]["icmp"]  # type: ignore[index]
+    assert icmp["errors"] >= 1 and icmp["replies"] >= 2
+    print(f"forwarder icmp counters: {icmp}")
