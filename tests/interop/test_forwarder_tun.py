@@ -460,16 +460,17 @@ def test_a_udp_session_reaches_two_destinations_from_one_port_and_idles_out(upst
 
 DNS_SERVER = """
 import socket, dns.message, dns.rrset, dns.rdatatype
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in "{host}" else socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("{host}", 53))
 print("listening", flush=True)
+kind = dns.rdatatype.AAAA if ":" in "{answer}" else dns.rdatatype.A
 while True:
     data, addr = s.recvfrom(65535)
     query = dns.message.from_wire(data)
     response = dns.message.make_response(query)
     question = query.question[0]
-    if question.rdtype == dns.rdatatype.A and question.name.to_text() == "web.test.":
-        response.answer.append(dns.rrset.from_text(question.name, 30, "IN", "A", "{answer}"))
+    if question.rdtype == kind and question.name.to_text() == "web.test.":
+        response.answer.append(dns.rrset.from_text(question.name, 30, "IN", kind, "{answer}"))
     s.sendto(response.to_wire(), addr)
 """
 
@@ -667,3 +668,37 @@ def test_time_exceeded_from_an_ipv6_router_beyond_the_tunnel_reaches_the_client(
     icmp = counters["forwarder"]["icmp"]  # type: ignore[index]
     assert icmp["errors"] >= 1 and icmp["replies"] >= 2
     print(f"forwarder icmp counters: {icmp}")
+
+
+def test_an_ipv6_client_resolves_over_ipv6_and_connects_through_the_tunnel() -> None:
+    """The client's only nameserver is an IPv6 address beyond the tunnel: the forwarder takes the
+    query from an IPv6 UDP session and relays it to an IPv6 upstream (``--dns-upstream [addr]:53``),
+    whose AAAA answer comes back from the address the client asked; curl -6 then connects by name."""
+    require_interop()
+    curl = require_tool("curl", "curl")
+    with NetNS() as fwd, NetNS() as client, NetNS() as server:
+        tunnel = Tunnel(fwd, client, server, ipv6=True)
+        resolv = Path("/etc/netns") / client.name
+        web = tunnel.server_address6
+        nameserver = f"{ula_prefix()}53"  # anywhere beyond the TUN: the client's ::/0 leads there
+        try:
+            resolv.mkdir(parents=True, exist_ok=True)
+            (resolv / "resolv.conf").write_text(f"nameserver {nameserver}\noptions timeout:2 attempts:2\n")
+            tunnel.spawn(server, SERVER.format(size=1 << 16, host=web))
+            tunnel.spawn(server, DNS_SERVER.format(host=web, answer=web))
+            tunnel.start("--dns", "relay", "--dns-upstream", f"[{web}]:53")
+            hosts = client.run("getent", "ahostsv6", "web.test", check=False, timeout=30)
+            assert hosts.returncode == 0, hosts.stderr
+            assert hosts.stdout.split()[0] == web, hosts.stdout
+            result = client.run(
+                curl, "-6", "-sS", "--max-time", "20", "-o", "-", "http://web.test:8000/",
+                check=False, text=False, timeout=60,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            assert hashlib.sha256(result.stdout).digest() == hashlib.sha256(bytes(range(256)) * 256).digest()
+        finally:
+            counters = tunnel.stop()
+            shutil.rmtree(resolv, ignore_errors=True)
+    dns_counters = counters["dns"]  # type: ignore[index]
+    assert dns_counters["relay"]["answered"] >= 1  # type: ignore[index]
+    print(f"\nweb.test resolved to {web} over IPv6 through the tunnel; dns counters: {dns_counters}")
