@@ -5,6 +5,7 @@ sockets (or a SOCKS5 proxy).
     python examples/tun2socks.py --tun tun0 --ip 10.9.0.1/24 [--ip fd00:9::1/64] [--socks5 HOST:PORT]
                                  [--mtu 1500] [--udp-timeout 300] [--no-ping]
                                  [--dns fake-ip|relay] [--dns-upstream IP:PORT] [--fake-ip-pool CIDR]
+                                 [--fake-ip-pool6 CIDR]
 
 Point a client's default routes into the TUN device (`ip route add default dev tun0`, and
 `ip -6 route add default dev tun0` with an IPv6 `--ip`); every connection it makes arrives here,
@@ -22,7 +23,9 @@ either family; an IPv6 address is written `[2001:db8::53]:53` where a port follo
   `traceroute -I` work from the client; with no route upstream the client hears "unreachable".
 - DNS (queries to port 53 of any address): `--dns fake-ip` answers A queries from a private pool
   (198.18.0.0/15) and sends connections to those addresses upstream *by name* (the SOCKS5 proxy
-  resolves it); `--dns relay` passes queries to --dns-upstream and the answers back unchanged.
+  resolves it) — AAAA queries too with `--fake-ip-pool6` (e.g. fdfe:dcba:9876::/64), else they get
+  no answer and a dual-stack client uses the A one; `--dns relay` passes queries to --dns-upstream
+  (IPv4 or IPv6) and the answers back unchanged. Queries may come over either family.
 
 `aionetstack ss --control PATH -ti` lists the flows it terminates (`--control`, default
 $XDG_RUNTIME_DIR or /tmp, aionetstack-TUN.sock).
@@ -164,9 +167,10 @@ class Tun2Socks:
     def real_host(self, host: str) -> str | None:
         """The name a fake-IP address stands for (``host`` itself if not fake; None if unknown)."""
         fake = self.fake_dns
-        if fake is None or host not in fake.pool:
+        pool = fake.pool_of(host) if fake is not None else None
+        if pool is None:
             return host
-        return fake.pool.name_for(host, asyncio.get_running_loop().time())
+        return pool.name_for(host, asyncio.get_running_loop().time())
 
     async def tcp(self, request: TcpForwardRequest) -> None:
         host, port = request.destination
@@ -276,7 +280,10 @@ async def main(args: argparse.Namespace) -> int:
     stack = aionetstack.Stack("tun2socks")
     # Each address brings its connected route: replies reach the client's subnet through the TUN.
     stack.add_interface(tun, *args.ip)
-    fake_dns = FakeIpDns(FakeIpPool(args.fake_ip_pool, ttl=args.dns_ttl)) if args.dns == "fake-ip" else None
+    fake_dns = None
+    if args.dns == "fake-ip":
+        pool6 = FakeIpPool(args.fake_ip_pool6, ttl=args.dns_ttl) if args.fake_ip_pool6 else None
+        fake_dns = FakeIpDns(FakeIpPool(args.fake_ip_pool, ttl=args.dns_ttl), pool6)
     dns_relay = DnsRelay([args.dns_upstream]) if args.dns_upstream else None
     if dns_relay is not None:
         await dns_relay.start()
@@ -305,6 +312,8 @@ async def main(args: argparse.Namespace) -> int:
         }
         if fake_dns is not None:
             counters["dns"] = {**fake_dns.counters, "pool": fake_dns.pool.counters}
+            if fake_dns.pool6 is not None:
+                counters["dns"]["pool6"] = fake_dns.pool6.counters
         if dns_relay is not None:
             counters.setdefault("dns", {})["relay"] = dns_relay.counters
             dns_relay.close()
@@ -338,6 +347,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dns-upstream", type=_host_port, default=None, help="DNS server, IP:PORT or [IPv6]:PORT"
     )
     parser.add_argument("--fake-ip-pool", default="198.18.0.0/15", help="fake-IP addresses (RFC 2544)")
+    parser.add_argument(
+        "--fake-ip-pool6", default=None, help="IPv6 fake-IP addresses for AAAA answers (a ULA /64, RFC 4193)"
+    )
     parser.add_argument("--dns-ttl", type=float, default=60.0, help="TTL of fake-IP answers, seconds")
     parser.add_argument(
         "--no-ping", dest="ping", action="store_false", help="drop pings instead of relaying them"

@@ -670,10 +670,12 @@ def test_time_exceeded_from_an_ipv6_router_beyond_the_tunnel_reaches_the_client(
     print(f"forwarder icmp counters: {icmp}")
 
 
-def test_an_ipv6_client_resolves_over_ipv6_and_connects_through_the_tunnel() -> None:
-    """The client's only nameserver is an IPv6 address beyond the tunnel: the forwarder takes the
-    query from an IPv6 UDP session and relays it to an IPv6 upstream (``--dns-upstream [addr]:53``),
-    whose AAAA answer comes back from the address the client asked; curl -6 then connects by name."""
+@pytest.mark.parametrize("mode", ["fake-ip", "relay"])
+def test_an_ipv6_client_resolves_over_ipv6_and_connects_through_the_tunnel(mode: str) -> None:
+    """The client's only nameserver is an IPv6 address beyond the tunnel; curl -6 then connects by
+    name. Relay: the forwarder takes the query from an IPv6 UDP session and relays it to an IPv6
+    upstream (``--dns-upstream [addr]:53``). Fake-IP: the AAAA answer comes from an IPv6 pool
+    (``--fake-ip-pool6``) and the SOCKS5 proxy is asked for the name."""
     require_interop()
     curl = require_tool("curl", "curl")
     with NetNS() as fwd, NetNS() as client, NetNS() as server:
@@ -681,15 +683,25 @@ def test_an_ipv6_client_resolves_over_ipv6_and_connects_through_the_tunnel() -> 
         resolv = Path("/etc/netns") / client.name
         web = tunnel.server_address6
         nameserver = f"{ula_prefix()}53"  # anywhere beyond the TUN: the client's ::/0 leads there
+        fake_pool = f"{ula_prefix()}/64"
+        socks = None
         try:
             resolv.mkdir(parents=True, exist_ok=True)
             (resolv / "resolv.conf").write_text(f"nameserver {nameserver}\noptions timeout:2 attempts:2\n")
             tunnel.spawn(server, SERVER.format(size=1 << 16, host=web))
-            tunnel.spawn(server, DNS_SERVER.format(host=web, answer=web))
-            tunnel.start("--dns", "relay", "--dns-upstream", f"[{web}]:53")
+            if mode == "fake-ip":
+                socks = tunnel.spawn(fwd, SOCKS5_FULL.format(names={"web.test": web}))
+                tunnel.start("--dns", "fake-ip", "--fake-ip-pool6", fake_pool, "--socks5", "127.0.0.1:1080")
+            else:
+                tunnel.spawn(server, DNS_SERVER.format(host=web, answer=web))
+                tunnel.start("--dns", "relay", "--dns-upstream", f"[{web}]:53")
             hosts = client.run("getent", "ahostsv6", "web.test", check=False, timeout=30)
             assert hosts.returncode == 0, hosts.stderr
-            assert hosts.stdout.split()[0] == web, hosts.stdout
+            address = hosts.stdout.split()[0]
+            if mode == "fake-ip":
+                assert ipaddress.IPv6Address(address) in ipaddress.IPv6Network(fake_pool), hosts.stdout
+            else:
+                assert address == web, hosts.stdout
             result = client.run(
                 curl, "-6", "-sS", "--max-time", "20", "-o", "-", "http://web.test:8000/",
                 check=False, text=False, timeout=60,
@@ -699,6 +711,13 @@ def test_an_ipv6_client_resolves_over_ipv6_and_connects_through_the_tunnel() -> 
         finally:
             counters = tunnel.stop()
             shutil.rmtree(resolv, ignore_errors=True)
+        if socks is not None:
+            assert socks.stdout is not None
+            log = socks.stdout.read()
+            assert "CONNECT web.test 8000" in log, log  # the proxy got the name, not the fake address
     dns_counters = counters["dns"]  # type: ignore[index]
-    assert dns_counters["relay"]["answered"] >= 1  # type: ignore[index]
-    print(f"\nweb.test resolved to {web} over IPv6 through the tunnel; dns counters: {dns_counters}")
+    if mode == "fake-ip":
+        assert dns_counters["pool6"]["allocated"] == 1  # type: ignore[index]
+    else:
+        assert dns_counters["relay"]["answered"] >= 1  # type: ignore[index]
+    print(f"\nweb.test resolved to {address} over IPv6 through the tunnel ({mode}); dns: {dns_counters}")
