@@ -323,6 +323,7 @@ class Tunnel:
         if router is not None:
             far = Subnet.random()
             veth_c, veth_d = unique_device_name(), unique_device_name()
+            self.far_link = (veth_c, veth_d)  # the router's and the server's ends
             router.ip("link", "add", veth_c, "type", "veth", "peer", "name", veth_d, "netns", server.name)
             router.ip("addr", "add", far.cidr(1), "dev", veth_c)
             router.ip("link", "set", veth_c, "up")
@@ -721,3 +722,34 @@ def test_an_ipv6_client_resolves_over_ipv6_and_connects_through_the_tunnel(mode:
     else:
         assert dns_counters["relay"]["answered"] >= 1  # type: ignore[index]
     print(f"\nweb.test resolved to {address} over IPv6 through the tunnel ({mode}); dns: {dns_counters}")
+
+
+def test_packet_too_big_from_an_ipv6_router_reaches_the_client_and_the_next_ping_passes() -> None:
+    """The far link's MTU is 1280: a 1400-byte ping -6 relayed by the forwarder draws a packet too
+    big from the router (RFC 4443 §3.2), which the relay hands back to the client with the MTU;
+    the client then fragments its request (RFC 8200 §4.5), the forwarder reassembles it, and the
+    echo goes through."""
+    require_interop()
+    ping = require_tool("ping", "iputils-ping")
+    with NetNS() as fwd, NetNS() as client, NetNS() as router, NetNS() as server:
+        tunnel = Tunnel(fwd, client, server, router=router, ipv6=True)
+        router.ip("link", "set", tunnel.far_link[0], "mtu", "1280")
+        server.ip("link", "set", tunnel.far_link[1], "mtu", "1280")
+        try:
+            fwd.run("sh", "-c", "echo '0 2147483647' > /proc/sys/net/ipv4/ping_group_range", check=True)
+            tunnel.start()
+            far = tunnel.server_address6
+            hop = f"{tunnel.uplink6}2"
+            first = client.run(ping, "-6", "-c", "1", "-W", "3", "-s", "1400", far, check=False, timeout=30)
+            assert f"From {hop}" in first.stdout and "mtu=1280" in first.stdout.lower(), first.stdout
+            again = client.run(
+                ping, "-6", "-c", "2", "-i", "0.2", "-W", "3", "-s", "1400", far, check=False, timeout=30
+            )
+            assert again.returncode == 0 and "2 received" in again.stdout, again.stdout
+            print(f"\n{first.stdout.strip().splitlines()[1]}")
+        finally:
+            counters = tunnel.stop()
+    assert counters["ipv6"]["reassembled"] >= 2  # type: ignore[index]
+    icmp = counters["forwarder"]["icmp"]  # type: ignore[index]
+    assert icmp["errors"] >= 1 and icmp["replies"] >= 2
+    print(f"forwarder icmp counters: {icmp}")
