@@ -286,8 +286,13 @@ for target in sys.argv[1:]:
 
 
 def ula_prefix() -> str:
-    """A random fdXX:XXXX:XXXX:YYYY:: /64 prefix (RFC 4193 §3.2): lives only in the test's namespaces."""
-    return "fd" + ":".join(secrets.token_hex(2) for _ in range(4))[2:] + "::"
+    """A random fdXX:XXXX:XXXX:YYYY:: /64 prefix (RFC 4193 §3.2): lives only in the test's namespaces.
+
+    Written as the kernel writes it (RFC 5952 §4.1: no leading zeros), so an address made from it
+    compares equal to what ping, getent and the kernel's sockets print.
+    """
+    groups = [0xFD00 | secrets.randbelow(256), *(0x1000 + secrets.randbelow(0xF000) for _ in range(3))]
+    return ":".join(f"{g:x}" for g in groups) + "::"
 
 
 class Tunnel:
