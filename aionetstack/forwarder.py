@@ -1,9 +1,16 @@
 """Terminate TCP connections and UDP flows for *any* destination (gVisor's ``tcp.Forwarder``).
 
 What VPNs and tun2socks-style proxies need: a stack on a TUN device accepts every connection that
-arrives, whatever its destination address and port, and the application decides what to do with
-it — usually to open the same connection upstream and relay. Replies leave from the original
-destination address (the stack sends from addresses it does not own).
+arrives, whatever its destination address and port, over IPv4 or IPv6, and the application decides
+what to do with it — usually to open the same connection upstream and relay. Replies leave from the
+original destination address (the stack sends from addresses it does not own).
+
+Both families go through the same forwarder and the same handler: ``request.destination`` and
+``request.source`` are ``(address, port)`` with the address as text (``"2001:db8::5"`` for IPv6),
+and the accepted streams name their ends as asyncio does for the family (``sockname`` and
+``peername`` are ``(host, port, flowinfo, scope_id)`` over IPv6). An IPv6 datagram fragmented on
+its way in is reassembled before its protocol is known (RFC 8200 §4.5), so a forwarder takes it
+as it takes a whole one.
 
 The API makes a leak impossible. Each SYN becomes a :class:`TcpForwardRequest` handed to your
 handler in a task of its own:
@@ -41,7 +48,7 @@ logger = logging.getLogger("aionetstack.forwarder")
 
 
 class TcpForwardRequest:
-    """A connection attempt to ``destination`` from ``source``, waiting for a decision."""
+    """A connection attempt to ``destination`` from ``source`` (either family), waiting for a decision."""
 
     __slots__ = ("_accepted", "_forwarder", "_header", "_key", "_segment", "_writer", "destination", "source")
 
@@ -52,7 +59,8 @@ class TcpForwardRequest:
         self._key = key
         self._accepted = False
         self._writer: asyncio.StreamWriter | None = None
-        #: ``(address, port)`` the client dialled: where the connection was really going.
+        #: ``(address, port)`` the client dialled: where the connection was really going (an IPv6
+        #: address as RFC 5952 text).
         self.destination = (format_ip(key[0]), key[1])
         #: ``(address, port)`` of the client.
         self.source = (format_ip(key[2]), key[3])
@@ -162,7 +170,7 @@ class TcpForwarder:
 
 
 class UdpFlow:
-    """Datagrams between one client address/port and one destination address/port.
+    """Datagrams between one client address/port and one destination address/port (IPv4 or IPv6).
 
     ``await flow.recv()`` gives the next datagram from the client (``None`` once the flow is idle
     for ``idle_timeout`` or closed); ``flow.send(data)`` answers from the original destination.

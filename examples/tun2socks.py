@@ -1,22 +1,31 @@
 """tun2socks with aionetstack: terminate every TCP connection, UDP session and ping arriving on a
-TUN device and relay it to the same destination through ordinary kernel sockets (or a SOCKS5 proxy).
+TUN device, over IPv4 and IPv6, and relay it to the same destination through ordinary kernel
+sockets (or a SOCKS5 proxy).
 
-    python examples/tun2socks.py --tun tun0 --ip 10.9.0.1/24 [--socks5 HOST:PORT] [--mtu 1500]
-                                 [--udp-timeout 300] [--no-ping]
+    python examples/tun2socks.py --tun tun0 --ip 10.9.0.1/24 [--ip fd00:9::1/64] [--socks5 HOST:PORT]
+                                 [--mtu 1500] [--udp-timeout 300] [--no-ping]
                                  [--dns fake-ip|relay] [--dns-upstream IP:PORT] [--fake-ip-pool CIDR]
+                                 [--fake-ip-pool6 CIDR]
 
-Point a client's default route into the TUN device (`ip route add default dev tun0`); every
-connection it makes arrives here, whatever the destination, and leaves through this host's own
-network. Prints `ready` when it serves, and its counters when it stops (SIGINT/SIGTERM).
+Point a client's default routes into the TUN device (`ip route add default dev tun0`, and
+`ip -6 route add default dev tun0` with an IPv6 `--ip`); every connection it makes arrives here,
+whatever the destination, and leaves through this host's own network. Prints `ready` when it
+serves, and its counters when it stops (SIGINT/SIGTERM). `--ip` may be given once per address, of
+either family; an IPv6 address is written `[2001:db8::53]:53` where a port follows it.
 
-- TCP: CONNECT through the SOCKS5 proxy, or a kernel connection to the same destination.
+- TCP: CONNECT through the SOCKS5 proxy (an IPv6 destination as address type 4, RFC 1928 §5), or
+  a kernel connection to the same destination.
 - UDP: one session per client address and port, whatever the destination (endpoint-independent
-  mapping, RFC 4787): one kernel UDP socket, or one SOCKS5 UDP ASSOCIATE (RFC 1928 §7), each.
-- ICMP echo: relayed through an unprivileged kernel ping socket (needs this process's group in
-  net.ipv4.ping_group_range), so `ping` and `traceroute -I` work from the client.
+  mapping, RFC 4787): one kernel UDP socket per address family, or one SOCKS5 UDP ASSOCIATE
+  (RFC 1928 §7), each.
+- ICMP and ICMPv6 echo: relayed through unprivileged kernel ping sockets (needs this process's group
+  in net.ipv4.ping_group_range, which Linux applies to both families), so `ping`, `ping -6` and
+  `traceroute -I` work from the client; with no route upstream the client hears "unreachable".
 - DNS (queries to port 53 of any address): `--dns fake-ip` answers A queries from a private pool
   (198.18.0.0/15) and sends connections to those addresses upstream *by name* (the SOCKS5 proxy
-  resolves it); `--dns relay` passes queries to --dns-upstream and the answers back unchanged.
+  resolves it) — AAAA queries too with `--fake-ip-pool6` (e.g. fdfe:dcba:9876::/64), else they get
+  no answer and a dual-stack client uses the A one; `--dns relay` passes queries to --dns-upstream
+  (IPv4 or IPv6) and the answers back unchanged. Queries may come over either family.
 
 `aionetstack ss --control PATH -ti` lists the flows it terminates (`--control`, default
 $XDG_RUNTIME_DIR or /tmp, aionetstack-TUN.sock).
@@ -28,7 +37,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import ipaddress
 import json
 import signal
 import socket
@@ -45,12 +53,15 @@ from aionetstack.observe.control import ControlServer, default_control_path
 
 
 def socks5_address(host: str, port: int) -> bytes:
-    """RFC 1928 §5: ATYP and address: IPv4 for a dotted quad, else a domain name."""
+    """RFC 1928 §5: ATYP and address: IPv4 (1) for a dotted quad, IPv6 (4), else a domain name (3)."""
     try:
-        packed = b"\x01" + socket.inet_aton(host)
+        packed = b"\x01" + socket.inet_pton(socket.AF_INET, host)
     except OSError:
-        name = host.encode("idna")
-        packed = b"\x03" + bytes([len(name)]) + name
+        try:
+            packed = b"\x04" + socket.inet_pton(socket.AF_INET6, host)
+        except OSError:
+            name = host.encode("idna")
+            packed = b"\x03" + bytes([len(name)]) + name
     return packed + struct.pack("!H", port)
 
 
@@ -156,9 +167,10 @@ class Tun2Socks:
     def real_host(self, host: str) -> str | None:
         """The name a fake-IP address stands for (``host`` itself if not fake; None if unknown)."""
         fake = self.fake_dns
-        if fake is None or host not in fake.pool:
+        pool = fake.pool_of(host) if fake is not None else None
+        if pool is None:
             return host
-        return fake.pool.name_for(host, asyncio.get_running_loop().time())
+        return pool.name_for(host, asyncio.get_running_loop().time())
 
     async def tcp(self, request: TcpForwardRequest) -> None:
         host, port = request.destination
@@ -200,12 +212,25 @@ class Tun2Socks:
         return True
 
     async def udp(self, session: UdpSession) -> None:
-        """One upstream socket (or SOCKS5 association) for everything one client port sends."""
+        """One upstream socket per address family (or one SOCKS5 association) for everything one
+        client port sends."""
         loop = asyncio.get_running_loop()
         control: asyncio.StreamWriter | None = None
         relay: tuple[str, int] | None = None
-        transport: asyncio.DatagramTransport | None = None
-        upstream: _Upstream | None = None
+        upstreams: dict[int, tuple[asyncio.DatagramTransport, _Upstream]] = {}
+
+        async def upstream_for(address: str) -> tuple[asyncio.DatagramTransport, _Upstream]:
+            """The socket for ``address``'s family, opened by the first datagram that needs it."""
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            pair = upstreams.get(family)
+            if pair is None:
+                local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+                transport, protocol = await loop.create_datagram_endpoint(
+                    functools.partial(_Upstream, session, relay is not None), local_addr=local, family=family
+                )
+                pair = upstreams[family] = (transport, protocol)
+            return pair
+
         resolved: dict[str, str] = {}
         try:
             while (item := await session.recv()) is not None:
@@ -215,8 +240,8 @@ class Tun2Socks:
                 host = self.real_host(destination[0])
                 if host is None:
                     continue  # a stale fake IP: dropped
-                if transport is None:  # the first datagram that leaves opens the upstream
-                    if self.socks5:
+                if self.socks5:
+                    if relay is None:  # the first datagram that leaves opens the association
                         try:
                             async with asyncio.timeout(self.connect_timeout):
                                 _, control, relay = await socks5_request(self.socks5, 3, "0.0.0.0", 0)
@@ -224,30 +249,27 @@ class Tun2Socks:
                             return  # the session ends: its datagrams are lost, as on a lossy path
                         if relay[0] in ("0.0.0.0", "::"):
                             relay = (self.socks5[0], relay[1])
-                    transport, protocol = await loop.create_datagram_endpoint(
-                        functools.partial(_Upstream, session, relay is not None), local_addr=("0.0.0.0", 0)
-                    )
-                    upstream = protocol
-                assert upstream is not None
-                if relay is not None:
+                    transport, upstream = await upstream_for(relay[0])
                     if host != destination[0]:
                         upstream.fake_by_port[destination[1]] = destination
                     transport.sendto(b"\x00\x00\x00" + socks5_address(host, destination[1]) + data, relay)
                     continue
-                if host != destination[0]:
-                    address = resolved.get(host)
-                    if address is None:
+                address = destination[0]
+                if host != address:
+                    known = resolved.get(host)
+                    if known is None:
                         try:
-                            infos = await loop.getaddrinfo(host, None, family=socket.AF_INET)
+                            infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
                         except OSError:
                             continue
-                        address = resolved[host] = str(infos[0][4][0])
+                        known = resolved[host] = str(infos[0][4][0])
+                    address = known
+                transport, upstream = await upstream_for(address)
+                if address != destination[0]:
                     upstream.seen_as[(address, destination[1])] = destination
-                    transport.sendto(data, (address, destination[1]))
-                else:
-                    transport.sendto(data, destination)
+                transport.sendto(data, (address, destination[1]))
         finally:
-            if transport is not None:
+            for transport, _ in upstreams.values():
                 transport.close()
             if control is not None:
                 control.close()  # RFC 1928 §7: the association ends with its TCP connection
@@ -256,10 +278,12 @@ class Tun2Socks:
 async def main(args: argparse.Namespace) -> int:
     tun = TunLink(args.tun, create=True, mtu=args.mtu)
     stack = aionetstack.Stack("tun2socks")
-    iface = stack.add_interface(tun, args.ip)
-    network = ipaddress.IPv4Interface(args.ip).network
-    stack.add_route(str(network), interface=iface)
-    fake_dns = FakeIpDns(FakeIpPool(args.fake_ip_pool, ttl=args.dns_ttl)) if args.dns == "fake-ip" else None
+    # Each address brings its connected route: replies reach the client's subnet through the TUN.
+    stack.add_interface(tun, *args.ip)
+    fake_dns = None
+    if args.dns == "fake-ip":
+        pool6 = FakeIpPool(args.fake_ip_pool6, ttl=args.dns_ttl) if args.fake_ip_pool6 else None
+        fake_dns = FakeIpDns(FakeIpPool(args.fake_ip_pool, ttl=args.dns_ttl), pool6)
     dns_relay = DnsRelay([args.dns_upstream]) if args.dns_upstream else None
     if dns_relay is not None:
         await dns_relay.start()
@@ -281,9 +305,15 @@ async def main(args: argparse.Namespace) -> int:
             await stop.wait()
         finally:
             await control.close()
-        counters = {k: v for k, v in stack.statistics().items() if k in ("forwarder", "tcp", "udp", "ip")}
+        counters = {
+            k: v
+            for k, v in stack.statistics().items()
+            if k in ("forwarder", "tcp", "udp", "ip", "ipv6", "icmpv6")
+        }
         if fake_dns is not None:
             counters["dns"] = {**fake_dns.counters, "pool": fake_dns.pool.counters}
+            if fake_dns.pool6 is not None:
+                counters["dns"]["pool6"] = fake_dns.pool6.counters
         if dns_relay is not None:
             counters.setdefault("dns", {})["relay"] = dns_relay.counters
             dns_relay.close()
@@ -297,7 +327,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tun", required=True, help="TUN device name (created if missing)")
     parser.add_argument(
-        "--ip", required=True, help="the stack's address on the TUN, with prefix (10.9.0.1/24)"
+        "--ip",
+        required=True,
+        action="append",
+        help="the stack's address on the TUN, with prefix (10.9.0.1/24); again for IPv6 (fd00:9::1/64)",
     )
     parser.add_argument("--mtu", type=int, default=None)
     parser.add_argument("--control", help="the Unix socket `aionetstack ss` asks (default: see above)")
@@ -310,15 +343,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="off",
         help="answer queries to any address's port 53: from a fake-IP pool, or relayed to --dns-upstream",
     )
-    parser.add_argument("--dns-upstream", type=_host_port, default=None, help="DNS server, IP:PORT")
+    parser.add_argument(
+        "--dns-upstream", type=_host_port, default=None, help="DNS server, IP:PORT or [IPv6]:PORT"
+    )
     parser.add_argument("--fake-ip-pool", default="198.18.0.0/15", help="fake-IP addresses (RFC 2544)")
+    parser.add_argument(
+        "--fake-ip-pool6", default=None, help="IPv6 fake-IP addresses for AAAA answers (a ULA /64, RFC 4193)"
+    )
     parser.add_argument("--dns-ttl", type=float, default=60.0, help="TTL of fake-IP answers, seconds")
     parser.add_argument(
         "--no-ping", dest="ping", action="store_false", help="drop pings instead of relaying them"
     )
-    parser.add_argument(
-        "--socks5", type=lambda s: (s.rsplit(":", 1)[0], int(s.rsplit(":", 1)[1])), default=None
-    )
+    parser.add_argument("--socks5", type=_host_port, default=None, help="HOST:PORT or [IPv6]:PORT")
     args = parser.parse_args(argv)
     if args.dns == "relay" and args.dns_upstream is None:
         parser.error("--dns relay needs --dns-upstream IP:PORT")
@@ -326,7 +362,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT``; an IPv6 address in brackets, ``[2001:db8::53]:53`` (RFC 3986 §3.2.2)."""
     host, _, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
     return host, int(port)
 
 

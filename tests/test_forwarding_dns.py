@@ -38,6 +38,14 @@ def test_one_name_one_address_from_the_pool_and_back() -> None:
     assert a in pool and "10.0.0.1" not in pool and "junk" not in pool
 
 
+def test_an_ipv6_pool_hands_out_ipv6_addresses() -> None:
+    pool = FakeIpPool("fd00:ff::/120", ttl=60)
+    assert pool.address_for("one.test", 0.0) == "fd00:ff::1"
+    assert pool.address_for("two.test", 0.0) == "fd00:ff::2"
+    assert pool.name_for("fd00:ff::2", 1.0) == "two.test" and pool.name_for("fd00:ff::3", 1.0) is None
+    assert "fd00:ff::1" in pool and "198.18.0.1" not in pool
+
+
 def test_a_full_pool_recycles_only_mappings_nobody_can_still_hold() -> None:
     pool = FakeIpPool("198.18.0.0/30", ttl=60)  # two usable addresses: .1 and .2
     assert pool.address_for("one.test", 0.0) == "198.18.0.1"
@@ -78,6 +86,29 @@ def test_a_queries_are_answered_from_the_pool_with_the_ttl() -> None:
     assert server.answer(ask("web.test", "MX"), 0.0) is RELAY
 
 
+def test_aaaa_queries_are_answered_from_an_ipv6_pool_when_there_is_one() -> None:
+    server = FakeIpDns(FakeIpPool(ttl=30), FakeIpPool("fdfe:dcba:9876::/64", ttl=30))
+    aaaa = dns.message.from_wire(server.answer(ask("web.test", "AAAA"), 0.0))  # type: ignore[arg-type]
+    (rrset,) = aaaa.answer
+    assert rrset.rdtype == dns.rdatatype.AAAA and rrset.ttl == 30
+    address = rrset[0].address
+    assert address == "fdfe:dcba:9876::1"  # never the network's own address
+    a = dns.message.from_wire(server.answer(ask("web.test"), 0.0))  # type: ignore[arg-type]
+    assert a.answer[0][0].address == "198.18.0.1"  # the same name has one address per family
+    assert server.pool_of(address) is server.pool6 and server.pool_of("198.18.0.1") is server.pool
+    assert server.pool_of("2001:db8::1") is None and server.pool_of("10.0.0.1") is None
+    assert server.pool6 is not None and server.pool6.name_for(address, 1.0) == "web.test"
+    assert server.pool6.name_for("198.18.0.1", 1.0) is None  # another family's address: not ours
+    assert ipaddress.IPv6Address(address) in ipaddress.IPv6Network("fdfe:dcba:9876::/64")
+
+
+def test_pools_of_the_wrong_family_are_named() -> None:
+    with pytest.raises(ValueError, match="pool6"):
+        FakeIpDns(FakeIpPool(), FakeIpPool())
+    with pytest.raises(ValueError, match="pool"):
+        FakeIpDns(FakeIpPool("fd00::/64"))
+
+
 def test_exhaustion_is_servfail_and_garbage_is_dropped() -> None:
     server = FakeIpDns(FakeIpPool("198.18.0.0/30", ttl=60))
     for name in ("a.test", "b.test"):
@@ -94,7 +125,7 @@ def test_exhaustion_is_servfail_and_garbage_is_dropped() -> None:
 
 
 class Upstream(asyncio.DatagramProtocol):
-    """A DNS server on 127.0.0.1: web.test A 192.0.2.80, TTL 300."""
+    """A DNS server on the host's loopback: web.test A 192.0.2.80, TTL 300."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -108,11 +139,17 @@ class Upstream(asyncio.DatagramProtocol):
         self.transport.sendto(response.to_wire(), addr)
 
 
-async def test_the_relay_passes_answers_through_with_the_clients_id() -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_the_relay_passes_answers_through_with_the_clients_id(host: str) -> None:
     loop = asyncio.get_running_loop()
-    transport, upstream = await loop.create_datagram_endpoint(Upstream, local_addr=("127.0.0.1", 0))
+    try:
+        transport, upstream = await loop.create_datagram_endpoint(Upstream, local_addr=(host, 0))
+    except OSError as exc:  # a host with IPv6 disabled has no ::1
+        pytest.skip(f"no {host} on this host: {exc}")
     port = transport.get_extra_info("sockname")[1]
-    relay = DnsRelay([("127.0.0.1", port)], rng=random.Random(4))
+    # An IPv6 server written at length matches the answers' source (RFC 5952 text) all the same.
+    written = "0:0:0:0:0:0:0:1" if host == "::1" else host
+    relay = DnsRelay([(written, port)], rng=random.Random(4))
     await relay.start()
     try:
         got: asyncio.Queue[bytes] = asyncio.Queue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import pytest
 
@@ -14,9 +15,10 @@ from aionetstack.link import LinkKind
 def _network() -> tuple[aionetstack.Stack, aionetstack.Stack]:
     tun_side, app_side = aionetstack.link.pipe(mtu=1500, kind=LinkKind.IP, checksum_offload=False)
     client, forwarder = aionetstack.Stack("client"), aionetstack.Stack("forwarder")
-    iface = client.add_interface(tun_side, "10.0.0.2/24")
+    iface = client.add_interface(tun_side, "10.0.0.2/24", "fd00::2/64")
     client.add_route("0.0.0.0/0", interface=iface)
-    forwarder.add_interface(app_side, "10.0.0.1/24")
+    client.add_route("::/0", interface=iface)
+    forwarder.add_interface(app_side, "10.0.0.1/24", "fd00::1/64")
     return client, forwarder
 
 
@@ -91,6 +93,40 @@ async def test_one_client_port_is_one_session_for_every_destination() -> None:
         assert forwarder.counters["forwarder.udp.datagrams"] == 3
         transport.close()
         other.close()
+
+
+@pytest.mark.looptime
+async def test_an_ipv6_client_port_is_one_session_and_any_ipv6_address_may_answer() -> None:
+    client, forwarder = _network()
+    sessions: list[UdpSession] = []
+
+    async def handler(session: UdpSession) -> None:
+        sessions.append(session)
+        while (item := await session.recv()) is not None:
+            data, destination = item
+            session.sendto(hashlib.sha256(data).digest(), destination)
+            session.sendto(b"stun-peer", ("2001:db8:ffff::99", 3478))
+
+    async with client, forwarder:
+        forwarder.set_udp_session_forwarder(handler)
+        transport, inbox = await client.create_datagram_endpoint(Inbox, local_addr=("fd00::2", 5000))
+        big = bytes(range(256)) * 20  # 5120 bytes: fragmented on the 1500-byte wire, both ways
+        transport.sendto(b"one", ("2001:db8::1", 3478))
+        transport.sendto(big, ("2001:db8::2", 19302))
+        async with asyncio.timeout(30):
+            got = [await inbox.got.get() for _ in range(4)]
+        assert (hashlib.sha256(b"one").digest(), ("2001:db8::1", 3478, 0, 0)) in got
+        assert (hashlib.sha256(big).digest(), ("2001:db8::2", 19302, 0, 0)) in got
+        assert got.count((b"stun-peer", ("2001:db8:ffff::99", 3478, 0, 0))) == 2
+        assert len(sessions) == 1 and sessions[0].source == ("fd00::2", 5000)
+        # The same port number over IPv4 is another client endpoint: another session.
+        v4, inbox4 = await client.create_datagram_endpoint(Inbox, local_addr=("10.0.0.2", 5000))
+        v4.sendto(b"two", ("198.51.100.1", 3478))
+        async with asyncio.timeout(30):
+            assert (await inbox4.got.get())[0] == hashlib.sha256(b"two").digest()
+        assert [s.source for s in sessions] == [("fd00::2", 5000), ("10.0.0.2", 5000)]
+        transport.close()
+        v4.close()
 
 
 @pytest.mark.looptime

@@ -17,6 +17,7 @@ from aionetstack.forwarding.udp import UdpSession, UdpSessionForwarder
 
 if TYPE_CHECKING:
     from aionetstack.network.icmp import IcmpLayer
+    from aionetstack.network.icmpv6 import Icmpv6Layer
     from aionetstack.stack import Stack
     from aionetstack.transport.tcp.layer import TcpLayer
     from aionetstack.transport.udp import UdpLayer
@@ -30,6 +31,7 @@ class ForwarderSetup:
     tcp: TcpLayer
     udp: UdpLayer
     icmp: IcmpLayer
+    icmp6: Icmpv6Layer
     tcp_forwarder: TcpForwarder | None
     udp_forwarder: UdpForwarder | UdpSessionForwarder | None
     icmp_forwarder: IcmpForwarder | None
@@ -103,7 +105,7 @@ class ForwarderSetup:
         self.udp.forwarder = self.udp_forwarder
 
     def set_icmp_forwarder(self, handler: Callable[[EchoRequest], Any] | None) -> None:
-        """Take ICMP echo requests to *any* address: ``handler(request)`` is called for each.
+        """Take ICMP and ICMPv6 echo requests to *any* address: ``handler(request)`` is called for each.
 
         It answers (``request.reply()``), relays (a :class:`~aionetstack.forwarding.icmp.PingRelay`)
         or ignores it (dropped). See :mod:`aionetstack.forwarding.icmp`. ``None`` turns it off.
@@ -113,8 +115,9 @@ class ForwarderSetup:
             self.icmp_forwarder.close()
         scheduler: Stack = self  # type: ignore[assignment]  # the mixin is on a Stack
         self.icmp_forwarder = (
-            IcmpForwarder(self.icmp.network, self.icmp.counters, scheduler, handler)
+            IcmpForwarder(self.icmp.network, self.icmp.counters, scheduler, handler, self.icmp6.network)
             if handler is not None
             else None
         )
         self.icmp.forwarder = self.icmp_forwarder
+        self.icmp6.forwarder = self.icmp_forwarder

@@ -102,10 +102,11 @@ class UdpSession:
     """Every datagram one client address/port sends, to any destination (endpoint-independent).
 
     ``await session.recv()`` gives ``(data, (host, port))`` — the datagram and where the client
-    sent it — or ``None`` once the session idled out or was closed. ``session.sendto(data,
-    (host, port))`` delivers a datagram to the client *from* ``(host, port)``: any address may
-    answer (endpoint-independent filtering, RFC 4787 §5 REQ-8's full cone) — a handler that wants
-    address-dependent filtering checks the source itself.
+    sent it, an IPv6 host as RFC 5952 text — or ``None`` once the session idled out or was closed.
+    A session is one client address and port, so a dual-stack client has one per family.
+    ``session.sendto(data, (host, port))`` delivers a datagram to the client *from* ``(host,
+    port)``: any address may answer (endpoint-independent filtering, RFC 4787 §5 REQ-8's full
+    cone) — a handler that wants address-dependent filtering checks the source itself.
     """
 
     __slots__ = ("_closed", "_forwarder", "_key", "_queue", "_waiter", "source")

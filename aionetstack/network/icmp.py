@@ -42,6 +42,7 @@ from aionetstack.wire.ipv4 import PROTO_ICMP, Ipv4Header
 if TYPE_CHECKING:
     from aionetstack.network.interface import Interface
     from aionetstack.options import StackOptions
+    from aionetstack.wire.ipv6 import Ipv6Header
 
 __all__ = ["EchoForwarder", "EchoWaiter", "IcmpLayer", "icmp_error_to_exception"]
 
@@ -78,11 +79,13 @@ class EchoWaiter(Protocol):
 
 
 class EchoForwarder(Protocol):
-    """Takes echo requests to addresses that are not ours (``stack.set_icmp_forwarder``)."""
+    """Takes echo requests to addresses that are not ours (``stack.set_icmp_forwarder``): ICMP
+    echo under an IPv4 header, ICMPv6 echo (from :class:`~aionetstack.network.icmpv6.Icmpv6Layer`)
+    under an IPv6 one."""
 
     def echo(
         self,
-        header: Ipv4Header,
+        header: Ipv4Header | Ipv6Header,
         identifier: int,
         sequence: int,
         buf: Buffer,

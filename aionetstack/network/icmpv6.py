@@ -52,7 +52,7 @@ from aionetstack.wire.ipv6 import (
 from aionetstack.wire.ndp import parse_nd
 
 if TYPE_CHECKING:
-    from aionetstack.network.icmp import EchoWaiter
+    from aionetstack.network.icmp import EchoForwarder, EchoWaiter
     from aionetstack.network.interface import Interface
     from aionetstack.network.ipv6 import Ipv6Layer
     from aionetstack.network.pmtu import PmtuCache
@@ -126,10 +126,12 @@ class Icmpv6Layer:
         self.bucket = TokenBucket(options.icmp_error_rate, options.icmp_error_burst)
         self._echoes: dict[tuple[int, int], EchoWaiter] = {}
         self._echo_ids = itertools.count(int.from_bytes(os.urandom(2), "big"))
+        #: Takes echo requests to addresses that are not ours (``stack.set_icmp_forwarder``).
+        self.forwarder: EchoForwarder | None = None
 
     @property
     def promiscuous(self) -> bool:
-        return False
+        return self.forwarder is not None
 
     def icmp_error(self, *args: object) -> None:
         """Errors about ICMPv6 messages are matched in :meth:`_error_input` (echo requests only)."""
@@ -150,7 +152,9 @@ class Icmpv6Layer:
         kind = message.type
         if kind == ICMPV6_ECHO_REQUEST:
             counters["icmpv6.echo-requests"] += 1
-            self._echo_request(ip, buf, message.identifier, message.sequence, message.body_offset, end)
+            self._echo_request(
+                ip, buf, message.identifier, message.sequence, message.body_offset, end, ip_offset
+            )
         elif kind == ICMPV6_ECHO_REPLY:
             waiter = self._echoes.pop((message.identifier, message.sequence), None)
             if waiter is None or not waiter.echo_reply(self.clock()):
@@ -170,7 +174,14 @@ class Icmpv6Layer:
             counters["icmpv6.dropped.unhandled-type"] += 1
 
     def _echo_request(
-        self, header: Ipv6Header, buf: Buffer, identifier: int, sequence: int, body: int, end: int
+        self,
+        header: Ipv6Header,
+        buf: Buffer,
+        identifier: int,
+        sequence: int,
+        body: int,
+        end: int,
+        ip_offset: int,
     ) -> None:
         """RFC 4443 §4.2: the reply carries the request's data; to a multicast request (§4.2
         allows it, as Linux does) from an address of the interface it came in on."""
@@ -183,7 +194,12 @@ class Icmpv6Layer:
             elif network.is_local(destination):
                 source = destination
             else:
-                counters["icmpv6.dropped.not-for-us"] += 1
+                forwarder = self.forwarder
+                if forwarder is not None:
+                    # A forwarder's (the tun2socks use): it answers, relays or drops.
+                    forwarder.echo(header, identifier, sequence, buf, body, end, ip_offset)
+                else:
+                    counters["icmpv6.dropped.not-for-us"] += 1
                 return
             reply = build_icmpv6_echo(
                 True, identifier, sequence, memoryview(buf)[body:end], source, header.source

@@ -294,6 +294,7 @@ class Ipv6Layer(NeighbourDiscovery):
             # on a real interface is dropped.
             counters["ipv6.dropped.martian"] += 1
             return
+        foreign = False  # to an address not ours, for a forwarder (a promiscuous transport)
         if destination not in self.local_addresses:
             if destination[0] == 0xFF:
                 if destination not in iface.groups6:
@@ -301,6 +302,12 @@ class Ipv6Layer(NeighbourDiscovery):
                     # up (RFC 4291 §2.8), so it is no error, only filtered.
                     counters["ipv6.multicast-filtered"] += 1
                     return
+            elif header.next_header in EXTENSION_HEADERS and any(
+                p.promiscuous for p in self.transports.protocols.values()
+            ):
+                # RFC 8200 §4: the upper-layer protocol is only known past the extension headers
+                # (past reassembly, for a fragment): a forwarder's packet is told apart below.
+                foreign = True
             elif not self.transports.promiscuous(header.next_header):
                 counters["ipv6.dropped.not-for-us"] += 1
                 return
@@ -344,6 +351,9 @@ class Ipv6Layer(NeighbourDiscovery):
             protocol = chain.upper_protocol
             start = chain.upper_offset
             pointer = chain.next_header_pointer
+        if foreign and not self.transports.promiscuous(protocol):
+            counters["ipv6.dropped.not-for-us"] += 1
+            return
         if protocol == NEXT_NONE:
             counters["ipv6.no-next-header"] += 1  # RFC 8200 §4.7: nothing follows, nothing to do
             return
