@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import itertools
 import ssl as ssl_module
 import types
 from asyncio import sslproto, staggered
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aionetstack import _validate
@@ -186,9 +187,12 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
             if self._listener is not None:
                 listener, self._listener = self._listener, None
                 listener.established(self)
-            elif self._protocol is not None:
-                self._made = True
-                self._call("connection_made", self)
+            else:
+                if self._protocol is not None:
+                    self._made = True
+                    self._call("connection_made", self)
+                # A connect attempt without its protocol yet (happy eyeballs) is started by the
+                # winner's start(); its waiter says only that the handshake is done.
                 waiter = self._waiter
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
@@ -211,7 +215,8 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
                 waiter.set_exception(
                     error or ConnectionRefusedError(errno.ECONNREFUSED, "connection refused")
                 )
-            elif self._connected:
+            elif self._connected and self._protocol is not None:
+                # (Not yet started: start() delivers what came and then the loss.)
                 if self._reading_paused or conn.received_bytes:
                     self._deliver(force=True)
                 self._connection_lost(error)
@@ -329,7 +334,8 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
                 self._stack.report_callback_error("pause_writing", exc, self._protocol)
 
     def start(self, protocol: asyncio.BaseProtocol) -> None:
-        """A listener's connection was accepted: attach the protocol and deliver what waited."""
+        """Attach the protocol to an established connection and deliver what waited: a listener's
+        accepted connection, or the connect attempt that won (asyncio makes the protocol only then)."""
         self._protocol = protocol
         self._made = True
         self._call("connection_made", self)
@@ -610,52 +616,37 @@ async def create_connection(
         # asyncio pairs each remote address with a local one of its family; ours has one.
         remotes = [r for r in remotes if len(r[0]) == len(local[0])] or remotes
     if len(remotes) == 1:
-        return await _connect_to(
-            stack,
-            protocol_factory,
-            remotes[0],
-            local,
-            local_addr,
-            host,
-            ssl=ssl,
-            server_hostname=server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout,
-            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        transport = await _connect_tcp(stack, remotes[0], local, local_addr)
+    else:
+        if happy_eyeballs_delay is not None and interleave is None:
+            interleave = 1  # asyncio: a delay without interleave interleaves by one
+        if interleave:
+            remotes = _interleave(remotes, interleave)
+        # RFC 8305 §5 through asyncio's own race: the next attempt starts after the delay or as soon
+        # as the one before fails; the first to connect wins and the others are cancelled (and
+        # abort). As asyncio races bare sockets, the attempts have no protocol: only the winner gets one.
+        winner, _index, errors = await staggered.staggered_race(
+            [functools.partial(_connect_tcp, stack, r, local, local_addr) for r in remotes],
+            happy_eyeballs_delay,
         )
-    if happy_eyeballs_delay is not None and interleave is None:
-        interleave = 1  # asyncio: a delay without interleave interleaves by one
-    if interleave:
-        remotes = _interleave(remotes, interleave)
-
-    def attempt(
-        remote: tuple[bytes, int],
-    ) -> Callable[[], Awaitable[tuple[asyncio.Transport, asyncio.BaseProtocol]]]:
-        return lambda: _connect_to(
-            stack,
-            protocol_factory,
-            remote,
-            local,
-            local_addr,
-            host,
-            ssl=ssl,
-            server_hostname=server_hostname,
-            ssl_handshake_timeout=ssl_handshake_timeout,
-            ssl_shutdown_timeout=ssl_shutdown_timeout,
-        )
-
-    # RFC 8305 §5 through asyncio's own race: the next attempt starts after the delay or as soon
-    # as the one before fails; the first to connect wins and the others are cancelled.
-    winner, _index, errors = await staggered.staggered_race(
-        [attempt(r) for r in remotes], happy_eyeballs_delay
+        if winner is None:
+            failures = [e for e in errors if e is not None]
+            if all_errors:
+                raise ExceptionGroup("create_connection failed", failures)
+            if len(failures) == 1 or all(str(f) == str(failures[0]) for f in failures):
+                raise failures[0]
+            raise OSError(f"Multiple exceptions: {', '.join(str(f) for f in failures)}")
+        transport = winner
+    return await _attach_protocol(
+        stack,
+        protocol_factory,
+        transport,
+        host,
+        ssl=ssl,
+        server_hostname=server_hostname,
+        ssl_handshake_timeout=ssl_handshake_timeout,
+        ssl_shutdown_timeout=ssl_shutdown_timeout,
     )
-    if winner is not None:
-        return winner  # type: ignore[no-any-return]
-    failures = [e for e in errors if e is not None]
-    if all_errors:
-        raise ExceptionGroup("create_connection failed", failures)
-    if len(failures) == 1 or all(str(f) == str(failures[0]) for f in failures):
-        raise failures[0]
-    raise OSError(f"Multiple exceptions: {', '.join(str(f) for f in failures)}")
 
 
 def _interleave(remotes: list[tuple[bytes, int]], first_family_count: int) -> list[tuple[bytes, int]]:
@@ -674,12 +665,10 @@ def _interleave(remotes: list[tuple[bytes, int]], first_family_count: int) -> li
     return ordered
 
 
-async def _connect_to(
+async def _attach_protocol(
     stack: Stack,
     protocol_factory: Callable[[], asyncio.BaseProtocol],
-    remote: tuple[bytes, int],
-    local: tuple[bytes, int] | None,
-    local_addr: Any,
+    transport: TcpTransport,
     host: str,
     *,
     ssl: ssl_module.SSLContext | bool | None,
@@ -687,15 +676,9 @@ async def _connect_to(
     ssl_handshake_timeout: float | None,
     ssl_shutdown_timeout: float | None,
 ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
-    """One connection attempt to ``remote`` (one address of the host)."""
+    """Give the established ``transport`` its protocol (and TLS), as asyncio's
+    ``_create_connection_transport`` does with the socket that connected."""
     loop = asyncio.get_running_loop()
-    local_ip, local_port = local if local is not None else (wildcard(remote[0]), 0)
-    if len(local_ip) != len(remote[0]):
-        raise OSError(errno.EAFNOSUPPORT, "local_addr and the remote host are of different address families")
-    if is_wildcard(local_ip):
-        local_ip = stack.tcp.network_for(remote[0]).source_address(remote[0])
-    elif not stack.tcp.network_for(local_ip).is_local(local_ip):
-        raise OSError(errno.EADDRNOTAVAIL, f"{local_addr[0]} is not an address of stack {stack.name}")
     app_protocol = protocol_factory()
     protocol: asyncio.BaseProtocol = app_protocol
     ssl_waiter: asyncio.Future[None] | None = None
@@ -715,16 +698,40 @@ async def _connect_to(
             ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
+    transport.start(protocol)
+    if ssl_waiter is None:
+        return transport, app_protocol
+    try:
+        await ssl_waiter
+    except BaseException:
+        transport.abort()
+        raise
+    return protocol._app_transport, app_protocol  # type: ignore[attr-defined]
+
+
+async def _connect_tcp(
+    stack: Stack,
+    remote: tuple[bytes, int],
+    local: tuple[bytes, int] | None,
+    local_addr: Any,
+) -> TcpTransport:
+    """One connection attempt to ``remote`` (one address of the host): the handshake only, with no
+    protocol yet, as asyncio races bare sockets (``sock_connect``) before it makes one."""
+    loop = asyncio.get_running_loop()
+    local_ip, local_port = local if local is not None else (wildcard(remote[0]), 0)
+    if len(local_ip) != len(remote[0]):
+        raise OSError(errno.EAFNOSUPPORT, "local_addr and the remote host are of different address families")
+    if is_wildcard(local_ip):
+        local_ip = stack.tcp.network_for(remote[0]).source_address(remote[0])
+    elif not stack.tcp.network_for(local_ip).is_local(local_ip):
+        raise OSError(errno.EADDRNOTAVAIL, f"{local_addr[0]} is not an address of stack {stack.name}")
     conn = stack.tcp.connect(local_ip, local_port, remote, loop.time())
-    transport = TcpTransport(stack, conn, protocol)
+    transport = TcpTransport(stack, conn, None)
     transport.asyncio_defaults()
     transport._waiter = loop.create_future()
     stack.tcp.mark(conn)
     try:
         await transport._waiter
-        transport._waiter = None  # done: a future kept for the connection's life is 150 bytes more
-        if ssl_waiter is not None:
-            await ssl_waiter
     except BaseException:
         transport.abort()
         # The exception's traceback holds this frame, which holds the transport: the transport and
@@ -732,6 +739,5 @@ async def _connect_to(
         transport._waiter = None
         conn.error = None
         raise
-    if ssl_waiter is not None:
-        return protocol._app_transport, app_protocol  # type: ignore[attr-defined]
-    return transport, app_protocol
+    transport._waiter = None  # done: a future kept for the connection's life is 150 bytes more
+    return transport

@@ -154,12 +154,6 @@ async def test_when_both_families_answer_one_connection_survives_on_each_side() 
 
 
 @pytest.mark.looptime
-@pytest.mark.xfail(
-    strict=True,
-    reason="transports.py calls protocol_factory in every attempt (_connect_to), asyncio only for "
-    "the winner (it races bare sockets); a losing attempt's protocol exists, and may see "
-    "connection_made and connection_lost, which asyncio's never does",
-)
 async def test_the_factory_is_called_once_as_asyncio_calls_it() -> None:
     async with dual_stacks() as (net, _client6, _server6):
         server = await net.server.create_server(asyncio.Protocol, SERVER6, 9002)
