@@ -52,6 +52,16 @@ def unique_device_name() -> str:
     return DEVICE_PREFIX + secrets.token_hex(6)
 
 
+def ula_prefix() -> str:
+    """A random ``fdXX:XXXX:XXXX:YYYY::`` /64 prefix (RFC 4193 §3.2) for a test's namespaces only.
+
+    Written as the kernel writes it (RFC 5952 §4.1: no leading zeros), so an address made from it
+    compares equal to what ping, getent and the kernel's sockets print.
+    """
+    groups = [0xFD00 | secrets.randbelow(256), *(0x1000 + secrets.randbelow(0xF000) for _ in range(3))]
+    return ":".join(f"{g:x}" for g in groups) + "::"
+
+
 @dataclass(frozen=True, slots=True)
 class Subnet:
     """A random 10.x.y.0/24: the kernel takes .1, our stack .2 (and .3 onwards if it needs them)."""

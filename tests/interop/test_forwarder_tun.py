@@ -12,7 +12,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.netns import NetNS, Subnet, require_interop, require_tool, unique_device_name
+from tests.interop.netns import NetNS, Subnet, require_interop, require_tool, ula_prefix, unique_device_name
 
 pytestmark = pytest.mark.interop
 
@@ -283,16 +282,6 @@ for target in sys.argv[1:]:
     data, addr = s.recvfrom(65535)
     print(addr[0], addr[1], data.decode(), flush=True)
 """
-
-
-def ula_prefix() -> str:
-    """A random fdXX:XXXX:XXXX:YYYY:: /64 prefix (RFC 4193 §3.2): lives only in the test's namespaces.
-
-    Written as the kernel writes it (RFC 5952 §4.1: no leading zeros), so an address made from it
-    compares equal to what ping, getent and the kernel's sockets print.
-    """
-    groups = [0xFD00 | secrets.randbelow(256), *(0x1000 + secrets.randbelow(0xF000) for _ in range(3))]
-    return ":".join(f"{g:x}" for g in groups) + "::"
 
 
 class Tunnel:

@@ -14,7 +14,6 @@ import hashlib
 import ipaddress
 import json
 import random
-import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.netns import NetNS, Subnet, require_tool, tshark_problems, unique_device_name
+from tests.interop.netns import NetNS, Subnet, require_tool, tshark_problems, ula_prefix, unique_device_name
 from tests.interop.test_kernel_peer import (
     KERNEL_HASHER,
     KERNEL_SENDER,
@@ -337,11 +336,6 @@ async def test_nc_process_listens(netns: NetNS, persistent_tap: tuple[str, Subne
 
 
 # -- IPv6 (issue 13) ------------------------------------------------------------------------------
-
-
-def ula_prefix() -> str:
-    """A random fdXX:XXXX:XXXX:YYYY::/64 (RFC 4193 §3.2), inside the namespace only."""
-    return "fd" + ":".join(secrets.token_hex(2) for _ in range(4))[2:] + "::"
 
 
 async def kernel_ipv6_ready(ns: NetNS, device: str) -> str:

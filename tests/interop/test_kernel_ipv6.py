@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import secrets
 import socket
 from pathlib import Path
 
@@ -18,14 +17,9 @@ import pytest
 
 from aionetstack import Stack
 from aionetstack.network.interface import Interface
-from tests.interop.netns import NetNS, require_tool
+from tests.interop.netns import NetNS, require_tool, ula_prefix
 
 TIMEOUT = 30.0
-
-
-def _ula_prefix() -> str:
-    """A random fdXX:XXXX:XXXX:YYYY::/64 (RFC 4193 §3.2)."""
-    return "fd" + ":".join(secrets.token_hex(2) for _ in range(4))[2:] + "::"
 
 
 async def _our_link_local(iface: Interface) -> str:
@@ -52,7 +46,7 @@ async def test_kernel_ping6_reaches_our_link_local_and_global_addresses(netns: N
     require_tool("ping", "iputils-ping")
     link, subnet = netns.add_tap()
     device = link.device_name
-    prefix = _ula_prefix()
+    prefix = ula_prefix()
     netns.ip("-6", "addr", "add", f"{prefix}1/64", "dev", device, "nodad")
     async with Stack("ours") as stack:
         iface = stack.add_interface(link, subnet.cidr(2), f"{prefix}2/64", name=device)
@@ -79,7 +73,7 @@ async def test_kernel_ping6_reaches_us_through_tun_without_neighbour_discovery(n
     require_tool("ping", "iputils-ping")
     link, subnet = netns.add_tun()
     device = link.device_name
-    prefix = _ula_prefix()
+    prefix = ula_prefix()
     netns.ip("-6", "addr", "add", f"{prefix}1/64", "dev", device, "nodad")
     async with Stack("ours") as stack:
         iface = stack.add_interface(link, subnet.cidr(2), f"{prefix}2/64", name=device)
@@ -117,7 +111,7 @@ async def test_kernel_router_advertisements_configure_our_stack(netns: NetNS, tm
     require_tool("ping", "iputils-ping")
     link, subnet = netns.add_tap(mtu=1500)
     device = link.device_name
-    prefix = _ula_prefix()
+    prefix = ula_prefix()
     mtu = 1400
     # radvd advertises only as a router (RFC 4861 §6.2.2): forwarding on, inside the namespace only.
     netns.run("sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1", check=True)
@@ -189,7 +183,7 @@ async def test_our_resolver_asks_dnsmasq_over_ipv6_for_a_and_aaaa(netns: NetNS, 
     dnsmasq = require_tool("dnsmasq", "dnsmasq")
     link, subnet = netns.add_tap()
     device = link.device_name
-    prefix = _ula_prefix()
+    prefix = ula_prefix()
     netns.ip("-6", "addr", "add", f"{prefix}1/64", "dev", device, "nodad")
     server = await netns.exec(
         dnsmasq,
