@@ -66,6 +66,8 @@ __all__ = ["IcmpErrors", "Ipv4Layer", "PacketOwner", "fragment_packet", "new_nei
 
 _ETH_IP = struct.Struct("!6s6sH")
 _IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
+#: Ethernet and IPv4 headers packed in one call (output_run: one pack per datagram, not two).
+_ETH_IP_HEADER = struct.Struct("!6s6sHBBHHHBBH4s4s")
 _ZERO_MAC = b"\x00" * 6
 
 
@@ -433,6 +435,106 @@ class Ipv4Layer:
             )
             counters["ip.fragments-sent"] += 1
             self._link_output(iface, next_hop, destination, (header, piece), owner)
+
+    def output_run(
+        self,
+        source: bytes,
+        destination: bytes,
+        protocol: int,
+        segments: list[tuple[Buffer, Buffer, Buffer]],
+        *,
+        dont_fragment: bool,
+        owner: PacketOwner | None,
+        path: tuple[Interface, bytes],
+    ) -> None:
+        """Send a run of transport segments of one flow, each as ``(header, options, payload)``:
+        what :meth:`output` does for each, with the route, the next hop's MAC and the constant
+        part of the header checksum looked up once for the run, and each frame built with one
+        pack and one join. A segment that would need fragmenting (or is too big with DF) and a
+        next hop not yet resolved take :meth:`output`'s path.
+        """
+        iface, next_hop = path
+        link = iface.link
+        ethernet = link.kind is LinkKind.ETHERNET
+        mac = self._resolve(iface, next_hop, destination) if ethernet else b""
+        if mac is None:
+            for parts in segments:  # RFC 1122 §2.3.2.2: queued in the neighbour entry, as one by one
+                self.output(
+                    source, destination, protocol, parts, dont_fragment=dont_fragment, owner=owner, path=path
+                )
+            return
+        mtu = link.mtu
+        flags = 0x4000 if dont_fragment else 0
+        ttl = self.default_ttl
+        checksum = not link.checksum_offload
+        # RFC 1071 §2: the header's words that do not change within the run, summed once; each
+        # datagram adds its total length and ID (tos 0, no options, not a fragment).
+        fixed = (
+            0x4500
+            + flags
+            + (ttl << 8)
+            + protocol
+            + (source[0] << 8)
+            + source[1]
+            + (source[2] << 8)
+            + source[3]
+            + (destination[0] << 8)
+            + destination[1]
+            + (destination[2] << 8)
+            + destination[3]
+        )
+        next_id = self.ids.next
+        now = self.clock()
+        emit = self.emit
+        local_mac = link.mac
+        pack = _ETH_IP_HEADER.pack
+        pack_ip = _IP_HEADER.pack
+        join = b"".join
+        sent = 0
+        try:
+            for parts in segments:
+                header, options, payload = parts
+                total = IPV4_HEADER_LENGTH + len(header) + len(options) + len(payload)
+                if total > mtu:
+                    self.output(
+                        source,
+                        destination,
+                        protocol,
+                        parts,
+                        dont_fragment=dont_fragment,
+                        owner=owner,
+                        path=path,
+                    )
+                    continue
+                ident = next_id(source, destination, protocol, now)
+                value = 0
+                if checksum:
+                    s = fixed + total + ident
+                    s = (s & 0xFFFF) + (s >> 16)
+                    s = (s & 0xFFFF) + (s >> 16)
+                    value = ~s & 0xFFFF
+                if ethernet:
+                    head = pack(
+                        mac,
+                        local_mac,
+                        ETHERTYPE_IPV4,
+                        0x45,
+                        0,
+                        total,
+                        ident,
+                        flags,
+                        ttl,
+                        protocol,
+                        value,
+                        source,
+                        destination,
+                    )
+                else:
+                    head = pack_ip(0x45, 0, total, ident, flags, ttl, protocol, value, source, destination)
+                emit(link, join((head, header, options, payload)))
+                sent += 1
+        finally:
+            self.counters["ip.sent"] += sent
 
     def _header(
         self,

@@ -416,20 +416,38 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
                 # _send's body, inline: one Python call fewer per segment, and the look-ups (the
                 # route, whether the link wants TCP checksums) once for the whole outbox.
                 checksum = not path[0].link.checksum_offload
-                ip_output = network.output
-                counters = self.counters
-                for s, a, f, w, o, p in outbox:
-                    header = tcp_header(src, dst, sport, dport, s, a, f, w, o, p, checksum)
-                    ip_output(
+                output_run = getattr(network, "output_run", None)
+                if output_run is not None:
+                    # The whole outbox in one call: the network layer looks the route's next
+                    # hop up once and builds each frame with one pack (Ipv4Layer.output_run).
+                    output_run(
                         src,
                         dst,
                         PROTO_TCP,
-                        (header, o, p) if o else (header, p),  # type: ignore[arg-type]
+                        [
+                            (tcp_header(src, dst, sport, dport, s, a, f, w, o, p, checksum), o, p)
+                            for s, a, f, w, o, p in outbox
+                        ],
                         owner=owner,
                         path=path,
                         dont_fragment=df,
                     )
-                    counters["tcp.segments-sent"] += 1
+                    self.counters["tcp.segments-sent"] += len(outbox)
+                else:
+                    ip_output = network.output
+                    counters = self.counters
+                    for s, a, f, w, o, p in outbox:
+                        header = tcp_header(src, dst, sport, dport, s, a, f, w, o, p, checksum)
+                        ip_output(
+                            src,
+                            dst,
+                            PROTO_TCP,
+                            (header, o, p) if o else (header, p),  # type: ignore[arg-type]
+                            owner=owner,
+                            path=path,
+                            dont_fragment=df,
+                        )
+                        counters["tcp.segments-sent"] += 1
         except OSError as exc:
             if exc.errno == errno.EMSGSIZE:
                 # DF and a datagram over the first hop's MTU (the route moved to a smaller link since
