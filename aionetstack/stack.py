@@ -546,8 +546,11 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
 
     def arm_network_timer(self) -> None:
         """Keep one timer for the network protocols (ARP, reassembly) at the earliest deadline."""
-        deadlines = [d for d in (n.next_deadline() for n in self.networks) if d is not None]
-        deadline = min(deadlines) if deadlines else None
+        deadline = None
+        for network in self.networks:  # after every output pass: a plain loop, no lists
+            d = network.next_deadline()
+            if d is not None and (deadline is None or d < deadline):
+                deadline = d
         if deadline == self._timer_at:
             return
         if self._timer is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
 from aionetstack.link.endpoint import LinkKind, OffloadFrame
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = ["IcmpErrors", "Ipv4Layer", "PacketOwner", "fragment_packet", "new_neighbour_cache"]
 
 _ETH_IP = struct.Struct("!6s6sH")
+_WORDS = struct.Struct("!10H")
 _IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
 #: Ethernet and IPv4 headers packed in one call (output_run: one pack per datagram, not two).
 _ETH_IP_HEADER = struct.Struct("!6s6sHBBHHHBBH4s4s")
@@ -82,6 +84,10 @@ class IcmpErrors(Protocol):
         self, icmp_type: int, code: int, to: bytes, quote: Buffer, mtu: int = 0, source: bytes | None = None
     ) -> None: ...
 
+
+#: A transport's input by addresses alone (``TcpLayer.addressed_input``): interface, source,
+#: destination, buffer, payload start and end. IPv4's fast path hands datagrams to it.
+AddressedInput = Callable[["Interface", bytes, bytes, Buffer, int, int], None]
 
 #: What waits in a neighbour entry's queue (the cache holds it opaquely): an IP packet and its owner.
 _Waiting = tuple[bytes, PacketOwner | None]
@@ -131,6 +137,8 @@ class Ipv4Layer:
         self.ids = IpIdGenerator()
         self.forwarding = options.forwarding
         self.default_ttl = options.default_ttl
+        self._fast_for: dict[int, object] = {}
+        self._fast_inputs: dict[int, AddressedInput] = {}
 
     def ethertypes(self) -> dict[int, NetworkInput]:
         """IPv4 and ARP frames (RFC 894, RFC 826) come here."""
@@ -187,6 +195,37 @@ class Ipv4Layer:
     def ipv4_input(self, iface: Interface, buf: Buffer, offset: int) -> None:
         """Validate an IPv4 datagram (RFC 1122 §3.2.1) and deliver it to its protocol."""
         counters = self.counters
+        # The common case in one unpack and no header object: 20 bytes of header, not a
+        # fragment, reserved bit clear, to one of our addresses from a unicast source other than
+        # 0/8, 127/8 and 224/3 (RFC 1122 §3.2.1.3), for a transport that takes a datagram by
+        # its addresses. Anything else, and every malformed datagram, takes the full path below,
+        # which validates in RFC order and counts why it drops.
+        if len(buf) - offset >= IPV4_HEADER_LENGTH:
+            ver_ihl, _tos, total, _id, flags_frag, _ttl, protocol, _sum, source, destination = (
+                _IP_HEADER.unpack_from(buf, offset)
+            )
+            first = source[0]
+            if (
+                ver_ihl == 0x45
+                and not flags_frag & 0xBFFF
+                and IPV4_HEADER_LENGTH <= total <= len(buf) - offset
+                and 0 < first < 224
+                and first != 127
+                and destination in self.local_addresses
+                and source not in iface.broadcasts
+            ):
+                fast = self._fast_inputs.get(protocol)
+                if fast is None and len(self._fast_for) != len(self.transports.protocols):
+                    fast = self._refresh_fast_inputs().get(protocol)
+                if fast is not None and (
+                    iface.link.checksum_offload
+                    # RFC 1071: the ten words of the header sum to 0xFFFF (0 mod 0xFFFF, not 0).
+                    or ((words := sum(_WORDS.unpack_from(buf, offset))) and not words % 0xFFFF)
+                ):
+                    counters["ip.received"] += 1
+                    counters["ip.delivered"] += 1
+                    fast(iface, source, destination, buf, offset + IPV4_HEADER_LENGTH, offset + total)
+                    return
         header = parse_ipv4(buf, offset, verify_checksum=not iface.link.checksum_offload)
         counters["ip.received"] += 1
         destination = header.destination
@@ -272,6 +311,18 @@ class Ipv4Layer:
             self.icmp.send_error(ICMP_DEST_UNREACHABLE, UNREACH_PROTOCOL, header, buf, offset)
 
     packet_input = ipv4_input
+
+    def _refresh_fast_inputs(self) -> dict[int, AddressedInput]:
+        """The transports that take a datagram by its addresses (``addressed_input``), by number:
+        looked up again only when a transport protocol has registered since."""
+        protocols = self.transports.protocols
+        self._fast_for = dict(protocols)
+        self._fast_inputs = {
+            number: fast
+            for number, protocol in protocols.items()
+            if (fast := getattr(protocol, "addressed_input", None)) is not None
+        }
+        return self._fast_inputs
 
     def port_unreachable(self, header: NetworkHeader, buf: Buffer, ip_offset: int) -> None:
         """RFC 1122 §4.1.3.1: a datagram to a port nobody listens on (never for broadcast/multicast)."""
@@ -726,15 +777,15 @@ class Ipv4Layer:
             self.icmp.send_error_quote(ICMP_TIME_EXCEEDED, 1, source, quote)
 
     def next_deadline(self) -> float | None:
-        deadlines = [
-            d
-            for d in (i.neighbours.next_deadline() for i in self.interfaces if i.neighbours is not None)
-            if d is not None
-        ]
-        r = self.reassembler.next_deadline()
-        if r is not None:
-            deadlines.append(r)
-        return min(deadlines) if deadlines else None
+        # Asked after every output pass (Stack.arm_network_timer): a plain loop, no lists.
+        deadline = self.reassembler.next_deadline()
+        for iface in self.interfaces:
+            neighbours = iface.neighbours
+            if neighbours is not None:
+                d = neighbours.next_deadline()
+                if d is not None and (deadline is None or d < deadline):
+                    deadline = d
+        return deadline
 
 
 def _copied_options(options: Buffer) -> bytes:
