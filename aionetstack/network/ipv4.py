@@ -86,8 +86,9 @@ class IcmpErrors(Protocol):
 
 
 #: A transport's input by addresses alone (``TcpLayer.addressed_input``): interface, source,
-#: destination, buffer, payload start and end. IPv4's fast path hands datagrams to it.
-AddressedInput = Callable[["Interface", bytes, bytes, Buffer, int, int], None]
+#: destination, buffer, payload start and end, and whether the link vouched for the transport
+#: checksum (verified it, or offloads it). IPv4's fast path hands datagrams to it.
+AddressedInput = Callable[["Interface", bytes, bytes, Buffer, int, int, bool], None]
 
 #: What waits in a neighbour entry's queue (the cache holds it opaquely): an IP packet and its owner.
 _Waiting = tuple[bytes, PacketOwner | None]
@@ -217,14 +218,23 @@ class Ipv4Layer:
                 fast = self._fast_inputs.get(protocol)
                 if fast is None and len(self._fast_for) != len(self.transports.protocols):
                     fast = self._refresh_fast_inputs().get(protocol)
+                offload = iface.link.checksum_offload
                 if fast is not None and (
-                    iface.link.checksum_offload
+                    offload
                     # RFC 1071: the ten words of the header sum to 0xFFFF (0 mod 0xFFFF, not 0).
                     or ((words := sum(_WORDS.unpack_from(buf, offset))) and not words % 0xFFFF)
                 ):
                     counters["ip.received"] += 1
                     counters["ip.delivered"] += 1
-                    fast(iface, source, destination, buf, offset + IPV4_HEADER_LENGTH, offset + total)
+                    fast(
+                        iface,
+                        source,
+                        destination,
+                        buf,
+                        offset + IPV4_HEADER_LENGTH,
+                        offset + total,
+                        offload or iface.rx_checksum_valid,
+                    )
                     return
         header = parse_ipv4(buf, offset, verify_checksum=not iface.link.checksum_offload)
         counters["ip.received"] += 1

@@ -224,7 +224,16 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
     def segment_input(
         self, iface: Interface, header: NetworkHeader, buf: Buffer, start: int, end: int, ip_offset: int = 0
     ) -> None:
-        self.addressed_input(iface, header.source, header.destination, buf, start, end, header)
+        self.addressed_input(
+            iface,
+            header.source,
+            header.destination,
+            buf,
+            start,
+            end,
+            iface.rx_checksum_valid or iface.link.checksum_offload,
+            header,
+        )
 
     def addressed_input(
         self,
@@ -234,13 +243,15 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
         buf: Buffer,
         start: int,
         end: int,
+        vouched: bool,
         header: NetworkHeader | None = None,
     ) -> None:
         """A segment by its addresses alone: what IPv4's fast path hands over (no header object
-        per datagram); ``header`` is made here only for a segment that goes to a listener."""
+        per datagram); ``header`` is made here only for a segment that goes to a listener.
+        ``vouched``: the link already verified the checksum, or offloads it (no one computes it)."""
         # RFC 9293 §3.1 over the pseudo-header (RFC 1071): verified in one call, the sum of the
         # pseudo-header's fields (pseudo_header_sum's formula) seeding the data's sum.
-        if not (iface.rx_checksum_valid or iface.link.checksum_offload) and (
+        if not vouched and (
             ones_complement_sum(
                 memoryview(buf)[start:end],
                 int.from_bytes(source, "big") + int.from_bytes(destination, "big") + PROTO_TCP + end - start,
