@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
 from aionetstack.link.endpoint import LinkKind, OffloadFrame
@@ -65,7 +66,10 @@ if TYPE_CHECKING:
 __all__ = ["IcmpErrors", "Ipv4Layer", "PacketOwner", "fragment_packet", "new_neighbour_cache"]
 
 _ETH_IP = struct.Struct("!6s6sH")
+_WORDS = struct.Struct("!10H")
 _IP_HEADER = struct.Struct("!BBHHHBBH4s4s")
+#: Ethernet and IPv4 headers packed in one call (output_run: one pack per datagram, not two).
+_ETH_IP_HEADER = struct.Struct("!6s6sHBBHHHBBH4s4s")
 _ZERO_MAC = b"\x00" * 6
 
 
@@ -80,6 +84,11 @@ class IcmpErrors(Protocol):
         self, icmp_type: int, code: int, to: bytes, quote: Buffer, mtu: int = 0, source: bytes | None = None
     ) -> None: ...
 
+
+#: A transport's input by addresses alone (``TcpLayer.addressed_input``): interface, source,
+#: destination, buffer, payload start and end, and whether the link vouched for the transport
+#: checksum (verified it, or offloads it). IPv4's fast path hands datagrams to it.
+AddressedInput = Callable[["Interface", bytes, bytes, Buffer, int, int, bool], None]
 
 #: What waits in a neighbour entry's queue (the cache holds it opaquely): an IP packet and its owner.
 _Waiting = tuple[bytes, PacketOwner | None]
@@ -129,6 +138,8 @@ class Ipv4Layer:
         self.ids = IpIdGenerator()
         self.forwarding = options.forwarding
         self.default_ttl = options.default_ttl
+        self._fast_for: dict[int, object] = {}
+        self._fast_inputs: dict[int, AddressedInput] = {}
 
     def ethertypes(self) -> dict[int, NetworkInput]:
         """IPv4 and ARP frames (RFC 894, RFC 826) come here."""
@@ -185,6 +196,46 @@ class Ipv4Layer:
     def ipv4_input(self, iface: Interface, buf: Buffer, offset: int) -> None:
         """Validate an IPv4 datagram (RFC 1122 §3.2.1) and deliver it to its protocol."""
         counters = self.counters
+        # The common case in one unpack and no header object: 20 bytes of header, not a
+        # fragment, reserved bit clear, to one of our addresses from a unicast source other than
+        # 0/8, 127/8 and 224/3 (RFC 1122 §3.2.1.3), for a transport that takes a datagram by
+        # its addresses. Anything else, and every malformed datagram, takes the full path below,
+        # which validates in RFC order and counts why it drops.
+        if len(buf) - offset >= IPV4_HEADER_LENGTH:
+            ver_ihl, _tos, total, _id, flags_frag, _ttl, protocol, _sum, source, destination = (
+                _IP_HEADER.unpack_from(buf, offset)
+            )
+            first = source[0]
+            if (
+                ver_ihl == 0x45
+                and not flags_frag & 0xBFFF
+                and IPV4_HEADER_LENGTH <= total <= len(buf) - offset
+                and 0 < first < 224
+                and first != 127
+                and destination in self.local_addresses
+                and source not in iface.broadcasts
+            ):
+                fast = self._fast_inputs.get(protocol)
+                if fast is None and len(self._fast_for) != len(self.transports.protocols):
+                    fast = self._refresh_fast_inputs().get(protocol)
+                offload = iface.link.checksum_offload
+                if fast is not None and (
+                    offload
+                    # RFC 1071: the ten words of the header sum to 0xFFFF (0 mod 0xFFFF, not 0).
+                    or ((words := sum(_WORDS.unpack_from(buf, offset))) and not words % 0xFFFF)
+                ):
+                    counters["ip.received"] += 1
+                    counters["ip.delivered"] += 1
+                    fast(
+                        iface,
+                        source,
+                        destination,
+                        buf,
+                        offset + IPV4_HEADER_LENGTH,
+                        offset + total,
+                        offload or iface.rx_checksum_valid,
+                    )
+                    return
         header = parse_ipv4(buf, offset, verify_checksum=not iface.link.checksum_offload)
         counters["ip.received"] += 1
         destination = header.destination
@@ -270,6 +321,18 @@ class Ipv4Layer:
             self.icmp.send_error(ICMP_DEST_UNREACHABLE, UNREACH_PROTOCOL, header, buf, offset)
 
     packet_input = ipv4_input
+
+    def _refresh_fast_inputs(self) -> dict[int, AddressedInput]:
+        """The transports that take a datagram by its addresses (``addressed_input``), by number:
+        looked up again only when a transport protocol has registered since."""
+        protocols = self.transports.protocols
+        self._fast_for = dict(protocols)
+        self._fast_inputs = {
+            number: fast
+            for number, protocol in protocols.items()
+            if (fast := getattr(protocol, "addressed_input", None)) is not None
+        }
+        return self._fast_inputs
 
     def port_unreachable(self, header: NetworkHeader, buf: Buffer, ip_offset: int) -> None:
         """RFC 1122 §4.1.3.1: a datagram to a port nobody listens on (never for broadcast/multicast)."""
@@ -433,6 +496,106 @@ class Ipv4Layer:
             )
             counters["ip.fragments-sent"] += 1
             self._link_output(iface, next_hop, destination, (header, piece), owner)
+
+    def output_run(
+        self,
+        source: bytes,
+        destination: bytes,
+        protocol: int,
+        segments: list[tuple[Buffer, Buffer, Buffer]],
+        *,
+        dont_fragment: bool,
+        owner: PacketOwner | None,
+        path: tuple[Interface, bytes],
+    ) -> None:
+        """Send a run of transport segments of one flow, each as ``(header, options, payload)``:
+        what :meth:`output` does for each, with the route, the next hop's MAC and the constant
+        part of the header checksum looked up once for the run, and each frame built with one
+        pack and one join. A segment that would need fragmenting (or is too big with DF) and a
+        next hop not yet resolved take :meth:`output`'s path.
+        """
+        iface, next_hop = path
+        link = iface.link
+        ethernet = link.kind is LinkKind.ETHERNET
+        mac = self._resolve(iface, next_hop, destination) if ethernet else b""
+        if mac is None:
+            for parts in segments:  # RFC 1122 §2.3.2.2: queued in the neighbour entry, as one by one
+                self.output(
+                    source, destination, protocol, parts, dont_fragment=dont_fragment, owner=owner, path=path
+                )
+            return
+        mtu = link.mtu
+        flags = 0x4000 if dont_fragment else 0
+        ttl = self.default_ttl
+        checksum = not link.checksum_offload
+        # RFC 1071 §2: the header's words that do not change within the run, summed once; each
+        # datagram adds its total length and ID (tos 0, no options, not a fragment).
+        fixed = (
+            0x4500
+            + flags
+            + (ttl << 8)
+            + protocol
+            + (source[0] << 8)
+            + source[1]
+            + (source[2] << 8)
+            + source[3]
+            + (destination[0] << 8)
+            + destination[1]
+            + (destination[2] << 8)
+            + destination[3]
+        )
+        next_id = self.ids.next
+        now = self.clock()
+        emit = self.emit
+        local_mac = link.mac
+        pack = _ETH_IP_HEADER.pack
+        pack_ip = _IP_HEADER.pack
+        join = b"".join
+        sent = 0
+        try:
+            for parts in segments:
+                header, options, payload = parts
+                total = IPV4_HEADER_LENGTH + len(header) + len(options) + len(payload)
+                if total > mtu:
+                    self.output(
+                        source,
+                        destination,
+                        protocol,
+                        parts,
+                        dont_fragment=dont_fragment,
+                        owner=owner,
+                        path=path,
+                    )
+                    continue
+                ident = next_id(source, destination, protocol, now)
+                value = 0
+                if checksum:
+                    s = fixed + total + ident
+                    s = (s & 0xFFFF) + (s >> 16)
+                    s = (s & 0xFFFF) + (s >> 16)
+                    value = ~s & 0xFFFF
+                if ethernet:
+                    head = pack(
+                        mac,
+                        local_mac,
+                        ETHERTYPE_IPV4,
+                        0x45,
+                        0,
+                        total,
+                        ident,
+                        flags,
+                        ttl,
+                        protocol,
+                        value,
+                        source,
+                        destination,
+                    )
+                else:
+                    head = pack_ip(0x45, 0, total, ident, flags, ttl, protocol, value, source, destination)
+                emit(link, join((head, header, options, payload)))
+                sent += 1
+        finally:
+            self.counters["ip.sent"] += sent
 
     def _header(
         self,
@@ -624,15 +787,15 @@ class Ipv4Layer:
             self.icmp.send_error_quote(ICMP_TIME_EXCEEDED, 1, source, quote)
 
     def next_deadline(self) -> float | None:
-        deadlines = [
-            d
-            for d in (i.neighbours.next_deadline() for i in self.interfaces if i.neighbours is not None)
-            if d is not None
-        ]
-        r = self.reassembler.next_deadline()
-        if r is not None:
-            deadlines.append(r)
-        return min(deadlines) if deadlines else None
+        # Asked after every output pass (Stack.arm_network_timer): a plain loop, no lists.
+        deadline = self.reassembler.next_deadline()
+        for iface in self.interfaces:
+            neighbours = iface.neighbours
+            if neighbours is not None:
+                d = neighbours.next_deadline()
+                if d is not None and (deadline is None or d < deadline):
+                    deadline = d
+        return deadline
 
 
 def _copied_options(options: Buffer) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 from aionetstack.errors import MalformedPacket
 from aionetstack.wire import Buffer
@@ -24,6 +25,7 @@ __all__ = [
     "flags_to_str",
     "parse_tcp",
     "tcp_header",
+    "tcp_headers",
     "tcp_offload_header",
 ]
 
@@ -49,6 +51,7 @@ OPT_TIMESTAMP = 8
 
 _HEADER = struct.Struct("!HHIIBBHHH")
 _TS_ALIGNED = struct.Struct("!II")
+_HEADER_TS = struct.Struct("!HHIIBBHHH4sII")
 _TS_PREFIX = b"\x01\x01\x08\x0a"
 _new_segment = object.__new__
 
@@ -157,7 +160,15 @@ def parse_tcp(buf: Buffer, offset: int = 0, end: int | None = None) -> TcpSegmen
         raise MalformedPacket("tcp-truncated", f"end {end} past a {len(buf)}-byte buffer")
     if end - offset < TCP_HEADER_LENGTH:
         raise MalformedPacket("tcp-truncated", f"{end - offset} bytes")
-    sport, dport, seq, ack, data_offset, flags, window, csum, urgent = _HEADER.unpack_from(buf, offset)
+    if end - offset >= 32:
+        # One unpack for the layout every mainstream stack uses on data segments, a 32-byte
+        # header of NOP NOP TS (RFC 7323 Appendix A); its option bytes are checked below.
+        sport, dport, seq, ack, data_offset, flags, window, csum, urgent, prefix, tsval, tsecr = (
+            _HEADER_TS.unpack_from(buf, offset)
+        )
+    else:
+        sport, dport, seq, ack, data_offset, flags, window, csum, urgent = _HEADER.unpack_from(buf, offset)
+        prefix = b""
     header_length = (data_offset >> 4) * 4
     if header_length < TCP_HEADER_LENGTH or header_length > end - offset:
         raise MalformedPacket("tcp-bad-data-offset", f"{header_length}, have {end - offset}")
@@ -182,8 +193,8 @@ def parse_tcp(buf: Buffer, offset: int = 0, end: int | None = None) -> TcpSegmen
     if header_length > TCP_HEADER_LENGTH:
         start = offset + TCP_HEADER_LENGTH
         # Fast path for the layout every mainstream stack uses on data segments: NOP NOP TS.
-        if header_length == 32 and buf[start : start + 4] == _TS_PREFIX:
-            segment.timestamp = _TS_ALIGNED.unpack_from(buf, start + 4)  # type: ignore[assignment]
+        if header_length == 32 and prefix == _TS_PREFIX:
+            segment.timestamp = (tsval, tsecr)
         else:
             _parse_options(segment, buf, start, offset + header_length)
     return segment
@@ -338,6 +349,46 @@ def tcp_header(
             & 0xFFFF
         )
     return _HEADER.pack(sport, dport, seq, ack, header_length << 2, flags, window, value, 0)
+
+
+def tcp_headers(
+    src: bytes,
+    dst: bytes,
+    sport: int,
+    dport: int,
+    segments: Iterable[tuple[int, int, int, int, bytes, Buffer]],
+    checksum: bool = True,
+) -> list[tuple[bytes, bytes, Buffer]]:
+    """:func:`tcp_header` for a run of segments of one connection, ``(seq, ack, flags, window,
+    options, payload)`` each: ``(header, options, payload)`` each, the addresses' and ports' part
+    of the checksum summed once for the run (RFC 9293 §3.1, RFC 1071 §2)."""
+    pack = _HEADER.pack
+    if not checksum:
+        return [
+            (pack(sport, dport, s, a, (TCP_HEADER_LENGTH + len(o)) << 2, f, w, 0, 0), o, p)
+            for s, a, f, w, o, p in segments
+        ]
+    fixed = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + _PROTO_TCP + ((sport << 16) | dport)
+    out = []
+    for seq, ack, flags, window, options, payload in segments:
+        header_length = TCP_HEADER_LENGTH + len(options)
+        value = (
+            ~ones_complement_sum(
+                payload,
+                fixed
+                + header_length
+                + len(payload)
+                + seq
+                + ack
+                + ((header_length << 10 | flags) << 16 | window)
+                + (int.from_bytes(options, "big") if options else 0),
+            )
+            & 0xFFFF
+        )
+        out.append(
+            (pack(sport, dport, seq, ack, header_length << 2, flags, window, value, 0), options, payload)
+        )
+    return out
 
 
 def tcp_offload_header(

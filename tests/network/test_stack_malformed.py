@@ -75,6 +75,13 @@ def udp(payload: bytes, *, dport: int = 7777, length: int | None = None, good_ch
     return segment[:6] + value.to_bytes(2, "big") + segment[8:]
 
 
+def tcp(*, data_offset: int = 5, good_checksum: bool = True, source: bytes = A_IP) -> bytes:
+    """A SYN to port 7777, its checksum over the pseudo-header (RFC 9293 §3.1) right or wrong."""
+    segment = struct.pack("!HHIIBBHHH", 40000, 7777, 1, 0, data_offset << 4, 0x02, 65535, 0, 0)
+    value = transport_checksum(source, B_IP, 6, segment) ^ (0 if good_checksum else 0x0101)
+    return segment[:16] + value.to_bytes(2, "big") + segment[18:]
+
+
 def icmp_echo(data: bytes = b"ping", *, good_checksum: bool = True) -> bytes:
     message = struct.pack("!BBHHH", 8, 0, 0, 1, 1) + data
     value = internet_checksum(message) ^ (0 if good_checksum else 0x00FF)
@@ -142,6 +149,60 @@ CASES: list[tuple[str, Callable[[Wire], bytes], str]] = [
     ("martian source", lambda w: w.eth() + ipv4(udp(b"x"), source=b"\x7f\0\0\1"), "ip.dropped.martian"),
     ("not for us", lambda w: w.eth() + ipv4(udp(b"x"), destination=b"\x0a\0\0\x09"), "ip.dropped.not-for-us"),
     ("unknown protocol", lambda w: w.eth() + ipv4(b"????", protocol=99), "ip.dropped.unknown-protocol"),
+    # The same IPv4 faults under TCP, which IPv4's fast path would take: it must decline each,
+    # so that the full path counts it by its reason.
+    (
+        "tcp: ip bad checksum",
+        lambda w: w.eth() + ipv4(tcp(), protocol=6, checksum=0x1234),
+        "dropped.ipv4-bad-checksum",
+    ),
+    (
+        "tcp: ip total too long",
+        lambda w: w.eth() + ipv4(tcp(), protocol=6, total=200),
+        "dropped.ipv4-bad-length",
+    ),
+    ("tcp: ip total short", lambda w: w.eth() + ipv4(tcp(), protocol=6, total=19), "dropped.ipv4-bad-length"),
+    (
+        "tcp: ip reserved flag",
+        lambda w: w.eth() + ipv4(tcp(), protocol=6, flags=0x8000),
+        "dropped.ipv4-reserved-flag",
+    ),
+    (
+        "tcp: loopback source",
+        lambda w: w.eth() + ipv4(tcp(source=b"\x7f\0\0\1"), protocol=6, source=b"\x7f\0\0\1"),
+        "ip.dropped.martian",
+    ),
+    (
+        "tcp: broadcast source",
+        lambda w: w.eth() + ipv4(tcp(source=b"\x0a\0\0\xff"), protocol=6, source=b"\x0a\0\0\xff"),
+        "ip.dropped.martian",
+    ),
+    (
+        "tcp: source in 0/8",
+        lambda w: w.eth() + ipv4(tcp(source=b"\0\0\0\5"), protocol=6, source=b"\0\0\0\5"),
+        "ip.dropped.martian",
+    ),
+    (
+        "tcp: multicast source",
+        lambda w: w.eth() + ipv4(tcp(source=b"\xe0\0\0\5"), protocol=6, source=b"\xe0\0\0\5"),
+        "ip.dropped.martian",
+    ),
+    (
+        "tcp: not for us",
+        lambda w: w.eth() + ipv4(tcp(), protocol=6, destination=b"\x0a\0\0\x09"),
+        "ip.dropped.not-for-us",
+    ),
+    ("tcp truncated", lambda w: w.eth() + ipv4(tcp()[:12], protocol=6), "dropped.tcp-bad-checksum"),
+    (
+        "tcp bad checksum",
+        lambda w: w.eth() + ipv4(tcp(good_checksum=False), protocol=6),
+        "dropped.tcp-bad-checksum",
+    ),
+    (
+        "tcp data offset 4",
+        lambda w: w.eth() + ipv4(tcp(data_offset=4), protocol=6),
+        "dropped.tcp-bad-data-offset",
+    ),
     ("udp truncated", lambda w: w.eth() + ipv4(b"\x00\x01\x02"), "dropped.udp-truncated"),
     ("udp length long", lambda w: w.eth() + ipv4(udp(b"abc", length=50)), "dropped.udp-bad-length"),
     ("udp length short", lambda w: w.eth() + ipv4(udp(b"abc", length=5)), "dropped.udp-bad-length"),
@@ -296,5 +357,42 @@ async def test_fuzzed_frames_are_counted_never_raise_and_pings_keep_working(
             )
             assert moved >= 1, (kind, frame.hex())
         await wire.pings()
+
+    await with_wire(body)
+
+
+# ------------------------------------------------------------------ the fast path and the full path
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["plain", "ip options", "df set", "two fragments"],
+)
+async def test_tcp_arrives_the_same_by_either_ipv4_path(variant: str) -> None:
+    """A plain datagram takes IPv4's fast path; one with options or fragment fields the full
+    path (reassembled first). TCP sees the segment the same either way: counted, and answered
+    with a reset from the closed port (RFC 9293 §3.10.7.1)."""
+    segment = tcp()
+    frames = {
+        "plain": lambda w: w.eth() + ipv4(segment, protocol=6),
+        "ip options": lambda w: (
+            w.eth() + ipv4(segment, protocol=6, ver_ihl=0x46, options=b"\x01\x01\x01\x00")
+        ),
+        "df set": lambda w: w.eth() + ipv4(segment, protocol=6, flags=0x4000),
+        # Two fragments (8 + 12 bytes of TCP): reassembled, then delivered by the full path.
+        "two fragments": lambda w: [
+            w.eth() + ipv4(segment[:8], protocol=6, flags=0x2000),
+            w.eth() + ipv4(segment[8:], protocol=6, flags=1, total=20 + 12),
+        ],
+    }
+
+    async def body(wire: Wire) -> None:
+        before = counters(wire.b)
+        made = frames[variant](wire)
+        await wire.inject(made if isinstance(made, list) else [made])
+        after = counters(wire.b)
+        for name in ("tcp.segments-received", "tcp.segments-to-closed-port", "tcp.resets-sent"):
+            assert after.get(name, 0) == before.get(name, 0) + 1, name
+        assert drop_total(after) == drop_total(before)
 
     await with_wire(body)

@@ -26,6 +26,8 @@ from aionetstack.wire.tcp import (
     build_tcp_options,
     flags_to_str,
     parse_tcp,
+    tcp_header,
+    tcp_headers,
 )
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True, database=None)
@@ -381,3 +383,46 @@ def test_repr_names_the_options() -> None:
     assert "sackOK" in text
     assert "ts=1,2" in text
     assert "[S]" in text
+
+
+@FAST
+@given(
+    src=st.binary(min_size=4, max_size=4),
+    dst=st.binary(min_size=4, max_size=4),
+    sport=U16,
+    dport=U16,
+    segments=st.lists(
+        st.tuples(
+            U32,
+            U32,
+            st.integers(0, 0xFF),
+            U16,
+            st.none() | st.tuples(U32, U32),
+            st.binary(max_size=1500),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_a_run_of_headers_is_what_scapy_checksums(
+    src: bytes,
+    dst: bytes,
+    sport: int,
+    dport: int,
+    segments: list[tuple[int, int, int, int, tuple[int, int] | None, bytes]],
+) -> None:
+    """tcp_headers (the run a flush sends) gives each segment the header tcp_header gives it, and
+    scapy, summing the pseudo-header and the bytes itself, agrees with every checksum."""
+    run = [(s, a, f, w, build_tcp_options(timestamp=ts), p) for s, a, f, w, ts, p in segments]
+    built = tcp_headers(src, dst, sport, dport, run)
+    assert [h for h, _, _ in tcp_headers(src, dst, sport, dport, run, checksum=False)] == [
+        tcp_header(src, dst, sport, dport, s, a, f, w, o, p, checksum=False) for s, a, f, w, o, p in run
+    ]
+    for (header, options, payload), (s, a, f, w, o, p) in zip(built, run, strict=True):
+        assert (options, payload) == (o, p)
+        assert header == tcp_header(src, dst, sport, dport, s, a, f, w, o, p)
+        segment = header + options + payload
+        theirs = IP(build_ipv4(src, dst, PROTO_TCP, len(segment)) + segment)[TCP]
+        mine = theirs.chksum
+        del theirs.chksum
+        assert TCP(raw(theirs)).chksum == mine  # scapy's own checksum of the same bytes

@@ -249,3 +249,14 @@ def test_udp_checksum_that_computes_to_zero_is_sent_as_ffff() -> None:
     # 0xFFFF verifies just as 0 would have (both are one's-complement zero).
     wire = segment[:6] + b"\xff\xff" + segment[8:]
     assert checksum_ok(wire, pseudo_header_sum(src, dst, PROTO_UDP, len(wire)))
+
+
+@pytest.mark.parametrize("length", [2047, 2048, 8959, 9000, 65_515, 65_535])
+def test_long_buffers_match_reference(length: int) -> None:
+    """Jumbo frames and 64 KB segments: the halving fold keeps the sum exact at every width."""
+    rng = random.Random(length)
+    data = rng.randbytes(length)
+    for initial in (0, 1, 0xFFFF, 2**40 + 12345):
+        assert ones_complement_sum(data, initial) == reference_sum(data, initial), initial
+    assert ones_complement_sum(b"\xff" * length) == reference_sum(b"\xff" * length)
+    assert ones_complement_sum(bytes(length)) == 0

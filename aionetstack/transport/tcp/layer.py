@@ -42,6 +42,7 @@ from aionetstack.wire.tcp import (
     TcpSegment,
     parse_tcp,
     tcp_header,
+    tcp_headers,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +68,17 @@ _ORPHAN_STATES = frozenset({TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2, TcpState.C
 
 Key = tuple[bytes, int, bytes, int]
 _NO_PMTU = 65535 - 40  # TcpConnection.pmtu_mss before any path MTU was learnt
+
+
+class Addresses:
+    """The two addresses of a datagram, all a transport reads of its header (``NetworkHeader``):
+    made for the segments IPv4's fast path delivers that go past the connection table."""
+
+    __slots__ = ("destination", "source")
+
+    def __init__(self, source: bytes, destination: bytes) -> None:
+        self.source = source
+        self.destination = destination
 
 
 class SynForwarder(Protocol):
@@ -213,24 +225,44 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
     def segment_input(
         self, iface: Interface, header: NetworkHeader, buf: Buffer, start: int, end: int, ip_offset: int = 0
     ) -> None:
-        counters = self.counters
+        self.addressed_input(
+            iface,
+            header.source,
+            header.destination,
+            buf,
+            start,
+            end,
+            iface.rx_checksum_valid or iface.link.checksum_offload,
+            header,
+        )
+
+    def addressed_input(
+        self,
+        iface: Interface,
+        source: bytes,
+        destination: bytes,
+        buf: Buffer,
+        start: int,
+        end: int,
+        vouched: bool,
+        header: NetworkHeader | None = None,
+    ) -> None:
+        """A segment by its addresses alone: what IPv4's fast path hands over (no header object
+        per datagram); ``header`` is made here only for a segment that goes to a listener.
+        ``vouched``: the link already verified the checksum, or offloads it (no one computes it)."""
         # RFC 9293 §3.1 over the pseudo-header (RFC 1071): verified in one call, the sum of the
         # pseudo-header's fields (pseudo_header_sum's formula) seeding the data's sum.
-        if not (iface.rx_checksum_valid or iface.link.checksum_offload) and (
+        if not vouched and (
             ones_complement_sum(
                 memoryview(buf)[start:end],
-                int.from_bytes(header.source, "big")
-                + int.from_bytes(header.destination, "big")
-                + PROTO_TCP
-                + end
-                - start,
+                int.from_bytes(source, "big") + int.from_bytes(destination, "big") + PROTO_TCP + end - start,
             )
             != 0xFFFF
         ):
             raise MalformedPacket("tcp-bad-checksum")
         seg = parse_tcp(buf, start, end)
-        counters["tcp.segments-received"] += 1
-        key = (header.destination, seg.destination_port, header.source, seg.source_port)
+        self.counters["tcp.segments-received"] += 1
+        key = (destination, seg.destination_port, source, seg.source_port)
         conn = self.connections.get(key)
         now = self.clock()
         if conn is not None:
@@ -240,9 +272,9 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
                 and self._time_wait_reusable(conn, seg)
             ):
                 # RFC 6191 / RFC 9293 §3.10.7.4: a new SYN may end TIME-WAIT and start anew.
-                counters["tcp.time-wait-reused"] += 1
+                self.counters["tcp.time-wait-reused"] += 1
                 self._forget(conn)
-                self._listener_input(iface, header, seg, key, now)
+                self._listener_input(iface, header or Addresses(source, destination), seg, key, now)
                 return
             if isinstance(conn, TimeWait):
                 self._time_wait_input(conn, seg, now)
@@ -254,7 +286,7 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
             if not self._in_batch:
                 self.schedule_output()
             return
-        self._listener_input(iface, header, seg, key, now)
+        self._listener_input(iface, header or Addresses(source, destination), seg, key, now)
 
     packet_input = segment_input
 
@@ -419,20 +451,35 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
                 # _send's body, inline: one Python call fewer per segment, and the look-ups (the
                 # route, whether the link wants TCP checksums) once for the whole outbox.
                 checksum = not path[0].link.checksum_offload
-                ip_output = network.output
-                counters = self.counters
-                for s, a, f, w, o, p in outbox:
-                    header = tcp_header(src, dst, sport, dport, s, a, f, w, o, p, checksum)
-                    ip_output(
+                output_run = getattr(network, "output_run", None)
+                if output_run is not None:
+                    # The whole outbox in one call: the network layer looks the route's next
+                    # hop up once and builds each frame with one pack (Ipv4Layer.output_run).
+                    output_run(
                         src,
                         dst,
                         PROTO_TCP,
-                        (header, o, p) if o else (header, p),  # type: ignore[arg-type]
+                        tcp_headers(src, dst, sport, dport, outbox, checksum),
                         owner=owner,
                         path=path,
                         dont_fragment=df,
                     )
-                    counters["tcp.segments-sent"] += 1
+                    self.counters["tcp.segments-sent"] += len(outbox)
+                else:
+                    ip_output = network.output
+                    counters = self.counters
+                    for s, a, f, w, o, p in outbox:
+                        header = tcp_header(src, dst, sport, dport, s, a, f, w, o, p, checksum)
+                        ip_output(
+                            src,
+                            dst,
+                            PROTO_TCP,
+                            (header, o, p) if o else (header, p),  # type: ignore[arg-type]
+                            owner=owner,
+                            path=path,
+                            dont_fragment=df,
+                        )
+                        counters["tcp.segments-sent"] += 1
         except OSError as exc:
             if exc.errno == errno.EMSGSIZE:
                 # DF and a datagram over the first hop's MTU (the route moved to a smaller link since
