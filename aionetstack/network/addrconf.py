@@ -4,7 +4,7 @@ detection, router solicitation, and what router advertisements teach (RFC 4862, 
 - Interface identifiers: RFC 7217 stable and semantically opaque (the default, from a secret),
   or modified EUI-64 from the MAC (RFC 4291 App. A) when asked for.
 - Duplicate address detection (RFC 4862 §5.4): an address starts tentative; after a random
-  delay the node joins its solicited-node group (an MLDv2 report, RFC 3810) and sends
+  delay the node joins its solicited-node group (the network layer's MLD reports it) and sends
   ``dad_transmits`` neighbour solicitations from ``::``, ``retrans_timer`` apart; one
   ``retrans_timer`` after the last, with no conflict, it is ready. An NS from ``::`` or an NA for
   a tentative address is a conflict: the address goes, and an RFC 7217 identifier is generated
@@ -42,7 +42,6 @@ from aionetstack.wire.ndp import (
     PrefixInformation,
     Redirect,
     RouterAdvertisement,
-    build_mldv2_report_packet,
     build_neighbour_solicitation,
     build_router_solicitation,
 )
@@ -560,9 +559,9 @@ class AddressConfigurator:
             return self._ready(record, now)  # RetransTimer after the last probe: no conflict
         actions: list[Action] = []
         group = solicited_node(record.address)
-        if record.dad_sent == 0:
-            # RFC 4862 §5.4.2: join the solicited-node group first; the report may leave from ::.
-            actions.append(Transmit(group, build_mldv2_report_packet(UNSPECIFIED, [group])))
+        # RFC 4862 §5.4.2: the solicited-node group is joined before the probe: the network layer
+        # listens to the groups of tentative addresses too, and its MLD reports the join (from
+        # ``::``, RFC 3810 §5.2.13) before it carries out this Transmit.
         probe = build_neighbour_solicitation(UNSPECIFIED, group, record.address)
         actions.append(Transmit(group, _icmpv6_packet(UNSPECIFIED, group, probe)))
         record.dad_sent += 1

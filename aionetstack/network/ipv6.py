@@ -28,6 +28,7 @@ from aionetstack.network.addrconf import (
     AddressConfigurator,
 )
 from aionetstack.network.fragmentation import fragment_packet_v6
+from aionetstack.network.mld import MldListener, split_records
 from aionetstack.network.ndisc import NeighbourDiscovery
 from aionetstack.network.neighbour import NeighbourCache, NeighbourState, ResolveAction
 from aionetstack.network.reassembly import Reassembler
@@ -52,6 +53,7 @@ from aionetstack.wire.icmpv6 import (
     UNREACH_PORT,
 )
 from aionetstack.wire.ipv6 import (
+    ALL_MLDV2_ROUTERS,
     ALL_NODES,
     EXTENSION_HEADERS,
     IPV6_HEADER_LENGTH,
@@ -69,7 +71,9 @@ from aionetstack.wire.ipv6 import (
     walk_extensions,
 )
 from aionetstack.wire.ndp import (
-    build_mldv2_report_packet,
+    MldQuery,
+    MldRecord,
+    build_mldv2_records_packet,
 )
 
 if TYPE_CHECKING:
@@ -173,6 +177,8 @@ class Ipv6Layer(NeighbourDiscovery):
         #: Default routes learnt from router advertisements, by (interface, router).
         self._router_routes: dict[tuple[Interface, bytes], Route] = {}
         self._prefix_routes: dict[tuple[Interface, bytes, int], Route] = {}
+        #: MLDv2 (RFC 3810) per interface that does ND, from the moment its link is up.
+        self._mld: dict[Interface, MldListener] = {}
 
     def ethertypes(self) -> dict[int, NetworkInput]:
         """IPv6 frames (RFC 2464 §3) come here."""
@@ -210,7 +216,9 @@ class Ipv6Layer(NeighbourDiscovery):
             )
 
     def start(self, iface: Interface, now: float) -> None:
-        """The link is up (the loop runs): start the link-local address and its DAD."""
+        """The link is up (the loop runs): start the link-local address and its DAD, and MLD."""
+        if iface.neighbours6 is not None and iface not in self._mld:
+            self._mld[iface] = MldListener(random.Random(os.urandom(8)))
         if iface.addrconf is not None:
             self._apply(iface, iface.addrconf.start(now), now)
 
@@ -239,27 +247,55 @@ class Ipv6Layer(NeighbourDiscovery):
         self._refresh_groups(iface)
 
     def _join(self, iface: Interface, group: bytes, announce: bool) -> None:
-        """Listen to ``group``; on Ethernet, report it (MLDv2, RFC 3810 §6.1) so snooping
-        switches forward it to us."""
-        if group in iface.groups6:
-            return
+        """Listen to ``group``; when ``announce``, report it (MLDv2, RFC 3810 §6.1) so snooping
+        switches forward it to us (before the loop runs, :meth:`announce` does it later)."""
         iface.groups6.add(group)
-        if announce and iface.link.kind is LinkKind.ETHERNET:
-            source = iface.link_local6() or UNSPECIFIED  # RFC 3810 §5.2.13
-            self._emit_multicast(iface, group, build_mldv2_report_packet(source, [group]))
-            self.counters["nd.mld-reports-sent"] += 1
+        if announce:
+            self._sync_mld(iface)
 
     def announce(self, iface: Interface, address: bytes) -> None:
         """Report the solicited-node group of an address assigned before the loop ran."""
-        group = solicited_node(address)
-        iface.groups6.discard(group)
-        self._join(iface, group, True)
+        self._join(iface, solicited_node(address), True)
 
     def _refresh_groups(self, iface: Interface) -> None:
+        """The groups are all-nodes and the solicited-node group of each address, tentative ones
+        included (RFC 4862 §5.4.2); MLD reports what changed."""
         groups = {ALL_NODES} | {solicited_node(a.ip.packed) for a in iface.addresses6}
         if iface.addrconf is not None:
             groups |= {solicited_node(a) for a, _length, _state in iface.addrconf.addresses()}
         iface.groups6 = groups
+        self._sync_mld(iface)
+
+    def _sync_mld(self, iface: Interface) -> None:
+        listener = self._mld.get(iface)
+        if listener is not None:
+            self._send_mld(iface, listener.update(iface.groups6, self.clock()))
+
+    def _send_mld(self, iface: Interface, records: list[MldRecord]) -> None:
+        """Reports from the link-local address, or from ``::`` while it is tentative (RFC 3810
+        §5.2.13), to ff02::16 (§5.2.14)."""
+        if not records:
+            return
+        source = iface.link_local6() or UNSPECIFIED
+        for part in split_records(records):
+            self._emit_multicast(iface, ALL_MLDV2_ROUTERS, build_mldv2_records_packet(source, part))
+            self.counters["nd.mld-reports-sent"] += 1
+
+    def mld_query_input(self, iface: Interface, header: Ipv6Header, query: MldQuery) -> None:
+        """A multicast listener query (parsed by ICMPv6) that arrived on ``iface``."""
+        counters = self.counters
+        listener = self._mld.get(iface)
+        if listener is None:
+            counters["nd.mld.dropped.no-mld-link"] += 1
+            return
+        if not is_link_local(header.source):
+            counters["nd.mld.dropped.bad-source"] += 1  # RFC 3810 §5.1.14: link-local only
+            return
+        if header.hop_limit != 1:
+            counters["nd.mld.dropped.bad-hop-limit"] += 1  # RFC 3810 §5: hop limit 1
+            return
+        counters["nd.mld.queries-received"] += 1
+        listener.query(query, self.clock())
 
     def default_interface(self) -> Interface | None:
         """Where a link-local or link-scoped multicast destination leaves when nothing names the
@@ -621,6 +657,11 @@ class Ipv6Layer(NeighbourDiscovery):
                 deadline = addrconf.next_deadline()
                 if deadline is not None and deadline <= now:
                     self._apply(iface, addrconf.poll(now), now)
+        for iface, listener in self._mld.items():
+            deadline = listener.next_deadline()
+            if deadline is not None and deadline <= now:
+                for report in listener.poll(now):
+                    self._send_mld(iface, report)
         timeouts = self.reassembler.stats["timeouts"]
         expired = self.reassembler.expire(now)
         if self.reassembler.stats["timeouts"] != timeouts:
@@ -643,6 +684,10 @@ class Ipv6Layer(NeighbourDiscovery):
                 d = iface.addrconf.next_deadline()
                 if d is not None:
                     deadlines.append(d)
+        for listener in self._mld.values():
+            d = listener.next_deadline()
+            if d is not None:
+                deadlines.append(d)
         r = self.reassembler.next_deadline()
         if r is not None:
             deadlines.append(r)

@@ -228,11 +228,16 @@ class NeighbourDiscovery:
         """Carry out what the interface's :class:`AddressConfigurator` asks (RFC 4862, RFC 4861 §6.3.4)."""
         counters = self.counters
         changed_groups = False
+        joined = False
         for action in actions:
             if isinstance(action, Transmit):
+                if not joined:
+                    # A DAD probe means a new tentative address's group: join it (and MLD reports
+                    # the join) before the probe leaves (RFC 4862 §5.4.2).
+                    self._refresh_groups(iface)
+                    joined = True
                 counters["nd.configuration-sent"] += 1
                 self._emit_multicast(iface, action.destination, action.packet)
-                changed_groups = True  # a DAD probe means a new tentative address's group
             elif isinstance(action, AddressReady):
                 counters["nd.addresses-configured"] += 1
                 address = ipaddress.IPv6Interface((action.address, action.prefix_length))
