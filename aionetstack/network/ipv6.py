@@ -179,6 +179,10 @@ class Ipv6Layer(NeighbourDiscovery):
         self._prefix_routes: dict[tuple[Interface, bytes, int], Route] = {}
         #: MLDv2 (RFC 3810) per interface that does ND, from the moment its link is up.
         self._mld: dict[Interface, MldListener] = {}
+        #: Interfaces whose link is up (``start`` ran), and hand-given addresses waiting for it to
+        #: start their DAD.
+        self._started: set[Interface] = set()
+        self._pending_dad: dict[Interface, list[ipaddress.IPv6Interface]] = {}
 
     def ethertypes(self) -> dict[int, NetworkInput]:
         """IPv6 frames (RFC 2464 §3) come here."""
@@ -207,20 +211,50 @@ class Ipv6Layer(NeighbourDiscovery):
             return
         if iface.link.kind is LinkKind.ETHERNET and len(iface.link.mac) == 6:
             iface.neighbours6 = new_nd_cache(self.options)
-            if not self.options.ipv6_autoconf:
-                return
+            # Without autoconf the configurator forms nothing and ignores RAs, but still runs
+            # DAD for addresses given by hand (RFC 4862 §5.4).
             iface.addrconf = AddressConfigurator(
                 iface.link.mac,
                 interface_name=iface.name,
                 link_mtu=max(IPV6_MIN_MTU, min(iface.link.mtu, 65535)),
+                autoconf=self.options.ipv6_autoconf,
             )
 
     def start(self, iface: Interface, now: float) -> None:
         """The link is up (the loop runs): start the link-local address and its DAD, and MLD."""
+        self._started.add(iface)
         if iface.neighbours6 is not None and iface not in self._mld:
             self._mld[iface] = MldListener(random.Random(os.urandom(8)))
+        addrconf = iface.addrconf
+        if addrconf is not None:
+            self._apply(iface, addrconf.start(now), now)
+        for address in self._pending_dad.pop(iface, []):
+            self.add_address_with_dad(iface, address)
+
+    def add_address_with_dad(self, iface: Interface, address: ipaddress.IPv6Interface) -> None:
+        """An address given by hand: on a link with ND it stays tentative until DAD passes (RFC
+        4862 §5.4), then :meth:`add_address` assigns it; a duplicate is never assigned and is
+        counted in ``nd.addresses-removed.duplicate`` (and logged once). Elsewhere it is assigned
+        at once."""
+        addrconf = iface.addrconf
+        if addrconf is None or addrconf.dad_transmits == 0:
+            self.add_address(iface, address, announce=iface in self._started)
+        elif iface in self._started:
+            now = self.clock()
+            self._apply(iface, addrconf.add_manual(address.ip.packed, address.network.prefixlen, now), now)
+        else:
+            self._pending_dad.setdefault(iface, []).append(address)
+
+    def tentative_addresses(self, iface: Interface) -> list[ipaddress.IPv6Interface]:
+        """Addresses of ``iface`` still waiting for DAD (or for the link to come up)."""
+        waiting = list(self._pending_dad.get(iface, []))
         if iface.addrconf is not None:
-            self._apply(iface, iface.addrconf.start(now), now)
+            waiting += [
+                ipaddress.IPv6Interface((address, length))
+                for address, length, state in iface.addrconf.addresses()
+                if state == "tentative"
+            ]
+        return waiting
 
     def add_address(self, iface: Interface, address: ipaddress.IPv6Interface, *, announce: bool) -> None:
         """Assign ``address`` (configured by hand, or ready after DAD) with its on-link route."""
@@ -235,6 +269,17 @@ class Ipv6Layer(NeighbourDiscovery):
         self._join(iface, solicited_node(packed), announce)
 
     def remove_address(self, iface: Interface, address: ipaddress.IPv6Interface) -> None:
+        """Take ``address`` off ``iface``, or stop its DAD if it is still tentative."""
+        pending = self._pending_dad.get(iface, [])
+        if address in pending:
+            pending.remove(address)
+            return
+        addrconf = iface.addrconf
+        if addrconf is not None and address not in iface.addresses6 and addrconf.cancel(address.ip.packed):
+            self._refresh_groups(iface)
+            return
+        if address not in iface.addresses6:
+            raise ValueError(f"{address} is not an address of interface {iface.name}")
         iface.remove_address(address)
         packed = address.ip.packed
         if self.local_addresses.get(packed) is iface:

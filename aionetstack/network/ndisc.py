@@ -10,6 +10,7 @@ tables.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 
 __all__ = ["NeighbourDiscovery"]
 
+logger = logging.getLogger(__name__)
+
 #: What waits in a neighbour entry's queue (the cache holds it opaquely): a packet and its owner.
 _Waiting = tuple[bytes, object]  # the owner is not needed here
 
@@ -76,6 +79,7 @@ class NeighbourDiscovery:
     _emit_multicast: Callable[[Interface, bytes, bytes], None]
     _emit_to: Callable[[Interface, bytes, bytes], None]
     _refresh_groups: Callable[[Interface], None]
+    add_address: Callable[..., None]
 
     # ------------------------------------------------------------------ Neighbour Discovery
 
@@ -241,6 +245,10 @@ class NeighbourDiscovery:
             elif isinstance(action, AddressReady):
                 counters["nd.addresses-configured"] += 1
                 address = ipaddress.IPv6Interface((action.address, action.prefix_length))
+                if action.manual:
+                    # Given by hand: assigned with its on-link route, as without DAD.
+                    self.add_address(iface, address, announce=True)
+                    continue
                 iface.deprecated6.discard(action.address)
                 if action.address not in iface.own6:
                     # SLAAC (RFC 4862 §5.5.3) configures the address; on-link routes come from the
@@ -252,6 +260,14 @@ class NeighbourDiscovery:
                 iface.deprecated6.add(action.address)
             elif isinstance(action, AddressRemoved):
                 counters[f"nd.addresses-removed.{action.reason}"] += 1
+                if action.reason == "duplicate":
+                    # RFC 4862 §5.4.5: "log a system management error". Once per conflict of one
+                    # of our own DAD runs, which only our address additions start: not per packet.
+                    logger.warning(
+                        "%s: duplicate IPv6 address %s detected (RFC 4862 §5.4), not used",
+                        iface.name,
+                        format_ipv6(action.address),
+                    )
                 for address in list(iface.addresses6):
                     if address.ip.packed == action.address:
                         iface.remove_address(address)
