@@ -93,6 +93,8 @@ _Waiting = tuple[bytes, PacketOwner | None]
 _TRANSPORTS_WITH_PORTS = (6, 17)
 #: What a transport protocol without ``address_lengths`` handles: IPv4 only.
 _IPV4_ONLY = frozenset({4})
+#: Neighbour states that say a router is not "reachable or probably reachable" (RFC 4861 §6.3.6).
+_SUSPECT = (NeighbourState.INCOMPLETE, NeighbourState.FAILED)
 
 
 class Icmpv6Errors(Protocol):
@@ -177,6 +179,9 @@ class Ipv6Layer(NeighbourDiscovery):
         #: Default routes learnt from router advertisements, by (interface, router).
         self._router_routes: dict[tuple[Interface, bytes], Route] = {}
         self._prefix_routes: dict[tuple[Interface, bytes, int], Route] = {}
+        #: The default router chosen last (RFC 4861 §6.3.6), kept while it is probably reachable.
+        self._current_router: tuple[Interface, bytes] | None = None
+        self._redirects: dict[tuple[Interface, bytes], tuple[Route, float, bytes]] = {}
         #: MLDv2 (RFC 3810) per interface that does ND, from the moment its link is up.
         self._mld: dict[Interface, MldListener] = {}
         #: Interfaces whose link is up (``start`` ran), and hand-given addresses waiting for it to
@@ -521,19 +526,51 @@ class Ipv6Layer(NeighbourDiscovery):
             raise OSError(
                 errno.ENETUNREACH, f"no route to {format_ipv6(destination)}: network is unreachable"
             )
+        if route.prefix_length == 0 and len(self._router_routes) > 1:
+            key = (route.interface, route.gateway)
+            if key in self._router_routes:
+                return self._select_default_router()
         return route.interface, route.gateway or destination  # type: ignore[return-value]
+
+    def _select_default_router(self) -> tuple[Interface, bytes]:
+        """RFC 4861 §6.3.6 among the routers RAs taught: keep the one in use while it is reachable
+        or probably reachable (a neighbour entry in any state but INCOMPLETE, or FAILED here);
+        else the first such one; when none is, round-robin, so that each request returns the next
+        router until all have been tried. Only RA-learnt routers take part: a default route the
+        user added is used as the route table gives it."""
+        routers = list(self._router_routes)
+        now = self.clock()
+        current = self._current_router
+        if current in self._router_routes and self._probably_reachable(current, now):
+            return current  # type: ignore[return-value]
+        for candidate in routers:
+            if self._probably_reachable(candidate, now):
+                self._current_router = candidate
+                return candidate
+        following = routers.index(current) + 1 if current in self._router_routes else 0  # type: ignore[arg-type]
+        chosen = routers[following % len(routers)]
+        self._current_router = chosen
+        return chosen
+
+    @staticmethod
+    def _probably_reachable(key: tuple[Interface, bytes], now: float) -> bool:
+        iface, router = key
+        cache = iface.neighbours6
+        if cache is None:
+            return True
+        state = cache.state(router)
+        return state is not None and state not in _SUSPECT and not cache.recently_failed(router, now)
 
     def reply_unroutable(self, destination: bytes) -> bool:
         """True (and counted) when a reply to ``destination`` could not leave (see IPv4's)."""
         if destination in self.local_addresses or is_link_local(destination):
             return False
-        route = self.routes.lookup(destination)
-        if route is None:
-            self.counters["ipv6.dropped.no-route"] += 1
-            return True
-        iface: Interface = route.interface  # type: ignore[assignment]
+        try:
+            iface, next_hop = self.route(destination)
+        except OSError:
+            return True  # counted by route
         cache = iface.neighbours6
-        if cache is not None and cache.recently_failed(route.gateway or destination, self.clock()):
+        if cache is not None and cache.recently_failed(next_hop, self.clock()):
             self.counters["ipv6.dropped.host-unreachable"] += 1
             return True
         return False
@@ -707,6 +744,8 @@ class Ipv6Layer(NeighbourDiscovery):
             if deadline is not None and deadline <= now:
                 for report in listener.poll(now):
                     self._send_mld(iface, report)
+        if self._redirects:
+            self.expire_redirects(now)
         timeouts = self.reassembler.stats["timeouts"]
         expired = self.reassembler.expire(now)
         if self.reassembler.stats["timeouts"] != timeouts:
@@ -733,6 +772,9 @@ class Ipv6Layer(NeighbourDiscovery):
             d = listener.next_deadline()
             if d is not None:
                 deadlines.append(d)
+        if self._redirects:
+            # One lifetime for all, refreshed ones re-inserted: the first entry expires first.
+            deadlines.append(next(iter(self._redirects.values()))[1])
         r = self.reassembler.next_deadline()
         if r is not None:
             deadlines.append(r)
