@@ -23,7 +23,7 @@ import random
 import struct
 from typing import TYPE_CHECKING, Protocol, cast
 
-from aionetstack.link.endpoint import LinkKind
+from aionetstack.link.endpoint import LinkKind, OffloadFrame
 from aionetstack.network.addrconf import (
     AddressConfigurator,
 )
@@ -653,8 +653,40 @@ class Ipv6Layer(NeighbourDiscovery):
         path: tuple[Interface, bytes],
         dont_fragment: bool,
     ) -> bool:
-        """Segmentation offload is not offered for IPv6 yet: the caller sends segment by segment."""
-        return False
+        """Hand a link with SEGMENTATION_OFFLOAD one packet for the device to finish: its
+        transport checksum (partial, over the IPv6 pseudo-header, RFC 8200 §8.1) and, with
+        ``segment_size``, its cutting into ``segments`` wire packets of that much payload each
+        (TSO6: the device repeats this header with each packet's payload length). Returns False,
+        sending nothing, while the next hop's MAC is unknown or when a wire packet would not fit
+        the path MTU (RFC 8201): the caller then sends the segments one by one."""
+        iface, next_hop = path
+        link = iface.link
+        wire = (
+            IPV6_HEADER_LENGTH + transport_header_length + (segment_size or length - transport_header_length)
+        )
+        if iface is self.loopback or wire > self.path_mtu(iface, destination):
+            return False
+        if link.kind is LinkKind.ETHERNET:
+            mac = self._resolve(iface, next_hop)
+            if mac is None:
+                return False
+            head: tuple[Buffer, ...] = (_ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV6),)
+            l2 = 14
+        else:
+            head, l2 = (), 0
+        # RFC 6437 §3: the same flow label as the flow's other packets (see ``output``).
+        flow = hash((self._flow_secret, source, destination, protocol, bytes(parts[0][:4]))) & 0xFFFFF
+        header = build_ipv6(
+            source, destination, protocol, length, iface.hop_limit6 or self.default_hop_limit, 0, flow
+        )
+        self.counters["ipv6.sent"] += segments
+        frame = OffloadFrame(b"".join((*head, header, *parts)))
+        frame.csum_start = l2 + IPV6_HEADER_LENGTH
+        frame.csum_offset = checksum_offset
+        frame.header_length = l2 + IPV6_HEADER_LENGTH + transport_header_length
+        frame.segment_size = segment_size
+        self.emit(link, frame)
+        return True
 
     def _link_output(
         self,
