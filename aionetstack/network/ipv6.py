@@ -533,24 +533,40 @@ class Ipv6Layer(NeighbourDiscovery):
         return route.interface, route.gateway or destination  # type: ignore[return-value]
 
     def _select_default_router(self) -> tuple[Interface, bytes]:
-        """RFC 4861 §6.3.6 among the routers RAs taught: keep the one in use while it is reachable
-        or probably reachable (a neighbour entry in any state but INCOMPLETE, or FAILED here);
-        else the first such one; when none is, round-robin, so that each request returns the next
-        router until all have been tried. Only RA-learnt routers take part: a default route the
-        user added is used as the route table gives it."""
+        """RFC 4861 §6.3.6 among the routers RAs taught. A router is reachable or probably
+        reachable when its neighbour entry is in any state but INCOMPLETE (or FAILED here).
+        Keep the one in use while it is; else take the first that is; when none is, round-robin:
+        the one in use is kept while its resolution is still pending, and the next in the list
+        taken once it has failed, so every router is tried in turn until one answers. (The RFC's
+        "request for a default router" is a destination-cache miss; we have no destination
+        cache, so a failed resolution, not each route lookup, moves the turn on.) Only RA-learnt
+        routers take part: a default route the user added is used as the route table gives it."""
         routers = list(self._router_routes)
         now = self.clock()
         current = self._current_router
-        if current in self._router_routes and self._probably_reachable(current, now):
-            return current  # type: ignore[return-value]
+        if current is not None and current in self._router_routes:
+            if self._probably_reachable(current, now):
+                return current
+        else:
+            current = None
         for candidate in routers:
             if self._probably_reachable(candidate, now):
                 self._current_router = candidate
                 return candidate
-        following = routers.index(current) + 1 if current in self._router_routes else 0  # type: ignore[arg-type]
+        if current is not None and not self._failed(current, now):
+            return current  # its resolution is under way (or not begun): give it its chance
+        following = routers.index(current) + 1 if current is not None else 0
         chosen = routers[following % len(routers)]
         self._current_router = chosen
         return chosen
+
+    @staticmethod
+    def _failed(key: tuple[Interface, bytes], now: float) -> bool:
+        iface, router = key
+        cache = iface.neighbours6
+        return cache is not None and (
+            cache.state(router) is NeighbourState.FAILED or cache.recently_failed(router, now)
+        )
 
     @staticmethod
     def _probably_reachable(key: tuple[Interface, bytes], now: float) -> bool:

@@ -79,7 +79,7 @@ async def settle() -> None:
 
 
 @pytest.mark.looptime
-async def test_reachable_routers_are_preferred_and_unknown_ones_taken_in_turn() -> None:
+async def test_reachable_routers_are_preferred_and_failed_ones_passed_in_turn() -> None:
     left, right = pipe()
     routers = Routers(right, alive=set())
     right.attach(routers)
@@ -90,24 +90,30 @@ async def test_reachable_routers_are_preferred_and_unknown_ones_taken_in_turn() 
         routers.advertise(R2)
         await settle()
         assert len([r for r in a.routes.routes() if r.destination == "::/0"]) == 2
-        # None known reachable: round-robin, each request the next router.
-        assert [a.ip6.route(FAR)[1] for _ in range(4)] == [P1, P2, P1, P2]
+        # None known reachable: the first, kept while its resolution is pending.
+        assert [a.ip6.route(FAR)[1] for _ in range(3)] == [P1, P1, P1]
         cache = ia.neighbours6
         assert cache is not None
-        # One probably reachable (STALE after learning): it is chosen, every time.
-        cache.learn(P2, bytes.fromhex("020000000002"), a.now())
-        assert cache.state(P2) is NeighbourState.STALE
-        assert {a.ip6.route(FAR)[1] for _ in range(4)} == {P2}
-        # Both reachable: the one in use stays in use.
+        # Its resolution fails: round-robin moves on to the next, kept in its turn.
+        now = a.now()
+        cache.enqueue(P1, (b"", None), now)
+        failed = [ip for step in range(1, 10) for ip, _packets in cache.poll(now + step)[1]]
+        assert failed == [P1] and cache.state(P1) is NeighbourState.FAILED
+        assert [a.ip6.route(FAR)[1] for _ in range(3)] == [P2, P2, P2]
+        # One probably reachable (STALE after learning): it is preferred, every time.
         cache.learn(P1, bytes.fromhex("020000000001"), a.now())
-        assert {a.ip6.route(FAR)[1] for _ in range(4)} == {P2}
-        # It goes: the other.
-        cache.remove(P2)
+        assert cache.state(P1) is NeighbourState.STALE
         assert {a.ip6.route(FAR)[1] for _ in range(4)} == {P1}
+        # Both reachable: the one in use stays in use.
+        cache.learn(P2, bytes.fromhex("020000000002"), a.now())
+        assert {a.ip6.route(FAR)[1] for _ in range(4)} == {P1}
+        # It goes: the other.
+        cache.remove(P1)
+        assert {a.ip6.route(FAR)[1] for _ in range(4)} == {P2}
         # A router whose lifetime ends leaves the list; one router is simply the route's.
-        routers.advertise(R1, lifetime=0)
+        routers.advertise(R2, lifetime=0)
         await settle()
-        assert {a.ip6.route(FAR)[1] for _ in range(3)} == {P2}
+        assert {a.ip6.route(FAR)[1] for _ in range(3)} == {P1}
 
 
 @pytest.mark.looptime
