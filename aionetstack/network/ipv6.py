@@ -336,15 +336,15 @@ class Ipv6Layer(NeighbourDiscovery):
         counters = self.counters
         listener = self._mld.get(iface)
         if listener is None:
-            counters["nd.mld.dropped.no-mld-link"] += 1
+            counters["nd.dropped.no-nd-link"] += 1  # TUN, loopback: no MLD either
             return
         if not is_link_local(header.source):
-            counters["nd.mld.dropped.bad-source"] += 1  # RFC 3810 §5.1.14: link-local only
+            counters["nd.dropped.mld-bad-source"] += 1  # RFC 3810 §5.1.14: link-local only
             return
         if header.hop_limit != 1:
-            counters["nd.mld.dropped.bad-hop-limit"] += 1  # RFC 3810 §5: hop limit 1
+            counters["nd.dropped.mld-bad-hop-limit"] += 1  # RFC 3810 §5: hop limit 1
             return
-        counters["nd.mld.queries-received"] += 1
+        counters["nd.mld-queries-received"] += 1
         listener.query(query, self.clock())
 
     def default_interface(self) -> Interface | None:

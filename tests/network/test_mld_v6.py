@@ -255,12 +255,12 @@ async def test_a_stack_reports_joins_answers_queries_and_reports_leaves() -> Non
         right.write([query()])
         await asyncio.sleep(2)
         assert _reports(rec.ipv6()) == [[(MLD_MODE_IS_EXCLUDE, ll_group, [])]]
-        assert a.counters["nd.mld.queries-received"] == 1
+        assert a.counters["nd.mld-queries-received"] == 1
         # Only from a link-local source with hop limit 1 (RFC 3810 §5.1.14, §5).
         right.write([query(hlim=2), query(source="2001:db8::99")])
         await asyncio.sleep(2)
-        assert a.counters["nd.mld.dropped.bad-hop-limit"] == 1
-        assert a.counters["nd.mld.dropped.bad-source"] == 1
+        assert a.counters["nd.dropped.mld-bad-hop-limit"] == 1
+        assert a.counters["nd.dropped.mld-bad-source"] == 1
         rec.sent.clear()
         # A global address: its group is joined (from the link-local address) and, removed, left.
         a.add_address(ia, "2001:db8::5/64")
