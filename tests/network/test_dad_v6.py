@@ -124,3 +124,18 @@ async def test_two_stacks_given_the_same_address_the_second_finds_the_duplicate(
         await assigned(b, "2001:db8::6")
         assert await b.ping("2001:db8::5") >= 0
         assert ia.link_local6() is not None
+
+
+@pytest.mark.looptime
+async def test_a_tentative_address_can_be_taken_back() -> None:
+    left, _right = pipe()
+    async with Stack("a") as a:
+        ia = a.add_interface(left)
+        a.add_address(ia, "2001:db8::5/64")
+        assert ipaddress.IPv6Interface("2001:db8::5/64") in a.ip6.tentative_addresses(ia)
+        a.remove_address(ia, "2001:db8::5/64")
+        assert ipaddress.IPv6Interface("2001:db8::5/64") not in a.ip6.tentative_addresses(ia)
+        with pytest.raises(ValueError, match="not an address"):
+            a.remove_address(ia, "2001:db8::5/64")
+        await asyncio.sleep(5)
+        assert MANUAL not in a.local_addresses and solicited_node(MANUAL) not in ia.groups6
