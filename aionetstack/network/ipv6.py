@@ -55,6 +55,7 @@ from aionetstack.wire.icmpv6 import (
 from aionetstack.wire.ipv6 import (
     ALL_MLDV2_ROUTERS,
     ALL_NODES,
+    ALL_ROUTERS,
     EXTENSION_HEADERS,
     IPV6_HEADER_LENGTH,
     IPV6_MIN_MTU,
@@ -71,8 +72,10 @@ from aionetstack.wire.ipv6 import (
     walk_extensions,
 )
 from aionetstack.wire.ndp import (
+    MLD_CHANGE_TO_INCLUDE,
     MldQuery,
     MldRecord,
+    build_mldv1_packet,
     build_mldv2_records_packet,
 )
 
@@ -323,10 +326,19 @@ class Ipv6Layer(NeighbourDiscovery):
 
     def _send_mld(self, iface: Interface, records: list[MldRecord]) -> None:
         """Reports from the link-local address, or from ``::`` while it is tentative (RFC 3810
-        §5.2.13), to ff02::16 (§5.2.14)."""
-        if not records:
+        §5.2.13), to ff02::16 (§5.2.14); in MLDv1 compatibility mode (§8.2.1) one MLDv1 report
+        per group, to the group, and a done for a leave, to ff02::2 (RFC 2710 §3)."""
+        listener = self._mld.get(iface)
+        if not records or listener is None:
             return
         source = iface.link_local6() or UNSPECIFIED
+        if listener.version(self.clock()) == 1:
+            for kind, group, _sources in records:
+                done = kind == MLD_CHANGE_TO_INCLUDE
+                packet = build_mldv1_packet(source, group, done=done)
+                self._emit_multicast(iface, ALL_ROUTERS if done else group, packet)
+                self.counters["nd.mld-reports-sent"] += 1
+            return
         for part in split_records(records):
             self._emit_multicast(iface, ALL_MLDV2_ROUTERS, build_mldv2_records_packet(source, part))
             self.counters["nd.mld-reports-sent"] += 1

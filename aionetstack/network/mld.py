@@ -14,8 +14,14 @@ needs.
   empty).
 - Never reported (§6): ff02::1 and groups of scope 0 or 1.
 
-Not here: MLDv1 compatibility mode (§8.2); a version 1 query is counted and ignored. Nothing
-reads a clock: every call takes ``now``; randomness comes from an injectable ``random.Random``.
+- MLDv1 compatibility (§8.2.1): after an MLDv1 query the host speaks MLDv1 for [Older Version
+  Querier Present Timeout] (§9.12: robustness x 125 s + 10 s): :meth:`MldListener.version` says
+  which, and the caller sends each record as an MLDv1 report, or a done for a leave (RFC 2710).
+  Not here: MLDv1's report suppression (hearing another listener's report), which only saves
+  traffic.
+
+Nothing reads a clock: every call takes ``now``; randomness comes from an injectable
+``random.Random``.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ __all__ = ["DEFAULT_ROBUSTNESS", "UNSOLICITED_REPORT_INTERVAL", "MldListener", "
 #: RFC 3810 §9.1 and §9.11 defaults.
 DEFAULT_ROBUSTNESS = 2
 UNSOLICITED_REPORT_INTERVAL = 1.0
+QUERY_INTERVAL = 125.0
+QUERY_RESPONSE_INTERVAL = 10.0
 #: Queried sources remembered per group (§6.2 rule 5 augments the list); past this the pending
 #: answer covers the whole group, which answers every source asked about.
 MAX_QUERIED_SOURCES = 64
@@ -98,13 +106,18 @@ class MldListener:
         self._queried_sources: dict[bytes, set[bytes]] = {}  # empty: the whole group (§6.2 rule 4)
         self._changes: dict[bytes, list[int]] = {}  # group -> [record type, retransmissions left]
         self._change_deadline: float | None = None
+        self._v1_until = 0.0  # Older Version Querier Present timer (§8.2.1)
         self.stats: dict[str, int] = {
             "joins": 0,
             "leaves": 0,
             "queries": 0,
             "queries-other-group": 0,  # specific queries for groups we do not listen to
-            "v1-queries-ignored": 0,  # §8.2 compatibility mode is not implemented
+            "v1-queries": 0,  # each (re)starts MLDv1 compatibility mode
         }
+
+    def version(self, now: float) -> int:
+        """2, or 1 while an MLDv1 querier was heard lately (RFC 3810 §8.2.1)."""
+        return 1 if now < self._v1_until else 2
 
     # -- state changes (§6.1) -------------------------------------------------------------------
 
@@ -147,10 +160,11 @@ class MldListener:
 
     def query(self, query: MldQuery, now: float) -> None:
         """A valid query (its source link-local, hop limit 1: the caller checked RFC 3810 §5.1.14, §5)."""
-        if query.version == 1:
-            self.stats["v1-queries-ignored"] += 1
-            return
         self.stats["queries"] += 1
+        if query.version == 1:
+            self.stats["v1-queries"] += 1
+            # §8.2.1, §9.12: [Older Version Querier Present Timeout].
+            self._v1_until = now + self.robustness * QUERY_INTERVAL + QUERY_RESPONSE_INTERVAL
         if query.robustness:
             self.robustness = query.robustness  # §9.1: the querier's QRV, unless zero
         general = query.group == UNSPECIFIED

@@ -1,4 +1,5 @@
-"""Neighbour Discovery (RFC 4861 §4) and MLDv2's query and report (RFC 3810 §5.1, §5.2).
+"""Neighbour Discovery (RFC 4861 §4), MLDv2's query and report (RFC 3810 §5.1, §5.2), and
+MLDv1's report and done (RFC 2710 §3) for a host in compatibility mode.
 
 :func:`parse_nd` takes an ICMPv6 message already checksummed by
 :func:`aionetstack.wire.icmpv6.parse_icmpv6` and applies the validity checks of RFC 4861 §6.1,
@@ -18,6 +19,7 @@ from aionetstack.wire import Buffer
 from aionetstack.wire.icmpv6 import Icmpv6Message, build_icmpv6
 from aionetstack.wire.ipv6 import (
     ALL_MLDV2_ROUTERS,
+    ALL_ROUTERS,
     NEXT_HOP_BY_HOP,
     NEXT_ICMPV6,
     OPTION_ROUTER_ALERT,
@@ -55,6 +57,7 @@ __all__ = [
     "Redirect",
     "RouterAdvertisement",
     "RouterSolicitation",
+    "build_mldv1_packet",
     "build_mldv2_records_packet",
     "build_mldv2_report",
     "build_mldv2_report_packet",
@@ -85,6 +88,8 @@ OPT_MTU = 5
 
 # RFC 3810 §5.2.12 record types used to join and leave a group (RFC 3810 §6.1).
 MLD_QUERY = 130
+MLDV1_REPORT = 131  # RFC 2710 §3
+MLDV1_DONE = 132
 # RFC 3810 §5.2.12: record types. Current state (answers to queries) and state change (joins, leaves).
 MLD_MODE_IS_INCLUDE = 1
 MLD_MODE_IS_EXCLUDE = 2
@@ -511,6 +516,16 @@ def build_mldv2_report_packet(
     """The whole IPv6 packet for a report: hop limit 1, a hop-by-hop header with the router alert
     option (value 0, MLD), to ff02::16 (RFC 3810 §5; §5.2.13 lets it leave from ``::`` during DAD)."""
     return build_mldv2_records_packet(source, [(record_type, group, ()) for group in groups])
+
+
+def build_mldv1_packet(source: bytes, group: bytes, *, done: bool = False) -> bytes:
+    """An MLDv1 report (to ``group``) or done (to ff02::2) for one group (RFC 2710 §3, §5), for a
+    host in MLDv1 compatibility mode (RFC 3810 §8.2.1): hop limit 1, router alert."""
+    kind, destination = (MLDV1_DONE, ALL_ROUTERS) if done else (MLDV1_REPORT, group)
+    hop_by_hop = build_options_header(NEXT_ICMPV6, [(OPTION_ROUTER_ALERT, b"\x00\x00")])
+    message = build_icmpv6(kind, 0, 0, group, source, destination)
+    header = build_ipv6(source, destination, NEXT_HOP_BY_HOP, len(hop_by_hop) + len(message), hop_limit=1)
+    return header + hop_by_hop + message
 
 
 def build_mldv2_records_packet(source: bytes, records: list[MldRecord] | tuple[MldRecord, ...]) -> bytes:

@@ -10,8 +10,10 @@ import random
 import pytest
 from scapy.layers.inet6 import (
     ICMPv6MLDMultAddrRec,
+    ICMPv6MLDone,
     ICMPv6MLQuery,
     ICMPv6MLQuery2,
+    ICMPv6MLReport,
     ICMPv6MLReport2,
     IPv6,
     IPv6ExtHdrHopByHop,
@@ -32,6 +34,7 @@ from aionetstack.wire.ndp import (
     MLD_MODE_IS_EXCLUDE,
     MLD_MODE_IS_INCLUDE,
     MldQuery,
+    build_mldv1_packet,
     build_mldv2_records_packet,
     mld_max_response_delay,
     parse_mld_query,
@@ -190,7 +193,7 @@ def test_specific_queries_are_answered_for_our_groups_only_and_merged() -> None:
     assert mld.next_deadline() is None
 
 
-def test_the_queriers_robustness_is_adopted_and_v1_queries_are_ignored() -> None:
+def test_the_queriers_robustness_is_adopted() -> None:
     mld = listener()
     mld.query(MldQuery(1.0, bytes(16), (), 4, 2), 0.0)
     assert mld.robustness == 4
@@ -202,10 +205,36 @@ def test_the_queriers_robustness_is_adopted_and_v1_queries_are_ignored() -> None
     while (deadline := mld.next_deadline()) is not None:
         sent += len(mld.poll(deadline))
     assert sent == 4  # the join and robustness - 1 retransmissions
-    mld.query(MldQuery(1.0, bytes(16), (), 0, 1), 10.0)
-    assert mld.stats["v1-queries-ignored"] == 1 and mld.next_deadline() is None
     with pytest.raises(ValueError, match="robustness"):
         MldListener(random.Random(1), robustness=0)
+
+
+def test_an_mldv1_query_switches_to_mldv1_for_the_older_querier_timeout() -> None:
+    mld = listener()
+    mld.update({GROUP}, 0.0)
+    mld.poll(5.0)
+    assert mld.version(10.0) == 2
+    mld.query(MldQuery(1.0, bytes(16), (), 0, 1), 10.0)  # answered like any general query
+    assert mld.version(10.0) == 1 and mld.stats["v1-queries"] == 1
+    assert mld.poll(11.0) == [[(MLD_MODE_IS_EXCLUDE, GROUP, ())]]
+    # RFC 3810 §9.12: robustness (2) x query interval (125 s) + query response interval (10 s).
+    assert mld.version(10.0 + 259.9) == 1 and mld.version(10.0 + 260.0) == 2
+
+
+def test_mldv1_report_and_done_read_by_scapy() -> None:
+    source = ipaddress.IPv6Address("fe80::1").packed
+    report = IPv6(build_mldv1_packet(source, GROUP))
+    assert (report.dst, report.hlim) == (format_ipv6(GROUP), 1)
+    assert report[IPv6ExtHdrHopByHop].options[0].otype == 5
+    assert report[ICMPv6MLReport].mladdr == format_ipv6(GROUP)
+    done = IPv6(build_mldv1_packet(source, GROUP, done=True))
+    assert done.dst == "ff02::2" and done[ICMPv6MLDone].mladdr == format_ipv6(GROUP)
+    expected = raw(
+        IPv6(src="fe80::1", dst="ff02::2", hlim=1)
+        / IPv6ExtHdrHopByHop(options=[RouterAlert(value=0)])
+        / ICMPv6MLDone(mladdr=format_ipv6(GROUP))
+    )
+    assert build_mldv1_packet(source, GROUP, done=True) == expected
 
 
 # -- a live stack ----------------------------------------------------------------------------------
@@ -277,3 +306,16 @@ async def test_a_stack_reports_joins_answers_queries_and_reports_leaves() -> Non
         a.remove_address(ia, "2001:db8::5/64")
         await asyncio.sleep(3)
         assert _reports(rec.ipv6()) == [[(MLD_CHANGE_TO_INCLUDE, g_group, [])]] * 2
+        rec.sent.clear()
+        # An MLDv1 querier (RFC 3810 §8.2.1): answered with an MLDv1 report, to the group.
+        v1 = raw(
+            Ether(dst="33:33:00:00:00:01", src="02:00:00:00:00:99")
+            / IPv6(src=ROUTER, dst="ff02::1", hlim=1)
+            / IPv6ExtHdrHopByHop(options=[RouterAlert(value=0)])
+            / ICMPv6MLQuery(mrd=1000)
+        )
+        right.write([v1])
+        await asyncio.sleep(2)
+        answers = [f for f in rec.ipv6() if f.haslayer(ICMPv6MLReport)]
+        assert [f[ICMPv6MLReport].mladdr for f in answers] == [ll_group]
+        assert answers[0][IPv6].dst == ll_group and not _reports(rec.ipv6())
