@@ -100,16 +100,20 @@ class StackConfiguration:
             new.start(self.loop)
         return new
 
-    def add_address(self, iface: Interface, address: str) -> None:
+    def add_address(self, iface: Interface, address: str, *, dad: bool = True) -> None:
         """Give ``iface`` another address with its prefix, e.g. ``"10.0.1.7/24"`` or
-        ``"2001:db8::7/64"`` (an IPv6 address is used at once: no DAD for one given by hand)."""
+        ``"2001:db8::7/64"``. On an Ethernet link an IPv6 address is tentative until duplicate
+        address detection passes (RFC 4862 §5.4, about 1-2 s); ``dad=False`` uses it at once."""
         self._check_interface("iface", iface)
         value = _interface_address("address", address)
         packed = value.ip.packed
         if packed in self.local_addresses:
             raise OSError(errno.EADDRINUSE, f"{value.ip} is already an address of stack {self.name}")
         if isinstance(value, ipaddress.IPv6Interface):
-            self.ip6.add_address(iface, value, announce=self._task is not None)
+            if dad:
+                self.ip6.add_address_with_dad(iface, value)
+            else:
+                self.ip6.add_address(iface, value, announce=self._task is not None)
             return
         iface.add_address(value)
         self.local_addresses[packed] = iface
@@ -124,9 +128,7 @@ class StackConfiguration:
         self._check_interface("iface", iface)
         value = _interface_address("address", address)
         if isinstance(value, ipaddress.IPv6Interface):
-            if value not in iface.addresses6:
-                raise ValueError(f"{value} is not an address of interface {iface.name}")
-            self.ip6.remove_address(iface, value)
+            self.ip6.remove_address(iface, value)  # ValueError if neither assigned nor tentative
             return
         if value not in iface.addresses:
             raise ValueError(f"{value} is not an address of interface {iface.name}")

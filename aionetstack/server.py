@@ -6,12 +6,14 @@ import asyncio
 import errno
 import socket
 import ssl as ssl_module
+import struct
 from asyncio import sslproto
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from aionetstack import _validate
 from aionetstack.addresses import ANY4, family_of, format_ip, sockaddr, wildcard
+from aionetstack.socket_options import ipv6_getsockopt
 from aionetstack.transport.tcp.listener import TcpListener
 
 if TYPE_CHECKING:
@@ -43,6 +45,16 @@ class ListeningSocket:
 
     def fileno(self) -> int:
         return -1
+
+    def getsockopt(self, level: int, option: int, buflen: int | None = None) -> int | bytes:
+        """``IPV6_V6ONLY`` is 1 on an IPv6 listener (asyncio's ``create_server`` sets it, and
+        ``::`` does not take IPv4 here), ``SO_ACCEPTCONN`` 1; others as ``ipv6_getsockopt`` says."""
+        _validate.sockopt_call(level, option, buflen, getting=True)
+        if level == socket.SOL_SOCKET and option == socket.SO_ACCEPTCONN:
+            return 1 if buflen is None else struct.pack("i", 1)[:buflen]
+        if level == socket.IPPROTO_IPV6:
+            return ipv6_getsockopt(self.family, True, level, option, buflen)
+        raise OSError(errno.ENOPROTOOPT, f"socket option ({level}, {option}) is not supported by aionetstack")
 
     def __repr__(self) -> str:
         return f"<ListeningSocket {self.getsockname()}>"

@@ -16,7 +16,7 @@ from aionetstack.transport.tcp.connection import TcpState
 if TYPE_CHECKING:
     from aionetstack.transports import TcpTransport
 
-__all__ = ["TcpSocketOptions"]
+__all__ = ["TcpSocketOptions", "ipv6_getsockopt", "ipv6_setsockopt"]
 
 _TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)  # Linux's value where Python lacks the name
 
@@ -33,6 +33,34 @@ def _option_value(value: int, buflen: int | None) -> int | bytes:
     return value if buflen is None else struct.pack("i", value)[:buflen]
 
 
+def _unsupported(level: int, option: int) -> OSError:
+    return OSError(errno.ENOPROTOOPT, f"socket option ({level}, {option}) is not supported by aionetstack")
+
+
+def ipv6_getsockopt(
+    family: socket.AddressFamily, v6only: bool, level: int, option: int, buflen: int | None
+) -> int | bytes:
+    """``getsockopt(IPPROTO_IPV6, ...)`` as Linux answers it for a bound socket of ``family``:
+    an IPv4 socket has no IPv6 options (``ip_getsockopt``: EOPNOTSUPP); ``IPV6_V6ONLY`` reads
+    ``v6only``. asyncio's ``create_server`` sets it on every AF_INET6 listener and an accepted
+    socket inherits it; ``create_connection`` leaves Linux's default (``net.ipv6.bindv6only`` 0)."""
+    if family != socket.AF_INET6:
+        raise OSError(errno.EOPNOTSUPP, f"an {family.name} socket has no IPPROTO_IPV6 options")
+    if option == socket.IPV6_V6ONLY:
+        return _option_value(int(v6only), buflen)
+    raise _unsupported(level, option)
+
+
+def ipv6_setsockopt(family: socket.AddressFamily, level: int, option: int) -> None:
+    """``setsockopt(IPPROTO_IPV6, ...)`` on a bound socket: IPv4's has none (``ip_setsockopt``:
+    ENOPROTOOPT); ``IPV6_V6ONLY`` cannot change once bound (``ipv6_setsockopt``: EINVAL)."""
+    if family != socket.AF_INET6:
+        raise OSError(errno.ENOPROTOOPT, f"an {family.name} socket has no IPPROTO_IPV6 options")
+    if option == socket.IPV6_V6ONLY:
+        raise OSError(errno.EINVAL, "IPV6_V6ONLY cannot change on a bound socket")
+    raise _unsupported(level, option)
+
+
 class TcpSocketOptions:
     """What ``get_extra_info('socket')`` returns: socket-option calls on our connection.
 
@@ -43,7 +71,9 @@ class TcpSocketOptions:
     auto-sizing off), ``SO_LINGER`` (``l_linger`` 0 makes close and abort send RST),
     ``SO_REUSEADDR``/``SO_REUSEPORT`` (kept and read back: they matter only to a bind, which this
     connection has done), and read ``SO_TYPE``, ``SO_ERROR``, ``SO_DOMAIN``, ``SO_PROTOCOL``,
-    ``SO_ACCEPTCONN`` and ``TCP_MAXSEG``. Other options raise ``OSError(ENOPROTOOPT)``.
+    ``SO_ACCEPTCONN``, ``TCP_MAXSEG`` and ``IPV6_V6ONLY`` (1 on a connection accepted over IPv6,
+    whose asyncio listener had it set; 0 on one we opened). Other options raise
+    ``OSError(ENOPROTOOPT)``, as Linux for what it does not know.
 
     ``fileno()`` is a real descriptor that polls readable exactly when the kernel socket would:
     data the protocol has not taken (reading paused), the peer's FIN, or a dead connection, so
@@ -84,6 +114,8 @@ class TcpSocketOptions:
                 raise OSError(errno.ENOENT, str(exc)) from None  # as Linux: no such algorithm
             transport._layer.mark(conn)  # a new window or pacing rate may let data go
             return
+        if level == socket.IPPROTO_IPV6:
+            ipv6_setsockopt(self.family, level, option)
         if level == socket.SOL_SOCKET and option == socket.SO_LINGER:
             if not isinstance(value, (bytes, bytearray)) or len(value) < 8:
                 raise TypeError("SO_LINGER takes struct.pack('ii', l_onoff, l_linger)")
@@ -138,7 +170,7 @@ class TcpSocketOptions:
             if option == socket.SO_TYPE:
                 return _option_value(socket.SOCK_STREAM, buflen)
             if option == getattr(socket, "SO_DOMAIN", -1):
-                return _option_value(socket.AF_INET, buflen)
+                return _option_value(self.family, buflen)
             if option == getattr(socket, "SO_PROTOCOL", -1):
                 return _option_value(socket.IPPROTO_TCP, buflen)
             if option == socket.SO_ACCEPTCONN:
@@ -160,6 +192,9 @@ class TcpSocketOptions:
                 return struct.pack("ii", *transport._linger)[: buflen or 8]
             if option in _REUSE_OPTIONS:
                 return _option_value(self._options.get((level, option), 0), buflen)
+        elif level == socket.IPPROTO_IPV6:
+            # Accepted by one of our servers (create_server/start_server): its listener's V6ONLY.
+            return ipv6_getsockopt(self.family, transport.server is not None, level, option, buflen)
         raise OSError(errno.ENOPROTOOPT, f"socket option ({level}, {option}) is not supported by aionetstack")
 
     def getsockname(self) -> tuple[str, int] | tuple[str, int, int, int]:

@@ -6,8 +6,8 @@ address, not the MAC the kernel shows for the device, and the kernel answers ARP
 addresses configured on its side while the stack answers for its own.
 
 With ``offload=True`` the device is opened with ``IFF_VNET_HDR`` (a virtio-net header before
-every frame, both ways) and ``TUNSETOFFLOAD`` (checksum and TCPv4 segmentation offload). Then
-the stack writes TCP super-segments of up to 64 KB with a partial checksum, which the kernel
+every frame, both ways) and ``TUNSETOFFLOAD`` (checksum and TCP segmentation offload, IPv4 and
+IPv6). Then the stack writes TCP super-segments of up to 64 KB with a partial checksum, which the kernel
 cuts to the wire MTU (GSO), and reads the kernel's large segments (TSO/GRO) whose checksums
 the kernel vouches for (``DATA_VALID``, or ``NEEDS_CSUM`` for what its own stack wrote) without
 summing them again. What the kernel refuses is left off and said in ``offload_refused``.
@@ -88,6 +88,7 @@ _VNET_F_NEEDS_CSUM = 1
 _VNET_F_DATA_VALID = 2
 _VNET_GSO_NONE = 0
 _VNET_GSO_TCPV4 = 1
+_VNET_GSO_TCPV6 = 4
 _VNET_ZERO = bytes(VNET_HDR_LEN)
 #: The largest IPv4 datagram, so the largest super-segment the stack hands a device.
 _GSO_MAX_SIZE = 65535
@@ -291,8 +292,9 @@ def _negotiate_offloads(fd: int) -> tuple[int, list[str]]:
         fcntl.ioctl(fd, _TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
     except OSError as exc:
         return -1, [f"TUNSETVNETHDRSZ {VNET_HDR_LEN}: {os.strerror(exc.errno or 0)}"]
-    # TSO6 only once the stack speaks IPv6; USO4 would make the kernel hand us UDP super-datagrams.
+    # Not USO4: it would make the kernel hand us UDP super-datagrams.
     for flags, what in (
+        (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, "TUN_F_CSUM|TUN_F_TSO4|TUN_F_TSO6"),
         (TUN_F_CSUM | TUN_F_TSO4, "TUN_F_CSUM|TUN_F_TSO4"),
         (TUN_F_CSUM, "TUN_F_CSUM"),
     ):
@@ -322,7 +324,8 @@ class TunTapLink(LinkEndpoint):
     _IFF_KIND: ClassVar[int] = _IFF_TAP
     kind = LinkKind.ETHERNET
     capabilities = LinkCapabilities.NONE
-    #: What the kernel agreed to (``vnet-hdr``, ``tx-gso-tcpv4``, ``tx-csum``, ``rx-csum``, ``rx-tso4``).
+    #: What the kernel agreed to (``vnet-hdr``, ``tx-gso-tcpv4``, ``tx-csum``, ``rx-csum``, ``rx-tso4``,
+    #: ``tx-gso-tcpv6``, ``rx-tso6``).
     offloads: tuple[str, ...]
     #: One line per offload the kernel or the device refused (an ioctl error each).
     offload_refusals: list[str]
@@ -388,6 +391,9 @@ class TunTapLink(LinkEndpoint):
             names.append("rx-csum")
         if tun_flags & TUN_F_TSO4:
             names.append("rx-tso4")
+        names.append("tx-gso-tcpv6")  # the IPv6 names after, so the IPv4 list reads as before
+        if tun_flags & TUN_F_TSO6:
+            names.append("rx-tso6")
         self.offloads = tuple(names)
 
     def _setup(
@@ -606,14 +612,15 @@ class TunTapLink(LinkEndpoint):
 
     # -- writing ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _vnet_header(frame: Buffer) -> bytes:
-        """virtio 1.1 §5.1.6.2: NEEDS_CSUM with where to sum, and TCPV4 with the wire segment size."""
+    def _vnet_header(self, frame: Buffer) -> bytes:
+        """virtio 1.1 §5.1.6.2: NEEDS_CSUM with where to sum, and TCPV4 or TCPV6 (by the IP
+        version) with the wire segment size."""
         if type(frame) is not OffloadFrame:
             return _VNET_ZERO
         size = frame.segment_size
         if size and len(frame) - frame.header_length > size:
-            gso_type = _VNET_GSO_TCPV4
+            ip = 14 if self.kind is LinkKind.ETHERNET else 0
+            gso_type = _VNET_GSO_TCPV6 if frame[ip] >> 4 == 6 else _VNET_GSO_TCPV4
         else:
             size, gso_type = 0, _VNET_GSO_NONE
         return _VNET_HDR.pack(

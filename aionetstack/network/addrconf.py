@@ -3,12 +3,15 @@ detection, router solicitation, and what router advertisements teach (RFC 4862, 
 
 - Interface identifiers: RFC 7217 stable and semantically opaque (the default, from a secret),
   or modified EUI-64 from the MAC (RFC 4291 App. A) when asked for.
-- Duplicate address detection (RFC 4862 §5.4): an address starts tentative; after a random
-  delay the node joins its solicited-node group (an MLDv2 report, RFC 3810) and sends
+- Duplicate address detection (RFC 4862 §5.4), for formed addresses and for those given by hand
+  (:meth:`AddressConfigurator.add_manual`, §5.4: "regardless of whether they are obtained through
+  stateless autoconfiguration, DHCPv6, or manual configuration"): an address starts tentative; after a random
+  delay the node joins its solicited-node group (the network layer's MLD reports it) and sends
   ``dad_transmits`` neighbour solicitations from ``::``, ``retrans_timer`` apart; one
   ``retrans_timer`` after the last, with no conflict, it is ready. An NS from ``::`` or an NA for
   a tentative address is a conflict: the address goes, and an RFC 7217 identifier is generated
-  again with the next DAD counter (RFC 7217 §6), up to ``IDGEN_RETRIES`` times.
+  again with the next DAD counter (RFC 7217 §6), up to ``IDGEN_RETRIES`` times; an address given
+  by hand is not replaced (§5.4.5: it is not used, and the conflict is reported).
 - Router solicitation (RFC 4861 §6.3.7) once the link-local address is ready, until an
   advertisement with a router lifetime answers.
 - Router advertisements (RFC 4861 §6.3.4): the default router list with lifetimes, on-link
@@ -42,7 +45,6 @@ from aionetstack.wire.ndp import (
     PrefixInformation,
     Redirect,
     RouterAdvertisement,
-    build_mldv2_report_packet,
     build_neighbour_solicitation,
     build_router_solicitation,
 )
@@ -95,10 +97,13 @@ class Transmit:
 
 @attrs.frozen
 class AddressReady:
-    """DAD passed (or preferred again): assign ``address``/``prefix_length`` and use it."""
+    """DAD passed (or preferred again): assign ``address``/``prefix_length`` and use it.
+    ``manual``: an address given by hand (:meth:`AddressConfigurator.add_manual`), which brings
+    its prefix's on-link route as a configured address does; SLAAC's never do (RFC 5942 §4)."""
 
     address: bytes
     prefix_length: int
+    manual: bool = False
 
 
 @attrs.frozen
@@ -239,6 +244,7 @@ class _Address:
         "dad_counter",
         "dad_sent",
         "deadline",
+        "manual",
         "preferred_until",
         "prefix",
         "prefix_length",
@@ -251,6 +257,7 @@ class _Address:
         self.prefix = prefix  # the 8-byte /64 prefix it was formed from
         self.prefix_length = prefix_length
         self.dad_counter = dad_counter
+        self.manual = False  # given by hand: no lifetimes, no new identifier on a conflict
         self.state = "tentative"  # tentative -> preferred <-> deprecated
         self.dad_sent = 0
         self.deadline = 0.0  # the next DAD step while tentative
@@ -280,6 +287,7 @@ class AddressConfigurator:
         reachable_time: float = 30.0,
         link_mtu: int = 1500,
         accept_ra: bool = True,
+        autoconf: bool = True,
         max_routers: int = 16,
         max_prefixes: int = 64,
         rng: random.Random | None = None,
@@ -304,7 +312,10 @@ class AddressConfigurator:
         self.cur_hop_limit = 64
         self.max_link_mtu = link_mtu
         self.link_mtu = link_mtu
-        self.accept_ra = accept_ra
+        # Off (StackOptions.ipv6_autoconf=False): no link-local address is formed and RAs are
+        # ignored; DAD still runs for addresses given by hand.
+        self.autoconf = autoconf
+        self.accept_ra = accept_ra and autoconf
         self.max_routers = max_routers
         self.max_prefixes = max_prefixes
         self.rng = rng if rng is not None else random.Random(os.urandom(8))
@@ -336,7 +347,36 @@ class AddressConfigurator:
 
     def start(self, now: float) -> list[Action]:
         """The link is up: form the link-local address and start DAD on it (RFC 4862 §5.3)."""
+        if not self.autoconf:
+            return []
         return self._add_address(LINK_LOCAL_PREFIX, 64, 0, now)
+
+    def add_manual(self, address: bytes, prefix_length: int, now: float) -> list[Action]:
+        """Start DAD on an address given by hand (RFC 4862 §5.4): tentative until it passes, then
+        :class:`AddressReady` with ``manual`` set; a conflict gives :class:`AddressRemoved`
+        ``"duplicate"`` and no replacement (§5.4.5)."""
+        if len(address) != 16:
+            raise ValueError(f"address must be 16 bytes, got {len(address)}")
+        if not 0 <= prefix_length <= 128:
+            raise ValueError(f"prefix_length must be 0 to 128, got {prefix_length}")
+        if address in self._addresses:
+            return []
+        record = _Address(address, address[:8], prefix_length, 0)
+        record.manual = True
+        self._addresses[address] = record
+        if self.dad_transmits == 0:
+            return self._ready(record, now)
+        # §5.4.2's random delay before the first probe, as for a formed address.
+        record.deadline = now + self.rng.uniform(0, MAX_RTR_SOLICITATION_DELAY)
+        return []
+
+    def cancel(self, address: bytes) -> bool:
+        """Forget a tentative address (its user took it back); True if there was one."""
+        record = self._addresses.get(address)
+        if record is None or record.state != "tentative":
+            return False
+        del self._addresses[address]
+        return True
 
     def _add_address(
         self,
@@ -361,6 +401,10 @@ class AddressConfigurator:
         return []
 
     def _ready(self, record: _Address, now: float) -> list[Action]:
+        if record.manual:
+            # A hand-given address is the user's from now on: nothing here runs out or changes.
+            del self._addresses[record.address]
+            return [AddressReady(record.address, record.prefix_length, manual=True)]
         record.state = "preferred" if now < record.preferred_until else "deprecated"
         actions: list[Action] = [AddressReady(record.address, record.prefix_length)]
         if record.state == "deprecated":
@@ -397,6 +441,8 @@ class AddressConfigurator:
         self.stats["dad-conflicts"] += 1
         del self._addresses[record.address]
         actions: list[Action] = [AddressRemoved(record.address, "duplicate")]
+        if record.manual:
+            return actions  # RFC 4862 §5.4.5: not used; the user chose it, we do not pick another
         if self.use_eui64:
             if record.prefix == LINK_LOCAL_PREFIX:
                 # RFC 4862 §5.4.5: a duplicate hardware-derived link-local: stop IPv6 on the link.
@@ -492,7 +538,7 @@ class AddressConfigurator:
             self.stats["prefix-ignored"] += 1
             return []
         prefix = info.prefix[:8]
-        existing = [r for r in self._addresses.values() if r.prefix == prefix]
+        existing = [r for r in self._addresses.values() if r.prefix == prefix and not r.manual]
         if not existing:
             if info.valid_lifetime == 0:
                 return []
@@ -560,9 +606,9 @@ class AddressConfigurator:
             return self._ready(record, now)  # RetransTimer after the last probe: no conflict
         actions: list[Action] = []
         group = solicited_node(record.address)
-        if record.dad_sent == 0:
-            # RFC 4862 §5.4.2: join the solicited-node group first; the report may leave from ::.
-            actions.append(Transmit(group, build_mldv2_report_packet(UNSPECIFIED, [group])))
+        # RFC 4862 §5.4.2: the solicited-node group is joined before the probe: the network layer
+        # listens to the groups of tentative addresses too, and its MLD reports the join (from
+        # ``::``, RFC 3810 §5.2.13) before it carries out this Transmit.
         probe = build_neighbour_solicitation(UNSPECIFIED, group, record.address)
         actions.append(Transmit(group, _icmpv6_packet(UNSPECIFIED, group, probe)))
         record.dad_sent += 1

@@ -49,7 +49,7 @@ from aionetstack.wire.ipv6 import (
     NEXT_ICMPV6,
     Ipv6Header,
 )
-from aionetstack.wire.ndp import parse_nd
+from aionetstack.wire.ndp import MLD_QUERY, parse_mld_query, parse_nd
 
 if TYPE_CHECKING:
     from aionetstack.network.icmp import EchoForwarder, EchoWaiter
@@ -162,9 +162,11 @@ class Icmpv6Layer:
         elif kind in _ND_TYPES:
             nd = parse_nd(message, buf, ip.source, ip.destination, ip.hop_limit, len(iface.link.mac) or 6)
             self.network.nd_input(iface, ip, nd)
+        elif kind == MLD_QUERY:
+            self.network.mld_query_input(iface, ip, parse_mld_query(message, buf))
         elif kind in _MLD_TYPES:
-            # A host needs no reports but its own joins; queries would be answered by a full
-            # MLDv2 listener (RFC 3810 §6.2), which this is not yet.
+            # Other listeners' reports and MLDv1 dones: a host ignores them (RFC 3810 §6: MLDv2
+            # has no report suppression).
             counters["icmpv6.mld-ignored"] += 1
         elif message.is_error:
             counters["icmpv6.errors-received"] += 1

@@ -23,11 +23,12 @@ import random
 import struct
 from typing import TYPE_CHECKING, Protocol, cast
 
-from aionetstack.link.endpoint import LinkKind
+from aionetstack.link.endpoint import LinkKind, OffloadFrame
 from aionetstack.network.addrconf import (
     AddressConfigurator,
 )
 from aionetstack.network.fragmentation import fragment_packet_v6
+from aionetstack.network.mld import MldListener, split_records
 from aionetstack.network.ndisc import NeighbourDiscovery
 from aionetstack.network.neighbour import NeighbourCache, NeighbourState, ResolveAction
 from aionetstack.network.reassembly import Reassembler
@@ -52,7 +53,9 @@ from aionetstack.wire.icmpv6 import (
     UNREACH_PORT,
 )
 from aionetstack.wire.ipv6 import (
+    ALL_MLDV2_ROUTERS,
     ALL_NODES,
+    ALL_ROUTERS,
     EXTENSION_HEADERS,
     IPV6_HEADER_LENGTH,
     IPV6_MIN_MTU,
@@ -69,7 +72,11 @@ from aionetstack.wire.ipv6 import (
     walk_extensions,
 )
 from aionetstack.wire.ndp import (
-    build_mldv2_report_packet,
+    MLD_CHANGE_TO_INCLUDE,
+    MldQuery,
+    MldRecord,
+    build_mldv1_packet,
+    build_mldv2_records_packet,
 )
 
 if TYPE_CHECKING:
@@ -89,6 +96,8 @@ _Waiting = tuple[bytes, PacketOwner | None]
 _TRANSPORTS_WITH_PORTS = (6, 17)
 #: What a transport protocol without ``address_lengths`` handles: IPv4 only.
 _IPV4_ONLY = frozenset({4})
+#: Neighbour states that say a router is not "reachable or probably reachable" (RFC 4861 §6.3.6).
+_SUSPECT = (NeighbourState.INCOMPLETE, NeighbourState.FAILED)
 
 
 class Icmpv6Errors(Protocol):
@@ -173,6 +182,15 @@ class Ipv6Layer(NeighbourDiscovery):
         #: Default routes learnt from router advertisements, by (interface, router).
         self._router_routes: dict[tuple[Interface, bytes], Route] = {}
         self._prefix_routes: dict[tuple[Interface, bytes, int], Route] = {}
+        #: The default router chosen last (RFC 4861 §6.3.6), kept while it is probably reachable.
+        self._current_router: tuple[Interface, bytes] | None = None
+        self._redirects: dict[tuple[Interface, bytes], tuple[Route, float, bytes]] = {}
+        #: MLDv2 (RFC 3810) per interface that does ND, from the moment its link is up.
+        self._mld: dict[Interface, MldListener] = {}
+        #: Interfaces whose link is up (``start`` ran), and hand-given addresses waiting for it to
+        #: start their DAD.
+        self._started: set[Interface] = set()
+        self._pending_dad: dict[Interface, list[ipaddress.IPv6Interface]] = {}
 
     def ethertypes(self) -> dict[int, NetworkInput]:
         """IPv6 frames (RFC 2464 §3) come here."""
@@ -201,18 +219,50 @@ class Ipv6Layer(NeighbourDiscovery):
             return
         if iface.link.kind is LinkKind.ETHERNET and len(iface.link.mac) == 6:
             iface.neighbours6 = new_nd_cache(self.options)
-            if not self.options.ipv6_autoconf:
-                return
+            # Without autoconf the configurator forms nothing and ignores RAs, but still runs
+            # DAD for addresses given by hand (RFC 4862 §5.4).
             iface.addrconf = AddressConfigurator(
                 iface.link.mac,
                 interface_name=iface.name,
                 link_mtu=max(IPV6_MIN_MTU, min(iface.link.mtu, 65535)),
+                autoconf=self.options.ipv6_autoconf,
             )
 
     def start(self, iface: Interface, now: float) -> None:
-        """The link is up (the loop runs): start the link-local address and its DAD."""
+        """The link is up (the loop runs): start the link-local address and its DAD, and MLD."""
+        self._started.add(iface)
+        if iface.neighbours6 is not None and iface not in self._mld:
+            self._mld[iface] = MldListener(random.Random(os.urandom(8)))
+        addrconf = iface.addrconf
+        if addrconf is not None:
+            self._apply(iface, addrconf.start(now), now)
+        for address in self._pending_dad.pop(iface, []):
+            self.add_address_with_dad(iface, address)
+
+    def add_address_with_dad(self, iface: Interface, address: ipaddress.IPv6Interface) -> None:
+        """An address given by hand: on a link with ND it stays tentative until DAD passes (RFC
+        4862 §5.4), then :meth:`add_address` assigns it; a duplicate is never assigned and is
+        counted in ``nd.addresses-removed.duplicate`` (and logged once). Elsewhere it is assigned
+        at once."""
+        addrconf = iface.addrconf
+        if addrconf is None or addrconf.dad_transmits == 0:
+            self.add_address(iface, address, announce=iface in self._started)
+        elif iface in self._started:
+            now = self.clock()
+            self._apply(iface, addrconf.add_manual(address.ip.packed, address.network.prefixlen, now), now)
+        else:
+            self._pending_dad.setdefault(iface, []).append(address)
+
+    def tentative_addresses(self, iface: Interface) -> list[ipaddress.IPv6Interface]:
+        """Addresses of ``iface`` still waiting for DAD (or for the link to come up)."""
+        waiting = list(self._pending_dad.get(iface, []))
         if iface.addrconf is not None:
-            self._apply(iface, iface.addrconf.start(now), now)
+            waiting += [
+                ipaddress.IPv6Interface((address, length))
+                for address, length, state in iface.addrconf.addresses()
+                if state == "tentative"
+            ]
+        return waiting
 
     def add_address(self, iface: Interface, address: ipaddress.IPv6Interface, *, announce: bool) -> None:
         """Assign ``address`` (configured by hand, or ready after DAD) with its on-link route."""
@@ -227,6 +277,17 @@ class Ipv6Layer(NeighbourDiscovery):
         self._join(iface, solicited_node(packed), announce)
 
     def remove_address(self, iface: Interface, address: ipaddress.IPv6Interface) -> None:
+        """Take ``address`` off ``iface``, or stop its DAD if it is still tentative."""
+        pending = self._pending_dad.get(iface, [])
+        if address in pending:
+            pending.remove(address)
+            return
+        addrconf = iface.addrconf
+        if addrconf is not None and address not in iface.addresses6 and addrconf.cancel(address.ip.packed):
+            self._refresh_groups(iface)
+            return
+        if address not in iface.addresses6:
+            raise ValueError(f"{address} is not an address of interface {iface.name}")
         iface.remove_address(address)
         packed = address.ip.packed
         if self.local_addresses.get(packed) is iface:
@@ -239,27 +300,64 @@ class Ipv6Layer(NeighbourDiscovery):
         self._refresh_groups(iface)
 
     def _join(self, iface: Interface, group: bytes, announce: bool) -> None:
-        """Listen to ``group``; on Ethernet, report it (MLDv2, RFC 3810 §6.1) so snooping
-        switches forward it to us."""
-        if group in iface.groups6:
-            return
+        """Listen to ``group``; when ``announce``, report it (MLDv2, RFC 3810 §6.1) so snooping
+        switches forward it to us (before the loop runs, :meth:`announce` does it later)."""
         iface.groups6.add(group)
-        if announce and iface.link.kind is LinkKind.ETHERNET:
-            source = iface.link_local6() or UNSPECIFIED  # RFC 3810 §5.2.13
-            self._emit_multicast(iface, group, build_mldv2_report_packet(source, [group]))
-            self.counters["nd.mld-reports-sent"] += 1
+        if announce:
+            self._sync_mld(iface)
 
     def announce(self, iface: Interface, address: bytes) -> None:
         """Report the solicited-node group of an address assigned before the loop ran."""
-        group = solicited_node(address)
-        iface.groups6.discard(group)
-        self._join(iface, group, True)
+        self._join(iface, solicited_node(address), True)
 
     def _refresh_groups(self, iface: Interface) -> None:
+        """The groups are all-nodes and the solicited-node group of each address, tentative ones
+        included (RFC 4862 §5.4.2); MLD reports what changed."""
         groups = {ALL_NODES} | {solicited_node(a.ip.packed) for a in iface.addresses6}
         if iface.addrconf is not None:
             groups |= {solicited_node(a) for a, _length, _state in iface.addrconf.addresses()}
         iface.groups6 = groups
+        self._sync_mld(iface)
+
+    def _sync_mld(self, iface: Interface) -> None:
+        listener = self._mld.get(iface)
+        if listener is not None:
+            self._send_mld(iface, listener.update(iface.groups6, self.clock()))
+
+    def _send_mld(self, iface: Interface, records: list[MldRecord]) -> None:
+        """Reports from the link-local address, or from ``::`` while it is tentative (RFC 3810
+        §5.2.13), to ff02::16 (§5.2.14); in MLDv1 compatibility mode (§8.2.1) one MLDv1 report
+        per group, to the group, and a done for a leave, to ff02::2 (RFC 2710 §3)."""
+        listener = self._mld.get(iface)
+        if not records or listener is None:
+            return
+        source = iface.link_local6() or UNSPECIFIED
+        if listener.version(self.clock()) == 1:
+            for kind, group, _sources in records:
+                done = kind == MLD_CHANGE_TO_INCLUDE
+                packet = build_mldv1_packet(source, group, done=done)
+                self._emit_multicast(iface, ALL_ROUTERS if done else group, packet)
+                self.counters["nd.mld-reports-sent"] += 1
+            return
+        for part in split_records(records):
+            self._emit_multicast(iface, ALL_MLDV2_ROUTERS, build_mldv2_records_packet(source, part))
+            self.counters["nd.mld-reports-sent"] += 1
+
+    def mld_query_input(self, iface: Interface, header: Ipv6Header, query: MldQuery) -> None:
+        """A multicast listener query (parsed by ICMPv6) that arrived on ``iface``."""
+        counters = self.counters
+        listener = self._mld.get(iface)
+        if listener is None:
+            counters["nd.dropped.no-nd-link"] += 1  # TUN, loopback: no MLD either
+            return
+        if not is_link_local(header.source):
+            counters["nd.dropped.mld-bad-source"] += 1  # RFC 3810 §5.1.14: link-local only
+            return
+        if header.hop_limit != 1:
+            counters["nd.dropped.mld-bad-hop-limit"] += 1  # RFC 3810 §5: hop limit 1
+            return
+        counters["nd.mld-queries-received"] += 1
+        listener.query(query, self.clock())
 
     def default_interface(self) -> Interface | None:
         """Where a link-local or link-scoped multicast destination leaves when nothing names the
@@ -450,19 +548,67 @@ class Ipv6Layer(NeighbourDiscovery):
             raise OSError(
                 errno.ENETUNREACH, f"no route to {format_ipv6(destination)}: network is unreachable"
             )
+        if route.prefix_length == 0 and len(self._router_routes) > 1:
+            key = (route.interface, route.gateway)
+            if key in self._router_routes:
+                return self._select_default_router()
         return route.interface, route.gateway or destination  # type: ignore[return-value]
+
+    def _select_default_router(self) -> tuple[Interface, bytes]:
+        """RFC 4861 §6.3.6 among the routers RAs taught. A router is reachable or probably
+        reachable when its neighbour entry is in any state but INCOMPLETE (or FAILED here).
+        Keep the one in use while it is; else take the first that is; when none is, round-robin:
+        the one in use is kept while its resolution is still pending, and the next in the list
+        taken once it has failed, so every router is tried in turn until one answers. (The RFC's
+        "request for a default router" is a destination-cache miss; we have no destination
+        cache, so a failed resolution, not each route lookup, moves the turn on.) Only RA-learnt
+        routers take part: a default route the user added is used as the route table gives it."""
+        routers = list(self._router_routes)
+        now = self.clock()
+        current = self._current_router
+        if current is not None and current in self._router_routes:
+            if self._probably_reachable(current, now):
+                return current
+        else:
+            current = None
+        for candidate in routers:
+            if self._probably_reachable(candidate, now):
+                self._current_router = candidate
+                return candidate
+        if current is not None and not self._failed(current, now):
+            return current  # its resolution is under way (or not begun): give it its chance
+        following = routers.index(current) + 1 if current is not None else 0
+        chosen = routers[following % len(routers)]
+        self._current_router = chosen
+        return chosen
+
+    @staticmethod
+    def _failed(key: tuple[Interface, bytes], now: float) -> bool:
+        iface, router = key
+        cache = iface.neighbours6
+        return cache is not None and (
+            cache.state(router) is NeighbourState.FAILED or cache.recently_failed(router, now)
+        )
+
+    @staticmethod
+    def _probably_reachable(key: tuple[Interface, bytes], now: float) -> bool:
+        iface, router = key
+        cache = iface.neighbours6
+        if cache is None:
+            return True
+        state = cache.state(router)
+        return state is not None and state not in _SUSPECT and not cache.recently_failed(router, now)
 
     def reply_unroutable(self, destination: bytes) -> bool:
         """True (and counted) when a reply to ``destination`` could not leave (see IPv4's)."""
         if destination in self.local_addresses or is_link_local(destination):
             return False
-        route = self.routes.lookup(destination)
-        if route is None:
-            self.counters["ipv6.dropped.no-route"] += 1
-            return True
-        iface: Interface = route.interface  # type: ignore[assignment]
+        try:
+            iface, next_hop = self.route(destination)
+        except OSError:
+            return True  # counted by route
         cache = iface.neighbours6
-        if cache is not None and cache.recently_failed(route.gateway or destination, self.clock()):
+        if cache is not None and cache.recently_failed(next_hop, self.clock()):
             self.counters["ipv6.dropped.host-unreachable"] += 1
             return True
         return False
@@ -545,8 +691,40 @@ class Ipv6Layer(NeighbourDiscovery):
         path: tuple[Interface, bytes],
         dont_fragment: bool,
     ) -> bool:
-        """Segmentation offload is not offered for IPv6 yet: the caller sends segment by segment."""
-        return False
+        """Hand a link with SEGMENTATION_OFFLOAD one packet for the device to finish: its
+        transport checksum (partial, over the IPv6 pseudo-header, RFC 8200 §8.1) and, with
+        ``segment_size``, its cutting into ``segments`` wire packets of that much payload each
+        (TSO6: the device repeats this header with each packet's payload length). Returns False,
+        sending nothing, while the next hop's MAC is unknown or when a wire packet would not fit
+        the path MTU (RFC 8201): the caller then sends the segments one by one."""
+        iface, next_hop = path
+        link = iface.link
+        wire = (
+            IPV6_HEADER_LENGTH + transport_header_length + (segment_size or length - transport_header_length)
+        )
+        if iface is self.loopback or wire > self.path_mtu(iface, destination):
+            return False
+        if link.kind is LinkKind.ETHERNET:
+            mac = self._resolve(iface, next_hop)
+            if mac is None:
+                return False
+            head: tuple[Buffer, ...] = (_ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV6),)
+            l2 = 14
+        else:
+            head, l2 = (), 0
+        # RFC 6437 §3: the same flow label as the flow's other packets (see ``output``).
+        flow = hash((self._flow_secret, source, destination, protocol, bytes(parts[0][:4]))) & 0xFFFFF
+        header = build_ipv6(
+            source, destination, protocol, length, iface.hop_limit6 or self.default_hop_limit, 0, flow
+        )
+        self.counters["ipv6.sent"] += segments
+        frame = OffloadFrame(b"".join((*head, header, *parts)))
+        frame.csum_start = l2 + IPV6_HEADER_LENGTH
+        frame.csum_offset = checksum_offset
+        frame.header_length = l2 + IPV6_HEADER_LENGTH + transport_header_length
+        frame.segment_size = segment_size
+        self.emit(link, frame)
+        return True
 
     def _link_output(
         self,
@@ -631,6 +809,13 @@ class Ipv6Layer(NeighbourDiscovery):
                 deadline = addrconf.next_deadline()
                 if deadline is not None and deadline <= now:
                     self._apply(iface, addrconf.poll(now), now)
+        for iface, listener in self._mld.items():
+            deadline = listener.next_deadline()
+            if deadline is not None and deadline <= now:
+                for report in listener.poll(now):
+                    self._send_mld(iface, report)
+        if self._redirects:
+            self.expire_redirects(now)
         timeouts = self.reassembler.stats["timeouts"]
         expired = self.reassembler.expire(now)
         if self.reassembler.stats["timeouts"] != timeouts:
@@ -653,6 +838,13 @@ class Ipv6Layer(NeighbourDiscovery):
                 d = iface.addrconf.next_deadline()
                 if d is not None:
                     deadlines.append(d)
+        for listener in self._mld.values():
+            d = listener.next_deadline()
+            if d is not None:
+                deadlines.append(d)
+        if self._redirects:
+            # One lifetime for all, refreshed ones re-inserted: the first entry expires first.
+            deadlines.append(next(iter(self._redirects.values()))[1])
         r = self.reassembler.next_deadline()
         if r is not None:
             deadlines.append(r)

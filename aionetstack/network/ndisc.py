@@ -10,6 +10,7 @@ tables.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
@@ -58,6 +59,16 @@ if TYPE_CHECKING:
 
 __all__ = ["NeighbourDiscovery"]
 
+logger = logging.getLogger(__name__)
+
+#: How long a route a redirect taught lives (RFC 4861 §8.3 leaves it to the host): ten minutes,
+#: as the BSDs' ``net.inet6.icmp6.redirtimeout``, long enough to save the extra hop of a flow,
+#: short enough that a route from a router we no longer use does not outlive it for long.
+REDIRECT_LIFETIME = 600.0
+#: Redirect routes kept at most (the oldest goes first): only our first-hop router can add one,
+#: but it can name any number of destinations.
+MAX_REDIRECTS = 256
+
 #: What waits in a neighbour entry's queue (the cache holds it opaquely): a packet and its owner.
 _Waiting = tuple[bytes, object]  # the owner is not needed here
 
@@ -71,11 +82,14 @@ class NeighbourDiscovery:
     routes: RouteTable
     _router_routes: dict[tuple[Interface, bytes], Route]
     _prefix_routes: dict[tuple[Interface, bytes, int], Route]
+    #: (interface, destination) -> (its /128 route, expiry, the router that redirected).
+    _redirects: dict[tuple[Interface, bytes], tuple[Route, float, bytes]]
     route: Callable[..., tuple[Interface, bytes]]
     _link_output: Callable[..., None]
     _emit_multicast: Callable[[Interface, bytes, bytes], None]
     _emit_to: Callable[[Interface, bytes, bytes], None]
     _refresh_groups: Callable[[Interface], None]
+    add_address: Callable[..., None]
 
     # ------------------------------------------------------------------ Neighbour Discovery
 
@@ -193,9 +207,7 @@ class NeighbourDiscovery:
             self._send_waiting(iface, mac, waiting)
         if router_lost:
             # RFC 4861 §7.2.5: no longer a router: out of the default router list.
-            route = self._router_routes.pop((iface, target), None)
-            if route is not None:
-                self._remove_route(route)
+            self._forget_router(iface, target)
 
     def _redirect_input(
         self, iface: Interface, cache: NeighbourCache, source: bytes, redirect: Redirect, now: float
@@ -212,11 +224,39 @@ class NeighbourDiscovery:
             self.counters["nd.redirects-ignored"] += 1
             return
         destination, gateway = change
-        self.routes.add(f"{format_ipv6(destination)}/128", iface, gateway)
+        key = (iface, destination)
+        old = self._redirects.pop(key, None)
+        if old is not None:
+            self._remove_route(old[0])  # a newer redirect for the same destination replaces it
+        elif len(self._redirects) >= MAX_REDIRECTS:
+            oldest = next(iter(self._redirects))
+            self._remove_route(self._redirects.pop(oldest)[0])
+            self.counters["nd.redirects-evicted"] += 1
+        route = self.routes.add(f"{format_ipv6(destination)}/128", iface, gateway)
+        self._redirects[key] = (route, now + REDIRECT_LIFETIME, source)
         mac = redirect.options.target_link_address
         if mac is not None:
             self._send_waiting(iface, mac, cache.learn(redirect.target, mac, now))
         self.counters["nd.redirects-accepted"] += 1
+
+    def expire_redirects(self, now: float) -> None:
+        """Take out redirect routes past their lifetime (see ``REDIRECT_LIFETIME``)."""
+        for key, (route, expiry, _router) in list(self._redirects.items()):
+            if now >= expiry:
+                del self._redirects[key]
+                self._remove_route(route)
+                self.counters["nd.redirects-expired"] += 1
+
+    def _forget_router(self, iface: Interface, router: bytes) -> None:
+        """A router left the default router list: its default route and the redirects it gave
+        go (they were only valid from our first hop, RFC 4861 §8.1)."""
+        route = self._router_routes.pop((iface, router), None)
+        if route is not None:
+            self._remove_route(route)
+        for key, (redirected, _expiry, source) in list(self._redirects.items()):
+            if key[0] is iface and source == router:
+                del self._redirects[key]
+                self._remove_route(redirected)
 
     def _send_waiting(self, iface: Interface, mac: bytes, waiting: list[object]) -> None:
         for packet, _owner in cast("list[_Waiting]", waiting):
@@ -228,14 +268,23 @@ class NeighbourDiscovery:
         """Carry out what the interface's :class:`AddressConfigurator` asks (RFC 4862, RFC 4861 §6.3.4)."""
         counters = self.counters
         changed_groups = False
+        joined = False
         for action in actions:
             if isinstance(action, Transmit):
+                if not joined:
+                    # A DAD probe means a new tentative address's group: join it (and MLD reports
+                    # the join) before the probe leaves (RFC 4862 §5.4.2).
+                    self._refresh_groups(iface)
+                    joined = True
                 counters["nd.configuration-sent"] += 1
                 self._emit_multicast(iface, action.destination, action.packet)
-                changed_groups = True  # a DAD probe means a new tentative address's group
             elif isinstance(action, AddressReady):
                 counters["nd.addresses-configured"] += 1
                 address = ipaddress.IPv6Interface((action.address, action.prefix_length))
+                if action.manual:
+                    # Given by hand: assigned with its on-link route, as without DAD.
+                    self.add_address(iface, address, announce=True)
+                    continue
                 iface.deprecated6.discard(action.address)
                 if action.address not in iface.own6:
                     # SLAAC (RFC 4862 §5.5.3) configures the address; on-link routes come from the
@@ -247,6 +296,14 @@ class NeighbourDiscovery:
                 iface.deprecated6.add(action.address)
             elif isinstance(action, AddressRemoved):
                 counters[f"nd.addresses-removed.{action.reason}"] += 1
+                if action.reason == "duplicate":
+                    # RFC 4862 §5.4.5: "log a system management error". Once per conflict of one
+                    # of our own DAD runs, which only our address additions start: not per packet.
+                    logger.warning(
+                        "%s: duplicate IPv6 address %s detected (RFC 4862 §5.4), not used",
+                        iface.name,
+                        format_ipv6(action.address),
+                    )
                 for address in list(iface.addresses6):
                     if address.ip.packed == action.address:
                         iface.remove_address(address)
@@ -258,9 +315,7 @@ class NeighbourDiscovery:
                 if key not in self._router_routes:
                     self._router_routes[key] = self.routes.add("::/0", iface, action.router)
             elif isinstance(action, DefaultRouterRemoved):
-                route = self._router_routes.pop((iface, action.router), None)
-                if route is not None:
-                    self._remove_route(route)
+                self._forget_router(iface, action.router)
             elif isinstance(action, OnLinkPrefixAdded):
                 key6 = (iface, action.prefix, action.prefix_length)
                 if key6 not in self._prefix_routes:

@@ -87,6 +87,24 @@ _SOLICITED_PREFIX = bytes.fromhex("ff0200000000000000000001ff")
 _ERRONEOUS_FIELD = 0
 _UNRECOGNIZED_NEXT_HEADER = 1
 _UNRECOGNIZED_OPTION = 2
+_INCOMPLETE_CHAIN = 3  # RFC 7112 §5 (RFC 4443 §3.4 as updated)
+
+# RFC 8504 §5.3 lets a host bound what extension headers make it walk; our bounds.
+#: Extension headers in one chain (the fragment header included). RFC 8200 §4.1's order has at
+#: most seven (destination options twice); one more for a header we do not know of.
+MAX_EXTENSION_HEADERS = 8
+#: Non-padding options in one hop-by-hop or destination options header (Linux's default, 8).
+MAX_OPTIONS = 8
+#: Octets of one hop-by-hop or destination options header (RFC 8200 §4.3 allows 2048).
+MAX_OPTIONS_HEADER_LENGTH = 512
+#: Consecutive padding octets: more is never needed to align to 8 (RFC 8504 §5.3, RFC 8200 §4.2).
+MAX_PADDING = 7
+#: What the first fragment must hold of the upper-layer header (RFC 7112 §2, §5): the fixed part
+#: of TCP's, UDP's and ICMPv6's headers, and at least one octet of any other's.
+_UPPER_HEADER_LENGTHS = {6: 20, 17: 8, NEXT_ICMPV6: 8, NEXT_NONE: 0}
+#: Extension headers skipped (not processed) when checking a first fragment's chain: the four we
+#: walk, and AH (RFC 4302 §2.2: its length counts 4-octet units, less two).
+_NEXT_AH = 51
 
 _HEADER = struct.Struct("!IHBB16s16s")
 _FRAGMENT = struct.Struct("!BBHI")
@@ -241,21 +259,44 @@ class ExtensionChain:
 _KNOWN_OPTIONS = frozenset({OPTION_PAD1, OPTION_PADN, OPTION_ROUTER_ALERT})
 
 
+def _limit(reason: str) -> Ipv6Problem:
+    """RFC 8504 §5.3: a packet past one of our bounds "MAY be silently discarded"."""
+    return Ipv6Problem(OptionAction.DISCARD, _ERRONEOUS_FIELD, 0, reason)
+
+
 def _walk_options(
     buf: Buffer, start: int, end: int, ip_offset: int, chain: ExtensionChain
 ) -> Ipv6Problem | None:
-    """Process the TLV options in ``buf[start:end]`` (RFC 8200 §4.2)."""
+    """Process the TLV options in ``buf[start:end]`` (RFC 8200 §4.2), within RFC 8504 §5.3's
+    bounds: ``MAX_OPTIONS`` non-padding options, ``MAX_PADDING`` consecutive padding octets."""
+    if end - start + 2 > MAX_OPTIONS_HEADER_LENGTH:
+        return _limit("ipv6-options-header-too-long")
     i = start
+    padding = 0
+    options = 0
     while i < end:
         option_type = buf[i]
         if option_type == OPTION_PAD1:
             i += 1
+            padding += 1
+            if padding > MAX_PADDING:
+                return _limit("ipv6-too-much-padding")
             continue
         if i + 2 > end:
             raise MalformedPacket("ipv6-option-truncated")
         length = buf[i + 1]
         if i + 2 + length > end:
             raise MalformedPacket("ipv6-option-truncated")
+        if option_type == OPTION_PADN:
+            padding += 2 + length
+            if padding > MAX_PADDING:
+                return _limit("ipv6-too-much-padding")
+            i += 2 + length
+            continue
+        padding = 0
+        options += 1
+        if options > MAX_OPTIONS:
+            return _limit("ipv6-too-many-options")
         if option_type == OPTION_ROUTER_ALERT and length == 2:
             chain.router_alert = int.from_bytes(buf[i + 2 : i + 4], "big")
         elif option_type not in _KNOWN_OPTIONS:
@@ -279,11 +320,17 @@ def walk_extensions(buf: Buffer, header: Ipv6Header) -> ExtensionChain:
     pointer = ip_offset + 6  # the fixed header's Next Header field
     position = header.payload_offset
     chain = ExtensionChain(next_header, position, 6)
+    headers = 0
     while True:
         chain.upper_protocol = next_header
         chain.upper_offset = position
         chain.next_header_pointer = pointer - ip_offset
         chain.unfragmentable_end = position if chain.fragment is None else chain.unfragmentable_end
+        if next_header in EXTENSION_HEADERS:
+            headers += 1
+            if headers > MAX_EXTENSION_HEADERS:
+                chain.problem = _limit("ipv6-too-many-extension-headers")
+                return chain
         if next_header == NEXT_FRAGMENT:
             if position + FRAGMENT_HEADER_LENGTH > end:
                 raise MalformedPacket("ipv6-fragment-truncated")
@@ -315,6 +362,16 @@ def walk_extensions(buf: Buffer, header: Ipv6Header) -> ExtensionChain:
                         _ERRONEOUS_FIELD,
                         fragment.position + 2 - ip_offset,
                         "ipv6-fragment-oversize",
+                    )
+                elif fragment.offset == 0 and not _chain_complete(buf, position, following, end, headers):
+                    # RFC 7112 §5: a first fragment without the whole header chain is discarded,
+                    # with parameter problem code 3 (pointer 0, as Linux); never about a packet to
+                    # a multicast group (RFC 4443 §2.4(e): only code 2 goes there).
+                    chain.problem = Ipv6Problem(
+                        OptionAction.DISCARD_SEND_ICMP_UNICAST,
+                        _INCOMPLETE_CHAIN,
+                        0,
+                        "ipv6-first-fragment-incomplete-chain",
                     )
                 return chain
             continue
@@ -354,6 +411,25 @@ def walk_extensions(buf: Buffer, header: Ipv6Header) -> ExtensionChain:
         pointer = position
         next_header = buf[position]
         position += length
+
+
+def _chain_complete(buf: Buffer, position: int, next_header: int, end: int, headers: int) -> bool:
+    """Whether the rest of the header chain, from ``position`` where ``next_header`` starts, ends
+    inside ``buf[:end]`` with the upper-layer header's fixed part (RFC 7112 §2, §5). A chain
+    longer than ``MAX_EXTENSION_HEADERS`` counts as incomplete."""
+    while next_header in EXTENSION_HEADERS or next_header == _NEXT_AH:
+        headers += 1
+        if headers > MAX_EXTENSION_HEADERS or position + 2 > end:
+            return False
+        if next_header == NEXT_FRAGMENT:
+            length = FRAGMENT_HEADER_LENGTH
+        elif next_header == _NEXT_AH:
+            length = (buf[position + 1] + 2) * 4
+        else:
+            length = (buf[position + 1] + 1) * 8
+        next_header = buf[position]
+        position += length
+    return position + _UPPER_HEADER_LENGTHS.get(next_header, 1) <= end
 
 
 def build_fragment_header(next_header: int, offset: int, more: bool, identification: int) -> bytes:

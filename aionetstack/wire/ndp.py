@@ -1,4 +1,5 @@
-"""Neighbour Discovery (RFC 4861 §4) and the MLDv2 report (RFC 3810 §5.2).
+"""Neighbour Discovery (RFC 4861 §4), MLDv2's query and report (RFC 3810 §5.1, §5.2), and
+MLDv1's report and done (RFC 2710 §3) for a host in compatibility mode.
 
 :func:`parse_nd` takes an ICMPv6 message already checksummed by
 :func:`aionetstack.wire.icmpv6.parse_icmpv6` and applies the validity checks of RFC 4861 §6.1,
@@ -18,6 +19,7 @@ from aionetstack.wire import Buffer
 from aionetstack.wire.icmpv6 import Icmpv6Message, build_icmpv6
 from aionetstack.wire.ipv6 import (
     ALL_MLDV2_ROUTERS,
+    ALL_ROUTERS,
     NEXT_HOP_BY_HOP,
     NEXT_ICMPV6,
     OPTION_ROUTER_ALERT,
@@ -33,6 +35,9 @@ __all__ = [
     "MLDV2_REPORT",
     "MLD_CHANGE_TO_EXCLUDE",
     "MLD_CHANGE_TO_INCLUDE",
+    "MLD_MODE_IS_EXCLUDE",
+    "MLD_MODE_IS_INCLUDE",
+    "MLD_QUERY",
     "ND_NEIGHBOUR_ADVERTISEMENT",
     "ND_NEIGHBOUR_SOLICITATION",
     "ND_REDIRECT",
@@ -43,6 +48,8 @@ __all__ = [
     "OPT_REDIRECTED_HEADER",
     "OPT_SOURCE_LINK_ADDRESS",
     "OPT_TARGET_LINK_ADDRESS",
+    "MldQuery",
+    "MldRecord",
     "NdOptions",
     "NeighbourAdvertisement",
     "NeighbourSolicitation",
@@ -50,6 +57,8 @@ __all__ = [
     "Redirect",
     "RouterAdvertisement",
     "RouterSolicitation",
+    "build_mldv1_packet",
+    "build_mldv2_records_packet",
     "build_mldv2_report",
     "build_mldv2_report_packet",
     "build_nd_options",
@@ -58,6 +67,8 @@ __all__ = [
     "build_redirect",
     "build_router_advertisement",
     "build_router_solicitation",
+    "mld_max_response_delay",
+    "parse_mld_query",
     "parse_mldv2_report",
     "parse_nd",
 ]
@@ -76,6 +87,12 @@ OPT_REDIRECTED_HEADER = 4
 OPT_MTU = 5
 
 # RFC 3810 §5.2.12 record types used to join and leave a group (RFC 3810 §6.1).
+MLD_QUERY = 130
+MLDV1_REPORT = 131  # RFC 2710 §3
+MLDV1_DONE = 132
+# RFC 3810 §5.2.12: record types. Current state (answers to queries) and state change (joins, leaves).
+MLD_MODE_IS_INCLUDE = 1
+MLD_MODE_IS_EXCLUDE = 2
 MLD_CHANGE_TO_INCLUDE = 3
 MLD_CHANGE_TO_EXCLUDE = 4
 
@@ -96,6 +113,10 @@ _PREFIX = struct.Struct(
 _MTU = struct.Struct("!BBHI")
 _RA = struct.Struct("!II")  # reachable time, retrans timer (after the ICMPv6 word)
 _MLD_RECORD = struct.Struct("!BBH16s")
+_MLD_QUERY_TAIL = struct.Struct("!BBH")  # Resv/S/QRV, QQIC, Number of Sources (RFC 3810 §5.1)
+#: RFC 3810 §8.2.1: an MLDv1 query is 24 octets of ICMPv6; an MLDv2 query at least 28.
+_MLDV1_QUERY_LENGTH = 24
+_MLDV2_QUERY_MIN_LENGTH = 28
 
 
 @attrs.define(slots=True, frozen=True)
@@ -423,13 +444,70 @@ def build_redirect(
 # -- MLDv2 ----------------------------------------------------------------------------------------
 
 
+#: One multicast address record (RFC 3810 §5.2.4): record type, group, sources.
+MldRecord = tuple[int, bytes, tuple[bytes, ...]]
+
+
+@attrs.frozen
+class MldQuery:
+    """A multicast listener query (RFC 3810 §5.1). ``group`` is ``::`` for a general query;
+    ``sources`` non-empty for a multicast address and source specific one; ``robustness`` is the
+    QRV (0: unspecified); ``version`` 1 for a 24-octet MLDv1 query (RFC 2710, §8.2.1)."""
+
+    max_response_delay: float  # seconds
+    group: bytes
+    sources: tuple[bytes, ...]
+    robustness: int
+    version: int
+
+
+def mld_max_response_delay(code: int) -> int:
+    """RFC 3810 §5.1.3: the Maximum Response Code as milliseconds (a float form from 32768 up)."""
+    if code < 0x8000:
+        return code
+    mantissa = code & 0x0FFF
+    exponent = (code >> 12) & 0x7
+    return (mantissa | 0x1000) << (exponent + 3)
+
+
+def parse_mld_query(message: Icmpv6Message, buf: Buffer) -> MldQuery:
+    """A query (type 130) whose checksum ``parse_icmpv6`` checked; lengths per RFC 3810 §8.2.1,
+    the group unspecified or multicast (§5.1.5), the source list inside the message (§5.1.10)."""
+    length = message.body_end - message.body_offset + 8
+    at = message.body_offset
+    if length < _MLDV1_QUERY_LENGTH or _MLDV1_QUERY_LENGTH < length < _MLDV2_QUERY_MIN_LENGTH:
+        raise MalformedPacket("mld-bad-query-length")  # §8.2.1: other lengths are ignored
+    group = bytes(buf[at : at + 16])
+    if group != UNSPECIFIED and not is_multicast(group):
+        raise MalformedPacket("mld-bad-query-group")
+    code = message.word >> 16
+    if length == _MLDV1_QUERY_LENGTH:
+        # RFC 2710 §3.4: MLDv1's Maximum Response Delay is plain milliseconds.
+        return MldQuery(code / 1000, group, (), 0, 1)
+    flags, _qqic, count = _MLD_QUERY_TAIL.unpack_from(buf, at + 16)
+    first = at + 20
+    if first + 16 * count > message.body_end:
+        raise MalformedPacket("mld-truncated")
+    sources = tuple(bytes(buf[first + 16 * k : first + 16 * k + 16]) for k in range(count))
+    return MldQuery(mld_max_response_delay(code) / 1000, group, sources, flags & 0x07, 2)
+
+
+def _records_body(records: list[MldRecord] | tuple[MldRecord, ...]) -> bytes:
+    return b"".join(
+        _MLD_RECORD.pack(kind, 0, len(sources), group) + b"".join(sources) for kind, group, sources in records
+    )
+
+
 def build_mldv2_report(
     source: bytes, groups: list[bytes] | tuple[bytes, ...], record_type: int = MLD_CHANGE_TO_EXCLUDE
 ) -> bytes:
     """An MLDv2 report (RFC 3810 §5.2) with one record per group, no sources: by default
     CHANGE_TO_EXCLUDE_MODE, i.e. "join" (§6.1); CHANGE_TO_INCLUDE_MODE with no sources is "leave"."""
-    body = b"".join(_MLD_RECORD.pack(record_type, 0, 0, group) for group in groups)
-    return build_icmpv6(MLDV2_REPORT, 0, len(groups), body, source, ALL_MLDV2_ROUTERS)
+    return _report(source, [(record_type, group, ()) for group in groups])
+
+
+def _report(source: bytes, records: list[MldRecord] | tuple[MldRecord, ...]) -> bytes:
+    return build_icmpv6(MLDV2_REPORT, 0, len(records), _records_body(records), source, ALL_MLDV2_ROUTERS)
 
 
 def build_mldv2_report_packet(
@@ -437,8 +515,23 @@ def build_mldv2_report_packet(
 ) -> bytes:
     """The whole IPv6 packet for a report: hop limit 1, a hop-by-hop header with the router alert
     option (value 0, MLD), to ff02::16 (RFC 3810 §5; §5.2.13 lets it leave from ``::`` during DAD)."""
+    return build_mldv2_records_packet(source, [(record_type, group, ()) for group in groups])
+
+
+def build_mldv1_packet(source: bytes, group: bytes, *, done: bool = False) -> bytes:
+    """An MLDv1 report (to ``group``) or done (to ff02::2) for one group (RFC 2710 §3, §5), for a
+    host in MLDv1 compatibility mode (RFC 3810 §8.2.1): hop limit 1, router alert."""
+    kind, destination = (MLDV1_DONE, ALL_ROUTERS) if done else (MLDV1_REPORT, group)
     hop_by_hop = build_options_header(NEXT_ICMPV6, [(OPTION_ROUTER_ALERT, b"\x00\x00")])
-    report = build_mldv2_report(source, groups, record_type)
+    message = build_icmpv6(kind, 0, 0, group, source, destination)
+    header = build_ipv6(source, destination, NEXT_HOP_BY_HOP, len(hop_by_hop) + len(message), hop_limit=1)
+    return header + hop_by_hop + message
+
+
+def build_mldv2_records_packet(source: bytes, records: list[MldRecord] | tuple[MldRecord, ...]) -> bytes:
+    """A whole report packet (as :func:`build_mldv2_report_packet`) carrying ``records`` as given."""
+    hop_by_hop = build_options_header(NEXT_ICMPV6, [(OPTION_ROUTER_ALERT, b"\x00\x00")])
+    report = _report(source, records)
     header = build_ipv6(
         source, ALL_MLDV2_ROUTERS, NEXT_HOP_BY_HOP, len(hop_by_hop) + len(report), hop_limit=1
     )

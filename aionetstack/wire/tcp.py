@@ -410,6 +410,6 @@ def tcp_offload_header(
     the device adds the header and the data and fixes the length per segment.
     """
     s = int.from_bytes(src, "big") + int.from_bytes(dst, "big") + _PROTO_TCP + length
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
+    while s >> 16:  # twice for IPv4's 4-byte addresses; IPv6's 16-byte ones need more folds
+        s = (s & 0xFFFF) + (s >> 16)
     return _HEADER.pack(sport, dport, seq, ack, (TCP_HEADER_LENGTH + len(options)) << 2, flags, window, s, 0)

@@ -10,9 +10,11 @@ leaves a link that still works, with the refusal counted.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import hashlib
+import ipaddress
 import random
 import struct
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from aionetstack.link.endpoint import LinkCapabilities
 from aionetstack.link.pcap import PcapLink
 from aionetstack.link.tap import TunTapLink
 from tests.interop.netns import NetNS, require_tool
+from tests.interop.test_kernel_ipv6 import _kernel_addresses_ready, _ula_prefix
 from tests.interop.test_kernel_peer import MB, pattern_sha256
 
 pytestmark = pytest.mark.interop
@@ -39,8 +42,9 @@ async def _download_and_upload(ns: NetNS, address: str, tmp_path: Path) -> None:
     """curl GETs ``SIZE`` bytes and POSTs ``SIZE`` random bytes; both hash right."""
     curl = require_tool("curl", "curl")
     out_file = tmp_path / "download.bin"
+    # -g: no URL globbing, so an IPv6 literal's brackets are the address's.
     code, out, err = await ns.run_async(
-        curl, "-sS", "--fail", "-o", str(out_file), f"http://{address}/bytes/{SIZE}", timeout=TIMEOUT
+        curl, "-gsS", "--fail", "-o", str(out_file), f"http://{address}/bytes/{SIZE}", timeout=TIMEOUT
     )
     assert code == 0, err
     assert hashlib.sha256(out_file.read_bytes()).hexdigest() == pattern_sha256(SIZE)
@@ -49,7 +53,7 @@ async def _download_and_upload(ns: NetNS, address: str, tmp_path: Path) -> None:
     upload.write_bytes(body)
     code, out, err = await ns.run_async(
         curl,
-        "-sS",
+        "-gsS",
         "--fail",
         "--data-binary",
         f"@{upload}",
@@ -104,6 +108,51 @@ async def test_kernel_transfers_both_ways_with_offloads(
     assert stats.read_errors == stats.write_errors == 0
 
 
+@pytest.mark.parametrize("offload", [True, False], ids=["offload", "plain"])
+@pytest.mark.parametrize("kind", ["tap", "tun"])
+async def test_kernel_transfers_over_ipv6_with_and_without_offloads(
+    netns: NetNS, tmp_path: Path, offload: bool, kind: str
+) -> None:
+    """curl -6 both ways over TAP and TUN: with offloads we write TSO6 super-segments (GSO_TCPV6, partial
+    checksum over the IPv6 pseudo-header) and take the kernel's; without, every packet is one
+    wire packet. SHA-256 of every byte and the kernel's checksum counters are the oracles."""
+    if kind == "tap":
+        link, _subnet = netns.add_tap(offload=offload)
+    else:
+        link, _subnet = netns.add_tun(offload=offload)  # type: ignore[assignment]
+    device = link.device_name
+    prefix = _ula_prefix()
+    netns.ip("-6", "addr", "add", f"{prefix}1/64", "dev", device, "nodad")
+    if offload:
+        assert {"tx-gso-tcpv6", "rx-tso6"} <= set(link.offloads), link.offload_refusals
+    before = netns.snmp()
+    async with Stack("ours") as stack:
+        iface = stack.add_interface(link, name=device)
+        stack.add_address(iface, f"{prefix}2/64")  # DAD first (RFC 4862 §5.4)
+        async with asyncio.timeout(TIMEOUT):
+            while ipaddress.IPv6Address(f"{prefix}2").packed not in stack.local_addresses:
+                await asyncio.sleep(0.1)
+        await _kernel_addresses_ready(netns, device)
+        services = ServiceGroup(stack)
+        await services.start_http(80)
+        await _download_and_upload(netns, f"[{prefix}2]", tmp_path)
+        await services.close(grace=1.0)
+    after = netns.snmp()
+    assert after["Tcp"]["InCsumErrors"] - before["Tcp"]["InCsumErrors"] == 0  # TCP's MIB has both families
+    dropped: Any = stack.statistics().get("dropped", {})
+    for reason in ("tcp-bad-checksum", "internal-error"):
+        assert dropped.get(reason, 0) == 0, dropped
+    stats = link.stats
+    print(f"\nIPv6 {kind} offload={offload}: {stats}")
+    if offload:
+        assert stats.gso_frames_out > 0 and stats.gso_segments_out > 2 * stats.gso_frames_out
+        assert stack.counters["tcp.offload-super-segments"] == stats.gso_frames_out
+        assert stats.gso_frames_in > 0 and stats.checksum_trusted_in > 0
+    else:
+        assert stats.gso_frames_out == 0 and stats.gso_frames_in == 0
+    assert stats.read_errors == stats.write_errors == 0
+
+
 async def test_refused_offloads_fall_back_and_are_counted(
     netns: NetNS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -119,8 +168,8 @@ async def test_refused_offloads_fall_back_and_are_counted(
     monkeypatch.setattr(tap.fcntl, "ioctl", refusing_ioctl)
     link, subnet = netns.add_tap(offload=True)
     monkeypatch.undo()
-    assert link.offloads == ("vnet-hdr", "tx-gso-tcpv4", "tx-csum")
-    assert link.stats.offload_refused == 2 and len(link.offload_refusals) == 2
+    assert link.offloads == ("vnet-hdr", "tx-gso-tcpv4", "tx-csum", "tx-gso-tcpv6")
+    assert link.stats.offload_refused == 3 and len(link.offload_refusals) == 3
     assert "TUNSETOFFLOAD" in link.offload_refusals[0]
     stack = await _serve_and_transfer(netns, link, subnet.cidr(2), subnet.ours, tmp_path)
     assert link.stats.gso_frames_in == 0 and link.stats.checksum_trusted_in == 0

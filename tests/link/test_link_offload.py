@@ -27,6 +27,36 @@ from aionetstack.wire.checksum import internet_checksum
 
 scapy_all = pytest.importorskip("scapy.all")
 IP, TCP, Ether = scapy_all.IP, scapy_all.TCP, scapy_all.Ether
+IPv6, Raw = scapy_all.IPv6, scapy_all.Raw
+
+
+def cut_v6(frame: OffloadFrame) -> list[bytes]:
+    """What a TSO6 engine writes for an IPv6 super-segment, built by scapy (checksums its own):
+    the same headers with each piece's payload length, sequence number, and PSH/FIN on the last."""
+    packet = Ether(bytes(frame))
+    ip, tcp = packet[IPv6], packet[TCP]
+    payload = bytes(tcp.payload)
+    size = frame.segment_size or len(payload)
+    pieces: list[bytes] = []
+    for at in range(0, len(payload), size):
+        last = at + size >= len(payload)
+        flags = int(tcp.flags) if last else int(tcp.flags) & ~0x09  # PSH 0x08, FIN 0x01
+        segment = (
+            Ether(src=packet.src, dst=packet.dst)
+            / IPv6(src=ip.src, dst=ip.dst, hlim=ip.hlim, fl=ip.fl, tc=ip.tc)
+            / TCP(
+                sport=tcp.sport,
+                dport=tcp.dport,
+                seq=(tcp.seq + at) & 0xFFFFFFFF,
+                ack=tcp.ack,
+                flags=flags,
+                window=tcp.window,
+                options=tcp.options,
+            )
+            / Raw(payload[at : at + size])
+        )
+        pieces.append(bytes(segment))
+    return pieces
 
 
 class TsoDevice(LinkWrapper):
@@ -54,6 +84,23 @@ class TsoDevice(LinkWrapper):
                 out.append(frame)
                 continue
             packet = Ether(bytes(frame))
+            if packet.haslayer(IPv6):
+                # RFC 8200 §8.1: the partial sum is over the IPv6 pseudo-header of the whole.
+                assert frame.csum_start == 14 + 40 and frame.csum_offset == 16
+                assert packet[IPv6].plen == len(frame) - 14 - 40
+                completed = internet_checksum(memoryview(frame)[frame.csum_start :])
+                blank = packet[IPv6].copy()
+                blank[TCP].chksum = None
+                assert completed == IPv6(bytes(blank))[TCP].chksum
+                if frame.segment_size:
+                    self.super_frames += 1
+                else:
+                    self.partial_only += 1
+                pieces6 = cut_v6(frame)
+                self.wire_segments += len(pieces6)
+                self.largest_wire_ip = max([self.largest_wire_ip, *(len(p) - 14 for p in pieces6)])
+                out.extend(pieces6)
+                continue
             assert frame.csum_start == 14 + 20 and frame.csum_offset == 16
             assert frame.header_length == 14 + 20 + len(packet[TCP]) - len(packet[TCP].payload)
             # virtio 1.1 §5.1.6.2: the device sums from csum_start to the end and stores the
@@ -72,7 +119,8 @@ class TsoDevice(LinkWrapper):
             for piece in pieces:
                 self.largest_wire_ip = max(self.largest_wire_ip, len(piece) - 14)
             out.extend(pieces)
-        self.wire_segments += sum(1 for f in out if len(f) > 54)
+        # IPv4 data segments; an IPv6 one is counted as it is cut (its bare ACKs are longer than 54).
+        self.wire_segments += sum(1 for f in out if len(f) > 54 and bytes(f[12:14]) != b"\x86\xdd")
         self.inner.write(out)
 
 
@@ -96,15 +144,17 @@ async def receive_all(reader: asyncio.StreamReader) -> tuple[int, str]:
     return total, digest.hexdigest()
 
 
-async def _bulk(client: aionetstack.Stack, server: aionetstack.Stack, size: int) -> tuple[str, str, Any]:
+async def _bulk(
+    client: aionetstack.Stack, server: aionetstack.Stack, size: int, host: str = "10.0.0.2"
+) -> tuple[str, str, Any]:
     result: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         result.set_result(await receive_all(reader))
         writer.close()
 
-    async with await server.start_server(handler, "10.0.0.2", 5001):
-        _reader, writer = await client.open_connection("10.0.0.2", 5001)
+    async with await server.start_server(handler, host, 5001):
+        _reader, writer = await client.open_connection(host, 5001)
         sent = await send_all(writer, size, seed=3)
         writer.write_eof()
         received_size, received = await result
@@ -141,6 +191,29 @@ async def test_super_segments_cut_by_the_device_arrive_intact(loss: float) -> No
         if loss:
             assert device.inner.stats["lost"] > 0  # type: ignore[attr-defined]
             assert b.counters["tcp.segments-received"] > 0
+
+
+@pytest.mark.looptime(noop_cycles=1)
+@pytest.mark.parametrize("loss", [0.0, 0.02], ids=["clean", "loss-2%"])
+async def test_ipv6_super_segments_cut_by_the_device_arrive_intact(loss: float) -> None:
+    """TSO6: the same as IPv4's, over the IPv6 pseudo-header; the wire packets are scapy's."""
+    a_end, b_end = pipe(1500, checksum_offload=False)
+    below: LinkEndpoint = ImpairedLink(a_end, loss=loss, seed=5) if loss else a_end
+    device = TsoDevice(below)
+    async with aionetstack.Stack("a") as a, aionetstack.Stack("b") as b:
+        ia = a.add_interface(device)
+        ib = b.add_interface(b_end)
+        a.add_address(ia, "fd00::1/64", dad=False)
+        b.add_address(ib, "fd00::2/64", dad=False)
+        sent, received, _info = await _bulk(a, b, 3_000_000, host="fd00::2")
+        assert sent == received
+        counters = a.counters
+        assert device.super_frames > 0 and counters["tcp.offload-super-segments"] == device.super_frames
+        assert device.largest_wire_ip == 1500  # MSS 1,440: 40 + 20 + 1,440 (RFC 8200 §3)
+        assert counters["tcp.segments-sent"] >= device.wire_segments
+        assert b.counters.get("dropped.tcp-bad-checksum", 0) == 0
+        if loss:
+            assert device.inner.stats["lost"] > 0  # type: ignore[attr-defined]
 
 
 def test_split_segment_matches_what_a_tso_engine_writes() -> None:

@@ -125,7 +125,10 @@ async def test_damaged_ipv6_frames_are_dropped_and_counted_and_the_stack_keeps_s
         iface = victim.add_interface(left, f"{OURS}/64")
         peer.add_interface(right, f"{PEER}/64")
         async with asyncio.timeout(10):
-            while iface.link_local6() is None:
+            # The link-local and both hand-given addresses past DAD (RFC 4862 §5.4).
+            while iface.link_local6() is None or not {OURS, PEER} <= {
+                str(ipaddress.ip_address(a)) for a in (*victim.local_addresses, *peer.local_addresses)
+            }:
                 await asyncio.sleep(0.1)
         our_ll = str(ipaddress.IPv6Address(iface.link_local6() or b""))
         mac = ":".join(f"{x:02x}" for x in left.mac)

@@ -73,6 +73,14 @@ async def link_local(iface: Interface, timeout: float = 10.0) -> str:
     return str(ipaddress.IPv6Address(address))
 
 
+async def assigned(stack: Stack, address: str, timeout: float = 10.0) -> None:
+    """Wait (virtual time) until DAD has passed on an address given by hand (RFC 4862 §5.4)."""
+    packed = ipaddress.IPv6Address(address).packed
+    async with asyncio.timeout(timeout):
+        while packed not in stack.local_addresses:
+            await asyncio.sleep(0.1)
+
+
 @pytest.mark.looptime
 async def test_two_stacks_ping_each_other_with_only_link_local_addresses() -> None:
     left, right = pipe()
@@ -143,6 +151,8 @@ async def test_fragmented_icmpv6_echo_is_reassembled_and_answered_in_fragments()
         ia = a.add_interface(rec, "2001:db8::1/64")
         b.add_interface(right, "2001:db8::2/64")
         await link_local(ia)
+        await assigned(a, "2001:db8::1")
+        await assigned(b, "2001:db8::2")
         assert await a.ping("2001:db8::2", size=4000) >= 0
         sent = [f for f in rec.ipv6() if f.haslayer(IPv6ExtHdrFragment)]
         received = [f for f in rec.ipv6("received") if f.haslayer(IPv6ExtHdrFragment)]
@@ -158,6 +168,7 @@ async def test_a_scapy_neighbour_solicitation_is_answered_and_its_sender_learnt(
     async with Stack("a") as a:
         ia = a.add_interface(left, "2001:db8::1/64")
         await link_local(ia)
+        await assigned(a, "2001:db8::1")
         seen: list[bytes] = []
         right.attach(_Collect(seen))
         ns = (
@@ -192,6 +203,7 @@ async def test_our_solicitation_resolves_through_a_scapy_advertisement() -> None
     async with Stack("a") as a:
         ia = a.add_interface(left, "2001:db8::1/64")
         await link_local(ia)
+        await assigned(a, "2001:db8::1")
         seen: list[bytes] = []
         right.attach(_Collect(seen))
         task = asyncio.ensure_future(a.ping("2001:db8::99", timeout=5))
@@ -261,7 +273,8 @@ async def test_malformed_ipv6_is_dropped_and_counted(packet: bytes, reason: str 
 async def test_malformed_extension_headers_and_nd_are_dropped_and_counted() -> None:
     left, right = pipe(checksum_offload=False)
     async with Stack("a") as a:
-        a.add_interface(left, "2001:db8::1/64")
+        iface = a.add_interface(left)
+        a.add_address(iface, "2001:db8::1/64", dad=False)
         eth = Ether(dst=left.mac, src="02:00:00:00:00:99", type=0x86DD)
         hop_by_hop_truncated = bytes(IPv6(src="2001:db8::99", dst="2001:db8::1", nh=0, plen=2)) + b"\x3a\x05"
         bad_checksum = bytearray(bytes(IPv6(src="2001:db8::99", dst="2001:db8::1") / ICMPv6EchoRequest()))
@@ -280,10 +293,17 @@ async def test_malformed_extension_headers_and_nd_are_dropped_and_counted() -> N
         assert counters["dropped.internal-error"] == 0
 
 
+@pytest.mark.looptime
 async def test_ipv6_addresses_by_hand_and_loopback() -> None:
     async with Stack("a") as a:
         left, _right = pipe()
         iface = a.add_interface(left, "10.0.0.1/24", "2001:db8::1/64")
+        # Tentative until DAD passes (RFC 4862 §5.4): neither assigned nor ours yet.
+        assert ipaddress.IPv6Interface("2001:db8::1/64") not in iface.addresses6
+        assert ipaddress.IPv6Interface("2001:db8::1/64") in a.ip6.tentative_addresses(iface)
+        assert ipaddress.IPv6Address("2001:db8::1").packed not in a.local_addresses
+        await assigned(a, "2001:db8::1")
+        assert ipaddress.IPv6Interface("2001:db8::1/64") not in a.ip6.tentative_addresses(iface)
         assert ipaddress.IPv6Interface("2001:db8::1/64") in iface.addresses6
         assert ipaddress.IPv6Address("::1").packed in a.local_addresses
         assert a.networks.for_address(bytes(16)) is a.ip6
@@ -371,7 +391,8 @@ async def test_without_autoconf_an_interface_stays_quiet_until_given_an_ipv6_add
         ia = a.add_interface(rec, "10.0.0.1/24")
         b.add_interface(right, "2001:db8::2/64")
         await asyncio.sleep(5)
-        assert ia.addrconf is None and ia.link_local6() is None
+        assert ia.link_local6() is None and ia.addrconf is not None and ia.addrconf.addresses() == []
         assert [f for f in rec.sent if struct.unpack_from("!H", f, 12)[0] == ETHERTYPE_IPV6] == []
-        a.add_address(ia, "2001:db8::1/64")
+        a.add_address(ia, "2001:db8::1/64")  # DAD runs for it all the same (RFC 4862 §5.4)
+        await assigned(a, "2001:db8::1")
         assert await a.ping("2001:db8::2") >= 0

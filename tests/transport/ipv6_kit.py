@@ -42,7 +42,7 @@ class Ipv6Recorder:
 def add_ipv6(stack: aionetstack.Stack, address: str, prefix: int = 64) -> Ipv6Recorder:
     """Give ``stack``'s first Ethernet interface ``address``/``prefix`` and record what it sends."""
     iface = next(i for i in stack.interfaces if i is not stack.loopback)
-    stack.add_address(iface, f"{address}/{prefix}")
+    stack.add_address(iface, f"{address}/{prefix}", dad=False)  # transports, not DAD, under test
     return Ipv6Recorder(iface)
 
 
