@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from aionetstack import _validate
+from aionetstack.addresses import format_ip
 from aionetstack.link.endpoint import LinkEndpoint, LinkKind
 from aionetstack.network.interface import Interface
 from aionetstack.network.ipv4 import new_neighbour_cache
@@ -53,13 +54,17 @@ class StackConfiguration:
 
     # ------------------------------------------------------------------ configuration
 
-    def add_interface(self, link: LinkEndpoint, *addresses: str, name: str | None = None) -> Interface:
+    def add_interface(
+        self, link: LinkEndpoint, *addresses: str, name: str | None = None, dad: bool = True
+    ) -> Interface:
         """Plug ``link`` in as a new NIC with ``addresses`` (``"10.0.0.1/24"``, ``"2001:db8::1/64"``);
         adds connected routes.
 
         On an Ethernet link, each IPv4 address is announced with a gratuitous ARP (RFC 5227 §3), and
         IPv6 configures a link-local address (with duplicate address detection) and listens to
-        router advertisements (RFC 4862 §5.3, SLAAC); a TUN link has neither.
+        router advertisements (RFC 4862 §5.3, SLAAC); a TUN link has neither. An IPv6 address given
+        here is tentative until duplicate address detection passes, as on Linux (about 1-2 s:
+        ``await stack.addresses_ready()``); ``dad=False`` uses it at once (``ip addr add ... nodad``).
         """
         _validate.instance("link", link, LinkEndpoint)
         _validate.instance("name", name, str, none=True)
@@ -81,8 +86,31 @@ class StackConfiguration:
         else:
             self._pending_v6_starts.append(iface)
         for address in addresses:
-            self.add_address(iface, address)
+            self.add_address(iface, address, dad=dad)
         return iface
+
+    async def addresses_ready(self, timeout: float = 5.0) -> None:
+        """Wait until no IPv6 address of any interface is tentative (duplicate address detection,
+        RFC 4862 §5.4: an address is usable only once it passed, as on Linux); TimeoutError after
+        ``timeout`` seconds. A duplicate is dropped, not waited for (``nd.addresses-removed.duplicate``)."""
+        async with asyncio.timeout(timeout):
+            while any(self.ip6.tentative_addresses(iface) for iface in self.interfaces):
+                await asyncio.sleep(0.05)
+
+    def address_unavailable(self, address: bytes) -> OSError:
+        """The EADDRNOTAVAIL for binding ``address``, saying why: not ours, or still tentative."""
+        text = format_ip(address)
+        if len(address) == 16 and any(
+            waiting.ip.packed == address
+            for iface in self.interfaces
+            for waiting in self.ip6.tentative_addresses(iface)
+        ):
+            return OSError(
+                errno.EADDRNOTAVAIL,
+                f"{text} is tentative: duplicate address detection has not finished (RFC 4862 §5.4);"
+                " await stack.addresses_ready(), or add it with dad=False",
+            )
+        return OSError(errno.EADDRNOTAVAIL, f"{text} is not an address of stack {self.name}")
 
     def wrap_link(self, iface: Interface, wrap: Callable[[LinkEndpoint], LinkEndpoint]) -> LinkEndpoint:
         """Put a wrapper around ``iface``'s link, e.g. ``stack.wrap_link(stack.loopback,

@@ -259,9 +259,7 @@ async def create_server(
             if len(address) == 4
             else layer.network_for(address).is_local(address)
         ):
-            raise OSError(
-                errno.EADDRNOTAVAIL, f"{format_ip(address)} is not an address of stack {stack.name}"
-            )
+            raise stack.address_unavailable(address)
         if (
             (address, port) in layer.listeners
             or (any_address, port) in layer.listeners

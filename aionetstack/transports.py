@@ -724,7 +724,7 @@ async def _connect_tcp(
     if is_wildcard(local_ip):
         local_ip = stack.tcp.network_for(remote[0]).source_address(remote[0])
     elif not stack.tcp.network_for(local_ip).is_local(local_ip):
-        raise OSError(errno.EADDRNOTAVAIL, f"{local_addr[0]} is not an address of stack {stack.name}")
+        raise stack.address_unavailable(local_ip)
     conn = stack.tcp.connect(local_ip, local_port, remote, loop.time())
     transport = TcpTransport(stack, conn, None)
     transport.asyncio_defaults()

@@ -58,6 +58,15 @@ async def _link_local(iface: Any, wait: float = LINK_LOCAL_WAIT) -> None:
         raise CliError(f"{iface.name} has no IPv6 link-local address after {wait:g} s (DAD)") from None
 
 
+async def _addresses_ready(stack: Any, ifname: str, wait: float = LINK_LOCAL_WAIT) -> None:
+    """Wait for the given IPv6 addresses to pass duplicate address detection (RFC 4862 §5.4): a
+    tentative address cannot be used, as on Linux, and `ready` means every address works."""
+    try:
+        await stack.addresses_ready(wait)
+    except TimeoutError:
+        raise CliError(f"{ifname}: IPv6 addresses still tentative after {wait:g} s (DAD)") from None
+
+
 # ---------------------------------------------------------------------------------------------
 # the commands
 
@@ -71,6 +80,7 @@ async def _serve(args: argparse.Namespace) -> int:
     trace = _open_trace(args)
     async with stack:
         iface = _attach(stack, args, dhcp=args.dhcp, pcap=args.pcap, pcapng=trace is not None)
+        await _addresses_ready(stack, args.tap)
         if trace is not None:
             tracer = stack.trace(trace, annotate=args.pcap is not None)
             if args.pcap is not None:
@@ -165,6 +175,7 @@ async def _nc(args: argparse.Namespace) -> int:
     stack = Stack("nc")
     async with stack:
         iface = _attach(stack, args)
+        await _addresses_ready(stack, args.tap)
         host = _target(args.host, args.tap) if args.host is not None else None
         if host is None and args.listen and args.udp and not any(a.version == 4 for a in args.ip):
             host = "::"  # an IPv6-only stack: a UDP listener on IPv4's wildcard would hear nothing
@@ -205,6 +216,7 @@ async def _ping(args: argparse.Namespace) -> int:
     stack = Stack("ping")
     async with stack:
         iface = _attach(stack, args)
+        await _addresses_ready(stack, args.tap)
         target = _target(args.host, args.tap)
         if args.host.version == 6:
             await _link_local(iface)  # ND and a link-local source need it (RFC 4861 §7.2.2)

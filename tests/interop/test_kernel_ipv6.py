@@ -210,6 +210,7 @@ async def test_our_resolver_asks_dnsmasq_over_ipv6_for_a_and_aaaa(netns: NetNS, 
                 assert line, "dnsmasq exited before it started"
         async with Stack("ours") as stack:
             stack.add_interface(link, subnet.cidr(2), f"{prefix}2/64", name=device)
+            await stack.addresses_ready()  # DAD (RFC 4862 §5.4): a tentative address sends nothing
             stack.set_nameservers([f"{prefix}1"])
             v4, v6 = socket.inet_aton(subnet.host(7)), ipaddress.IPv6Address(f"{prefix}7").packed
             assert await stack.resolve_addresses_async(("dual.test", 80)) == [(v4, 80), (v6, 80)]

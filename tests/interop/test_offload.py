@@ -29,8 +29,8 @@ from aionetstack.link import tap
 from aionetstack.link.endpoint import LinkCapabilities
 from aionetstack.link.pcap import PcapLink
 from aionetstack.link.tap import TunTapLink
-from tests.interop.netns import NetNS, require_tool
-from tests.interop.test_kernel_ipv6 import _kernel_addresses_ready, _ula_prefix
+from tests.interop.netns import NetNS, require_tool, ula_prefix
+from tests.interop.test_kernel_ipv6 import _kernel_addresses_ready
 from tests.interop.test_kernel_peer import MB, pattern_sha256
 
 pytestmark = pytest.mark.interop
@@ -121,7 +121,7 @@ async def test_kernel_transfers_over_ipv6_with_and_without_offloads(
     else:
         link, _subnet = netns.add_tun(offload=offload)  # type: ignore[assignment]
     device = link.device_name
-    prefix = _ula_prefix()
+    prefix = ula_prefix()
     netns.ip("-6", "addr", "add", f"{prefix}1/64", "dev", device, "nodad")
     if offload:
         assert {"tx-gso-tcpv6", "rx-tso6"} <= set(link.offloads), link.offload_refusals

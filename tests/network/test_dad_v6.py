@@ -4,6 +4,7 @@ DAD passes, never used when a duplicate is found (counted and logged)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import random
@@ -139,3 +140,25 @@ async def test_a_tentative_address_can_be_taken_back() -> None:
             a.remove_address(ia, "2001:db8::5/64")
         await asyncio.sleep(5)
         assert MANUAL not in a.local_addresses and solicited_node(MANUAL) not in ia.groups6
+
+
+@pytest.mark.looptime
+async def test_a_tentative_address_says_so_when_bound_and_addresses_ready_waits_for_it() -> None:
+    left, right = pipe()
+    async with Stack("a") as a, Stack("b") as b:
+        ia = a.add_interface(left, "2001:db8::5/64")
+        b.add_interface(right, "2001:db8::6/64", dad=False)  # nodad: usable at once
+        assert MANUAL not in a.local_addresses
+        # As Linux's EADDRNOTAVAIL for a tentative address, with the reason and the way out.
+        with pytest.raises(OSError, match=r"tentative.*addresses_ready") as raised:
+            await a.create_server(asyncio.Protocol, "2001:db8::5", 80)
+        assert raised.value.errno == errno.EADDRNOTAVAIL
+        await a.addresses_ready()
+        assert a.ip6.tentative_addresses(ia) == [] and MANUAL in a.local_addresses
+        server = await b.create_server(asyncio.Protocol, "2001:db8::6", 80)
+        transport, _ = await a.create_connection(
+            asyncio.Protocol, "2001:db8::6", 80, local_addr=("2001:db8::5", 0)
+        )
+        assert transport.get_extra_info("sockname")[0] == "2001:db8::5"
+        transport.close()
+        server.close()

@@ -100,8 +100,8 @@ async def test_packet_too_big_mid_transfer_lowers_the_path_mtu_and_the_transfer_
     bridge = NarrowingBridge(a_bridge, b_bridge)
     quiet = StackOptions(ipv6_autoconf=False)
     async with Stack("a", options=quiet) as a, Stack("b", options=quiet) as b:
-        a.add_interface(a_wire, f"{A6}/64")
-        b.add_interface(b_wire, f"{B6}/64")
+        a.add_interface(a_wire, f"{A6}/64", dad=False)
+        b.add_interface(b_wire, f"{B6}/64", dad=False)
         received = 0
         digest = hashlib.sha256()
         done: asyncio.Future[None] = loop.create_future()
@@ -154,8 +154,8 @@ async def _idle_connection() -> AsyncIterator[tuple[Stack, PipeEndpoint, TcpConn
     a_wire, b_wire = pipe(1500, checksum_offload=False)
     quiet = StackOptions(ipv6_autoconf=False)
     async with Stack("a", options=quiet) as a, Stack("b", options=quiet) as b:
-        a.add_interface(a_wire, f"{A6}/64")
-        b.add_interface(b_wire, f"{B6}/64")
+        a.add_interface(a_wire, f"{A6}/64", dad=False)
+        b.add_interface(b_wire, f"{B6}/64", dad=False)
         await b.start_server(lambda r, w: None, B6, 7)
         _reader, writer = await a.open_connection(B6, 7)
         writer.write(b"x" * 100)

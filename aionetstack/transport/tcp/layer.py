@@ -443,9 +443,7 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
         try:
             network = self.network_for(dst)  # one look-up for the whole outbox
             path = network.route(dst)
-            # The TSO path builds IPv4 super-segments only; IPv6 goes segment by segment (IPv6
-            # segmentation offload is not there yet: its pseudo-header sum overflowed a 16-bit field).
-            if path[0].link.segmentation_offload and len(dst) == 4:
+            if path[0].link.segmentation_offload:
                 self._transmit_offload(outbox, src, sport, dst, dport, owner, df, path, network)
             else:
                 # _send's body, inline: one Python call fewer per segment, and the look-ups (the
