@@ -41,6 +41,7 @@ from aionetstack.wire.icmpv6 import (
     error_allowed,
     parse_icmpv6,
 )
+from aionetstack.wire.ipv4 import PROTO_TCP
 from aionetstack.wire.ipv6 import (
     EXTENSION_HEADERS,
     IPV6_HEADER_LENGTH,
@@ -241,14 +242,17 @@ class Icmpv6Layer:
             counters["icmpv6.packet-too-big"] += 1
             mtu = word
             if mtu < IPV6_MIN_MTU:
-                # RFC 8201 §4: never below the IPv6 minimum link MTU (and no atomic fragments,
-                # RFC 8021).
-                counters["icmpv6.packet-too-big-below-minimum"] += 1
-                mtu = IPV6_MIN_MTU
-            mtu = self.pmtu.update(q_dst, mtu, self.clock())
+                # RFC 8201 §4: a packet too big reporting less than the IPv6 minimum link MTU is
+                # discarded (no atomic fragments either, RFC 8021), as Linux does.
+                counters["icmpv6.dropped.packet-too-big-below-minimum"] += 1
+                return
         if not first or position + 4 > end:
             counters["icmpv6.dropped.bad-quote"] += 1  # no transport header to match
             return
+        if mtu and protocol != PROTO_TCP:
+            # TCP lowers the path MTU itself, once the quoted sequence number is found in its
+            # window (RFC 5927 §4.1, RFC 8201 §4); UDP and echo have nothing to check it against.
+            mtu = self.pmtu.update(q_dst, mtu, self.clock())
         v4type, v4code, exc = icmpv6_error_to_icmp(icmp_type, code, mtu)
         if protocol == NEXT_ICMPV6:
             if buf[position] == ICMPV6_ECHO_REQUEST and position + 8 <= end:

@@ -340,8 +340,8 @@ class Rig:
         a, b = self.a, self.b
         await a.__aenter__()
         await b.__aenter__()
-        a.add_interface(self.a_end, "10.0.0.1/24", f"{fuzzkit6.A6_TEXT}/64")
-        b.add_interface(self.b_end, "10.0.0.2/24", f"{fuzzkit6.B6_TEXT}/64")
+        a.add_interface(self.a_end, "10.0.0.1/24", f"{fuzzkit6.A6_TEXT}/64", dad=False)
+        b.add_interface(self.b_end, "10.0.0.2/24", f"{fuzzkit6.B6_TEXT}/64", dad=False)
         self.server = await b.start_server(self._serve, "10.0.0.2", LISTEN_PORT, backlog=SYN_BACKLOG)
         self.server6 = await b.start_server(self._serve, fuzzkit6.B6_TEXT, LISTEN_PORT, backlog=SYN_BACKLOG)
         self.a_server = await a.start_server(self._serve_a, "10.0.0.1", A_LISTEN_PORT)

@@ -193,12 +193,6 @@ async def test_packet_too_big_from_a_stranger_quoting_a_packet_we_never_sent_cha
 
 
 @pytest.mark.looptime
-@pytest.mark.xfail(
-    strict=True,
-    reason="network/icmpv6.py lowers the path-MTU cache before the transport's checks: a packet too "
-    "big quoting one of our addresses with a sequence number outside every window still lowers "
-    "the cache for that destination (IPv4 ignores it, RFC 5927 §4.1); for the IPv6 helper",
-)
 async def test_packet_too_big_quoting_a_segment_outside_the_window_changes_nothing() -> None:
     async with _idle_connection() as (a, b_wire, conn):
         before = conn.send_mss
@@ -211,16 +205,11 @@ async def test_packet_too_big_quoting_a_segment_outside_the_window_changes_nothi
 
 
 @pytest.mark.looptime
-@pytest.mark.xfail(
-    strict=True,
-    reason="network/icmpv6.py takes an MTU below 1,280 as 1,280; RFC 8201 §4 says such a packet too "
-    "big must be discarded (Linux does since 4a65dff81a04); for the IPv6 helper",
-)
 async def test_packet_too_big_below_the_minimum_mtu_is_discarded() -> None:
     async with _idle_connection() as (a, b_wire, conn):
         before = conn.send_mss
         await _send_forged(b_wire, _forged(b_wire, conn, mtu=576, seq=conn.snd_una))
-        assert a.counters["icmpv6.packet-too-big-below-minimum"] == 1
+        assert a.counters["icmpv6.dropped.packet-too-big-below-minimum"] == 1
         # RFC 8201 §4: "If a node receives a Packet Too Big message reporting a next-hop MTU
         # that is less than the IPv6 minimum link MTU, it must discard it."
         assert a.pmtu.get(packed(B6), a.now()) is None
