@@ -426,6 +426,7 @@ async def test_attach_gives_every_address_and_a_default_route_for_each_family(
     cli.arguments._check_nc(parser, args)
     async with aionetstack.Stack() as stack:
         iface = cli.commands._attach(stack, args)
+        await cli.commands._addresses_ready(stack, "t0")  # what nc does next: DAD, RFC 4862 §5.4
         assert [str(a) for a in iface.addresses] == ["10.0.0.2/24", "10.0.1.2/24"]
         assert ipaddress.IPv6Interface("fd00::2/64") in iface.addresses6
         default6 = [r for r in stack.routes.routes() if r.destination == "::/0"]

@@ -106,6 +106,8 @@ async def test_aaaa_records_answer_both_families_ipv4_first() -> None:
     async with aionetstack.Stack() as client, aionetstack.Stack() as server:
         client.add_interface(left, "10.0.0.1/24", "fd00::1/64")
         server.add_interface(right, "10.0.0.2/24", "10.0.0.7/24", "fd00::2/64", "fd00::7/64", "fd00::53/64")
+        await client.addresses_ready()  # duplicate address detection (RFC 4862 §5.4), in virtual time
+        await server.addresses_ready()
         _, dns_server = await server.create_datagram_endpoint(DnsServer, local_addr=("fd00::53", 53))
         client.set_nameservers(["fd00::53"])
 

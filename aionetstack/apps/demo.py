@@ -141,6 +141,9 @@ async def run_demo(
                 capture.annotations = tracer
         server.add_interface(right, server_address, name="eth0")
         server_ip = server_address.split("/")[0]
+        # IPv6 addresses are usable once duplicate address detection passes (RFC 4862 §5.4).
+        await client.addresses_ready()
+        await server.addresses_ready()
         listener = await server.start_server(sink, server_ip, SERVER_PORT)
         start = time.perf_counter()
         ticker: asyncio.Task[None] | None = None
