@@ -28,6 +28,7 @@ from aionetstack.network.addrconf import (
     AddressConfigurator,
 )
 from aionetstack.network.fragmentation import fragment_packet_v6
+from aionetstack.network.ipv6_forward import Ipv6Forwarding
 from aionetstack.network.mld import MldListener, split_records
 from aionetstack.network.ndisc import NeighbourDiscovery
 from aionetstack.network.neighbour import NeighbourCache, NeighbourState, ResolveAction
@@ -112,6 +113,7 @@ class Icmpv6Errors(Protocol):
         ip_offset: int,
         word: int = 0,
         link_multicast: bool = False,
+        source: bytes | None = None,
     ) -> None: ...
 
     def send_error_quote(
@@ -133,7 +135,7 @@ def new_nd_cache(o: StackOptions) -> NeighbourCache:
     )
 
 
-class Ipv6Layer(NeighbourDiscovery):
+class Ipv6Layer(NeighbourDiscovery, Ipv6Forwarding):
     """The IPv6 network protocol of one stack (a :class:`~aionetstack.network.registration.NetworkProtocol`).
 
     ``local_addresses`` is the stack's table of its own addresses of both families (16-byte keys
@@ -226,6 +228,9 @@ class Ipv6Layer(NeighbourDiscovery):
                 interface_name=iface.name,
                 link_mtu=max(IPV6_MIN_MTU, min(iface.link.mtu, 65535)),
                 autoconf=self.options.ipv6_autoconf,
+                # A router takes no configuration from other routers' RAs (RFC 4861 §6.2.7,
+                # RFC 4862 §5.5: SLAAC of global addresses is for hosts; Linux's accept_ra=1).
+                accept_ra=not self.options.forwarding,
             )
 
     def start(self, iface: Interface, now: float) -> None:
@@ -407,7 +412,10 @@ class Ipv6Layer(NeighbourDiscovery):
                 # (past reassembly, for a fragment): a forwarder's packet is told apart below.
                 foreign = True
             elif not self.transports.promiscuous(header.next_header):
-                counters["ipv6.dropped.not-for-us"] += 1
+                if self.options.forwarding:
+                    self.forward(iface, buf, offset, header)  # RFC 8200 §3 (ipv6_forward.py)
+                else:
+                    counters["ipv6.dropped.not-for-us"] += 1
                 return
         elif (
             destination[0] == 0xFE

@@ -56,6 +56,7 @@ from aionetstack.wire.ndp import (
 if TYPE_CHECKING:
     from aionetstack.network.interface import Interface
     from aionetstack.network.route import Route, RouteTable
+    from aionetstack.options import StackOptions
 
 __all__ = ["NeighbourDiscovery"]
 
@@ -78,6 +79,7 @@ class NeighbourDiscovery:
 
     counters: Counters
     clock: Clock
+    options: StackOptions
     local_addresses: dict[bytes, Interface]
     routes: RouteTable
     _router_routes: dict[tuple[Interface, bytes], Route]
@@ -171,7 +173,13 @@ class NeighbourDiscovery:
                 # RFC 4861 §7.2.3: the solicitor's address goes in the cache (STALE).
                 self._send_waiting(iface, mac, cache.learn(source, mac, now))
         answer = build_neighbour_advertisement(
-            target, destination, target, solicited=solicited, override=True, target_mac=iface.link.mac
+            target,
+            destination,
+            target,
+            router=self.options.forwarding,  # RFC 4861 §4.4: R set when the sender is a router
+            solicited=solicited,
+            override=True,
+            target_mac=iface.link.mac,
         )
         packet = build_ipv6(target, destination, NEXT_ICMPV6, len(answer), 255) + answer
         counters["nd.advertisements-sent"] += 1
