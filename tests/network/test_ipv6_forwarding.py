@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 
 import pytest
 from scapy.layers.inet import UDP
@@ -25,7 +26,9 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import Ether
 
 from aionetstack import Stack, StackOptions
-from aionetstack.link import pipe
+from aionetstack.link import Switch, pipe
+from aionetstack.link.endpoint import LinkKind
+from aionetstack.network.interface import Interface
 from tests.network.router6_kit import (
     A6,
     A_LL,
@@ -243,3 +246,67 @@ class _Collect(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         self.into.append(data)
+
+
+# ------------------------------------------------------------------ router advertisements
+
+
+def _in(iface: Interface, prefix: str) -> str | None:
+    """``iface``'s address in ``prefix``, once SLAAC gave it one."""
+    network = ipaddress.IPv6Network(prefix)
+    return next((str(a.ip) for a in iface.addresses6 if a.ip in network), None)
+
+
+@pytest.mark.looptime
+async def test_hosts_on_two_links_configure_themselves_from_our_router_and_reach_each_other() -> None:
+    switch = Switch()
+    left, right = pipe(1500)
+    async with (
+        Stack("R", options=StackOptions(forwarding=True)) as r,
+        Stack("A1") as a1,
+        Stack("A2") as a2,
+        Stack("B") as b,
+    ):
+        ra = r.add_interface(switch.port(), "fd00:1::1/64")
+        rb = r.add_interface(left, "fd00:2::1/64")
+        r.advertise_prefix(ra, "fd00:1::/64")
+        r.advertise_prefix(rb, "fd00:2::/64")
+        ia1 = a1.add_interface(switch.port())
+        ia2 = a2.add_interface(switch.port())
+        ib = b.add_interface(right)
+        # RFC 4862 §5.5.3: each host forms an address in its link's advertised prefix.
+        await until(
+            lambda: all(
+                _in(i, p) for i, p in ((ia1, "fd00:1::/64"), (ia2, "fd00:1::/64"), (ib, "fd00:2::/64"))
+            ),
+            30,
+        )
+        addr_a1, addr_a2, addr_b = _in(ia1, "fd00:1::/64"), _in(ia2, "fd00:1::/64"), _in(ib, "fd00:2::/64")
+        assert addr_a1 and addr_a2 and addr_b
+        await r.addresses_ready()
+        assert await a1.ping(addr_a2, timeout=5) >= 0  # on-link (the prefix's L flag)
+        assert await a1.ping(addr_b, timeout=5) >= 0  # through R, the default router RAs taught
+        assert await b.ping(addr_a2, timeout=5) >= 0
+        assert r.counters["ipv6.forwarded"] >= 4
+        assert r.counters["nd.router-advertisements-sent"] >= 2
+        assert r.counters["nd.router-solicitations-received"] >= 1
+        assert a1.counters["nd.router-advertisements-received"] >= 1
+        # R itself took no address from its own links' RAs (it ignores RAs: RFC 4861 §6.2.7).
+        assert [str(a.ip) for a in ra.addresses6 if not a.ip.is_link_local] == ["fd00:1::1"]
+
+
+@pytest.mark.looptime
+async def test_advertise_prefix_checks_its_arguments() -> None:
+    left, _right = pipe(1500)
+    async with Stack("H") as h, Stack("R", options=StackOptions(forwarding=True)) as r:
+        ih = h.add_interface(left)
+        with pytest.raises(ValueError, match="forwarding=True"):
+            h.advertise_prefix(ih, "fd00:1::/64")
+        ir = r.add_interface(pipe(1500)[0])
+        with pytest.raises(ValueError, match="prefix"):
+            r.advertise_prefix(ir, "fd00:1::1/64")
+        with pytest.raises(ValueError, match="prefix"):
+            r.advertise_prefix(ir, "10.0.0.0/8")
+        tun = r.add_interface(pipe(1500, kind=LinkKind.IP)[0])
+        with pytest.raises(ValueError, match="neighbour discovery"):
+            r.advertise_prefix(tun, "fd00:1::/64")
