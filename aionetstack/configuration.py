@@ -199,6 +199,26 @@ class StackConfiguration:
             interface = route.interface  # type: ignore[assignment]
         self.routes.add(destination, interface, gw, metric)
 
+    def advertise_prefix(self, iface: Interface, prefix: str) -> None:
+        """Play an IPv6 router on ``iface``'s link: send router advertisements there with
+        ``prefix`` (``"fd00:1::/64"``), and answer router solicitations (RFC 4861 §6.2). Hosts
+        on the link take this stack as a default router, and form addresses from a /64 (RFC
+        4862 §5.5.3). Needs ``StackOptions(forwarding=True)`` (only routers advertise, RFC 4861
+        §6.2.2) and an Ethernet interface; call it again to add a prefix."""
+        self._check_interface("iface", iface)
+        _validate.instance("prefix", prefix, str)
+        try:
+            network = ipaddress.IPv6Network(prefix)
+        except ValueError as exc:
+            raise ValueError(f"prefix must be an IPv6 prefix like 'fd00:1::/64', got {prefix!r}") from exc
+        if not self.options.forwarding:
+            raise ValueError("advertise_prefix() needs StackOptions(forwarding=True): only routers advertise")
+        if iface.neighbours6 is None:
+            raise ValueError(f"iface {iface.name} has no neighbour discovery (not Ethernet)")
+        self.ip6.advertise_prefix(iface, network.network_address.packed, network.prefixlen)
+        if self._task is not None:
+            self.arm_network_timer()
+
     def set_default_gateway(self, gateway: str) -> None:
         _validate.ipv4("gateway", gateway)
         self.add_route("0.0.0.0/0", gateway)

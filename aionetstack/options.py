@@ -14,6 +14,13 @@ __all__ = ["StackOptions"]
 class StackOptions:
     """Tunables of a :class:`Stack` (defaults follow Linux where it has one)."""
 
+    #: Be a router (Linux's ``net.ipv4.ip_forward`` and ``net.ipv6.conf.all.forwarding``): IPv4
+    #: datagrams (RFC 1812) and IPv6 packets (RFC 8200 §3) to addresses not ours are forwarded
+    #: by the route table, with ICMP/ICMPv6 errors for what cannot be (TTL or hop limit, no
+    #: route, too big: IPv4 fragments unless DF, IPv6 answers packet too big, RFC 4443 §3.2).
+    #: IPv6 also acts as a router (RFC 4861): the R flag in its neighbour advertisements, the
+    #: all-routers group, no router solicitations and no configuration from other routers'
+    #: advertisements; ``stack.advertise_prefix`` makes it send its own.
     forwarding: bool = False
     default_ttl: int = 64
     inbound_queue_limit: int = 4096  #: frames queued from one link before the stack pauses it

@@ -409,8 +409,14 @@ class AddressConfigurator:
         actions: list[Action] = [AddressReady(record.address, record.prefix_length)]
         if record.state == "deprecated":
             actions.append(AddressDeprecated(record.address))
-        if record.prefix == LINK_LOCAL_PREFIX and self._rs_deadline is None and self._rs_sent == 0:
-            # RFC 4861 §6.3.7: solicit routers, after a random delay, from the new link-local.
+        if (
+            record.prefix == LINK_LOCAL_PREFIX
+            and self.accept_ra
+            and self._rs_deadline is None
+            and self._rs_sent == 0
+        ):
+            # RFC 4861 §6.3.7: solicit routers, after a random delay, from the new link-local
+            # (hosts do; a router, which takes nothing from RAs, does not).
             self._rs_deadline = now + self.rng.uniform(0, MAX_RTR_SOLICITATION_DELAY)
         return actions
 

@@ -277,8 +277,10 @@ class Icmpv6Layer:
         ip_offset: int,
         word: int = 0,
         link_multicast: bool = False,
+        source: bytes | None = None,
     ) -> None:
-        """Answer a packet with an error if RFC 4443 §2.4(e) allows it, within the rate limit."""
+        """Answer a packet with an error if RFC 4443 §2.4(e) allows it, within the rate limit;
+        from ``source`` when given (a router's link-local address, to a link-local source)."""
         invoking = None
         if header.next_header == NEXT_ICMPV6 and header.payload_offset < header.payload_end:
             invoking = buf[header.payload_offset]
@@ -287,10 +289,9 @@ class Icmpv6Layer:
             return
         quote = memoryview(buf)[ip_offset : header.payload_end]
         # From the address the packet was sent to when it is ours (RFC 4443 §2.2 (a)).
-        local = self.network.is_local(header.destination)
-        self.send_error_quote(
-            icmp_type, code, header.source, quote, word, source=header.destination if local else None
-        )
+        if source is None and self.network.is_local(header.destination):
+            source = header.destination
+        self.send_error_quote(icmp_type, code, header.source, quote, word, source=source)
 
     def send_error_quote(
         self, icmp_type: int, code: int, to: bytes, quote: Buffer, word: int = 0, source: bytes | None = None

@@ -28,6 +28,7 @@ from aionetstack.network.addrconf import (
     AddressConfigurator,
 )
 from aionetstack.network.fragmentation import fragment_packet_v6
+from aionetstack.network.ipv6_forward import Ipv6Forwarding
 from aionetstack.network.mld import MldListener, split_records
 from aionetstack.network.ndisc import NeighbourDiscovery
 from aionetstack.network.neighbour import NeighbourCache, NeighbourState, ResolveAction
@@ -80,6 +81,7 @@ from aionetstack.wire.ndp import (
 )
 
 if TYPE_CHECKING:
+    from aionetstack.network.advertiser import RouterAdvertiser
     from aionetstack.network.interface import Interface
     from aionetstack.network.pmtu import PmtuCache
     from aionetstack.network.route import Route, RouteTable
@@ -112,6 +114,7 @@ class Icmpv6Errors(Protocol):
         ip_offset: int,
         word: int = 0,
         link_multicast: bool = False,
+        source: bytes | None = None,
     ) -> None: ...
 
     def send_error_quote(
@@ -133,7 +136,7 @@ def new_nd_cache(o: StackOptions) -> NeighbourCache:
     )
 
 
-class Ipv6Layer(NeighbourDiscovery):
+class Ipv6Layer(NeighbourDiscovery, Ipv6Forwarding):
     """The IPv6 network protocol of one stack (a :class:`~aionetstack.network.registration.NetworkProtocol`).
 
     ``local_addresses`` is the stack's table of its own addresses of both families (16-byte keys
@@ -185,6 +188,7 @@ class Ipv6Layer(NeighbourDiscovery):
         #: The default router chosen last (RFC 4861 §6.3.6), kept while it is probably reachable.
         self._current_router: tuple[Interface, bytes] | None = None
         self._redirects: dict[tuple[Interface, bytes], tuple[Route, float, bytes]] = {}
+        self._advertisers: dict[Interface, RouterAdvertiser] = {}
         #: MLDv2 (RFC 3810) per interface that does ND, from the moment its link is up.
         self._mld: dict[Interface, MldListener] = {}
         #: Interfaces whose link is up (``start`` ran), and hand-given addresses waiting for it to
@@ -211,7 +215,7 @@ class Ipv6Layer(NeighbourDiscovery):
     def attach(self, iface: Interface) -> None:
         """Set IPv6 up on a new interface: ND and address configuration on Ethernet (RFC 4862
         §5.3: link-local on every interface that can do ND); the groups every node joins."""
-        iface.groups6.add(ALL_NODES)  # RFC 4291 §2.8
+        iface.groups6.update(self._fixed_groups())
         if iface.link.mtu < IPV6_MIN_MTU:
             # RFC 8200 §5: IPv6 needs links of 1280 octets; on a smaller one it stays off (no
             # link-local address, so nothing routes there but what a user adds by hand).
@@ -226,6 +230,9 @@ class Ipv6Layer(NeighbourDiscovery):
                 interface_name=iface.name,
                 link_mtu=max(IPV6_MIN_MTU, min(iface.link.mtu, 65535)),
                 autoconf=self.options.ipv6_autoconf,
+                # A router takes no configuration from other routers' RAs (RFC 4861 §6.2.7,
+                # RFC 4862 §5.5: SLAAC of global addresses is for hosts; Linux's accept_ra=1).
+                accept_ra=not self.options.forwarding,
             )
 
     def start(self, iface: Interface, now: float) -> None:
@@ -313,11 +320,16 @@ class Ipv6Layer(NeighbourDiscovery):
     def _refresh_groups(self, iface: Interface) -> None:
         """The groups are all-nodes and the solicited-node group of each address, tentative ones
         included (RFC 4862 §5.4.2); MLD reports what changed."""
-        groups = {ALL_NODES} | {solicited_node(a.ip.packed) for a in iface.addresses6}
+        groups = self._fixed_groups() | {solicited_node(a.ip.packed) for a in iface.addresses6}
         if iface.addrconf is not None:
             groups |= {solicited_node(a) for a, _length, _state in iface.addrconf.addresses()}
         iface.groups6 = groups
         self._sync_mld(iface)
+
+    def _fixed_groups(self) -> set[bytes]:
+        """RFC 4291 §2.8: every node listens to all-nodes; a router to link-local all-routers
+        too (where router solicitations go, RFC 4861 §6.3.7)."""
+        return {ALL_NODES, ALL_ROUTERS} if self.options.forwarding else {ALL_NODES}
 
     def _sync_mld(self, iface: Interface) -> None:
         listener = self._mld.get(iface)
@@ -407,7 +419,10 @@ class Ipv6Layer(NeighbourDiscovery):
                 # (past reassembly, for a fragment): a forwarder's packet is told apart below.
                 foreign = True
             elif not self.transports.promiscuous(header.next_header):
-                counters["ipv6.dropped.not-for-us"] += 1
+                if self.options.forwarding:
+                    self.forward(iface, buf, offset, header)  # RFC 8200 §3 (ipv6_forward.py)
+                else:
+                    counters["ipv6.dropped.not-for-us"] += 1
                 return
         elif (
             destination[0] == 0xFE
@@ -816,6 +831,8 @@ class Ipv6Layer(NeighbourDiscovery):
                     self._send_mld(iface, report)
         if self._redirects:
             self.expire_redirects(now)
+        if self._advertisers:
+            self.poll_advertisements(now)
         timeouts = self.reassembler.stats["timeouts"]
         expired = self.reassembler.expire(now)
         if self.reassembler.stats["timeouts"] != timeouts:
@@ -845,6 +862,10 @@ class Ipv6Layer(NeighbourDiscovery):
         if self._redirects:
             # One lifetime for all, refreshed ones re-inserted: the first entry expires first.
             deadlines.append(next(iter(self._redirects.values()))[1])
+        if self._advertisers:
+            d = self.advertisement_deadline()
+            if d is not None:
+                deadlines.append(d)
         r = self.reassembler.next_deadline()
         if r is not None:
             deadlines.append(r)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
@@ -28,6 +30,7 @@ from aionetstack.network.addrconf import (
     Transmit,
     redirect_route,
 )
+from aionetstack.network.advertiser import ROUTER_LIFETIME, RouterAdvertiser
 from aionetstack.network.neighbour import NeighbourCache
 from aionetstack.network.registration import (
     Clock,
@@ -35,6 +38,7 @@ from aionetstack.network.registration import (
 )
 from aionetstack.wire.ipv6 import (
     ALL_NODES,
+    IPV6_MIN_MTU,
     NEXT_ICMPV6,
     UNSPECIFIED,
     Ipv6Header,
@@ -51,11 +55,13 @@ from aionetstack.wire.ndp import (
     RouterSolicitation,
     build_neighbour_advertisement,
     build_neighbour_solicitation,
+    build_router_advertisement,
 )
 
 if TYPE_CHECKING:
     from aionetstack.network.interface import Interface
     from aionetstack.network.route import Route, RouteTable
+    from aionetstack.options import StackOptions
 
 __all__ = ["NeighbourDiscovery"]
 
@@ -78,12 +84,15 @@ class NeighbourDiscovery:
 
     counters: Counters
     clock: Clock
+    options: StackOptions
     local_addresses: dict[bytes, Interface]
     routes: RouteTable
     _router_routes: dict[tuple[Interface, bytes], Route]
     _prefix_routes: dict[tuple[Interface, bytes, int], Route]
     #: (interface, destination) -> (its /128 route, expiry, the router that redirected).
     _redirects: dict[tuple[Interface, bytes], tuple[Route, float, bytes]]
+    #: Interfaces we send router advertisements on (``advertise_prefix``, forwarding only).
+    _advertisers: dict[Interface, RouterAdvertiser]
     route: Callable[..., tuple[Interface, bytes]]
     _link_output: Callable[..., None]
     _emit_multicast: Callable[[Interface, bytes, bytes], None]
@@ -136,7 +145,15 @@ class NeighbourDiscovery:
             if iface.addrconf is not None:
                 self._apply(iface, iface.addrconf.router_advertisement(source, message, now), now)
         elif isinstance(message, RouterSolicitation):
-            counters["nd.router-solicitations-ignored"] += 1  # RFC 4861 §6.2.6: hosts ignore RS
+            advertiser = self._advertisers.get(iface)
+            if advertiser is None or not self.options.forwarding:
+                counters["nd.router-solicitations-ignored"] += 1  # RFC 4861 §6.2.6: hosts ignore RS
+                return
+            counters["nd.router-solicitations-received"] += 1
+            mac = message.options.source_link_address
+            if mac is not None and source != UNSPECIFIED:
+                self._send_waiting(iface, mac, cache.learn(source, mac, now))  # RFC 4861 §6.2.6
+            advertiser.solicited(now)
         elif isinstance(message, Redirect):
             self._redirect_input(iface, cache, source, message, now)
 
@@ -171,7 +188,13 @@ class NeighbourDiscovery:
                 # RFC 4861 §7.2.3: the solicitor's address goes in the cache (STALE).
                 self._send_waiting(iface, mac, cache.learn(source, mac, now))
         answer = build_neighbour_advertisement(
-            target, destination, target, solicited=solicited, override=True, target_mac=iface.link.mac
+            target,
+            destination,
+            target,
+            router=self.options.forwarding,  # RFC 4861 §4.4: R set when the sender is a router
+            solicited=solicited,
+            override=True,
+            target_mac=iface.link.mac,
         )
         packet = build_ipv6(target, destination, NEXT_ICMPV6, len(answer), 255) + answer
         counters["nd.advertisements-sent"] += 1
@@ -261,6 +284,46 @@ class NeighbourDiscovery:
     def _send_waiting(self, iface: Interface, mac: bytes, waiting: list[object]) -> None:
         for packet, _owner in cast("list[_Waiting]", waiting):
             self._emit_to(iface, mac, packet)
+
+    # ------------------------------------------------------------------ router advertisements
+
+    def advertise_prefix(self, iface: Interface, prefix: bytes, length: int) -> None:
+        """Send router advertisements on ``iface`` with ``prefix``/``length`` (RFC 4861 §6.2), and
+        answer router solicitations there: hosts on the link take us as their default router and
+        configure addresses from a /64 (RFC 4862 §5.5.3)."""
+        advertiser = self._advertisers.get(iface)
+        if advertiser is None:
+            advertiser = self._advertisers[iface] = RouterAdvertiser(random.Random(os.urandom(8)))
+        advertiser.add_prefix(prefix, length, self.clock())
+
+    def poll_advertisements(self, now: float) -> None:
+        for iface, advertiser in self._advertisers.items():
+            if advertiser.due(now):
+                self._send_router_advertisement(iface, advertiser)
+
+    def advertisement_deadline(self) -> float | None:
+        deadlines = [d for a in self._advertisers.values() if (d := a.next_deadline()) is not None]
+        return min(deadlines) if deadlines else None
+
+    def _send_router_advertisement(self, iface: Interface, advertiser: RouterAdvertiser) -> None:
+        """One RA to all-nodes (RFC 4861 §6.2.4, §6.2.6: a solicited one may go there too), from
+        our link-local address (§6.1.2: hosts take no other), with hop limit 255."""
+        source = iface.link_local6()
+        if source is None:
+            self.counters["nd.dropped.no-source-address"] += 1  # before the link-local passed DAD
+            return
+        mtu = iface.link.mtu
+        message = build_router_advertisement(
+            source,
+            ALL_NODES,
+            router_lifetime=ROUTER_LIFETIME,
+            source_mac=iface.link.mac,
+            prefixes=list(advertiser.prefixes.values()),
+            mtu=mtu if IPV6_MIN_MTU <= mtu < 65535 else None,  # §4.6.4: the link's MTU
+        )
+        packet = build_ipv6(source, ALL_NODES, NEXT_ICMPV6, len(message), 255) + message
+        self.counters["nd.router-advertisements-sent"] += 1
+        self._emit_multicast(iface, ALL_NODES, packet)
 
     # ------------------------------------------------------------------ address configuration
 
