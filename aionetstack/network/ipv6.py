@@ -35,6 +35,7 @@ from aionetstack.network.reassembly import Reassembler
 from aionetstack.network.registration import (
     Clock,
     Counters,
+    DeadlineWatch,
     LinkOutput,
     NetworkHeader,
     NetworkInput,
@@ -156,6 +157,7 @@ class Ipv6Layer(NeighbourDiscovery):
         routes: RouteTable,
         loopback: Interface,
         pmtu: PmtuCache,
+        deadlines: DeadlineWatch | None = None,
     ) -> None:
         self.options = options
         self.counters = counters
@@ -175,6 +177,11 @@ class Ipv6Layer(NeighbourDiscovery):
             max_bytes_per_source=options.reassembly_bytes_per_source,
             max_bytes_total=options.reassembly_bytes_total,
         )
+        #: Told when a deadline of ours comes earlier (the stack's one network timer): the ND
+        #: caches and the reassembler say so themselves, address configuration, MLD and
+        #: redirects through this layer.
+        self.deadlines = deadlines if deadlines is not None else DeadlineWatch()
+        self.reassembler.watch = self.deadlines
         self.default_hop_limit = options.default_ttl
         # RFC 7739 §5: fragment identifications unpredictable to an off-path attacker.
         self._ids = random.Random(os.urandom(16))
@@ -219,6 +226,7 @@ class Ipv6Layer(NeighbourDiscovery):
             return
         if iface.link.kind is LinkKind.ETHERNET and len(iface.link.mac) == 6:
             iface.neighbours6 = new_nd_cache(self.options)
+            iface.neighbours6.watch = self.deadlines
             # Without autoconf the configurator forms nothing and ignores RAs, but still runs
             # DAD for addresses given by hand (RFC 4862 §5.4).
             iface.addrconf = AddressConfigurator(
@@ -323,6 +331,7 @@ class Ipv6Layer(NeighbourDiscovery):
         listener = self._mld.get(iface)
         if listener is not None:
             self._send_mld(iface, listener.update(iface.groups6, self.clock()))
+            self.deadlines.changed()  # RFC 3810 §6.1: a change's retransmissions are timed
 
     def _send_mld(self, iface: Interface, records: list[MldRecord]) -> None:
         """Reports from the link-local address, or from ``::`` while it is tentative (RFC 3810
@@ -358,6 +367,7 @@ class Ipv6Layer(NeighbourDiscovery):
             return
         counters["nd.mld-queries-received"] += 1
         listener.query(query, self.clock())
+        self.deadlines.changed()  # RFC 3810 §6.2: a report is due after a random delay
 
     def default_interface(self) -> Interface | None:
         """Where a link-local or link-scoped multicast destination leaves when nothing names the

@@ -32,6 +32,7 @@ from aionetstack.network.neighbour import NeighbourCache
 from aionetstack.network.registration import (
     Clock,
     Counters,
+    DeadlineWatch,
 )
 from aionetstack.wire.ipv6 import (
     ALL_NODES,
@@ -84,6 +85,7 @@ class NeighbourDiscovery:
     _prefix_routes: dict[tuple[Interface, bytes, int], Route]
     #: (interface, destination) -> (its /128 route, expiry, the router that redirected).
     _redirects: dict[tuple[Interface, bytes], tuple[Route, float, bytes]]
+    deadlines: DeadlineWatch
     route: Callable[..., tuple[Interface, bytes]]
     _link_output: Callable[..., None]
     _emit_multicast: Callable[[Interface, bytes, bytes], None]
@@ -234,6 +236,7 @@ class NeighbourDiscovery:
             self.counters["nd.redirects-evicted"] += 1
         route = self.routes.add(f"{format_ipv6(destination)}/128", iface, gateway)
         self._redirects[key] = (route, now + REDIRECT_LIFETIME, source)
+        self.deadlines.moved(now + REDIRECT_LIFETIME)
         mac = redirect.options.target_link_address
         if mac is not None:
             self._send_waiting(iface, mac, cache.learn(redirect.target, mac, now))
@@ -266,6 +269,9 @@ class NeighbourDiscovery:
 
     def _apply(self, iface: Interface, actions: list[Action], now: float) -> None:
         """Carry out what the interface's :class:`AddressConfigurator` asks (RFC 4862, RFC 4861 §6.3.4)."""
+        # Every call into the configurator comes here with its actions: its timers (DAD, RS,
+        # lifetimes) may have moved, so the stack reads its deadline again.
+        self.deadlines.changed()
         counters = self.counters
         changed_groups = False
         joined = False
