@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
 from aionetstack.link.endpoint import LinkKind, OffloadFrame
@@ -21,6 +20,7 @@ from aionetstack.network.ipid import IpIdGenerator
 from aionetstack.network.neighbour import NeighbourCache, ResolveAction
 from aionetstack.network.reassembly import Reassembler
 from aionetstack.network.registration import (
+    AddressedInput,
     Clock,
     Counters,
     DeadlineWatch,
@@ -85,11 +85,6 @@ class IcmpErrors(Protocol):
         self, icmp_type: int, code: int, to: bytes, quote: Buffer, mtu: int = 0, source: bytes | None = None
     ) -> None: ...
 
-
-#: A transport's input by addresses alone (``TcpLayer.addressed_input``): interface, source,
-#: destination, buffer, payload start and end, and whether the link vouched for the transport
-#: checksum (verified it, or offloads it). IPv4's fast path hands datagrams to it.
-AddressedInput = Callable[["Interface", bytes, bytes, Buffer, int, int, bool], None]
 
 #: What waits in a neighbour entry's queue (the cache holds it opaquely): an IP packet and its owner.
 _Waiting = tuple[bytes, PacketOwner | None]

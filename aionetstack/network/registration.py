@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from aionetstack.network.interface import Interface
 
 __all__ = [
+    "AddressedInput",
     "Cancellable",
     "Clock",
     "Counters",
@@ -194,6 +195,12 @@ class TransportProtocol(Protocol):
         """True while it takes packets to any address (a forwarder is set: the tun2socks use)."""
 
 
+#: A transport's input by addresses alone (``TcpLayer.addressed_input``): interface, source,
+#: destination, buffer, payload start and end, and whether the link vouched for the transport
+#: checksum (verified it, or offloads it). The network layers' fast paths hand packets to it.
+AddressedInput = Callable[["Interface", bytes, bytes, Buffer, int, int, bool], None]
+
+
 class TransportDispatcher:
     """The transport protocols by IP protocol number: what a network protocol hands payloads to.
 
@@ -201,11 +208,15 @@ class TransportDispatcher:
     so the per-packet path is one dict lookup and one call.
     """
 
-    __slots__ = ("inputs", "protocols")
+    __slots__ = ("addressed", "inputs", "protocols")
 
     def __init__(self) -> None:
         self.protocols: dict[int, TransportProtocol] = {}
         self.inputs: dict[int, TransportInput] = {}
+        #: By address length, then number: the bound ``addressed_input`` of each transport that
+        #: has one (an optional fast entry, not part of :class:`TransportProtocol`) and reads
+        #: that family (``address_lengths``, default IPv4 only). Updated in place on register.
+        self.addressed: dict[int, dict[int, AddressedInput]] = {4: {}, 16: {}}
 
     def register(self, protocol: TransportProtocol) -> None:
         number = protocol.number
@@ -213,6 +224,10 @@ class TransportDispatcher:
             raise ValueError(f"IP protocol {number} is already registered")
         self.protocols[number] = protocol
         self.inputs[number] = protocol.packet_input
+        fast = getattr(protocol, "addressed_input", None)
+        if fast is not None:
+            for length in getattr(protocol, "address_lengths", (4,)):
+                self.addressed.setdefault(length, {})[number] = fast
 
     def promiscuous(self, number: int) -> bool:
         """The protocol takes packets to addresses that are not ours (see :class:`TransportProtocol`)."""
