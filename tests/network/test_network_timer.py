@@ -72,7 +72,7 @@ async def test_the_output_pass_asks_no_deadline_once_nothing_changes() -> None:
     async with Stack("a") as a, Stack("b") as b:
         a.add_interface(left, "10.0.0.1/24", "fd00::1/64", dad=False)
         b.add_interface(right, "10.0.0.2/24", "fd00::2/64", dad=False)
-        await asyncio.sleep(5)  # DAD of the link-local addresses, RS, MLD: all done
+        await asyncio.sleep(12)  # DAD of the link-local addresses, RS (three, 4 s apart), MLD: all done
 
         async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             while data := await reader.read(100):
