@@ -74,7 +74,7 @@ class StackConfiguration:
             raise ValueError(f"{link!r} is already an interface of stack {self.name}")
         iface = Interface(name or f"eth{len(self.interfaces) - 1}", len(self.interfaces), link)
         if link.kind is LinkKind.ETHERNET:
-            iface.neighbours = new_neighbour_cache(self.options)
+            iface.neighbours = new_neighbour_cache(self.options, self.ip.deadlines)
         self.interfaces.append(iface)
         self._iface_by_link[link] = iface
         link.attach(cast("NetworkDispatcher", self))

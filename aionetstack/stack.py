@@ -20,6 +20,7 @@ import contextvars
 import errno
 import ipaddress
 import logging
+import math
 import socket
 import struct
 from collections import deque
@@ -47,7 +48,7 @@ from aionetstack.network.interface import Interface, LoopbackLink
 from aionetstack.network.ipv4 import Ipv4Layer
 from aionetstack.network.ipv6 import LOOPBACK6, Ipv6Layer
 from aionetstack.network.pmtu import PmtuCache
-from aionetstack.network.registration import Cancellable, NetworkProtocols, TransportDispatcher
+from aionetstack.network.registration import Cancellable, DeadlineWatch, NetworkProtocols, TransportDispatcher
 from aionetstack.network.route import RouteTable
 from aionetstack.options import StackOptions
 from aionetstack.ping import SourcedEcho, ping
@@ -135,6 +136,8 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
         self.networks = NetworkProtocols()  #: by EtherType and IP version
         self.transports = TransportDispatcher()  #: by IP protocol number
         counters, clock = self.counters, self.now
+        #: The network protocols say here when a deadline of theirs came earlier (arm_network_timer).
+        self._deadlines = DeadlineWatch()
         self.ip = Ipv4Layer(
             options=self.options,
             counters=counters,
@@ -145,6 +148,7 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
             local_addresses=self.local_addresses,
             routes=self.routes,
             loopback=self.loopback,
+            deadlines=self._deadlines,
         )
         self.icmp = IcmpLayer(self.ip, self.transports, options=self.options, counters=counters, clock=clock)
         self.ip.icmp = self.icmp
@@ -171,6 +175,7 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
             routes=self.routes,
             loopback=self.loopback,
             pmtu=self.pmtu,
+            deadlines=self._deadlines,
         )
         self.icmp6 = Icmpv6Layer(
             self.ip6, self.transports, options=self.options, counters=counters, clock=clock, pmtu=self.pmtu
@@ -565,17 +570,22 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
             for link, frames in tx.items():
                 counters["link.frames-sent"] += len(frames)
                 link.write(frames)
-        self.arm_network_timer()
+        if self._deadlines.dirty:  # only when a network protocol's deadline came earlier
+            self.arm_network_timer()
 
     # ------------------------------------------------------------------ network timers
 
     def arm_network_timer(self) -> None:
-        """Keep one timer for the network protocols (ARP, reassembly) at the earliest deadline."""
+        """Keep one timer for the network protocols (neighbours, reassembly, DAD, RS, MLD,
+        lifetimes) at their earliest deadline, read again from every one of them."""
         deadline = None
-        for network in self.networks:  # after every output pass: a plain loop, no lists
+        for network in self.networks:  # a plain loop, no lists
             d = network.next_deadline()
             if d is not None and (deadline is None or d < deadline):
                 deadline = d
+        watch = self._deadlines
+        watch.dirty = False
+        watch.armed = math.inf if deadline is None or self._closed else deadline
         if deadline == self._timer_at:
             return
         if self._timer is not None:
@@ -588,6 +598,10 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
     def _on_network_timer(self) -> None:
         self._timer = None
         self._timer_at = None
+        # No timer now: poll's work, and whatever moved later or went away since it was armed,
+        # is read again at the end of this pass.
+        self._deadlines.dirty = True
+        self._deadlines.armed = math.inf
         now = self.loop.time()
         for network in self.networks:
             network.poll(now)

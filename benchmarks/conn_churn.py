@@ -10,7 +10,8 @@ Reports, as min / median / max over interleaved rounds:
   the objects it found;
 - in a round of its own (tracemalloc slows every allocation): Python memory held after the churn
   minus before it, per connection -- what TIME_WAIT and any leftovers keep (the server closes first,
-  so the server side holds TIME_WAIT); and the bytes per TIME_WAIT entry of our server.
+  so the server side holds TIME_WAIT); and the bytes per TIME_WAIT entry of our server;
+- connections per second over IPv6 (ours between two ULA addresses, the kernel's over ``::1``).
 The kernel's figure is the same churn over asyncio's sockets on loopback (its TIME_WAIT lives in the
 kernel, outside Python's memory).
 """
@@ -101,32 +102,38 @@ async def _churn(open_conn: Opener, n: int) -> dict[str, float]:
     }
 
 
-async def kernel(n: int) -> dict[str, float]:
-    server = await asyncio.start_server(_echo_once, "127.0.0.1", 0)
+async def kernel(n: int, host: str = "127.0.0.1") -> dict[str, float]:
+    server = await asyncio.start_server(_echo_once, host, 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
-        return await _churn(lambda: asyncio.open_connection("127.0.0.1", port), n)
+        return await _churn(lambda: asyncio.open_connection(host, port), n)
 
 
 def _time_waits(stack: aionetstack.Stack) -> int:
     return sum(1 for s in stack.connections() if s.state == "TIME_WAIT")
 
 
-async def ours(n: int) -> dict[str, float]:
+async def ours(n: int, ipv6: bool = False) -> dict[str, float]:
     left, right = pipe()
     client, server = aionetstack.Stack("client"), aionetstack.Stack("server")
     async with client, server:
-        client.add_interface(left, "10.0.0.1/24")
-        server.add_interface(right, "10.0.0.2/24")
-        await server.start_server(_echo_once, "10.0.0.2", 7)
+        if ipv6:
+            client.add_interface(left, "fd00::1/64", dad=False)
+            server.add_interface(right, "fd00::2/64", dad=False)
+            host = "fd00::2"
+        else:
+            client.add_interface(left, "10.0.0.1/24")
+            server.add_interface(right, "10.0.0.2/24")
+            host = "10.0.0.2"
+        await server.start_server(_echo_once, host, 7)
         tracing = tracemalloc.is_tracing()
-        result = await _churn(lambda: client.open_connection("10.0.0.2", 7), n)
+        result = await _churn(lambda: client.open_connection(host, 7), n)
         result["time_wait"] = _time_waits(server)
         if tracing:
             # Bytes per TIME_WAIT entry: a second churn on the same stacks, server closing first.
             gc.collect()
             before, entries_before = tracemalloc.get_traced_memory()[0], _time_waits(server)
-            await _churn(lambda: client.open_connection("10.0.0.2", 7), n)
+            await _churn(lambda: client.open_connection(host, 7), n)
             gc.collect()
             grown = tracemalloc.get_traced_memory()[0] - before
             result["bytes_per_time_wait"] = grown / max(_time_waits(server) - entries_before, 1)
@@ -152,7 +159,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "conn_churn", f"{n} sequential connections a round (open, 4-byte echo, close)", vars(args)
     )
     for loop in loop_names(args.loop):
-        r = interleave(rounds_of(args), {"kernel": lambda: kernel(n), "ours": lambda: ours(n)}, loop)
+        r = interleave(
+            rounds_of(args),
+            {
+                "kernel": lambda: kernel(n),
+                "ours": lambda: ours(n),
+                "kernel v6": lambda: kernel(n, "::1"),
+                "ours v6": lambda: ours(n, ipv6=True),
+            },
+            loop,
+        )
         report.add(
             "sequential connect + 4-byte echo + close",
             "conn/s",
@@ -160,6 +176,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             [x["per_second"] for x in r["kernel"]],
             loop=loop,
             target=Target(">=", 0.7),
+        )
+        report.add(
+            "sequential connect + 4-byte echo + close over IPv6",
+            "conn/s",
+            [x["per_second"] for x in r["ours v6"]],
+            [x["per_second"] for x in r["kernel v6"]],
+            loop=loop,
+            note="ours between fd00::1 and fd00::2 on the pipe; the kernel's over ::1",
         )
         for key, label, unit in FIGURES:
             report.add(

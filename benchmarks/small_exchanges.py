@@ -5,6 +5,8 @@
 - ``64-byte request/response``: the client writes 64 bytes, the server answers 64 bytes, one at a
   time on one connection, TCP_NODELAY (asyncio's default on every TCP socket, and ours): the latency
   an RPC pays per call. The issue's target is ours within 1.5x of the kernel's median.
+- the same request/response over IPv6 (ours between two ULA addresses, the kernel's over ``::1``):
+  CPU per exchange.
 - ``write-write-read``: a request in two writes, then a 2-byte answer. Nagle (RFC 896) holds the
   second small write until the first is acknowledged, and the receiver delays that ACK (40 ms here,
   as Linux's minimum ATO): with ``TcpConfig(nodelay=False)`` the exchange costs a delayed-ACK wait
@@ -77,25 +79,31 @@ async def _exchanges(open_conn: Opener, exchange: Exchange, n: int) -> tuple[flo
     return elapsed / n, cpu / n
 
 
-async def kernel(exchange: Exchange, n: int) -> tuple[float, float]:
-    server = await asyncio.start_server(_answer, "127.0.0.1", 0)
+async def kernel(exchange: Exchange, n: int, host: str = "127.0.0.1") -> tuple[float, float]:
+    server = await asyncio.start_server(_answer, host, 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        return await _exchanges(lambda: asyncio.open_connection("127.0.0.1", port), exchange, n)
+        return await _exchanges(lambda: asyncio.open_connection(host, port), exchange, n)
     finally:
         server.close()
 
 
 async def ours(
-    exchange: Exchange, n: int, config: aionetstack.TcpConfig | None = None
+    exchange: Exchange, n: int, config: aionetstack.TcpConfig | None = None, ipv6: bool = False
 ) -> tuple[float, float]:
     left, right = pipe()
     client, server = aionetstack.Stack("client", tcp=config), aionetstack.Stack("server", tcp=config)
     async with client, server:
-        client.add_interface(left, "10.0.0.1/24")
-        server.add_interface(right, "10.0.0.2/24")
-        await server.start_server(_answer, "10.0.0.2", 7)
-        return await _exchanges(lambda: client.open_connection("10.0.0.2", 7), exchange, n)
+        if ipv6:
+            client.add_interface(left, "fd00::1/64", dad=False)
+            server.add_interface(right, "fd00::2/64", dad=False)
+            host = "fd00::2"
+        else:
+            client.add_interface(left, "10.0.0.1/24")
+            server.add_interface(right, "10.0.0.2/24")
+            host = "10.0.0.2"
+        await server.start_server(_answer, host, 7)
+        return await _exchanges(lambda: client.open_connection(host, 7), exchange, n)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -115,6 +123,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             {
                 "kernel rr64": lambda: kernel(rr64, n),
                 "ours rr64": lambda: ours(rr64, n),
+                "kernel rr64 v6": lambda: kernel(rr64, n, "::1"),
+                "ours rr64 v6": lambda: ours(rr64, n, ipv6=True),
                 "kernel wwr": lambda: kernel(write_write_read, n),
                 "ours wwr": lambda: ours(write_write_read, n),
                 # Nagle waits for a delayed ACK (up to 40 ms) an exchange: fewer keep the run short.
@@ -139,6 +149,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             loop=loop,
             better="lower",
             note="the process's user+system CPU, both ends (the kernel's TCP work included)",
+        )
+        report.add(
+            "64-byte request/response over IPv6, NODELAY: CPU per exchange",
+            "µs",
+            [c * us for _, c in r["ours rr64 v6"]],
+            [c * us for _, c in r["kernel rr64 v6"]],
+            loop=loop,
+            better="lower",
+            note="ours between fd00::1 and fd00::2 on the pipe; the kernel's over ::1",
         )
         report.add(
             "write-write-read, NODELAY",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
 from aionetstack.link.endpoint import LinkKind, OffloadFrame
@@ -21,8 +20,10 @@ from aionetstack.network.ipid import IpIdGenerator
 from aionetstack.network.neighbour import NeighbourCache, ResolveAction
 from aionetstack.network.reassembly import Reassembler
 from aionetstack.network.registration import (
+    AddressedInput,
     Clock,
     Counters,
+    DeadlineWatch,
     LinkOutput,
     NetworkHeader,
     NetworkInput,
@@ -85,11 +86,6 @@ class IcmpErrors(Protocol):
     ) -> None: ...
 
 
-#: A transport's input by addresses alone (``TcpLayer.addressed_input``): interface, source,
-#: destination, buffer, payload start and end, and whether the link vouched for the transport
-#: checksum (verified it, or offloads it). IPv4's fast path hands datagrams to it.
-AddressedInput = Callable[["Interface", bytes, bytes, Buffer, int, int, bool], None]
-
 #: What waits in a neighbour entry's queue (the cache holds it opaquely): an IP packet and its owner.
 _Waiting = tuple[bytes, PacketOwner | None]
 
@@ -117,6 +113,7 @@ class Ipv4Layer:
         local_addresses: dict[bytes, Interface],
         routes: RouteTable,
         loopback: Interface,
+        deadlines: DeadlineWatch | None = None,
     ) -> None:
         self.counters = counters
         self.clock = clock
@@ -133,6 +130,9 @@ class Ipv4Layer:
             max_bytes_per_source=options.reassembly_bytes_per_source,
             max_bytes_total=options.reassembly_bytes_total,
         )
+        #: Told when a deadline of ours comes earlier (the stack's one network timer).
+        self.deadlines = deadlines if deadlines is not None else DeadlineWatch()
+        self.reassembler.watch = self.deadlines
         #: IDs per destination, hashed with a secret (RFC 6864, RFC 7739 §7.2), never one
         #: stack-wide counter that an idle scan could read our traffic from.
         self.ids = IpIdGenerator()
@@ -787,7 +787,7 @@ class Ipv4Layer:
             self.icmp.send_error_quote(ICMP_TIME_EXCEEDED, 1, source, quote)
 
     def next_deadline(self) -> float | None:
-        # Asked after every output pass (Stack.arm_network_timer): a plain loop, no lists.
+        # Asked when ``deadlines`` says one came earlier, and after each poll: a plain loop.
         deadline = self.reassembler.next_deadline()
         for iface in self.interfaces:
             neighbours = iface.neighbours
@@ -852,9 +852,9 @@ def fragment_packet(packet: bytearray, header_length: int, mtu: int) -> list[byt
     return pieces
 
 
-def new_neighbour_cache(o: StackOptions) -> NeighbourCache:
-    """An interface's ARP cache with the stack's tunables."""
-    return NeighbourCache(
+def new_neighbour_cache(o: StackOptions, watch: DeadlineWatch | None = None) -> NeighbourCache:
+    """An interface's ARP cache with the stack's tunables, telling ``watch`` of its deadlines."""
+    cache = NeighbourCache(
         reachable_time=o.arp_reachable_time,
         retransmit_interval=o.arp_retransmit_interval,
         max_probes=o.arp_max_probes,
@@ -862,3 +862,5 @@ def new_neighbour_cache(o: StackOptions) -> NeighbourCache:
         queue_bytes=o.arp_queue_bytes,
         capacity=o.arp_cache_size,
     )
+    cache.watch = watch
+    return cache

@@ -36,6 +36,7 @@ from aionetstack.network.reassembly import Reassembler
 from aionetstack.network.registration import (
     Clock,
     Counters,
+    DeadlineWatch,
     LinkOutput,
     NetworkHeader,
     NetworkInput,
@@ -93,6 +94,10 @@ __all__ = ["LOOPBACK6", "Icmpv6Errors", "Ipv6Layer", "new_nd_cache"]
 LOOPBACK6 = bytes(15) + b"\x01"
 
 _ETH_IP = struct.Struct("!6s6sH")
+#: The fixed header (RFC 8200 §3): version, class and flow; payload length; next header; hop
+#: limit; source; destination. The receive fast path reads it in one unpack.
+_FIXED = struct.Struct("!IHBB16s16s")
+_LENGTH = struct.Struct("!H")
 #: What waits in a neighbour entry's queue: an IPv6 packet and its owner.
 _Waiting = tuple[bytes, PacketOwner | None]
 _TRANSPORTS_WITH_PORTS = (6, 17)
@@ -159,6 +164,7 @@ class Ipv6Layer(NeighbourDiscovery, Ipv6Forwarding):
         routes: RouteTable,
         loopback: Interface,
         pmtu: PmtuCache,
+        deadlines: DeadlineWatch | None = None,
     ) -> None:
         self.options = options
         self.counters = counters
@@ -178,6 +184,14 @@ class Ipv6Layer(NeighbourDiscovery, Ipv6Forwarding):
             max_bytes_per_source=options.reassembly_bytes_per_source,
             max_bytes_total=options.reassembly_bytes_total,
         )
+        #: Told when a deadline of ours comes earlier (the stack's one network timer): the ND
+        #: caches and the reassembler say so themselves, address configuration, MLD and
+        #: redirects through this layer.
+        self.deadlines = deadlines if deadlines is not None else DeadlineWatch()
+        self.reassembler.watch = self.deadlines
+        #: The transports that take an IPv6 packet by its addresses (TCP), by number: the
+        #: dispatcher's own dict, kept up to date as transports register.
+        self._fast_inputs = transports.addressed.setdefault(16, {})
         self.default_hop_limit = options.default_ttl
         # RFC 7739 §5: fragment identifications unpredictable to an off-path attacker.
         self._ids = random.Random(os.urandom(16))
@@ -223,6 +237,7 @@ class Ipv6Layer(NeighbourDiscovery, Ipv6Forwarding):
             return
         if iface.link.kind is LinkKind.ETHERNET and len(iface.link.mac) == 6:
             iface.neighbours6 = new_nd_cache(self.options)
+            iface.neighbours6.watch = self.deadlines
             # Without autoconf the configurator forms nothing and ignores RAs, but still runs
             # DAD for addresses given by hand (RFC 4862 §5.4).
             iface.addrconf = AddressConfigurator(
@@ -335,6 +350,7 @@ class Ipv6Layer(NeighbourDiscovery, Ipv6Forwarding):
         listener = self._mld.get(iface)
         if listener is not None:
             self._send_mld(iface, listener.update(iface.groups6, self.clock()))
+            self.deadlines.changed()  # RFC 3810 §6.1: a change's retransmissions are timed
 
     def _send_mld(self, iface: Interface, records: list[MldRecord]) -> None:
         """Reports from the link-local address, or from ``::`` while it is tentative (RFC 3810
@@ -370,6 +386,7 @@ class Ipv6Layer(NeighbourDiscovery, Ipv6Forwarding):
             return
         counters["nd.mld-queries-received"] += 1
         listener.query(query, self.clock())
+        self.deadlines.changed()  # RFC 3810 §6.2: a report is due after a random delay
 
     def default_interface(self) -> Interface | None:
         """Where a link-local or link-scoped multicast destination leaves when nothing names the
@@ -391,6 +408,38 @@ class Ipv6Layer(NeighbourDiscovery, Ipv6Forwarding):
     def ipv6_input(self, iface: Interface, buf: Buffer, offset: int) -> None:
         """Validate an IPv6 packet (RFC 8200 §3, §4) and deliver it to its upper-layer protocol."""
         counters = self.counters
+        # The common case in one unpack and no header object: version 6, a plain 40-byte header
+        # (no extension headers) whose next header is a transport that takes a packet by its
+        # addresses (TCP), a payload that fits the buffer, to one of our addresses on this
+        # interface (RFC 4007 §5 holds: a link-local address is ours only on its link), from a
+        # unicast source (RFC 4291 §2.7: never multicast; not ::, nor ::1 off the loopback).
+        # Every other packet, and every malformed one, takes the full path below, which
+        # validates in RFC order and counts why it drops.
+        if len(buf) - offset >= IPV6_HEADER_LENGTH:
+            first, length, next_header, _hops, source, destination = _FIXED.unpack_from(buf, offset)
+            fast = self._fast_inputs.get(next_header)
+            if (
+                fast is not None
+                and first >> 28 == 6
+                and 0 < length <= len(buf) - offset - IPV6_HEADER_LENGTH
+                and self.local_addresses.get(destination) is iface
+                and source[0] != 0xFF
+                and source != UNSPECIFIED
+                and (source != LOOPBACK6 or iface is self.loopback)
+            ):
+                counters["ipv6.received"] += 1
+                counters["ipv6.delivered"] += 1
+                start = offset + IPV6_HEADER_LENGTH
+                fast(
+                    iface,
+                    source,
+                    destination,
+                    buf,
+                    start,
+                    start + length,
+                    iface.rx_checksum_valid or iface.link.checksum_offload,
+                )
+                return
         header = parse_ipv6(buf, offset)
         counters["ipv6.received"] += 1
         source = header.source
@@ -691,6 +740,75 @@ class Ipv6Layer(NeighbourDiscovery, Ipv6Forwarding):
         counters["ipv6.fragments-sent"] += len(pieces)
         for piece in pieces:
             self._link_output(iface, next_hop, destination, (piece,), owner)
+
+    def output_run(
+        self,
+        source: bytes,
+        destination: bytes,
+        protocol: int,
+        segments: list[tuple[Buffer, Buffer, Buffer]],
+        *,
+        dont_fragment: bool,
+        owner: PacketOwner | None,
+        path: tuple[Interface, bytes],
+    ) -> None:
+        """Send a run of transport segments of one flow, each as ``(header, options, payload)``:
+        what :meth:`output` does for each, with the route's next hop's MAC, the path MTU, the
+        flow label and the header's fixed fields found once for the run, and each frame built
+        with one join. A segment over the path MTU, a multicast destination and a next hop not
+        yet resolved take :meth:`output`'s path (fragments, EMSGSIZE, the ND queue)."""
+        iface, next_hop = path
+        link = iface.link
+        if link.kind is LinkKind.ETHERNET:
+            mac = self._resolve(iface, next_hop) if destination[0] != 0xFF else None
+            if mac is None:
+                for parts in segments:  # RFC 4861 §7.2.2: queued while ND resolves, one by one
+                    self.output(
+                        source,
+                        destination,
+                        protocol,
+                        parts,
+                        dont_fragment=dont_fragment,
+                        owner=owner,
+                        path=path,
+                    )
+                return
+            head = _ETH_IP.pack(mac, link.mac, ETHERTYPE_IPV6)
+        else:
+            head = b""
+        mtu = self.path_mtu(iface, destination) if iface is not self.loopback else link.mtu
+        flow = 0
+        if protocol in _TRANSPORTS_WITH_PORTS and segments:
+            # RFC 6437 §3: the flow label output gives the flow's packets (the ports are the
+            # first four bytes of each segment's header, the same for the whole run).
+            ports = bytes(segments[0][0][:4])
+            flow = hash((self._flow_secret, source, destination, protocol, ports)) & 0xFFFFF
+        # RFC 8200 §3: everything but the payload length is the same for the run.
+        head += (0x60000000 | flow).to_bytes(4, "big")
+        tail = bytes((protocol, iface.hop_limit6 or self.default_hop_limit)) + source + destination
+        pack_length = _LENGTH.pack
+        emit = self.emit
+        join = b"".join
+        sent = 0
+        try:
+            for parts in segments:
+                header, options, payload = parts
+                length = len(header) + len(options) + len(payload)
+                if IPV6_HEADER_LENGTH + length > mtu:
+                    self.output(
+                        source,
+                        destination,
+                        protocol,
+                        parts,
+                        dont_fragment=dont_fragment,
+                        owner=owner,
+                        path=path,
+                    )
+                    continue
+                emit(link, join((head, pack_length(length), tail, header, options, payload)))
+                sent += 1
+        finally:
+            self.counters["ipv6.sent"] += sent
 
     def output_offload(
         self,

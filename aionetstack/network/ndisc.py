@@ -35,6 +35,7 @@ from aionetstack.network.neighbour import NeighbourCache
 from aionetstack.network.registration import (
     Clock,
     Counters,
+    DeadlineWatch,
 )
 from aionetstack.wire.ipv6 import (
     ALL_NODES,
@@ -93,6 +94,7 @@ class NeighbourDiscovery:
     _redirects: dict[tuple[Interface, bytes], tuple[Route, float, bytes]]
     #: Interfaces we send router advertisements on (``advertise_prefix``, forwarding only).
     _advertisers: dict[Interface, RouterAdvertiser]
+    deadlines: DeadlineWatch
     route: Callable[..., tuple[Interface, bytes]]
     _link_output: Callable[..., None]
     _emit_multicast: Callable[[Interface, bytes, bytes], None]
@@ -154,6 +156,7 @@ class NeighbourDiscovery:
             if mac is not None and source != UNSPECIFIED:
                 self._send_waiting(iface, mac, cache.learn(source, mac, now))  # RFC 4861 §6.2.6
             advertiser.solicited(now)
+            self.deadlines.changed()  # the solicited RA may be due sooner than the periodic one
         elif isinstance(message, Redirect):
             self._redirect_input(iface, cache, source, message, now)
 
@@ -257,6 +260,7 @@ class NeighbourDiscovery:
             self.counters["nd.redirects-evicted"] += 1
         route = self.routes.add(f"{format_ipv6(destination)}/128", iface, gateway)
         self._redirects[key] = (route, now + REDIRECT_LIFETIME, source)
+        self.deadlines.moved(now + REDIRECT_LIFETIME)
         mac = redirect.options.target_link_address
         if mac is not None:
             self._send_waiting(iface, mac, cache.learn(redirect.target, mac, now))
@@ -295,11 +299,13 @@ class NeighbourDiscovery:
         if advertiser is None:
             advertiser = self._advertisers[iface] = RouterAdvertiser(random.Random(os.urandom(8)))
         advertiser.add_prefix(prefix, length, self.clock())
+        self.deadlines.changed()  # the initial advertisements (RFC 4861 §6.2.4) are due now
 
     def poll_advertisements(self, now: float) -> None:
         for iface, advertiser in self._advertisers.items():
             if advertiser.due(now):
                 self._send_router_advertisement(iface, advertiser)
+                self.deadlines.changed()  # the next one is scheduled
 
     def advertisement_deadline(self) -> float | None:
         deadlines = [d for a in self._advertisers.values() if (d := a.next_deadline()) is not None]
@@ -329,6 +335,9 @@ class NeighbourDiscovery:
 
     def _apply(self, iface: Interface, actions: list[Action], now: float) -> None:
         """Carry out what the interface's :class:`AddressConfigurator` asks (RFC 4862, RFC 4861 §6.3.4)."""
+        # Every call into the configurator comes here with its actions: its timers (DAD, RS,
+        # lifetimes) may have moved, so the stack reads its deadline again.
+        self.deadlines.changed()
         counters = self.counters
         changed_groups = False
         joined = False

@@ -38,6 +38,10 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aionetstack.network.registration import DeadlineWatch
 
 __all__ = ["PENDING_OVERHEAD", "NeighbourCache", "NeighbourState", "ResolveAction"]
 
@@ -145,6 +149,7 @@ class NeighbourCache:
         "stale_seen",
         "stale_time",
         "stats",
+        "watch",
     )
 
     def __init__(
@@ -200,6 +205,9 @@ class NeighbourCache:
         #: Set when :meth:`lookup` answered from a STALE entry, so a caller on the per-packet path
         #: asks :meth:`needs_refresh` only then; the caller clears it.
         self.stale_seen = False
+        #: Told when a deadline comes earlier than the one the stack's timer is armed for (the
+        #: network layer that owns the cache sets it); None: no one is told (a cache alone).
+        self.watch: DeadlineWatch | None = None
         self.stats: dict[str, int] = {
             "requests_needed": 0,  # new resolutions started (first request of each)
             "retransmits": 0,  # requests repeated by poll(), resolutions and re-probes
@@ -663,6 +671,9 @@ class NeighbourCache:
 
     def _schedule(self, entry: _Entry, deadline: float) -> None:
         entry.deadline = deadline
+        watch = self.watch
+        if watch is not None and deadline < watch.armed:
+            watch.dirty = True  # DeadlineWatch.moved, inline: the one place deadlines are set
         heap = self._heap
         heapq.heappush(heap, (deadline, next(self._counter), entry))
         if len(heap) > 2 * len(self._entries) + 64:

@@ -26,9 +26,13 @@ or a flood of never-completing datagrams cannot multiply a configured limit by t
 from __future__ import annotations
 
 import bisect
+from typing import TYPE_CHECKING
 
 from aionetstack.wire.ipv4 import IPV4_HEADER_LENGTH
 from aionetstack.wire.ipv6 import FRAGMENT_HEADER_LENGTH, IPV6_HEADER_LENGTH, IPV6_MIN_MTU
+
+if TYPE_CHECKING:
+    from aionetstack.network.registration import DeadlineWatch
 
 __all__ = ["Reassembler"]
 
@@ -108,6 +112,7 @@ class Reassembler:
         "stats",
         "timeout",
         "truesize",
+        "watch",
     )
 
     def __init__(
@@ -126,6 +131,9 @@ class Reassembler:
         # A bound on the number of datagrams too: an empty last fragment holds no bytes, so the
         # byte bounds alone would not stop a flood of them.
         self.max_datagrams = max_datagrams
+        #: Told when a new datagram's timeout comes earlier than the stack's timer (the network
+        #: layer that owns the reassembler sets it); None: no one is told.
+        self.watch: DeadlineWatch | None = None
         # key -> datagram in arrival order of their first fragment, i.e. oldest first
         self._datagrams: dict[_Key, _Datagram] = {}
         self._by_source: dict[bytes, dict[_Key, _Datagram]] = {}
@@ -317,6 +325,8 @@ class Reassembler:
 
         if is_new:
             self._datagrams[key] = dgram
+            if self.watch is not None:
+                self.watch.moved(now + self.timeout)  # next_deadline()'s sum: a new expiry
             self._by_source.setdefault(source, {})[key] = dgram
         for lo, hi in gaps:
             index = bisect.bisect_left(starts, lo)
