@@ -414,6 +414,7 @@ class TcpConnection(Timers):
     def info(self) -> dict[str, object]:
         """Per-connection figures in the spirit of Linux's ``TCP_INFO``."""
         rtt = self.rtt
+        held = self._ooo
         return {
             "state": self.state.name,
             "srtt": rtt.srtt,
@@ -436,9 +437,9 @@ class TcpConnection(Timers):
             "unacked_retransmits": self.retransmits,
             "send_buffered": self.send_buffered,
             "receive_buffered": self.received_bytes,
-            "out_of_order_bytes": self.ooo.bytes,
-            "out_of_order_held": len(self.ooo),
-            "out_of_order_truesize": self.ooo.truesize,
+            "out_of_order_bytes": held.bytes if held is not None else 0,
+            "out_of_order_held": len(held) if held is not None else 0,
+            "out_of_order_truesize": held.truesize if held is not None else 0,
             **self.stats.with_zeros(),
         }
 

@@ -121,7 +121,7 @@ class SackRecovery(Recovery):
         # RFC 6675 §5: an ACK at or past RecoveryPoint ends recovery.
         if conn.in_recovery and conn.snd_una >= conn.recover:
             conn.in_recovery = False
-            if conn.prr_active:
+            if conn.prr is not None:
                 prr.end(conn)
             elif conn.cc.owns_cwnd:
                 conn.cc.on_recovery_end(self.pipe(conn), now)
@@ -141,10 +141,11 @@ class SackRecovery(Recovery):
             sample = rate.finish(max(board.lost_bytes - lost_before, 0))
             if sample.newly_acked and conn.cc.owns_cwnd:
                 conn.cc.on_rate_sample(sample, rate.delivered, self.pipe(conn), now)
-        if conn.prr_active and conn.in_recovery:
+        prr_state = conn.prr
+        if prr_state is not None and conn.in_recovery:
             # RFC 6937 §3: DeliveredData = change in SND.UNA + change in SACKed octets.
             delivered_data = (ack - prior_una if ack > prior_una else 0) + board.sacked_bytes - sacked_before
-            prr.update(conn, delivered_data if delivered_data > 0 else 0)
+            prr.update(conn, prr_state, delivered_data if delivered_data > 0 else 0)
 
     def retransmit_lost(self, conn: Tcb, now: float) -> None:
         """RFC 6675 §5 (C) NextSeg rule 1: resend lost holes, once each, while cwnd - pipe allows."""
@@ -203,7 +204,7 @@ class SackRecovery(Recovery):
             else:
                 # Eifel (RFC 3522 §3.1): remember the TSval this retransmission carries.
                 conn.rto_undo_tsval = conn.ts_clock(now) if conn.ts_ok else None
-        conn.prr_active = False
+        conn.prr = None
         cc.on_timeout(conn.snd_max - conn.snd_una, now)
         conn.recover = conn.snd_max  # RFC 6675 §5.1: RecoveryPoint = HighData
         conn.in_recovery = True

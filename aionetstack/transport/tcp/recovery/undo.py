@@ -19,7 +19,7 @@ __all__ = ["eifel_check", "on_dsack", "undo"]
 def undo(conn: Tcb, now: float) -> None:
     """Back to cwnd and ssthresh as they were before the latest reduction."""
     conn.stats["undo_events"] += 1
-    conn.prr_active = False  # the reduction is undone: PRR no longer steers cwnd
+    conn.prr = None  # the reduction is undone: PRR no longer steers cwnd
     conn.cc.undo(conn.undo_cwnd, conn.undo_ssthresh)
     conn.undo_retrans = -1
     if conn.trace is not None:
