@@ -319,7 +319,8 @@ class TcpConnection(Timers):
             self.soft_error = None  # data got through: the path works (as Linux clears sk_err_soft)
             if self.snd_nxt < ack:
                 self.snd_nxt = ack
-            if self.rto_undo_tsval is not None:
+            undo = self.undo_state
+            if undo is not None and undo.rto_tsval is not None:
                 eifel_check(self, seg, now)
             # Free acknowledged data (the FIN's sequence number is not in the buffer).
             data_acked = min(ack, self.snd_end) - self.sbuf_seq

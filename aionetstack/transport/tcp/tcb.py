@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from aionetstack.observe.trace import Tracer
     from aionetstack.transport.tcp.rack import Rack
     from aionetstack.transport.tcp.recovery.prr import Prr
+    from aionetstack.transport.tcp.recovery.undo import Undo
     from aionetstack.transport.tcp.sack import Scoreboard
     from aionetstack.wire import Buffer
 
@@ -172,14 +173,12 @@ class Tcb:
         "received_bytes",
         "recover",
         "recovery",
-        "recovery_tsval",
         "remote_ip",
         "remote_port",
         "reo_at",
         "retransmits",
         "rto_at",
         "rto_recovery",
-        "rto_undo_tsval",
         "rtt",
         "rtt_seq",
         "rtt_time",
@@ -210,9 +209,7 @@ class Tcb:
         "ts_recent",
         "tune",
         "unacked_bytes",
-        "undo_cwnd",
-        "undo_retrans",
-        "undo_ssthresh",
+        "undo_state",
         "user_data",
         "ws_ok",
     )
@@ -311,11 +308,8 @@ class Tcb:
         self.tlp_retrans = False  # TLP.is_retrans
         self.tlp_rearm = False
         self.rto_recovery = False  # recovering after a timeout (Linux's CA_Loss)
-        self.rto_undo_tsval: int | None = None  # Eifel (RFC 3522): TSval of the first RTO retransmission
-        self.undo_cwnd = 0  # cwnd and ssthresh before the latest reduction, to undo a spurious one
-        self.undo_ssthresh = 0
-        self.undo_retrans = -1  # retransmissions of this episode not yet shown spurious by D-SACK
-        self.recovery_tsval: int | None = None  # TSval of the fast recovery's first retransmission
+        # Undoing a spurious reduction (RFC 3522, RFC 3708): made at the first reduction.
+        self.undo_state: Undo | None = None
         # Proportional Rate Reduction (RFC 6937 §3) during SACK fast recovery: made when one starts.
         self.prr: Prr | None = None
         self.rto_at: float | None = None

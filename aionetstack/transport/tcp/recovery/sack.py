@@ -12,7 +12,7 @@ from aionetstack.transport.tcp.rate import DeliveryRateEstimator
 from aionetstack.transport.tcp.recovery import prr, tlp
 from aionetstack.transport.tcp.recovery.base import Recovery, cwnd_limited
 from aionetstack.transport.tcp.recovery.newreno import go_back_n
-from aionetstack.transport.tcp.recovery.undo import on_dsack
+from aionetstack.transport.tcp.recovery.undo import on_dsack, undo_state
 from aionetstack.transport.tcp.sack import Scoreboard, SentSegment
 from aionetstack.transport.tcp.seq import unwrap
 from aionetstack.wire.tcp import ACK, FIN, PSH, TcpSegment
@@ -192,18 +192,19 @@ class SackRecovery(Recovery):
             return
         cc = conn.cc
         if conn.retransmits == 1:
+            state = undo_state(conn)
             if not conn.in_recovery:
-                conn.undo_cwnd, conn.undo_ssthresh = cc.cwnd, cc.ssthresh
-            conn.undo_retrans = 0
-            if conn.in_recovery and not conn.rto_recovery and conn.recovery_tsval is not None:
+                state.cwnd, state.ssthresh = cc.cwnd, cc.ssthresh
+            state.retrans = 0
+            if conn.in_recovery and not conn.rto_recovery and state.recovery_tsval is not None:
                 # Eifel (RFC 3522 §3.1) takes the TSval of the *first* retransmission of the episode:
                 # here the fast retransmission (as Linux's retrans_stamp). Only an ACK echoing an
                 # older TSval shows that recovery and timeout were both spurious; an echo of the fast
                 # retransmission means the loss was real and the (restored) reduction stands.
-                conn.rto_undo_tsval = conn.recovery_tsval
+                state.rto_tsval = state.recovery_tsval
             else:
                 # Eifel (RFC 3522 §3.1): remember the TSval this retransmission carries.
-                conn.rto_undo_tsval = conn.ts_clock(now) if conn.ts_ok else None
+                state.rto_tsval = conn.ts_clock(now) if conn.ts_ok else None
         conn.prr = None
         cc.on_timeout(conn.snd_max - conn.snd_una, now)
         conn.recover = conn.snd_max  # RFC 6675 §5.1: RecoveryPoint = HighData
@@ -273,8 +274,9 @@ class SackRecovery(Recovery):
         conn.in_recovery = True
         conn.rto_recovery = False
         conn.recover = conn.snd_max
-        conn.undo_cwnd, conn.undo_ssthresh, conn.undo_retrans = cc.cwnd, cc.ssthresh, 0
-        conn.recovery_tsval = conn.ts_clock(now) if conn.ts_ok else None
+        state = undo_state(conn)
+        state.cwnd, state.ssthresh, state.retrans = cc.cwnd, cc.ssthresh, 0
+        state.recovery_tsval = conn.ts_clock(now) if conn.ts_ok else None
         prr.start(conn)
         cc.on_congestion(conn.snd_max - conn.snd_una, now)
         if conn.trace is not None:
@@ -312,8 +314,9 @@ class SackRecovery(Recovery):
         if conn.trace is not None:
             conn.trace.retransmitted(conn, start, cause)
         conn.rtt_seq = None  # Karn's rule (RFC 6298 §3)
-        if conn.undo_retrans >= 0:
-            conn.undo_retrans += 1
+        state = conn.undo_state
+        if state is not None and state.retrans >= 0:
+            state.retrans += 1
         if conn.rto_at is None or (start <= conn.snd_una and cause != "retransmits_rto"):
             # RFC 6298 §5: a segment MUST NOT be retransmitted (by the timer) less than one RTO
             # after its previous transmission. The timer resends the head first, so resending the
