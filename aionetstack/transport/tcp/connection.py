@@ -121,12 +121,12 @@ class TcpConnection(Timers):
         """ABORT (RFC 9293 §3.10.5): RST to the peer if synchronised, then CLOSED."""
         if self.state in RESET_ON_ABORT:
             self.outbox.append(outgoing((self.snd_nxt & MASK, 0, RST, 0, b"", b"")))
-            self.stats["segments_sent"] += 1
+            self.segments_sent += 1
         self._terminate(None)
 
     def receive(self, seg: TcpSegment, now: float) -> None:
         """SEGMENT ARRIVES (RFC 9293 §3.10.7)."""
-        self.stats["segments_received"] += 1
+        self.segments_received += 1
         self.last_received_at = now
         state = self.state
         if state == SYN_SENT:
@@ -442,6 +442,8 @@ class TcpConnection(Timers):
             "out_of_order_held": len(held) if held is not None else 0,
             "out_of_order_truesize": held.truesize if held is not None else 0,
             **self.stats.with_zeros(),
+            "segments_sent": self.segments_sent,  # in slots: every segment counts them
+            "segments_received": self.segments_received,
         }
 
     def __repr__(self) -> str:

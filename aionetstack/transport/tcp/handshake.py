@@ -111,7 +111,7 @@ class Handshake(Sender):
                 (self.iss & MASK, self.rcv_nxt & MASK if flags & ACK else 0, flags, window, options, b"")
             )
         )
-        self.stats["segments_sent"] += 1
+        self.segments_sent += 1
         if flags & ACK:
             self.last_ack_sent = self.rcv_nxt
 

@@ -258,7 +258,7 @@ class Receiver(Tcb):
         self.ack_now = False
         self.unacked_bytes = 0
         self.delack_at = None
-        self.stats["segments_sent"] += 1
+        self.segments_sent += 1
 
     def _ack_seq(self) -> int:
         """SEG.SEQ of a pure ACK: the highest sequence sent (BSD's snd_max), kept in the peer's window.
@@ -292,4 +292,4 @@ class Receiver(Tcb):
     def _send_reset(self, ack32: int) -> None:
         """RFC 9293 §3.10.7.3: <SEQ=SEG.ACK><CTL=RST> for an unacceptable ACK."""
         self.outbox.append(outgoing((ack32, 0, RST, 0, b"", b"")))
-        self.stats["segments_sent"] += 1
+        self.segments_sent += 1
