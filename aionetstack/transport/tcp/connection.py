@@ -433,7 +433,7 @@ class TcpConnection(Timers):
             "timestamps": self.ts_ok,
             "sack": self.sack_ok,
             "in_flight": self.in_flight,
-            "delivery_rate": self.recovery.delivery_rate(),
+            "delivery_rate": self.recovery.delivery_rate(self),
             "pacing_rate": self.cc.pacing_rate,
             "unacked_retransmits": self.retransmits,
             "send_buffered": self.send_buffered,

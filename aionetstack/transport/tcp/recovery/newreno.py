@@ -3,6 +3,7 @@ NewReno partial ACKs, and go-back-N after a timeout (RFC 5681 §3.1, RFC 6298 §
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aionetstack.transport.tcp.recovery.base import Recovery, cwnd_limited
@@ -16,12 +17,18 @@ if TYPE_CHECKING:
 __all__ = ["NEWRENO", "NewRenoRecovery", "go_back_n"]
 
 
+def _record_nothing(start: int, end: int, now: float) -> None:
+    """Nothing to record without SACK."""
+
+
 class NewRenoRecovery(Recovery):
     """Duplicate ACKs counted (RFC 5681 §3.2), one hole repaired per partial ACK (RFC 6582 §3.2)."""
 
     __slots__ = ()
     name = "newreno"
-    record_send = staticmethod(lambda start, end, now: None)  # nothing to record without SACK
+
+    def record_sender(self, conn: Tcb) -> Callable[[int, int, float], None]:
+        return _record_nothing  # nothing to record without SACK
 
     def rtt_sample(self, conn: Tcb, ts: tuple[int, int] | None, ack: int, now: float) -> float | None:
         # RFC 7323 §4: from the echoed timestamp, when timestamps are on.

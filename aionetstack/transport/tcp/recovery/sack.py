@@ -20,7 +20,7 @@ from aionetstack.wire.tcp import ACK, FIN, PSH, TcpSegment
 if TYPE_CHECKING:
     from aionetstack.transport.tcp.tcb import Tcb
 
-__all__ = ["SackRecovery"]
+__all__ = ["SACK", "SackRecovery"]
 
 
 def _start(d: SentSegment) -> int:
@@ -28,21 +28,26 @@ def _start(d: SentSegment) -> int:
 
 
 class SackRecovery(Recovery):
-    """RFC 6675 recovery off a scoreboard, with RACK-TLP and PRR; one per connection (it holds the
-    scoreboard and RACK's state, which ``conn.board`` and ``conn.rack`` also name)."""
+    """RFC 6675 recovery off a scoreboard, with RACK-TLP and PRR. It holds no state: the
+    connection's scoreboard and RACK's state are ``conn.board`` and ``conn.rack``, made when the SYNs
+    agree on SACK (``new_state``); one instance, ``SACK``, serves every connection (a strategy object
+    per connection was 48 bytes an end: issue 14)."""
 
-    __slots__ = ("board", "rack")
+    __slots__ = ()
     name = "sack"
 
-    def __init__(self) -> None:
-        self.board = Scoreboard()
-        self.rack = Rack()
+    @staticmethod
+    def new_state(conn: Tcb) -> None:
+        """Give ``conn`` its scoreboard and RACK state."""
+        conn.board = Scoreboard()
+        conn.rack = Rack()
 
-    @property
-    def record_send(self) -> Callable[[int, int, float], None]:  # type: ignore[override]
+    def record_sender(self, conn: Tcb) -> Callable[[int, int, float], None]:
         # Looked up once per sending pass, not per segment: a bound method kept in a slot was 64
         # bytes a connection (issue 14).
-        return self.board.on_send
+        board = conn.board
+        assert board is not None
+        return board.on_send
 
     # ------------------------------------------------------------------ the connection's calls
 
@@ -50,7 +55,9 @@ class SackRecovery(Recovery):
         # The send time of the newest segment this ACK covers that was sent once: exact, where the
         # millisecond TSecr is not (as Linux prefers its skb times). A retransmitted segment gives
         # no sample (Karn's rule, RFC 6298 §3).
-        rtt = self.board.rtt_sample(ack, now)
+        board = conn.board
+        assert board is not None
+        rtt = board.rtt_sample(ack, now)
         if rtt is not None:
             conn.rtt.sample(rtt)
         return rtt
@@ -58,7 +65,9 @@ class SackRecovery(Recovery):
     def on_handshake_acked(self, conn: Tcb, now: float) -> None:
         # The SYN-ACK as the scoreboard's first segment: its exact send time gives the sample (the
         # millisecond TSecr would depend on the clock's phase).
-        self.board.record_syn(conn.iss, conn.rtt_time)
+        board = conn.board
+        assert board is not None
+        board.record_syn(conn.iss, conn.rtt_time)
 
     def on_new_ack(self, conn: Tcb, prior_una: int, acked: int, rtt: float | None, now: float) -> None:
         # Recovery itself runs in after_ack; the window grows outside fast recovery only — in slow
@@ -71,8 +80,8 @@ class SackRecovery(Recovery):
 
     def after_ack(self, conn: Tcb, seg: TcpSegment, ack: int, prior_una: int, now: float) -> None:
         """Feed one ACK to the scoreboard and RACK, then detect losses (RFC 6675 §5, RFC 8985 §6.2)."""
-        board = self.board
-        rack = self.rack
+        board, rack = conn.board, conn.rack
+        assert board is not None and rack is not None
         stats = conn.stats
         delivered: list[SentSegment] = []
         sacked_before = board.sacked_bytes
@@ -149,7 +158,8 @@ class SackRecovery(Recovery):
 
     def retransmit_lost(self, conn: Tcb, now: float) -> None:
         """RFC 6675 §5 (C) NextSeg rule 1: resend lost holes, once each, while cwnd - pipe allows."""
-        board = self.board
+        board = conn.board
+        assert board is not None
         if not board.lost_pending:
             return
         mss = conn.send_mss
@@ -163,7 +173,8 @@ class SackRecovery(Recovery):
     def window_end(self, conn: Tcb, snd_nxt: int) -> int:
         # RFC 6675 §5 / Linux: with SACK, what the congestion window limits is the pipe (SACKed and
         # lost segments have left the network), not SND.NXT - SND.UNA.
-        board = self.board
+        board = conn.board
+        assert board is not None
         snd_una = conn.snd_una
         rwnd_end = snd_una + conn.snd_wnd
         pipe = conn.snd_max - snd_una - board.sacked_bytes - board.lost_bytes + board.retrans_bytes
@@ -171,8 +182,10 @@ class SackRecovery(Recovery):
         return rwnd_end if rwnd_end < cwnd_end else cwnd_end
 
     def app_limited(self, conn: Tcb) -> None:
-        rate = self.board.rate
-        if rate is not None and not self.board.lost_pending:
+        board = conn.board
+        assert board is not None
+        rate = board.rate
+        if rate is not None and not board.lost_pending:
             pipe = self.pipe(conn)
             if pipe < conn.cc.cwnd:
                 # draft-cheng-iccrg-delivery-rate-estimation §3.4: the application, not the
@@ -180,13 +193,15 @@ class SackRecovery(Recovery):
                 rate.on_app_limited(pipe)
 
     def pipe(self, conn: Tcb) -> int:
-        board = self.board
+        board = conn.board
+        assert board is not None
         return conn.snd_max - conn.snd_una - board.sacked_bytes - board.lost_bytes + board.retrans_bytes
 
     def on_timeout(self, conn: Tcb, now: float) -> None:
         """RFC 6675 §5.1 with RFC 5681 §3.1: after a timeout every unSACKed segment is presumed lost
         and resent from the scoreboard (SACKed data is not resent), one segment per cwnd."""
-        board = self.board
+        board = conn.board
+        assert board is not None
         if not len(board):
             go_back_n(conn, now)
             return
@@ -225,7 +240,9 @@ class SackRecovery(Recovery):
         conn.rto_at = now + conn.rtt.current()
 
     def on_spurious_timeout(self, conn: Tcb) -> None:
-        self.board.clear_lost()  # what was not yet resent is not lost: do not resend it
+        board = conn.board
+        assert board is not None
+        board.clear_lost()  # what was not yet resent is not lost: do not resend it
         if conn.rto_recovery:
             conn.in_recovery = False
             conn.rto_recovery = False
@@ -240,21 +257,24 @@ class SackRecovery(Recovery):
         conn.stats["rack_reorder_timeouts"] += 1
         self.detect_losses(conn, now)  # RFC 8985 §6.3: the reordering window ran out
 
-    def sample_rates(self) -> bool:
-        if self.board.rate is None:
-            self.board.rate = DeliveryRateEstimator()
+    def sample_rates(self, conn: Tcb) -> bool:
+        board = conn.board
+        assert board is not None
+        if board.rate is None:
+            board.rate = DeliveryRateEstimator()
         return True
 
-    def delivery_rate(self) -> float:
-        rate = self.board.rate
+    def delivery_rate(self, conn: Tcb) -> float:
+        board = conn.board
+        rate = None if board is None else board.rate
         return 0.0 if rate is None else rate.last_rate
 
     # ------------------------------------------------------------------ loss detection and repair
 
     def detect_losses(self, conn: Tcb, now: float) -> None:
         """Mark lost segments: RACK (RFC 8985 §6.2) or DupThresh (RFC 6675 §4 IsLost); maybe recover."""
-        board = self.board
-        rack = self.rack
+        board, rack = conn.board, conn.rack
+        assert board is not None and rack is not None
         mss = conn.send_mss
         if conn.config.rack:
             srtt = conn.rtt.srtt or 0.0
@@ -282,7 +302,9 @@ class SackRecovery(Recovery):
         if conn.trace is not None:
             conn.trace.event(conn, "recovery", now)
         conn.tlp_at = None  # RFC 8985 §7.2: no probes during recovery
-        for seg in self.board:
+        board = conn.board
+        assert board is not None
+        for seg in board:
             if seg.lost and not seg.retrans and not seg.sacked:
                 # RFC 6675 §5 (4.2): the first segment presumed dropped goes out whatever the pipe.
                 self.retransmit(conn, seg, now, "retransmits_fast")
@@ -290,7 +312,8 @@ class SackRecovery(Recovery):
 
     def retransmit(self, conn: Tcb, seg: SentSegment, now: float, cause: str) -> None:
         """Send ``seg`` again, cut to today's segment size (RFC 1191 §3: a smaller MSS splits it)."""
-        board = self.board
+        board = conn.board
+        assert board is not None
         options = conn._ack_options(now)
         room = conn._room(options)
         start = seg.start
@@ -323,3 +346,6 @@ class SackRecovery(Recovery):
             # head restarts it (as Linux's tcp_xmit_retransmit_queue does); else a head lost twice
             # and repaired by RACK is sent a third time by a timer armed before the repair.
             conn.rto_at = now + conn.rtt.current()
+
+
+SACK = SackRecovery()  # it holds no state: one for every connection with SACK
