@@ -103,8 +103,8 @@ class TcpInfo:
             bytes_sent=stats["bytes_sent"],
             bytes_acked=stats["bytes_acked"],
             bytes_received=stats["bytes_received"],
-            segments_sent=stats["segments_sent"],
-            segments_received=stats["segments_received"],
+            segments_sent=conn.segments_sent,
+            segments_received=conn.segments_received,
             retransmits={
                 "rto": stats["retransmits_rto"],
                 "fast": stats["retransmits_fast"],

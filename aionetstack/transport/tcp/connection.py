@@ -121,12 +121,12 @@ class TcpConnection(Timers):
         """ABORT (RFC 9293 §3.10.5): RST to the peer if synchronised, then CLOSED."""
         if self.state in RESET_ON_ABORT:
             self.outbox.append(outgoing((self.snd_nxt & MASK, 0, RST, 0, b"", b"")))
-            self.stats["segments_sent"] += 1
+            self.segments_sent += 1
         self._terminate(None)
 
     def receive(self, seg: TcpSegment, now: float) -> None:
         """SEGMENT ARRIVES (RFC 9293 §3.10.7)."""
-        self.stats["segments_received"] += 1
+        self.segments_received += 1
         self.last_received_at = now
         state = self.state
         if state == SYN_SENT:
@@ -319,7 +319,8 @@ class TcpConnection(Timers):
             self.soft_error = None  # data got through: the path works (as Linux clears sk_err_soft)
             if self.snd_nxt < ack:
                 self.snd_nxt = ack
-            if self.rto_undo_tsval is not None:
+            undo = self.undo_state
+            if undo is not None and undo.rto_tsval is not None:
                 eifel_check(self, seg, now)
             # Free acknowledged data (the FIN's sequence number is not in the buffer).
             data_acked = min(ack, self.snd_end) - self.sbuf_seq
@@ -414,6 +415,7 @@ class TcpConnection(Timers):
     def info(self) -> dict[str, object]:
         """Per-connection figures in the spirit of Linux's ``TCP_INFO``."""
         rtt = self.rtt
+        held = self._ooo
         return {
             "state": self.state.name,
             "srtt": rtt.srtt,
@@ -431,15 +433,17 @@ class TcpConnection(Timers):
             "timestamps": self.ts_ok,
             "sack": self.sack_ok,
             "in_flight": self.in_flight,
-            "delivery_rate": self.recovery.delivery_rate(),
+            "delivery_rate": self.recovery.delivery_rate(self),
             "pacing_rate": self.cc.pacing_rate,
             "unacked_retransmits": self.retransmits,
             "send_buffered": self.send_buffered,
             "receive_buffered": self.received_bytes,
-            "out_of_order_bytes": self.ooo.bytes,
-            "out_of_order_held": len(self.ooo),
-            "out_of_order_truesize": self.ooo.truesize,
+            "out_of_order_bytes": held.bytes if held is not None else 0,
+            "out_of_order_held": len(held) if held is not None else 0,
+            "out_of_order_truesize": held.truesize if held is not None else 0,
             **self.stats.with_zeros(),
+            "segments_sent": self.segments_sent,  # in slots: every segment counts them
+            "segments_received": self.segments_received,
         }
 
     def __repr__(self) -> str:

@@ -12,7 +12,7 @@ import errno
 
 from aionetstack.transport.tcp import congestion
 from aionetstack.transport.tcp.contract import EV_CONNECTED, outgoing
-from aionetstack.transport.tcp.recovery import SackRecovery
+from aionetstack.transport.tcp.recovery import SACK
 from aionetstack.transport.tcp.sender import Sender
 from aionetstack.transport.tcp.seq import MASK, unwrap
 from aionetstack.transport.tcp.state import ESTABLISHED, FIN_WAIT_1, SYN_RECEIVED, SYN_SENT
@@ -80,9 +80,8 @@ class Handshake(Sender):
         self.sack_ok = config.sack and syn.sack_permitted
         if self.sack_ok:
             # RFC 6675 / RFC 8985: with SACK, recovery runs off the scoreboard, not NewReno.
-            self.recovery = recovery = SackRecovery()
-            self.board = recovery.board
-            self.rack = recovery.rack
+            self.recovery = SACK
+            SACK.new_state(self)
         mss = self.send_mss
         # Recreated for the agreed MSS, keeping a per-connection choice (set_congestion_control).
         self.cc = congestion.create(self.cc.name, mss, config.initial_window)
@@ -111,7 +110,7 @@ class Handshake(Sender):
                 (self.iss & MASK, self.rcv_nxt & MASK if flags & ACK else 0, flags, window, options, b"")
             )
         )
-        self.stats["segments_sent"] += 1
+        self.segments_sent += 1
         if flags & ACK:
             self.last_ack_sent = self.rcv_nxt
 
@@ -239,6 +238,6 @@ class Handshake(Sender):
         cc.seed(self.cc_seed)
         if not cc.owns_cwnd:
             return
-        if not self.recovery.sample_rates():
+        if not self.recovery.sample_rates(self):
             self.cc = congestion.create("cubic", cc.mss, self.config.initial_window, cc)
             self.stats["congestion_control_fallbacks"] += 1

@@ -68,6 +68,7 @@ _ORPHAN_STATES = frozenset({TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2, TcpState.C
 
 Key = tuple[bytes, int, bytes, int]
 _NO_PMTU = 65535 - 40  # TcpConnection.pmtu_mss before any path MTU was learnt
+_TS_OFFSETS_KEPT = 4096  # pairs of hosts whose TSval offset TcpLayer.ts_offset_for remembers
 
 
 class Addresses:
@@ -126,6 +127,9 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
         self.isn = IsnGenerator()
         self.cookies = SynCookies()
         self._ts_key = os.urandom(16)
+        # ts_offset_for's answers: the same pair of hosts, the same keyed hash (bounded: cleared
+        # when full), so a new connection between them skips a blake2s.
+        self._ts_offsets: dict[tuple[bytes, bytes], int] = {}
         # The window scale every connection of this stack offers (RFC 7323 §2.3): from the largest
         # buffer auto-tuning may reach, as each connection computes it.
         self.receive_wscale = 0
@@ -194,8 +198,15 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
         """The TSval clock offset for a pair of hosts: random to outsiders (RFC 7323 §5.4), yet the
         same for every connection between the two, so a new incarnation's timestamps are newer
         than the old one's and RFC 6191 can reuse a TIME-WAIT (as Linux's tsoffset does)."""
-        digest = hashlib.blake2s(local_ip + remote_ip, key=self._ts_key, digest_size=4).digest()
-        return int.from_bytes(digest, "big")
+        offsets = self._ts_offsets
+        offset = offsets.get((local_ip, remote_ip))
+        if offset is None:
+            digest = hashlib.blake2s(local_ip + remote_ip, key=self._ts_key, digest_size=4).digest()
+            offset = int.from_bytes(digest, "big")
+            if len(offsets) >= _TS_OFFSETS_KEPT:
+                offsets.clear()
+            offsets[(local_ip, remote_ip)] = offset
+        return offset
 
     def connect(
         self, local_ip: bytes, local_port: int, remote: tuple[bytes, int], now: float

@@ -17,7 +17,7 @@ from aionetstack.transport.tcp.guards import challenge_allowed, oow_answer_allow
 from aionetstack.transport.tcp.ooo import BLOCK_OVERHEAD, PIECE_OVERHEAD, OutOfOrderQueue
 from aionetstack.transport.tcp.seq import MASK
 from aionetstack.transport.tcp.state import CAN_RECEIVE
-from aionetstack.transport.tcp.tcb import Tcb
+from aionetstack.transport.tcp.tcb import RcvTuning, Tcb
 from aionetstack.wire import Buffer
 from aionetstack.wire.tcp import ACK, RST, TcpSegment, build_tcp_options
 
@@ -91,8 +91,9 @@ class Receiver(Tcb):
             stats["bytes_received"] += length
             if length > self.rcv_mss:
                 self.rcv_mss = min(length, self.mss_base)
-            if self.ooo.bytes:
-                chunks, new_nxt = self.ooo.pop_ready(rcv_nxt)
+            held = self._ooo
+            if held is not None and held.bytes:
+                chunks, new_nxt = held.pop_ready(rcv_nxt)
                 if chunks:
                     for chunk in chunks:
                         self.received.append(chunk)
@@ -142,6 +143,9 @@ class Receiver(Tcb):
         (RFC 7323 §4); the samples are smoothed with the gain of RFC 6298 §2.3. Without them, the
         time to receive one advertised window is an upper bound of the RTT: keep the least.
         """
+        tune = self.tune
+        if tune is None:
+            tune = self.tune = RcvTuning()
         if ts is not None and self.ts_ok:
             if not ts[1] or length < self.rcv_mss:
                 return
@@ -150,21 +154,21 @@ class Receiver(Tcb):
                 return  # an echo from before a wrap or a bogus one
             if sample < 0.001:
                 sample = 0.001  # our timestamp clock ticks in milliseconds
-            prev = self.rcv_rtt
-            self.rcv_rtt = sample if prev is None else prev + (sample - prev) / 8
+            prev = tune.rtt
+            tune.rtt = sample if prev is None else prev + (sample - prev) / 8
             return
         rcv_nxt = self.rcv_nxt
-        mark = self.rcv_rtt_seq
+        mark = tune.rtt_seq
         if mark is not None and rcv_nxt >= mark:
-            sample = now - self.rcv_rtt_time
+            sample = now - tune.rtt_time
             if sample < 0.001:
                 sample = 0.001
-            if self.rcv_rtt is None or sample < self.rcv_rtt:
-                self.rcv_rtt = sample
+            if tune.rtt is None or sample < tune.rtt:
+                tune.rtt = sample
         if mark is None or rcv_nxt >= mark:
             window = self.rcv_adv - rcv_nxt
-            self.rcv_rtt_seq = rcv_nxt + (window if window > self.rcv_mss else self.rcv_mss)
-            self.rcv_rtt_time = now
+            tune.rtt_seq = rcv_nxt + (window if window > self.rcv_mss else self.rcv_mss)
+            tune.rtt_time = now
 
     def _rcv_space_adjust(self, taken: int) -> None:
         """Receive-buffer auto-tuning, as Linux's tcp_rcv_space_adjust (dynamic right-sizing).
@@ -176,18 +180,21 @@ class Receiver(Tcb):
         (RFC 9293 §3.8.6.2.2). The application reads what just arrived: its clock is the arrival.
         """
         now = self.last_received_at
+        tune = self.tune
+        if tune is None:
+            tune = self.tune = RcvTuning()
         copied_seq = self.rcv_nxt - self.received_bytes  # what the application has taken
-        space = self.rcvq_space
+        space = tune.space
         if space == 0:
             # Linux's tcp_init_buffer_space: start from an initial window's worth.
-            self.rcvq_space = min(self.rcv_buffer, max(self.config.initial_window, 2) * self.rcv_mss)
-            self.rcvq_seq = copied_seq - taken
-            self.rcvq_time = now
+            tune.space = min(self.rcv_buffer, max(self.config.initial_window, 2) * self.rcv_mss)
+            tune.seq = copied_seq - taken
+            tune.time = now
             return
-        rtt = self.rcv_rtt
-        if rtt is None or now - self.rcvq_time < rtt:
+        rtt = tune.rtt
+        if rtt is None or now - tune.time < rtt:
             return
-        copied = copied_seq - self.rcvq_seq
+        copied = copied_seq - tune.seq
         if copied > space:
             window = 2 * copied + 16 * self.rcv_mss
             window += 2 * (window * (copied - space) // space)
@@ -197,9 +204,9 @@ class Receiver(Tcb):
             if window > self.rcv_buffer:
                 self.rcv_buffer = window
                 self.stats["rcv_buffer_grown"] = self.stats.get("rcv_buffer_grown", 0) + 1
-            self.rcvq_space = copied
-        self.rcvq_seq = copied_seq
-        self.rcvq_time = now
+            tune.space = copied
+        tune.seq = copied_seq
+        tune.time = now
 
     def _ack_options(self, now: float) -> bytes:
         ts = (self.ts_clock(now), self.ts_recent) if self.ts_ok else None
@@ -212,8 +219,9 @@ class Receiver(Tcb):
             self.stats["dsacks_sent"] += 1
             blocks = ((dsack[0] & MASK, dsack[1] & MASK),)
             limit -= 1
-        if self.sack_ok and self.ooo.bytes:
-            blocks += tuple((left & MASK, right & MASK) for left, right in self.ooo.sack_blocks(limit))
+        held = self._ooo
+        if self.sack_ok and held is not None and held.bytes:
+            blocks += tuple((left & MASK, right & MASK) for left, right in held.sack_blocks(limit))
         if ts is None and not blocks:
             return b""
         return build_tcp_options(timestamp=ts, sack_blocks=blocks)
@@ -243,13 +251,14 @@ class Receiver(Tcb):
         window = self._window()
         rcv_nxt = self.rcv_nxt
         self.outbox.append(outgoing((seq & MASK, rcv_nxt & MASK, flags, window, options, payload)))
-        if self.prr_active:
-            self.prr_out += len(payload)  # RFC 6937 §3: prr_out counts every octet sent in recovery
+        prr = self.prr
+        if prr is not None:
+            prr.out += len(payload)  # RFC 6937 §3: prr_out counts every octet sent in recovery
         self.last_ack_sent = rcv_nxt
         self.ack_now = False
         self.unacked_bytes = 0
         self.delack_at = None
-        self.stats["segments_sent"] += 1
+        self.segments_sent += 1
 
     def _ack_seq(self) -> int:
         """SEG.SEQ of a pure ACK: the highest sequence sent (BSD's snd_max), kept in the peer's window.
@@ -283,4 +292,4 @@ class Receiver(Tcb):
     def _send_reset(self, ack32: int) -> None:
         """RFC 9293 §3.10.7.3: <SEQ=SEG.ACK><CTL=RST> for an unacceptable ACK."""
         self.outbox.append(outgoing((ack32, 0, RST, 0, b"", b"")))
-        self.stats["segments_sent"] += 1
+        self.segments_sent += 1

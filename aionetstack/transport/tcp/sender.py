@@ -101,7 +101,7 @@ class Sender(Receiver):
         """Send new data (and a FIN) as the windows, SWS avoidance, Nagle and pacing allow."""
         cc = self.cc
         recovery = self.recovery
-        record_send = recovery.record_send
+        record_send = recovery.record_sender(self)
         window_end_of = recovery.window_end
         had_dsack = self.dsack is not None
         options = self._ack_options(now)

@@ -18,7 +18,7 @@ from aionetstack.transport.tcp.connection import (
     Outgoing,
     TcpConnection,
 )
-from aionetstack.transport.tcp.recovery import NEWRENO, SackRecovery
+from aionetstack.transport.tcp.recovery import NEWRENO, SACK, SackRecovery
 from aionetstack.transport.tcp.state import AFTER_CLOSE, AFTER_FIN, AFTER_FIN_ACKED, TcpState
 from aionetstack.wire.tcp import ACK, SYN, build_tcp_options, parse_tcp, tcp_header, tcp_offload_header
 
@@ -60,7 +60,9 @@ def _passive_open(client_config: TcpConfig) -> TcpConnection:
 def test_the_syns_choose_the_recovery_strategy() -> None:
     conn = _passive_open(TcpConfig())  # both offer SACK (RFC 2018 §2): RFC 6675 recovery
     assert isinstance(conn.recovery, SackRecovery)
-    assert conn.board is conn.recovery.board and conn.rack is conn.recovery.rack
+    # The strategy is shared and stateless; the scoreboard and RACK state are the connection's.
+    assert conn.recovery is SACK and conn.board is not None and conn.rack is not None
+    assert _passive_open(TcpConfig()).board is not conn.board
     conn = _passive_open(TcpConfig(sack=False))  # one does not: NewReno (RFC 6582)
     assert conn.recovery is NEWRENO and conn.board is None
 

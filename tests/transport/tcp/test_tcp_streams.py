@@ -11,6 +11,7 @@ import asyncio
 import errno
 import hashlib
 import socket
+import struct
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -382,6 +383,44 @@ async def test_drain_blocks_while_the_peer_does_not_read() -> None:
             await writer.wait_closed()
             assert await server_reader.read() == b""
             server_writer.close()
+
+
+@pytest.mark.looptime
+async def test_drain_waiters_kept_in_a_list_wake_on_resume_and_on_reset() -> None:
+    """streams.py keeps asyncio's drain waiters in a list, not asyncio's deque (issue 14: 624 bytes
+    an end): writers blocked in ``drain()`` wake when writing resumes, and get the error when the
+    peer resets the connection, as with asyncio's own streams."""
+    async with two_stacks() as net:
+        accepted: asyncio.Future[asyncio.StreamWriter] = asyncio.get_running_loop().create_future()
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.set_result(writer)
+
+        async with await net.server.start_server(handler, SERVER_IP, 7002):
+            _reader, writer = await net.client.open_connection(SERVER_IP, 7002)
+            server_writer = await accepted
+            protocol: Any = writer._protocol  # type: ignore[attr-defined]
+            assert type(protocol._drain_waiters) is list
+            assert type(server_writer._protocol._drain_waiters) is list  # type: ignore[attr-defined]
+            protocol.pause_writing()
+            drains = [asyncio.ensure_future(writer.drain()) for _ in range(2)]
+            await asyncio.sleep(0.1)  # virtual
+            assert not any(d.done() for d in drains) and len(protocol._drain_waiters) == 2
+            protocol.resume_writing()
+            await asyncio.gather(*drains)
+            assert protocol._drain_waiters == []
+            protocol.pause_writing()
+            blocked = asyncio.ensure_future(writer.drain())
+            await asyncio.sleep(0.1)  # virtual
+            assert not blocked.done()
+            # SO_LINGER with a zero timeout: the server's close is a reset, and the client's
+            # connection_lost gets the error.
+            linger = struct.pack("ii", 1, 0)
+            server_writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            server_writer.close()
+            with pytest.raises(ConnectionResetError):
+                await blocked
+            assert protocol._drain_waiters == []
 
 
 # ---------------------------------------------------------------------------------- the transport's knobs

@@ -17,9 +17,12 @@ class Recovery:
 
     __slots__ = ()
     name = "base"
-    #: ``record_send(start, end, now)``: ``[start, end)`` went out (new data, or go-back-N after a
-    #: timeout). An attribute, not a method: with SACK it is the scoreboard's own, called per segment.
-    record_send: Callable[[int, int, float], None]
+
+    def record_sender(self, conn: Tcb) -> Callable[[int, int, float], None]:
+        """What the sender calls as ``record_send(start, end, now)`` when ``[start, end)`` went out
+        (new data, or go-back-N after a timeout): asked once per sending pass; with SACK it is the
+        scoreboard's own method, called per segment."""
+        raise NotImplementedError
 
     def rtt_sample(self, conn: Tcb, ts: tuple[int, int] | None, ack: int, now: float) -> float | None:
         """An RTT sample from an ACK of new data, fed to the estimator; None when this strategy has
@@ -71,11 +74,11 @@ class Recovery:
     def on_reorder_timeout(self, conn: Tcb, now: float) -> None:
         """``conn.reo_at`` passed (RFC 8985 §6.3)."""
 
-    def sample_rates(self) -> bool:
+    def sample_rates(self, conn: Tcb) -> bool:
         """Set up delivery-rate samples for a controller that runs on them; False: none here."""
         return False
 
-    def delivery_rate(self) -> float:
+    def delivery_rate(self, conn: Tcb) -> float:
         """The latest delivery-rate sample, bytes a second (0.0: none)."""
         return 0.0
 

@@ -3,9 +3,11 @@ NewReno partial ACKs, and go-back-N after a timeout (RFC 5681 §3.1, RFC 6298 §
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aionetstack.transport.tcp.recovery.base import Recovery, cwnd_limited
+from aionetstack.transport.tcp.recovery.undo import undo_state
 from aionetstack.transport.tcp.seq import MASK
 from aionetstack.wire.tcp import ACK, FIN
 
@@ -15,12 +17,18 @@ if TYPE_CHECKING:
 __all__ = ["NEWRENO", "NewRenoRecovery", "go_back_n"]
 
 
+def _record_nothing(start: int, end: int, now: float) -> None:
+    """Nothing to record without SACK."""
+
+
 class NewRenoRecovery(Recovery):
     """Duplicate ACKs counted (RFC 5681 §3.2), one hole repaired per partial ACK (RFC 6582 §3.2)."""
 
     __slots__ = ()
     name = "newreno"
-    record_send = staticmethod(lambda start, end, now: None)  # nothing to record without SACK
+
+    def record_sender(self, conn: Tcb) -> Callable[[int, int, float], None]:
+        return _record_nothing  # nothing to record without SACK
 
     def rtt_sample(self, conn: Tcb, ts: tuple[int, int] | None, ack: int, now: float) -> float | None:
         # RFC 7323 §4: from the echoed timestamp, when timestamps are on.
@@ -96,9 +104,10 @@ def go_back_n(conn: Tcb, now: float) -> None:
     """RFC 5681 §3.1, RFC 6298 §5.4-5.6 and RFC 6582 §3.2 step 4: after a timeout, one segment per
     cwnd from the first unacknowledged byte (also SACK's way when its scoreboard is empty)."""
     if conn.retransmits == 1:
-        conn.undo_cwnd, conn.undo_ssthresh = conn.cc.cwnd, conn.cc.ssthresh
+        state = undo_state(conn)
+        state.cwnd, state.ssthresh = conn.cc.cwnd, conn.cc.ssthresh
         # Eifel (RFC 3522 §3.1): the TSval our retransmission (sent just below) carries.
-        conn.rto_undo_tsval = conn.ts_clock(now) if conn.ts_ok else None
+        state.rto_tsval = conn.ts_clock(now) if conn.ts_ok else None
     conn.cc.on_timeout(conn.snd_max - conn.snd_una, now)
     # RFC 6582 §3.2 step 4: after a timeout, recover = highest sequence sent.
     conn.recover = conn.snd_max

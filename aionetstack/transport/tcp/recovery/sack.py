@@ -12,7 +12,7 @@ from aionetstack.transport.tcp.rate import DeliveryRateEstimator
 from aionetstack.transport.tcp.recovery import prr, tlp
 from aionetstack.transport.tcp.recovery.base import Recovery, cwnd_limited
 from aionetstack.transport.tcp.recovery.newreno import go_back_n
-from aionetstack.transport.tcp.recovery.undo import on_dsack
+from aionetstack.transport.tcp.recovery.undo import on_dsack, undo_state
 from aionetstack.transport.tcp.sack import Scoreboard, SentSegment
 from aionetstack.transport.tcp.seq import unwrap
 from aionetstack.wire.tcp import ACK, FIN, PSH, TcpSegment
@@ -20,7 +20,7 @@ from aionetstack.wire.tcp import ACK, FIN, PSH, TcpSegment
 if TYPE_CHECKING:
     from aionetstack.transport.tcp.tcb import Tcb
 
-__all__ = ["SackRecovery"]
+__all__ = ["SACK", "SackRecovery"]
 
 
 def _start(d: SentSegment) -> int:
@@ -28,21 +28,26 @@ def _start(d: SentSegment) -> int:
 
 
 class SackRecovery(Recovery):
-    """RFC 6675 recovery off a scoreboard, with RACK-TLP and PRR; one per connection (it holds the
-    scoreboard and RACK's state, which ``conn.board`` and ``conn.rack`` also name)."""
+    """RFC 6675 recovery off a scoreboard, with RACK-TLP and PRR. It holds no state: the
+    connection's scoreboard and RACK's state are ``conn.board`` and ``conn.rack``, made when the SYNs
+    agree on SACK (``new_state``); one instance, ``SACK``, serves every connection (a strategy object
+    per connection was 48 bytes an end: issue 14)."""
 
-    __slots__ = ("board", "rack")
+    __slots__ = ()
     name = "sack"
 
-    def __init__(self) -> None:
-        self.board = Scoreboard()
-        self.rack = Rack()
+    @staticmethod
+    def new_state(conn: Tcb) -> None:
+        """Give ``conn`` its scoreboard and RACK state."""
+        conn.board = Scoreboard()
+        conn.rack = Rack()
 
-    @property
-    def record_send(self) -> Callable[[int, int, float], None]:  # type: ignore[override]
+    def record_sender(self, conn: Tcb) -> Callable[[int, int, float], None]:
         # Looked up once per sending pass, not per segment: a bound method kept in a slot was 64
         # bytes a connection (issue 14).
-        return self.board.on_send
+        board = conn.board
+        assert board is not None
+        return board.on_send
 
     # ------------------------------------------------------------------ the connection's calls
 
@@ -50,7 +55,9 @@ class SackRecovery(Recovery):
         # The send time of the newest segment this ACK covers that was sent once: exact, where the
         # millisecond TSecr is not (as Linux prefers its skb times). A retransmitted segment gives
         # no sample (Karn's rule, RFC 6298 §3).
-        rtt = self.board.rtt_sample(ack, now)
+        board = conn.board
+        assert board is not None
+        rtt = board.rtt_sample(ack, now)
         if rtt is not None:
             conn.rtt.sample(rtt)
         return rtt
@@ -58,7 +65,9 @@ class SackRecovery(Recovery):
     def on_handshake_acked(self, conn: Tcb, now: float) -> None:
         # The SYN-ACK as the scoreboard's first segment: its exact send time gives the sample (the
         # millisecond TSecr would depend on the clock's phase).
-        self.board.record_syn(conn.iss, conn.rtt_time)
+        board = conn.board
+        assert board is not None
+        board.record_syn(conn.iss, conn.rtt_time)
 
     def on_new_ack(self, conn: Tcb, prior_una: int, acked: int, rtt: float | None, now: float) -> None:
         # Recovery itself runs in after_ack; the window grows outside fast recovery only — in slow
@@ -71,8 +80,8 @@ class SackRecovery(Recovery):
 
     def after_ack(self, conn: Tcb, seg: TcpSegment, ack: int, prior_una: int, now: float) -> None:
         """Feed one ACK to the scoreboard and RACK, then detect losses (RFC 6675 §5, RFC 8985 §6.2)."""
-        board = self.board
-        rack = self.rack
+        board, rack = conn.board, conn.rack
+        assert board is not None and rack is not None
         stats = conn.stats
         delivered: list[SentSegment] = []
         sacked_before = board.sacked_bytes
@@ -121,7 +130,7 @@ class SackRecovery(Recovery):
         # RFC 6675 §5: an ACK at or past RecoveryPoint ends recovery.
         if conn.in_recovery and conn.snd_una >= conn.recover:
             conn.in_recovery = False
-            if conn.prr_active:
+            if conn.prr is not None:
                 prr.end(conn)
             elif conn.cc.owns_cwnd:
                 conn.cc.on_recovery_end(self.pipe(conn), now)
@@ -141,14 +150,16 @@ class SackRecovery(Recovery):
             sample = rate.finish(max(board.lost_bytes - lost_before, 0))
             if sample.newly_acked and conn.cc.owns_cwnd:
                 conn.cc.on_rate_sample(sample, rate.delivered, self.pipe(conn), now)
-        if conn.prr_active and conn.in_recovery:
+        prr_state = conn.prr
+        if prr_state is not None and conn.in_recovery:
             # RFC 6937 §3: DeliveredData = change in SND.UNA + change in SACKed octets.
             delivered_data = (ack - prior_una if ack > prior_una else 0) + board.sacked_bytes - sacked_before
-            prr.update(conn, delivered_data if delivered_data > 0 else 0)
+            prr.update(conn, prr_state, delivered_data if delivered_data > 0 else 0)
 
     def retransmit_lost(self, conn: Tcb, now: float) -> None:
         """RFC 6675 §5 (C) NextSeg rule 1: resend lost holes, once each, while cwnd - pipe allows."""
-        board = self.board
+        board = conn.board
+        assert board is not None
         if not board.lost_pending:
             return
         mss = conn.send_mss
@@ -162,7 +173,8 @@ class SackRecovery(Recovery):
     def window_end(self, conn: Tcb, snd_nxt: int) -> int:
         # RFC 6675 §5 / Linux: with SACK, what the congestion window limits is the pipe (SACKed and
         # lost segments have left the network), not SND.NXT - SND.UNA.
-        board = self.board
+        board = conn.board
+        assert board is not None
         snd_una = conn.snd_una
         rwnd_end = snd_una + conn.snd_wnd
         pipe = conn.snd_max - snd_una - board.sacked_bytes - board.lost_bytes + board.retrans_bytes
@@ -170,8 +182,10 @@ class SackRecovery(Recovery):
         return rwnd_end if rwnd_end < cwnd_end else cwnd_end
 
     def app_limited(self, conn: Tcb) -> None:
-        rate = self.board.rate
-        if rate is not None and not self.board.lost_pending:
+        board = conn.board
+        assert board is not None
+        rate = board.rate
+        if rate is not None and not board.lost_pending:
             pipe = self.pipe(conn)
             if pipe < conn.cc.cwnd:
                 # draft-cheng-iccrg-delivery-rate-estimation §3.4: the application, not the
@@ -179,31 +193,34 @@ class SackRecovery(Recovery):
                 rate.on_app_limited(pipe)
 
     def pipe(self, conn: Tcb) -> int:
-        board = self.board
+        board = conn.board
+        assert board is not None
         return conn.snd_max - conn.snd_una - board.sacked_bytes - board.lost_bytes + board.retrans_bytes
 
     def on_timeout(self, conn: Tcb, now: float) -> None:
         """RFC 6675 §5.1 with RFC 5681 §3.1: after a timeout every unSACKed segment is presumed lost
         and resent from the scoreboard (SACKed data is not resent), one segment per cwnd."""
-        board = self.board
+        board = conn.board
+        assert board is not None
         if not len(board):
             go_back_n(conn, now)
             return
         cc = conn.cc
         if conn.retransmits == 1:
+            state = undo_state(conn)
             if not conn.in_recovery:
-                conn.undo_cwnd, conn.undo_ssthresh = cc.cwnd, cc.ssthresh
-            conn.undo_retrans = 0
-            if conn.in_recovery and not conn.rto_recovery and conn.recovery_tsval is not None:
+                state.cwnd, state.ssthresh = cc.cwnd, cc.ssthresh
+            state.retrans = 0
+            if conn.in_recovery and not conn.rto_recovery and state.recovery_tsval is not None:
                 # Eifel (RFC 3522 §3.1) takes the TSval of the *first* retransmission of the episode:
                 # here the fast retransmission (as Linux's retrans_stamp). Only an ACK echoing an
                 # older TSval shows that recovery and timeout were both spurious; an echo of the fast
                 # retransmission means the loss was real and the (restored) reduction stands.
-                conn.rto_undo_tsval = conn.recovery_tsval
+                state.rto_tsval = state.recovery_tsval
             else:
                 # Eifel (RFC 3522 §3.1): remember the TSval this retransmission carries.
-                conn.rto_undo_tsval = conn.ts_clock(now) if conn.ts_ok else None
-        conn.prr_active = False
+                state.rto_tsval = conn.ts_clock(now) if conn.ts_ok else None
+        conn.prr = None
         cc.on_timeout(conn.snd_max - conn.snd_una, now)
         conn.recover = conn.snd_max  # RFC 6675 §5.1: RecoveryPoint = HighData
         conn.in_recovery = True
@@ -223,7 +240,9 @@ class SackRecovery(Recovery):
         conn.rto_at = now + conn.rtt.current()
 
     def on_spurious_timeout(self, conn: Tcb) -> None:
-        self.board.clear_lost()  # what was not yet resent is not lost: do not resend it
+        board = conn.board
+        assert board is not None
+        board.clear_lost()  # what was not yet resent is not lost: do not resend it
         if conn.rto_recovery:
             conn.in_recovery = False
             conn.rto_recovery = False
@@ -238,21 +257,24 @@ class SackRecovery(Recovery):
         conn.stats["rack_reorder_timeouts"] += 1
         self.detect_losses(conn, now)  # RFC 8985 §6.3: the reordering window ran out
 
-    def sample_rates(self) -> bool:
-        if self.board.rate is None:
-            self.board.rate = DeliveryRateEstimator()
+    def sample_rates(self, conn: Tcb) -> bool:
+        board = conn.board
+        assert board is not None
+        if board.rate is None:
+            board.rate = DeliveryRateEstimator()
         return True
 
-    def delivery_rate(self) -> float:
-        rate = self.board.rate
+    def delivery_rate(self, conn: Tcb) -> float:
+        board = conn.board
+        rate = None if board is None else board.rate
         return 0.0 if rate is None else rate.last_rate
 
     # ------------------------------------------------------------------ loss detection and repair
 
     def detect_losses(self, conn: Tcb, now: float) -> None:
         """Mark lost segments: RACK (RFC 8985 §6.2) or DupThresh (RFC 6675 §4 IsLost); maybe recover."""
-        board = self.board
-        rack = self.rack
+        board, rack = conn.board, conn.rack
+        assert board is not None and rack is not None
         mss = conn.send_mss
         if conn.config.rack:
             srtt = conn.rtt.srtt or 0.0
@@ -272,14 +294,17 @@ class SackRecovery(Recovery):
         conn.in_recovery = True
         conn.rto_recovery = False
         conn.recover = conn.snd_max
-        conn.undo_cwnd, conn.undo_ssthresh, conn.undo_retrans = cc.cwnd, cc.ssthresh, 0
-        conn.recovery_tsval = conn.ts_clock(now) if conn.ts_ok else None
+        state = undo_state(conn)
+        state.cwnd, state.ssthresh, state.retrans = cc.cwnd, cc.ssthresh, 0
+        state.recovery_tsval = conn.ts_clock(now) if conn.ts_ok else None
         prr.start(conn)
         cc.on_congestion(conn.snd_max - conn.snd_una, now)
         if conn.trace is not None:
             conn.trace.event(conn, "recovery", now)
         conn.tlp_at = None  # RFC 8985 §7.2: no probes during recovery
-        for seg in self.board:
+        board = conn.board
+        assert board is not None
+        for seg in board:
             if seg.lost and not seg.retrans and not seg.sacked:
                 # RFC 6675 §5 (4.2): the first segment presumed dropped goes out whatever the pipe.
                 self.retransmit(conn, seg, now, "retransmits_fast")
@@ -287,7 +312,8 @@ class SackRecovery(Recovery):
 
     def retransmit(self, conn: Tcb, seg: SentSegment, now: float, cause: str) -> None:
         """Send ``seg`` again, cut to today's segment size (RFC 1191 §3: a smaller MSS splits it)."""
-        board = self.board
+        board = conn.board
+        assert board is not None
         options = conn._ack_options(now)
         room = conn._room(options)
         start = seg.start
@@ -311,11 +337,15 @@ class SackRecovery(Recovery):
         if conn.trace is not None:
             conn.trace.retransmitted(conn, start, cause)
         conn.rtt_seq = None  # Karn's rule (RFC 6298 §3)
-        if conn.undo_retrans >= 0:
-            conn.undo_retrans += 1
+        state = conn.undo_state
+        if state is not None and state.retrans >= 0:
+            state.retrans += 1
         if conn.rto_at is None or (start <= conn.snd_una and cause != "retransmits_rto"):
             # RFC 6298 §5: a segment MUST NOT be retransmitted (by the timer) less than one RTO
             # after its previous transmission. The timer resends the head first, so resending the
             # head restarts it (as Linux's tcp_xmit_retransmit_queue does); else a head lost twice
             # and repaired by RACK is sent a third time by a timer armed before the repair.
             conn.rto_at = now + conn.rtt.current()
+
+
+SACK = SackRecovery()  # it holds no state: one for every connection with SACK

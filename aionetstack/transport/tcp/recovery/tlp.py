@@ -33,13 +33,16 @@ def arm(conn: Tcb, recovery: SackRecovery, now: float) -> None:
     rto_left = conn.rto_at - now if conn.rto_at is not None else conn.rtt.current()
     # RFC 8985 §7.2: PTO at most the time left on the RTO; then the probe goes out in the
     # RTO's place (as Linux's loss-probe timer replaces its RTO timer), and re-arms it (§7.3).
-    pto = probe_timeout(conn.rtt.srtt, len(recovery.board), rto_left)
+    board = conn.board
+    assert board is not None
+    pto = probe_timeout(conn.rtt.srtt, len(board), rto_left)
     conn.tlp_at = now + pto
 
 
 def probe(conn: Tcb, recovery: SackRecovery, now: float) -> None:
     """RFC 8985 §7.3: send a probe — new data if the windows allow, else the last segment again."""
-    board = recovery.board
+    board = conn.board
+    assert board is not None
     if conn.in_recovery or conn.snd_max <= conn.snd_una or conn.state == TIME_WAIT:
         return
     stats = conn.stats
