@@ -54,7 +54,7 @@ def _stacks() -> tuple[aionetstack.Stack, aionetstack.Stack]:
     return client, server
 
 
-async def _exercise(scheme: str, client_ssl: ssl.SSLContext | None) -> dict[str, object]:
+async def _exercise(scheme: str, client_ssl: ssl.SSLContext | bool) -> dict[str, object]:
     results: dict[str, object] = {}
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{scheme}://app.test:8443/", ssl=client_ssl) as response:
@@ -79,7 +79,8 @@ def _expected_stream() -> str:
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_aiohttp_app_and_client_over_our_stack(scheme: str) -> None:
     client, server = _stacks()
-    server_ssl = client_ssl = None
+    server_ssl: ssl.SSLContext | None = None
+    client_ssl: ssl.SSLContext | bool = True  # aiohttp's default (ssl=None is deprecated)
     if scheme == "https":
         ca = trustme.CA()
         cert = ca.issue_cert("app.test")
