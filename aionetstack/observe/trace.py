@@ -248,7 +248,8 @@ class Tracer:
             self._emit(record)
 
     def received(self, conn: Tcb, seg: TcpSegment, now: float) -> None:
-        """``seg`` arrived for ``conn`` and was handled (called by TcpLayer.segment_input)."""
+        """``seg`` arrived for ``conn`` and was handled (called by TcpLayer.addressed_input, which
+        the fast and the full path both reach)."""
         state = self._state(conn)
         record = self._record(conn, state, "recv", now)
         iss, irs = conn.iss, conn.irs
