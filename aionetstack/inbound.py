@@ -52,12 +52,11 @@ class LinkQueue:
 def frames_between(batch: Sequence[Buffer], start: int, end: int) -> Sequence[Buffer]:
     """``batch[start:end]``, still a :class:`FrameBatch` if ``batch`` was one.
 
-    A slice of a list subclass is a plain list: cut without this, the part of a TAP read past one
-    turn's quota lost the device's word on its checksums, and every frame the host's stack wrote
-    with a partial checksum (virtio ``NEEDS_CSUM``) in it was dropped as ``tcp-bad-checksum``; the
-    peer then waited out a retransmission timeout (1 s for a SYN) for each.
+    A slice of a list subclass is a plain list: cut without this, a TAP read of more than one
+    turn's quota lost the device's word on its checksums, and every frame in it that the host's
+    stack wrote with a partial checksum (virtio ``NEEDS_CSUM``) was dropped as ``tcp-bad-checksum``;
+    the peer then waited out a retransmission timeout (1 s for a SYN) for each.
     """
-    part = batch[start:end]
     if type(batch) is FrameBatch:
-        return FrameBatch(part, batch.checksum_valid)
-    return part
+        return FrameBatch(batch[start:end], batch.checksum_valid)
+    return batch[start:end]
