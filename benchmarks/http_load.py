@@ -127,22 +127,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         case: partial(measure, s, hook, c, seconds, MODES[mode]) for case, s in setups.items()
                     }
                     r = interleave_sync(rounds_of(args), runs)
-                    stalled = [
-                        f"{case} ({sum(x['errors'] for x in runs_):.0f} wrk errors)"
-                        for case, runs_ in r.items()
-                        if any(not x["requests"] for x in runs_)
-                    ]
+                    stalled = {case for case, runs_ in r.items() if any(not x["requests"] for x in runs_)}
                     if stalled:  # no latency to report: said, not hidden in a median
                         report.skip(
                             f"{loop}, {mode}, concurrency {c}: wrk completed no request in "
-                            f"{seconds:g} s against {', '.join(stalled)}"
+                            f"{seconds:g} s against "
+                            + ", ".join(
+                                f"{case} ({sum(x['errors'] for x in r[case]):.0f} wrk errors)"
+                                for case in sorted(stalled)
+                            )
                         )
+                    if "kernel" in stalled:
                         continue
                     errors = f"wrk errors ours/kernel: {sum(x['errors'] for x in r['ours']):.0f}" + (
                         f"/{sum(x['errors'] for x in r['kernel']):.0f}"
                     )
-                    cases = [("ours", "", errors)]
-                    if "baseline" in r:
+                    cases = [] if "ours" in stalled else [("ours", "", errors)]
+                    if "baseline" in r and "baseline" not in stalled:
                         baseline_errors = sum(x["errors"] for x in r["baseline"])
                         cases.append(("baseline", " (baseline)", f"wrk errors: {baseline_errors:.0f}"))
                     new_conn = mode != "keep-alive"
