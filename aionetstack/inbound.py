@@ -6,10 +6,18 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
-from aionetstack.link.endpoint import LinkEndpoint
+from aionetstack.link.endpoint import FrameBatch, LinkEndpoint
 from aionetstack.wire import Buffer
 
-__all__ = ["BATCH_OVERHEAD", "BUDGET", "BUDGET_TIME", "FRAME_OVERHEAD", "WEIGHT", "LinkQueue"]
+__all__ = [
+    "BATCH_OVERHEAD",
+    "BUDGET",
+    "BUDGET_TIME",
+    "FRAME_OVERHEAD",
+    "WEIGHT",
+    "LinkQueue",
+    "frames_between",
+]
 
 #: Frames the network task takes from one link per turn (NAPI's default weight).
 WEIGHT = 64
@@ -39,3 +47,16 @@ class LinkQueue:
         self.truesize = 0  # what they are charged: lengths plus FRAME_OVERHEAD and BATCH_OVERHEAD
         self.paused = False  # we asked the link to pause_reading()
         self.ready = False  # in the stack's round-robin of links with frames
+
+
+def frames_between(batch: Sequence[Buffer], start: int, end: int) -> Sequence[Buffer]:
+    """``batch[start:end]``, still a :class:`FrameBatch` if ``batch`` was one.
+
+    A slice of a list subclass is a plain list: cut without this, a TAP read of more than one
+    turn's quota lost the device's word on its checksums, and every frame in it that the host's
+    stack wrote with a partial checksum (virtio ``NEEDS_CSUM``) was dropped as ``tcp-bad-checksum``;
+    the peer then waited out a retransmission timeout (1 s for a SYN) for each.
+    """
+    if type(batch) is FrameBatch:
+        return FrameBatch(batch[start:end], batch.checksum_valid)
+    return batch[start:end]

@@ -39,6 +39,7 @@ from aionetstack.inbound import (
     FRAME_OVERHEAD,
     WEIGHT,
     LinkQueue,
+    frames_between,
 )
 from aionetstack.link.endpoint import LinkEndpoint, LinkKind
 from aionetstack.names import NameResolution
@@ -379,7 +380,7 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
                 size += cost
                 keep += 1
             counters["link.dropped.queue-full"] += count - keep
-            frames = frames[:keep]
+            frames = frames_between(frames, 0, keep)
             count = keep
         if count:
             queue.batches.append(frames)
@@ -460,7 +461,7 @@ class Stack(StackConfiguration, NameResolution, ForwarderSetup):
             batch = batches[0]
             start = queue.offset
             end = min(len(batch), start + quota - done)
-            chunk = batch if start == 0 and end == len(batch) else batch[start:end]
+            chunk = batch if start == 0 and end == len(batch) else frames_between(batch, start, end)
             size = (end - start) * FRAME_OVERHEAD + sum(map(len, chunk))
             if end == len(batch):
                 batches.popleft()

@@ -90,6 +90,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seconds", type=float, default=None, help="a wrk run (default 10, --quick 3)")
     parser.add_argument("--concurrency", type=int, action="append", help="default 1, 10, 100 and 1000")
     parser.add_argument("--mode", choices=list(MODES), action="append", help="default: both")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run serve from this aionetstack source tree (e.g. `git archive main | tar -x -C DIR`)"
+        " in every round: its rows say (baseline), beside the same rounds' kernel figures",
+    )
     add_arguments(parser, rounds=3, quick_rounds=2)
     args = parser.parse_args(argv)
     seconds = args.seconds or scale(args, 10.0, 3.0, 1.0)
@@ -112,25 +118,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "ours": partial(serve_over_tap, 1500, offload=True, loop=loop),
                         "kernel": partial(kernel_over_veth, 1500, loop=loop),
                     }
+                    if args.baseline:
+                        setups["baseline"] = partial(
+                            serve_over_tap, 1500, offload=True, loop=loop, source=args.baseline
+                        )
                     progress(f"http_load: {loop}, {mode}, concurrency {c}")
                     runs = {
                         case: partial(measure, s, hook, c, seconds, MODES[mode]) for case, s in setups.items()
                     }
                     r = interleave_sync(rounds_of(args), runs)
-                    stalled = [
-                        f"{case} ({sum(x['errors'] for x in runs_):.0f} wrk errors)"
-                        for case, runs_ in r.items()
-                        if any(not x["requests"] for x in runs_)
-                    ]
+                    stalled = {case for case, runs_ in r.items() if any(not x["requests"] for x in runs_)}
                     if stalled:  # no latency to report: said, not hidden in a median
                         report.skip(
                             f"{loop}, {mode}, concurrency {c}: wrk completed no request in "
-                            f"{seconds:g} s against {', '.join(stalled)}"
+                            f"{seconds:g} s against "
+                            + ", ".join(
+                                f"{case} ({sum(x['errors'] for x in r[case]):.0f} wrk errors)"
+                                for case in sorted(stalled)
+                            )
                         )
+                    if "kernel" in stalled:
                         continue
                     errors = f"wrk errors ours/kernel: {sum(x['errors'] for x in r['ours']):.0f}" + (
                         f"/{sum(x['errors'] for x in r['kernel']):.0f}"
                     )
+                    cases = [] if "ours" in stalled else [("ours", "", errors)]
+                    if "baseline" in r and "baseline" not in stalled:
+                        baseline_errors = sum(x["errors"] for x in r["baseline"])
+                        cases.append(("baseline", " (baseline)", f"wrk errors: {baseline_errors:.0f}"))
                     new_conn = mode != "keep-alive"
                     for key, figure, unit, better, target in (
                         ("p50_us", "p50 latency", "ms", "lower", None),
@@ -145,16 +160,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         ),
                     ):
                         k = 1e-3 if unit == "ms" else 1.0
-                        report.add(
-                            f"{mode}, concurrency {c}: {figure}",
-                            unit,
-                            [x[key] * k for x in r["ours"]],
-                            [x[key] * k for x in r["kernel"]],
-                            loop=loop,
-                            better=better,  # type: ignore[arg-type]
-                            target=target,
-                            note=errors,
-                        )
+                        for case, label, note in cases:
+                            report.add(
+                                f"{mode}, concurrency {c}: {figure}{label}",
+                                unit,
+                                [x[key] * k for x in r[case]],
+                                [x[key] * k for x in r["kernel"]],
+                                loop=loop,
+                                better=better,  # type: ignore[arg-type]
+                                target=target,
+                                note=note,
+                            )
     finally:
         os.unlink(hook)
     return emit(report, args.json)

@@ -89,11 +89,17 @@ def _stop(proc: subprocess.Popen[str]) -> str:
 
 @contextmanager
 def serve_over_tap(
-    mtu: int, *, offload: bool = True, loop: str = "asyncio", profile: str | None = None
+    mtu: int,
+    *,
+    offload: bool = True,
+    loop: str = "asyncio",
+    profile: str | None = None,
+    source: str | None = None,
 ) -> Iterator[Server]:
     """``aionetstack serve --http`` in its own process on a fresh TAP device; the device's kernel
     side in a fresh namespace (the client runs there). ``profile``: run serve under cProfile, into
-    that file."""
+    that file. ``source``: run the ``aionetstack`` package of another source tree (a checkout of
+    another revision, for before/after figures from one run) instead of the installed one."""
     device = unique_device_name()
     subnet = Subnet.random()
     argv = [PYTHON, *(["-m", "cProfile", "-o", profile] if profile else [])]
@@ -102,7 +108,12 @@ def serve_over_tap(
     if not offload:
         argv.append("--no-offload")
     with NetNS() as ns:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env = None
+        if source is not None:  # first on sys.path: the cwd that -m puts there, then PYTHONPATH
+            env = {**os.environ, "PYTHONPATH": source}
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=source, env=env
+        )
         server = Server(proc, ns, subnet.ours)
         try:
             _wait_ready(proc, "serve")
