@@ -167,33 +167,54 @@ class TcpTransport(asyncio.transports._FlowControlMixin):
         if deadline > now + 0.0005:
             self._arm(deadline)  # the deadline moved later since we armed: sleep again
             return
-        if (
-            now - deadline < TIMER_DEFERRAL_LIMIT
-            and (deadline == conn.rto_at or deadline == conn.tlp_at or deadline == conn.reo_at)
-            and (self._deferred or self._stack.after_input(self._after_input))
+        if self._retransmission_due(deadline, now) and (
+            self._deferred or self._stack.after_input(self._after_input)
         ):
             # A retransmission timer (RTO, tail loss probe, RACK's reordering timer) while
             # frames already received wait unread: the ACK it waits for may be among them, so
             # they go first, as Linux runs a busy socket's deferred timers only after its backlog
             # (tcp_release_cb). Timers may run late (RFC 6298 §5 sets no upper bound); without
             # this, 5,000 connections closed at once resent their FINs while the peer's ACKs sat
-            # in the queue. The fallback bounds the wait, whatever comes in.
+            # in the queue. ``_after_input`` bounds the wait, whatever comes in: the stack calls
+            # it after every pass while frames keep coming. No loop handle meanwhile: a mass close
+            # re-armed one per connection per deferral, each a push on the loop's heap of
+            # thousands (issue 14).
             self._deferred = True
-            self._arm(deadline + TIMER_DEFERRAL_LIMIT)
             return
         self._deferred = False
         conn.on_timer(max(now, deadline))
         self.process(max(now, deadline))
         self._stack.schedule_output()
 
+    def _retransmission_due(self, deadline: float, now: float) -> bool:
+        """``deadline`` is a retransmission timer's (RTO, TLP, RACK) less than
+        ``TIMER_DEFERRAL_LIMIT`` late: it may wait for the frames queued (``Stack.after_input``)."""
+        conn = self._conn
+        return now - deadline < TIMER_DEFERRAL_LIMIT and (
+            deadline == conn.rto_at or deadline == conn.tlp_at or deadline == conn.reo_at
+        )
+
     def _after_input(self) -> None:
-        """The stack processed every frame that was waiting: the deferred timer runs now."""
-        if self._deferred:
-            self._deferred = False
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._on_timer()
+        """The stack processed the frames that were waiting: the deferred timer runs now, unless
+        it is still due and more frames came in meanwhile (a mass close: every pass brings some)
+        -- it waits for those too, its fallback handle left as it is: re-arming it on every pass
+        was two loop-timer operations per connection per pass (issue 14)."""
+        if not self._deferred:
+            return
+        deadline = self._conn.next_deadline()
+        now = self._loop.time()
+        if (
+            deadline is not None
+            and deadline <= now + 0.0005
+            and self._retransmission_due(deadline, now)
+            and self._stack.after_input(self._after_input)
+        ):
+            return
+        self._deferred = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._on_timer()
 
     def forget(self) -> None:
         """The layer dropped the connection (CLOSED, or TIME_WAIT expired)."""

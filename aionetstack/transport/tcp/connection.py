@@ -55,6 +55,7 @@ from aionetstack.transport.tcp.state import (
     TIME_WAIT,
     TcpState,
 )
+from aionetstack.transport.tcp.tcb import NO_DATA
 from aionetstack.transport.tcp.timers import Timers
 from aionetstack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment
 
@@ -328,12 +329,9 @@ class TcpConnection(Timers):
                 self.sbuf_off += data_acked
                 self.sbuf_seq += data_acked
                 if self.sbuf_off == len(self.sbuf):
-                    try:
-                        self.sbuf.clear()
-                    except BufferError:
-                        # A retransmission still in the outbox views it (several segments arrive
-                        # before the caller transmits): drop our reference instead of resizing.
-                        self.sbuf = bytearray()
+                    # Let the buffer go (a retransmission still in the outbox may view it): the
+                    # next write makes one; an idle connection keeps none (issue 14).
+                    self.sbuf = NO_DATA
                     self.sbuf_off = 0
                 stats["bytes_acked"] += data_acked
                 self.events |= EV_SEND_SPACE

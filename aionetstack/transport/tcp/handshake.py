@@ -15,6 +15,7 @@ from aionetstack.transport.tcp.contract import EV_CONNECTED, outgoing
 from aionetstack.transport.tcp.recovery import SACK
 from aionetstack.transport.tcp.sender import Sender
 from aionetstack.transport.tcp.seq import MASK, unwrap
+from aionetstack.transport.tcp.shared import shared_int
 from aionetstack.transport.tcp.state import ESTABLISHED, FIN_WAIT_1, SYN_RECEIVED, SYN_SENT
 from aionetstack.transport.tcp.tcb import TS_OPTION_LENGTH
 from aionetstack.wire.tcp import ACK, RST, SYN, TcpSegment, build_tcp_options
@@ -37,7 +38,7 @@ class Handshake(Sender):
             timestamp=(self.ts_clock(now), 0) if self.config.timestamps else None,
         )
         self.snd_nxt = self.iss + 1
-        self.snd_max = self.snd_nxt
+        self.snd_max = self.sbuf_seq = self.snd_nxt  # one int, not one each (issue 14)
         self._send_syn(now, SYN)
         self.rto_at = now + self.rtt.current()
         self.last_received_at = now
@@ -60,7 +61,7 @@ class Handshake(Sender):
             timestamp=(self.ts_clock(now), self.ts_recent) if self.ts_ok else None,
         )
         self.snd_nxt = self.iss + 1
-        self.snd_max = self.snd_nxt
+        self.snd_max = self.sbuf_seq = self.snd_nxt  # one int, not one each (issue 14)
         self._send_syn(now, SYN | ACK)
         self.rto_at = now + self.rtt.current()
         self.last_received_at = now
@@ -69,7 +70,7 @@ class Handshake(Sender):
         """RFC 7323 §2.2/§3.2, RFC 2018 §2: an option is on only when both SYNs carry it."""
         config = self.config
         if syn.mss is not None:
-            self.peer_mss = max(syn.mss, 64)
+            self.peer_mss = shared_int(max(syn.mss, 64))
         wscale = syn.wscale
         self.ws_ok = config.window_scaling and wscale is not None
         if config.window_scaling and wscale is not None:
@@ -82,13 +83,13 @@ class Handshake(Sender):
             # RFC 6675 / RFC 8985: with SACK, recovery runs off the scoreboard, not NewReno.
             self.recovery = SACK
             SACK.new_state(self)
-        mss = self.send_mss
+        mss = shared_int(self.send_mss)
         # Recreated for the agreed MSS, keeping a per-connection choice (set_congestion_control).
         self.cc = congestion.create(self.cc.name, mss, config.initial_window)
         self._controller_chosen()
         # What a full-sized segment from the peer carries: its timestamps come off the MSS too
         # (RFC 7323 §3.2), else "every second full-sized segment" (RFC 5681 §4.2) never comes.
-        self.rcv_mss = min(self.mss_base, self.peer_mss) - (TS_OPTION_LENGTH if self.ts_ok else 0)
+        self.rcv_mss = shared_int(min(self.mss_base, self.peer_mss) - (TS_OPTION_LENGTH if self.ts_ok else 0))
 
     def _send_syn(self, now: float, flags: int) -> None:
         self.rtt_time = now  # times the handshake (a sample only if sent once: RFC 6298 §3)
@@ -201,7 +202,7 @@ class Handshake(Sender):
             return False
         self.state = ESTABLISHED if not self.fin_queued else FIN_WAIT_1
         self.syn_options = b""  # no SYN of ours goes out again: let its options go
-        self.snd_wnd = seg.window << self.snd_wscale
+        self.snd_wnd = shared_int(seg.window << self.snd_wscale)
         self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
         self.snd_wl1 = seq
         self.snd_wl2 = ack

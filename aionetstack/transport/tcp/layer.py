@@ -28,6 +28,7 @@ from aionetstack.transport.tcp.icmp_errors import IcmpErrorInput
 from aionetstack.transport.tcp.isn import IsnGenerator
 from aionetstack.transport.tcp.offload import OffloadTransmit
 from aionetstack.transport.tcp.seq import MASK
+from aionetstack.transport.tcp.shared import shared_address, shared_int
 from aionetstack.transport.tcp.state import TcpState
 from aionetstack.transport.tcp.syncookie import SynCookies
 from aionetstack.transport.tcp.timewait import TimeWait
@@ -182,7 +183,9 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
         config = self.config
         iface, _ = self.network_for(remote[0]).route(remote[0])
         # RFC 9293 §3.7.1: MTU minus the fixed IP and TCP headers (RFC 8200 §3: IPv6's is 40).
-        mss = iface.link.mtu - 20 - ip_header_length(remote[0])
+        mss = shared_int(iface.link.mtu - 20 - ip_header_length(remote[0]))
+        # The peer's address as one object for all its connections, not a copy per SYN (issue 14).
+        remote = (shared_address(remote[0]), remote[1])
         if iss is None:
             iss = self.isn.isn(local[0], local[1], remote[0], remote[1], now)
         conn = TcpConnection(
@@ -212,7 +215,10 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
         self, local_ip: bytes, local_port: int, remote: tuple[bytes, int], now: float
     ) -> TcpConnection:
         """Active open: choose a free 4-tuple (RFC 6056), register, send SYN."""
-        remote_ip, remote_port = remote
+        # Each connect parses its addresses anew: one object for all (the table's key holds them).
+        local_ip = shared_address(local_ip)
+        remote_ip, remote_port = shared_address(remote[0]), remote[1]
+        remote = (remote_ip, remote_port)
         if local_port == 0:
             local_port = pick_ephemeral_port(
                 lambda p: (

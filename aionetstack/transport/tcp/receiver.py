@@ -17,7 +17,7 @@ from aionetstack.transport.tcp.guards import challenge_allowed, oow_answer_allow
 from aionetstack.transport.tcp.ooo import BLOCK_OVERHEAD, PIECE_OVERHEAD, OutOfOrderQueue
 from aionetstack.transport.tcp.seq import MASK
 from aionetstack.transport.tcp.state import CAN_RECEIVE
-from aionetstack.transport.tcp.tcb import RcvTuning, Tcb
+from aionetstack.transport.tcp.tcb import NO_CHUNKS, RcvTuning, Tcb
 from aionetstack.wire import Buffer
 from aionetstack.wire.tcp import ACK, RST, TcpSegment, build_tcp_options
 
@@ -35,11 +35,12 @@ class Receiver(Tcb):
         chunks = self.received
         if limit is None or self.received_bytes <= limit:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            chunks.clear()
+            self.received = NO_CHUNKS  # an idle connection keeps no list (issue 14)
             taken = self.received_bytes
         else:
             # Whole segments up to the limit: one join, as for everything; a segment larger than
             # the limit (a jumbo MTU) is cut, its tail left at the head of the queue.
+            assert isinstance(chunks, list)  # more than ``limit`` bytes are queued
             taken = count = 0
             for chunk in chunks:
                 if taken + len(chunk) > limit:
@@ -85,7 +86,10 @@ class Receiver(Tcb):
                 return
             payload = payload[:length]
         if seq == rcv_nxt:
-            self.received.append(bytes(payload))
+            received = self.received
+            if not received:
+                self.received = received = []
+            received.append(bytes(payload))
             rcv_nxt += length
             self.received_bytes += length
             stats["bytes_received"] += length
@@ -96,7 +100,7 @@ class Receiver(Tcb):
                 chunks, new_nxt = held.pop_ready(rcv_nxt)
                 if chunks:
                     for chunk in chunks:
-                        self.received.append(chunk)
+                        received.append(chunk)
                         self.received_bytes += len(chunk)
                         stats["bytes_received"] += len(chunk)
                     rcv_nxt = new_nxt

@@ -66,6 +66,12 @@ def _start(seg: SentSegment) -> int:
     return seg.start
 
 
+#: The segment list of a board with nothing in flight: shared and immutable; the first segment
+#: sent makes the board its own list, and the ACK of the last lets it go (an idle connection kept
+#: an empty list, 56 bytes an end: issue 14).
+_NO_SEGS: tuple[SentSegment, ...] = ()
+
+
 class Scoreboard:
     """RFC 6675's scoreboard over the segments in flight."""
 
@@ -81,7 +87,7 @@ class Scoreboard:
     )
 
     def __init__(self) -> None:
-        self._segs: list[SentSegment] = []
+        self._segs: list[SentSegment] | tuple[SentSegment, ...] = _NO_SEGS
         self._head = 0  # segs[:_head] are acknowledged and waiting to be compacted away
         self.sacked_bytes = 0
         self.lost_bytes = 0  # lost and not SACKed (retransmitted or not)
@@ -143,7 +149,10 @@ class Scoreboard:
             if start < tail:
                 start = tail
         seg = SentSegment(start, end, now)
-        segs.append(seg)
+        if isinstance(segs, list):
+            segs.append(seg)
+        else:
+            self._segs = [seg]
         if self.rate is not None:
             # draft-cheng §3.2 "no packets in flight" is Linux's packets_out == 0: an empty board.
             self.rate.on_send(seg, now, not outstanding)
@@ -151,7 +160,11 @@ class Scoreboard:
     def record_syn(self, iss: int, now: float) -> None:
         """The handshake's SYN as the first record, for its RTT sample only: never stamped for a
         delivery rate (one octet over the handshake's RTT is no rate)."""
-        self._segs.append(SentSegment(iss, iss + 1, now))
+        segs = self._segs
+        if isinstance(segs, list):
+            segs.append(SentSegment(iss, iss + 1, now))
+        else:
+            self._segs = [SentSegment(iss, iss + 1, now)]
 
     def on_retransmit(self, seg: SentSegment, now: float) -> None:
         if self.rate is not None:
@@ -229,7 +242,9 @@ class Scoreboard:
             seg.app_limited,
         )
         seg.end = at
-        self._segs.insert(i + 1, tail)
+        segs = self._segs
+        assert isinstance(segs, list)  # it holds ``seg``
+        segs.insert(i + 1, tail)
 
     # ------------------------------------------------------------------ acknowledgments
 
@@ -264,11 +279,12 @@ class Scoreboard:
                     self._unmark(seg, ack - seg.start)
                     seg.start = ack
                 break
-        if head > 64 and head * 2 > n:
-            del segs[:head]
+        if head == n:
+            self._segs = _NO_SEGS
             head = 0
-        elif head == n:
-            segs.clear()
+        elif head > 64 and head * 2 > n:
+            assert isinstance(segs, list)  # it holds what is still in flight
+            del segs[:head]
             head = 0
         self._head = head
 

@@ -39,6 +39,10 @@ class Sender(Receiver):
         if self.fin_queued or (self.state not in CAN_SEND and self.state not in (SYN_SENT, SYN_RECEIVED)):
             raise BrokenPipeError(errno.EPIPE, "cannot send after the connection was shut down for writing")
         sbuf = self.sbuf
+        if not sbuf:  # nothing queued (so sbuf_off is 0): the first write, or all was acked
+            self.sbuf = bytearray(data)
+            return
+        assert isinstance(sbuf, bytearray)
         try:
             if self.sbuf_off and self.sbuf_off >= len(sbuf) // 2:
                 # Compact lazily: deleting the acknowledged head on every ACK would move the whole buffer.
@@ -66,9 +70,11 @@ class Sender(Receiver):
         drop = self.snd_end - new_end
         if drop <= 0:
             return 0
-        cut = len(self.sbuf) - drop
+        sbuf = self.sbuf
+        assert isinstance(sbuf, bytearray)  # it holds the unsent data dropped here
+        cut = len(sbuf) - drop
         try:
-            del self.sbuf[cut:]
+            del sbuf[cut:]
         except BufferError:
             # A segment not yet transmitted views the buffer: keep the head in a new one.
             self.sbuf = bytearray(memoryview(self.sbuf)[self.sbuf_off : cut])

@@ -167,7 +167,7 @@ def test_take_received_from_a_queue_of_one_byte_segments() -> None:
     second = conn.take_received(MAX_READ)
     assert (len(first), len(second)) == (MAX_READ, 300_000 - MAX_READ)
     assert first + second == bytes(i % 251 for i in range(300_000))
-    assert conn.received == [] and conn.received_bytes == 0
+    assert not conn.received and conn.received_bytes == 0
 
 
 # ---------------------------------------------------------------------------------- abort()

@@ -4,6 +4,7 @@ from aionetstack.transport.tcp.congestion.base import CongestionControl
 from aionetstack.transport.tcp.congestion.bbr import Bbr
 from aionetstack.transport.tcp.congestion.cubic import Cubic
 from aionetstack.transport.tcp.congestion.newreno import NewReno
+from aionetstack.transport.tcp.shared import shared_int
 
 ALGORITHMS: dict[str, type[CongestionControl]] = {
     "bbr": Bbr,
@@ -36,6 +37,8 @@ def create(
     cc = cls(mss, initial_window)
     if carry is not None:
         cc.cwnd, cc.ssthresh = carry.cwnd, carry.ssthresh
+    else:
+        cc.cwnd = shared_int(cc.cwnd)  # the same initial window for every connection (issue 14)
     return cc
 
 
