@@ -1,6 +1,7 @@
 """Connection churn: open, exchange a few bytes, close -- N times on one loop -- ours beside the kernel's.
 
     python benchmarks/conn_churn.py [--connections N] [--rounds R] [--loop asyncio|uvloop|both] [--json]
+    python benchmarks/conn_churn.py --profile ours|kernel [--connections N]
 
 Reports, as min / median / max over interleaved rounds:
 - connections per second, sequentially (open + 4-byte echo + close, the client waiting for the close
@@ -14,14 +15,21 @@ Reports, as min / median / max over interleaved rounds:
 - connections per second over IPv6 (ours between two ULA addresses, the kernel's over ``::1``).
 The kernel's figure is the same churn over asyncio's sockets on loopback (its TIME_WAIT lives in the
 kernel, outside Python's memory).
+
+``--profile`` runs one side's timed churn (asyncio, IPv4) under cProfile instead, and prints the
+Python calls per connection and the functions by own time and by cumulative time, per connection
+(both ends count: ours are two stacks in this process). cProfile's overhead is per call, so a
+profiled run is about 3x slower and weighs call-heavy code more than a clock would.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import os
+import pstats
 import sys
 import time
 import tracemalloc
@@ -73,7 +81,7 @@ async def _one(open_conn: Opener) -> None:
     await writer.wait_closed()
 
 
-async def _churn(open_conn: Opener, n: int) -> dict[str, float]:
+async def _churn(open_conn: Opener, n: int, profiler: cProfile.Profile | None = None) -> dict[str, float]:
     for _ in range(20):  # warm up: first-use allocations are not per-connection costs
         await _one(open_conn)
     gc.collect()
@@ -81,11 +89,15 @@ async def _churn(open_conn: Opener, n: int) -> dict[str, float]:
     pauses = _Pauses()
     gc.callbacks.append(pauses)
     try:
+        if profiler is not None:
+            profiler.enable()  # the timed churn only: not the warm-up, nor the stacks' setup
         start = time.perf_counter()
         for _ in range(n):
             await _one(open_conn)
         elapsed = time.perf_counter() - start
     finally:
+        if profiler is not None:
+            profiler.disable()
         gc.callbacks.remove(pauses)
     for _ in range(20):
         await asyncio.sleep(0)
@@ -102,18 +114,20 @@ async def _churn(open_conn: Opener, n: int) -> dict[str, float]:
     }
 
 
-async def kernel(n: int, host: str = "127.0.0.1") -> dict[str, float]:
+async def kernel(
+    n: int, host: str = "127.0.0.1", profiler: cProfile.Profile | None = None
+) -> dict[str, float]:
     server = await asyncio.start_server(_echo_once, host, 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
-        return await _churn(lambda: asyncio.open_connection(host, port), n)
+        return await _churn(lambda: asyncio.open_connection(host, port), n, profiler)
 
 
 def _time_waits(stack: aionetstack.Stack) -> int:
     return sum(1 for s in stack.connections() if s.state == "TIME_WAIT")
 
 
-async def ours(n: int, ipv6: bool = False) -> dict[str, float]:
+async def ours(n: int, ipv6: bool = False, profiler: cProfile.Profile | None = None) -> dict[str, float]:
     left, right = pipe()
     client, server = aionetstack.Stack("client"), aionetstack.Stack("server")
     async with client, server:
@@ -127,7 +141,7 @@ async def ours(n: int, ipv6: bool = False) -> dict[str, float]:
             host = "10.0.0.2"
         await server.start_server(_echo_once, host, 7)
         tracing = tracemalloc.is_tracing()
-        result = await _churn(lambda: client.open_connection(host, 7), n)
+        result = await _churn(lambda: client.open_connection(host, 7), n, profiler)
         result["time_wait"] = _time_waits(server)
         if tracing:
             # Bytes per TIME_WAIT entry: a second churn on the same stacks, server closing first.
@@ -138,6 +152,28 @@ async def ours(n: int, ipv6: bool = False) -> dict[str, float]:
             grown = tracemalloc.get_traced_memory()[0] - before
             result["bytes_per_time_wait"] = grown / max(_time_waits(server) - entries_before, 1)
         return result
+
+
+def profile(side: str, n: int, top: int = 30) -> pstats.Stats:
+    """One side's timed churn under cProfile: calls and time per connection, printed."""
+    profiler = cProfile.Profile()
+    result = asyncio.run(ours(n, profiler=profiler) if side == "ours" else kernel(n, profiler=profiler))
+    stats = pstats.Stats(profiler)
+    calls = sum(entry[1] for entry in stats.stats.values())  # type: ignore[attr-defined]
+    print(f"{side}: {n} connections, {result['per_second']:.0f} conn/s under the profiler")
+    print(f"{calls / n:.0f} Python calls per connection (both ends)\n")
+    for key, title in (("tottime", "own time"), ("cumulative", "cumulative time")):
+        print(f"by {title}, per connection:")
+        print(f"{'calls':>7} {'own us':>8} {'cum us':>8}  function")
+        rows = sorted(
+            stats.stats.items(),  # type: ignore[attr-defined]
+            key=lambda item: -item[1][2 if key == "tottime" else 3],
+        )
+        for (filename, line, name), (_, ncalls, own, cumulative, _) in rows[:top]:
+            where = f"{os.path.basename(filename)}:{line}({name})" if line else name
+            print(f"{ncalls / n:7.1f} {own / n * 1e6:8.1f} {cumulative / n * 1e6:8.1f}  {where}")
+        print()
+    return stats
 
 
 FIGURES = (
@@ -152,9 +188,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--connections", type=int, default=None, help="a round (default 2000, --quick 500)")
+    parser.add_argument(
+        "--profile",
+        choices=["ours", "kernel"],
+        default=None,
+        help="run that side's timed churn under cProfile and print calls and time per connection",
+    )
     add_arguments(parser, rounds=3)
     args = parser.parse_args(argv)
     n = args.connections or scale(args, 2000, 500, 20)
+    if args.profile:
+        profile(args.profile, n)
+        return {}
     report = Report(
         "conn_churn", f"{n} sequential connections a round (open, 4-byte echo, close)", vars(args)
     )

@@ -522,8 +522,8 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
         RFC 1191 §3: TCP segments go with DF set (path MTU discovery), unless the path claimed an
         MTU below our minimum: then they go at that minimum without DF, as Linux's locked PMTU.
         """
-        pmtu = self.pmtu
-        return self.options.path_mtu_discovery and not (pmtu and pmtu.locked(dst))
+        # One dict look-up (locked), not the cache's __len__ first: this runs per flush (issue 14).
+        return self.options.path_mtu_discovery and not self.pmtu.locked(dst)
 
     def mark(self, conn: TcpConnection) -> None:
         """The connection has output to produce (an application write, a window update)."""

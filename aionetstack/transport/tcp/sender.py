@@ -105,6 +105,12 @@ class Sender(Receiver):
 
     def _send_data(self, now: float) -> None:
         """Send new data (and a FIN) as the windows, SWS avoidance, Nagle and pacing allow."""
+        if self.snd_end <= self.snd_nxt and not self.fin_queued and self.dsack is None:
+            # Nothing new to send (most passes of a short connection): the loop below would only
+            # mark the sender application-limited, after building options it never uses (issue 14).
+            # (A pending D-SACK takes the long way: _ack_options reports it, as before.)
+            self.recovery.app_limited(self)
+            return
         cc = self.cc
         recovery = self.recovery
         record_send = recovery.record_sender(self)

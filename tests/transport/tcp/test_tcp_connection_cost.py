@@ -119,3 +119,42 @@ def test_time_wait_record_packs_its_integers() -> None:
     record.snd_wl1 = conn.snd_wl1 + (1 << 40)  # unwrapped sequence numbers outgrow 32 bits
     assert record.ts_recent == 0xFFFF_FFFF and record.snd_wl1 == conn.snd_wl1 + (1 << 40)
     assert record.rcv_nxt == conn.rcv_nxt  # the others untouched
+
+
+class _RecoverySpy:
+    """The connection's recovery strategy, recording the calls ``app_limited`` gets."""
+
+    def __init__(self, strategy: object) -> None:
+        self.strategy = strategy
+        self.app_limited_calls = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.strategy, name)
+
+    def app_limited(self, conn: TcpConnection) -> None:
+        self.app_limited_calls += 1
+        self.strategy.app_limited(conn)  # type: ignore[attr-defined]
+
+
+def test_a_send_pass_with_nothing_queued_sends_nothing_and_marks_the_flight_app_limited() -> None:
+    # The short cut a pass with nothing new takes (most passes of a short connection, issue 14)
+    # does what the full pass did: no segment, the rate sampler told the application limits it.
+    t = TcpScript(aionetstack.TcpConfig())
+    t.at(0.0).establish_passive(ts=True)
+    conn = t.conn
+    spy = _RecoverySpy(conn.recovery)
+    conn.recovery = spy  # type: ignore[assignment]
+    conn.output(t.now)
+    assert spy.app_limited_calls == 1 and not conn.outbox
+    t.write(b"data")  # then data goes out as before
+    assert [o.seg.payload for o in t.drain()] == [b"data"]
+
+
+def test_a_pending_dsack_still_takes_the_full_send_pass() -> None:
+    # With a D-SACK pending the pass builds its options as before (RFC 2883 §4: reported once).
+    t = TcpScript(aionetstack.TcpConfig())
+    t.at(0.0).establish_passive(ts=True)
+    conn = t.conn
+    conn.dsack = (conn.rcv_nxt - 10, conn.rcv_nxt)
+    conn.output(t.now)
+    assert conn.dsack is None and conn.stats["dsacks_sent"] == 1
