@@ -264,7 +264,7 @@ class TcpLayer(OffloadTransmit, IcmpErrorInput):
         vouched: bool,
         header: NetworkHeader | None = None,
     ) -> None:
-        """A segment by its addresses alone: what IPv4's fast path hands over (no header object
+        """A segment by its addresses alone: what the IPv4 and IPv6 fast paths hand over (no header object
         per datagram); ``header`` is made here only for a segment that goes to a listener.
         ``vouched``: the link already verified the checksum, or offloads it (no one computes it)."""
         # RFC 9293 §3.1 over the pseudo-header (RFC 1071): verified in one call, the sum of the
