@@ -1,4 +1,6 @@
-"""IPv6 fragmentation on send (RFC 8200 §4.5): the source, and only the source, fragments.
+"""Fragmentation on send. IPv4 (RFC 791 §3.2): a datagram too big for the next link is cut, the
+copied options repeated (:func:`fragment_packet`). IPv6 (RFC 8200 §4.5): the source, and only the
+source, fragments (:func:`fragment_packet_v6`).
 
 The packet splits into its Unfragmentable Part (the IPv6 header and the extension headers that
 every fragment must carry: hop-by-hop, and routing with the destination options before it) and
@@ -9,6 +11,8 @@ Fragmentable Part, a multiple of 8 octets long except in the last fragment.
 
 from __future__ import annotations
 
+from aionetstack.wire import Buffer
+from aionetstack.wire.ipv4 import set_ipv4_checksum
 from aionetstack.wire.ipv6 import (
     FRAGMENT_HEADER_LENGTH,
     IPV6_HEADER_LENGTH,
@@ -17,7 +21,7 @@ from aionetstack.wire.ipv6 import (
     build_fragment_header,
 )
 
-__all__ = ["fragment_packet_v6"]
+__all__ = ["fragment_packet", "fragment_packet_v6"]
 
 
 def fragment_packet_v6(
@@ -58,3 +62,57 @@ def fragment_packet_v6(
         out += piece
         fragments.append(out)
     return fragments
+
+
+def _copied_options(options: Buffer) -> bytes:
+    """The options a non-initial fragment carries: those with the copied flag (RFC 791 §3.1)."""
+    out = bytearray()
+    i = 0
+    while i < len(options):
+        kind = options[i]
+        if kind == 0:  # end of option list
+            break
+        if kind == 1:  # no-operation, not copied
+            i += 1
+            continue
+        length = options[i + 1] if i + 1 < len(options) else 0
+        if length < 2:
+            break  # malformed: keep what we have
+        if kind & 0x80:
+            out += options[i : i + length]
+        i += length
+    out += b"\x00" * (-len(out) % 4)  # pad with end-of-list to a 32-bit boundary
+    return bytes(out)
+
+
+def fragment_packet(packet: bytearray, header_length: int, mtu: int) -> list[bytearray]:
+    """Split a built IPv4 datagram (or fragment) into fragments that fit ``mtu`` (RFC 791 §3.2).
+
+    Each keeps the identification; offsets continue from the packet's own, MF is set on all but
+    the last (and on the last too if the packet itself had MF), and only copied options follow
+    the first fragment.
+    """
+    header = bytes(packet[:header_length])
+    flags_offset = int.from_bytes(header[6:8], "big")
+    base = (flags_offset & 0x1FFF) * 8
+    had_more = bool(flags_offset & 0x2000)
+    keep = flags_offset & 0x4000  # DF is clear here, but keep the bit as it was
+    later_header = header[:20] + _copied_options(header[20:])
+    payload = memoryview(packet)[header_length:]
+    pieces: list[bytearray] = []
+    position = 0
+    while position < len(payload):
+        head = header if position == 0 else later_header
+        hl = len(head)
+        chunk = (mtu - hl) & ~7
+        piece = payload[position : position + chunk]
+        more = had_more or position + len(piece) < len(payload)
+        out = bytearray(head)
+        out[0] = 0x40 | (hl // 4)
+        out[2:4] = (hl + len(piece)).to_bytes(2, "big")
+        out[6:8] = (keep | (0x2000 if more else 0) | ((base + position) >> 3)).to_bytes(2, "big")
+        set_ipv4_checksum(out, 0, hl)
+        out += piece
+        pieces.append(out)
+        position += len(piece)
+    return pieces
